@@ -1,0 +1,37 @@
+"""slt: sign language translation at scale, in JAX."""
+import setuptools
+
+# Versions installed and tested together on Python 3.11 (see README, "Environment").
+# tensorflow-text pins tensorflow; keep the two in lockstep (not tensorflow-cpu).
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "tensorstore==0.1.86",
+    "seqio==0.0.20",
+    "clu==0.0.12",
+    "tensorflow==2.21.0",
+    "tensorflow-text==2.21.1",
+    "tensorflow-datasets==4.9.10",
+    "gin-config==0.5.0",
+    "sacrebleu==2.6.0",
+    "pose-format==0.15.0",
+    # The embedded corpus: real fingerspelling poses and CLDR vocabulary.
+    "spoken-to-signed==0.4.0",
+    "babel==2.18.0",
+    "numpy>=2.0,<2.5",
+]
+
+setuptools.setup(
+    name="slt",
+    version="0.1.0",
+    description="Sign language translation from pose landmarks with T5-family models in JAX.",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["slt", "slt.*", "tasks", "tasks.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest==8.4.2"],
+    },
+)
