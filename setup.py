@@ -32,6 +32,6 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["slt", "slt.*", "tasks", "tasks.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==8.4.2"],
+        "test": ["pytest==9.2.0"],
     },
 )
