@@ -1,0 +1,314 @@
+"""T5.1.1 encoder-decoder with a landmark input embedding.
+
+The encoder input is the shared token embedding of the prompt tokens ``[B, P]``
+followed, along the length axis, by a learned linear projection of the landmark frames
+``[B, T, 255]`` (param ``encoder/landmark_embedder/{kernel,bias}``, logical axes
+``('landmark', 'embed')`` and ``('embed',)``; map ``landmark`` to ``None`` in the axis
+rules, which flax also does for names without a rule). Everything else is T5.1.1 with
+T5X parameter names and shapes, so public ByT5/mT5 T5X checkpoints load by identity
+(the landmark projection is the only new parameter).
+
+Masks: each stack folds every mask and its relative position bias into ONE additive
+attention bias, computed once and reused by all its layers. The decoder self-attention
+is causal only: with unpacked examples padding sits after the real targets, so real
+positions never see it (``decoder_target_tokens`` is accepted for interface parity and
+future packing support).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from slt.models import layers
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+    """Network hyperparameters (T5.1.1 defaults; sizes of ByT5/mT5 set in gin)."""
+
+    vocab_size: int = 384  # ByT5 byte vocab padded
+    emb_dim: int = 512
+    num_heads: int = 8
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    head_dim: int = 64
+    mlp_dim: int = 1024
+    mlp_activations: tuple[str, ...] = ("gelu", "linear")
+    dropout_rate: float = 0.0
+    dtype: str = "float32"  # compute dtype; "bfloat16" allowed. Params always float32.
+    landmark_dim: int = 255  # 85 points x 3
+    relpos_num_buckets: int = 32
+    relpos_max_distance: int = 128
+    logits_via_embedding: bool = False
+    float32_attention_logits: bool = True
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    @property
+    def bias_dtype(self) -> jnp.dtype:
+        """dtype of the folded attention bias: that of the attention logits."""
+        return jnp.dtype(jnp.float32) if self.float32_attention_logits else self.compute_dtype
+
+
+def encoder_mask(encoder_input_tokens: Array, encoder_landmark_mask: Array) -> Array:
+    """int32 ``[B, P+T]``, 1 at real positions: ``tokens > 0`` then the frame mask."""
+    token_mask = (encoder_input_tokens > 0).astype(jnp.int32)
+    frame_mask = (jnp.asarray(encoder_landmark_mask) > 0).astype(jnp.int32)
+    return jnp.concatenate([token_mask, frame_mask], axis=1)
+
+
+def _attention(cfg: T5Config, name: str, cross: bool = False) -> layers.MultiHeadDotProductAttention:
+    return layers.MultiHeadDotProductAttention(
+        num_heads=cfg.num_heads,
+        head_dim=cfg.head_dim,
+        dtype=cfg.compute_dtype,
+        dropout_rate=cfg.dropout_rate,
+        float32_logits=cfg.float32_attention_logits,
+        cross_attention=cross,
+        name=name,
+    )
+
+
+def _mlp(cfg: T5Config) -> layers.MlpBlock:
+    return layers.MlpBlock(
+        intermediate_dim=cfg.mlp_dim,
+        activations=cfg.mlp_activations,
+        dropout_rate=cfg.dropout_rate,
+        dtype=cfg.compute_dtype,
+        name="mlp",
+    )
+
+
+def _norm(cfg: T5Config, name: str) -> layers.RMSNorm:
+    return layers.RMSNorm(dtype=cfg.compute_dtype, name=name)
+
+
+def _relpos(cfg: T5Config) -> layers.RelativePositionBiases:
+    return layers.RelativePositionBiases(
+        num_heads=cfg.num_heads,
+        num_buckets=cfg.relpos_num_buckets,
+        max_distance=cfg.relpos_max_distance,
+        dtype=cfg.compute_dtype,
+        name="relpos_bias",
+    )
+
+
+class EncoderLayer(nn.Module):
+    config: T5Config
+
+    @nn.compact
+    def __call__(self, x: Array, bias: Array, enable_dropout: bool = True) -> Array:
+        cfg = self.config
+        h = _norm(cfg, "pre_attention_layer_norm")(x)
+        h = _attention(cfg, "attention")(h, h, bias, enable_dropout)
+        x = x + layers.dropout(h, cfg.dropout_rate, enable_dropout)
+        h = _norm(cfg, "pre_mlp_layer_norm")(x)
+        h = _mlp(cfg)(h, enable_dropout)
+        x = x + layers.dropout(h, cfg.dropout_rate, enable_dropout)
+        return layers.constrain(x, ("batch", "length", "embed"))
+
+
+class DecoderLayer(nn.Module):
+    config: T5Config
+
+    @nn.compact
+    def __call__(
+        self,
+        y: Array,
+        encoded: Array,
+        self_bias: Array,
+        cross_bias: Array,
+        enable_dropout: bool = True,
+        decode: bool = False,
+        cache_index: Array | None = None,
+    ) -> Array:
+        cfg = self.config
+        h = _norm(cfg, "pre_self_attention_layer_norm")(y)
+        h = _attention(cfg, "self_attention")(
+            h, h, self_bias, enable_dropout, decode=decode, cache_index=cache_index
+        )
+        y = y + layers.dropout(h, cfg.dropout_rate, enable_dropout)
+        h = _norm(cfg, "pre_cross_attention_layer_norm")(y)
+        h = _attention(cfg, "encoder_decoder_attention", cross=True)(
+            h, encoded, cross_bias, enable_dropout, decode=decode
+        )
+        y = y + layers.dropout(h, cfg.dropout_rate, enable_dropout)
+        h = _norm(cfg, "pre_mlp_layer_norm")(y)
+        h = _mlp(cfg)(h, enable_dropout)
+        y = y + layers.dropout(h, cfg.dropout_rate, enable_dropout)
+        return layers.constrain(y, ("batch", "length", "embed"))
+
+
+class Encoder(nn.Module):
+    config: T5Config
+    shared_embedding: nn.Module
+
+    @nn.compact
+    def __call__(
+        self,
+        encoder_input_tokens: Array,
+        encoder_landmarks: Array,
+        encoder_landmark_mask: Array,
+        enable_dropout: bool = True,
+    ) -> Array:
+        cfg = self.config
+        tokens = self.shared_embedding(encoder_input_tokens.astype(jnp.int32))
+        # Frames are projected in float32 (coordinates would lose precision in bf16).
+        frames = layers.Dense(
+            cfg.emb_dim,
+            ("landmark", "embed"),
+            layers.mlp_kernel_init,
+            use_bias=True,
+            dtype=jnp.float32,
+            name="landmark_embedder",
+        )(jnp.asarray(encoder_landmarks, jnp.float32))
+        x = jnp.concatenate([tokens, frames.astype(cfg.compute_dtype)], axis=1)
+        x = layers.constrain(x, ("batch", "length", "embed"))
+
+        # One additive bias [B, H, S, S] for the whole stack: relpos + key padding.
+        length = x.shape[1]
+        mask = encoder_mask(encoder_input_tokens, encoder_landmark_mask)
+        relpos = _relpos(cfg)(length, length, bidirectional=True)
+        bias = relpos.astype(cfg.bias_dtype) + layers.mask_to_bias(mask, cfg.bias_dtype)[
+            :, None, None, :
+        ]
+
+        x = layers.dropout(x, cfg.dropout_rate, enable_dropout)
+        for i in range(cfg.num_encoder_layers):
+            x = EncoderLayer(cfg, name=f"layers_{i}")(x, bias, enable_dropout)
+        x = _norm(cfg, "encoder_norm")(x)
+        return layers.dropout(x, cfg.dropout_rate, enable_dropout)
+
+
+class Decoder(nn.Module):
+    config: T5Config
+    shared_embedding: nn.Module
+
+    @nn.compact
+    def __call__(
+        self,
+        encoded: Array,
+        encoder_mask: Array,
+        decoder_input_tokens: Array,
+        enable_dropout: bool = True,
+        decode: bool = False,
+        max_decode_length: int | None = None,
+    ) -> Array:
+        cfg = self.config
+        length = decoder_input_tokens.shape[1]
+        relpos = _relpos(cfg)
+        cache_index = None
+        if decode and self.has_variable("cache", "cache_index"):
+            # One cached step: bias row for query position `cache_index` over the cache.
+            if max_decode_length is None:
+                raise ValueError("max_decode_length is required for cached decoding.")
+            index_var = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+            cache_index = index_var.value
+            index_var.value = cache_index + 1
+            keys = jnp.arange(max_decode_length)
+            causal = (keys <= cache_index)[None, None, None, :]
+            self_bias = relpos(1, max_decode_length, False, query_index=cache_index)
+        else:
+            if decode:  # Cache-creation call over the full [B, max_len] input.
+                self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+            causal = jnp.asarray(np.tril(np.ones((length, length), np.bool_)))[None, None]
+            self_bias = relpos(length, length, False)
+        self_bias = self_bias.astype(cfg.bias_dtype) + layers.mask_to_bias(
+            causal, cfg.bias_dtype
+        )
+        cross_bias = layers.mask_to_bias(encoder_mask, cfg.bias_dtype)[:, None, None, :]
+
+        y = self.shared_embedding(decoder_input_tokens.astype(jnp.int32))
+        y = layers.constrain(y, ("batch", "length", "embed"))
+        y = layers.dropout(y, cfg.dropout_rate, enable_dropout)
+        for i in range(cfg.num_decoder_layers):
+            y = DecoderLayer(cfg, name=f"layers_{i}")(
+                y, encoded, self_bias, cross_bias, enable_dropout, decode, cache_index
+            )
+        y = _norm(cfg, "decoder_norm")(y)
+        y = layers.dropout(y, cfg.dropout_rate, enable_dropout)
+        if cfg.logits_via_embedding:
+            logits = self.shared_embedding.attend(y) / np.sqrt(y.shape[-1]).astype(np.float32)
+        else:
+            logits = layers.Dense(
+                cfg.vocab_size,
+                ("embed", "vocab"),
+                layers.mlp_kernel_init,
+                dtype=jnp.float32,
+                name="logits_dense",
+            )(y)
+        return layers.constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+
+
+class Transformer(nn.Module):
+    """T5.1.1 encoder-decoder over (prompt tokens, landmark frames) -> text.
+
+    Params: ``token_embedder``, ``encoder`` (incl. ``landmark_embedder``), ``decoder``.
+    ``init`` returns ``nn.LogicallyPartitioned`` leaves; see ``slt.models.layers``.
+    """
+
+    config: T5Config
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.token_embedder = layers.Embed(cfg.vocab_size, cfg.emb_dim, dtype=cfg.compute_dtype)
+        self.encoder = Encoder(cfg, shared_embedding=self.token_embedder)
+        self.decoder = Decoder(cfg, shared_embedding=self.token_embedder)
+
+    def encode(
+        self,
+        encoder_input_tokens: Array,
+        encoder_landmarks: Array,
+        encoder_landmark_mask: Array,
+        enable_dropout: bool = True,
+    ) -> Array:
+        """Encoder output ``[B, P+T, D]`` in the compute dtype."""
+        return self.encoder(
+            encoder_input_tokens, encoder_landmarks, encoder_landmark_mask, enable_dropout
+        )
+
+    def decode(
+        self,
+        encoded: Array,
+        encoder_mask: Array,
+        decoder_input_tokens: Array,
+        enable_dropout: bool = True,
+        decode: bool = False,
+        max_decode_length: int | None = None,
+    ) -> Array:
+        """float32 logits ``[B, L, V]``. With ``decode=True`` see ``init_cache`` in model.py:
+        the first call (full length, empty 'cache') creates the cache, later calls take
+        one token ``[B, 1]`` each and need ``max_decode_length``."""
+        return self.decoder(
+            encoded, encoder_mask, decoder_input_tokens, enable_dropout, decode, max_decode_length
+        )
+
+    def __call__(
+        self,
+        encoder_input_tokens: Array,
+        encoder_landmarks: Array,
+        encoder_landmark_mask: Array,
+        decoder_input_tokens: Array,
+        decoder_target_tokens: Array | None = None,
+        enable_dropout: bool = True,
+        decode: bool = False,
+    ) -> Array:
+        """Teacher-forced float32 logits ``[B, L, V]``."""
+        del decoder_target_tokens  # Causal masking suffices without packing (see module doc).
+        encoded = self.encode(
+            encoder_input_tokens, encoder_landmarks, encoder_landmark_mask, enable_dropout
+        )
+        mask = encoder_mask(encoder_input_tokens, encoder_landmark_mask)
+        return self.decode(
+            encoded, mask, decoder_input_tokens, enable_dropout, decode,
+            max_decode_length=decoder_input_tokens.shape[1] if decode else None,
+        )
