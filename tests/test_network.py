@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -71,6 +72,11 @@ def _encode_fn(cfg: T5Config):
 def _init_cached(cfg: T5Config, seed: int):
     # Param shapes do not depend on input shapes: one (slow to compile) init per config.
     return _init_fn(cfg)(jax.random.PRNGKey(seed), make_inputs(cfg, b=1, p=2, t=2, l=2))
+
+
+def init_uncached(cfg: T5Config, seed: int = 0):
+    inputs = make_inputs(cfg, b=1, p=2, t=2, l=2)
+    return Transformer(cfg).init(jax.random.PRNGKey(seed), **inputs, enable_dropout=False)
 
 
 def init(cfg: T5Config, inputs=None, seed=0):
@@ -161,6 +167,11 @@ def test_param_names_shapes_and_axes():
     # Every leaf has one logical name per dimension.
     for name, spec in axes.items():
         assert len(spec) == len(expected[name]), name
+
+    # T5 1.0 style tied logits drop the untied logits_dense.
+    tied = dataclasses.replace(SMALL, logits_via_embedding=True)
+    tied_shapes = jax.eval_shape(lambda: nn.meta.unbox(init_uncached(tied)))
+    assert "logits_dense" not in tied_shapes["params"]["decoder"]
 
     # A partitioner can map the logical names onto a mesh (unknown names -> replicated).
     rules = (("embed", None), ("mlp", "model"), ("joined_kv", "model"), ("vocab", "model"))
@@ -330,8 +341,7 @@ def test_decoder_is_causal():
     apply = lambda x: forward(TINY, variables, x)  # noqa: E731
     base = np.asarray(apply(inputs))
     dec = np.array(inputs["decoder_input_tokens"])
-    dec[:, 5] = (dec[:, 5] % (TINY.vocab_size - 1)) + 1 + 0 * dec[:, 5]
-    dec[:, 5] = np.where(dec[:, 5] == inputs["decoder_input_tokens"][:, 5], 3, dec[:, 5])
+    dec[:, 5] = dec[:, 5] % (TINY.vocab_size - 1) + 1  # a different non-pad token
     changed = np.asarray(apply(dict(inputs, decoder_input_tokens=jnp.asarray(dec))))
     np.testing.assert_allclose(changed[:, :5], base[:, :5], rtol=1e-6, atol=1e-6)
     assert not np.allclose(changed[:, 5:], base[:, 5:], atol=1e-4)
@@ -340,7 +350,7 @@ def test_decoder_is_causal():
 def test_bfloat16_compute_close_to_float32():
     inputs = make_inputs(TINY)
     variables = init(TINY, inputs)
-    bf16 = T5Config(**{**TINY.__dict__, "dtype": "bfloat16"})
+    bf16 = dataclasses.replace(TINY, dtype="bfloat16")
     l32 = forward(TINY, variables, inputs)
     l16 = forward(bf16, variables, inputs)
     assert l16.dtype == jnp.float32 and l32.dtype == jnp.float32
@@ -352,7 +362,7 @@ def test_bfloat16_compute_close_to_float32():
 
 
 def test_dropout_needs_rng_and_changes_output():
-    cfg = T5Config(**{**TINY.__dict__, "dropout_rate": 0.3})
+    cfg = dataclasses.replace(TINY, dropout_rate=0.3)
     inputs = make_inputs(cfg)
     variables = init(TINY, inputs)  # same params; dropout only changes apply
     a = forward(cfg, variables, inputs, True, jax.random.PRNGKey(1))

@@ -1,0 +1,114 @@
+"""The data contract between tasks and the model, in one place.
+
+Every task yields (so that SLT and text-only examples can share a batch):
+  landmarks: float32 [T, 255] frames; [0, 255] for text-only tasks.
+  inputs:    int32 tokens of the text part of the encoder input (the task prompt,
+             plus e.g. the source sentence for MT).
+  targets:   int32 tokens.
+
+`LandmarkEncDecFeatureConverter` turns those into fixed-shape model features:
+  encoder_input_tokens  int32 [P]      encoder_landmarks      float32 [T, 255]
+  encoder_landmark_mask int32 [T]      decoder_input_tokens   int32 [L]
+  decoder_target_tokens int32 [L]      decoder_loss_weights   int32 [L]
+The encoder reads the embedded `inputs` followed by the projected frames. Zero-padded
+frames cannot be told from real ones, hence the explicit mask. The stock
+`seqio.EncDecFeatureConverter` takes only int32 rank-1 inputs, so frames need this
+converter; packing is not supported (seqio cannot pack rank-2 features).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import seqio
+import tensorflow as tf
+
+from slt import landmarks as landmark_lib
+
+LANDMARKS = "landmarks"
+INPUTS = "inputs"
+TARGETS = "targets"
+
+FeatureSpec = seqio.FeatureConverter.FeatureSpec
+
+
+def byte_vocabulary() -> seqio.Vocabulary:
+    """ByT5's vocabulary: pad 0, EOS 1, UNK 2, then UTF-8 bytes + 3."""
+    return seqio.ByteVocabulary()
+
+
+def task_output_features(vocabulary: seqio.Vocabulary | None = None
+                         ) -> dict[str, seqio.Feature]:
+    """The seqio output features every task declares."""
+    vocabulary = vocabulary or byte_vocabulary()
+    return {
+        LANDMARKS: seqio.ContinuousFeature(dtype=tf.float32, rank=2),
+        INPUTS: seqio.Feature(vocabulary, add_eos=True),
+        TARGETS: seqio.Feature(vocabulary, add_eos=True),
+    }
+
+
+class LandmarkEncDecFeatureConverter(seqio.FeatureConverter):
+    """(landmarks, inputs, targets) -> padded encoder/decoder model features."""
+
+    TASK_FEATURES = {
+        LANDMARKS: FeatureSpec(dtype=tf.float32, rank=2),
+        INPUTS: FeatureSpec(dtype=tf.int32),
+        TARGETS: FeatureSpec(dtype=tf.int32),
+    }
+    MODEL_FEATURES = {
+        "encoder_input_tokens": FeatureSpec(dtype=tf.int32),
+        "encoder_landmarks": FeatureSpec(dtype=tf.float32, rank=2),
+        "encoder_landmark_mask": FeatureSpec(dtype=tf.int32),
+        "decoder_input_tokens": FeatureSpec(dtype=tf.int32),
+        "decoder_target_tokens": FeatureSpec(dtype=tf.int32),
+        "decoder_loss_weights": FeatureSpec(dtype=tf.int32),
+    }
+    PACKING_FEATURE_DTYPES = {}
+
+    def __init__(self, pack: bool = False, bos_id: int = 0, **kwargs):
+        if pack:
+            raise ValueError(
+                "LandmarkEncDecFeatureConverter cannot pack: seqio packs only rank-1 "
+                "features and frames are [T, 255]. Use pack=False.")
+        self._bos_id = bos_id
+        super().__init__(pack=False, **kwargs)
+
+    def _convert_features(self, ds: tf.data.Dataset,
+                          task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+        def add_mask(features):
+            features = dict(features)
+            frames = tf.ensure_shape(features[LANDMARKS], [None, landmark_lib.FRAME_DIM])
+            features[LANDMARKS] = frames
+            features["landmark_mask"] = tf.ones(tf.shape(frames)[:1], tf.int32)
+            return features
+
+        ds = ds.map(add_mask, num_parallel_calls=tf.data.AUTOTUNE)
+        lengths = dict(task_feature_lengths)
+        lengths["landmark_mask"] = task_feature_lengths[LANDMARKS]
+        ds = seqio.utils.trim_and_pad_dataset(ds, lengths)
+
+        def to_model_features(features):
+            targets = features[TARGETS]
+            return {
+                "encoder_input_tokens": features[INPUTS],
+                "encoder_landmarks": features[LANDMARKS],
+                "encoder_landmark_mask": features["landmark_mask"],
+                "decoder_input_tokens": seqio.utils.make_autoregressive_inputs(
+                    targets, bos_id=self._bos_id),
+                "decoder_target_tokens": targets,
+                "decoder_loss_weights": seqio.non_padding_position(targets),
+            }
+
+        return ds.map(to_model_features, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]
+                                  ) -> dict[str, int]:
+        frames = task_feature_lengths[LANDMARKS]
+        return {
+            "encoder_input_tokens": task_feature_lengths[INPUTS],
+            "encoder_landmarks": frames,
+            "encoder_landmark_mask": frames,
+            "decoder_input_tokens": task_feature_lengths[TARGETS],
+            "decoder_target_tokens": task_feature_lengths[TARGETS],
+            "decoder_loss_weights": task_feature_lengths[TARGETS],
+        }

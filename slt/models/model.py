@@ -1,0 +1,252 @@
+"""Loss, greedy prediction and scoring around the ``Transformer`` network.
+
+Plain Python (no gin): ``EncoderDecoderModel(network, z_loss=..., ...)``. Every method is
+a pure function of ``params`` and the batch, so it can be jitted / partitioned as is.
+
+Batch keys (see DESIGN.md): ``encoder_input_tokens [B,P]``, ``encoder_landmarks
+[B,T,255]``, ``encoder_landmark_mask [B,T]``, ``decoder_input_tokens [B,L]``,
+``decoder_target_tokens [B,L]``, ``decoder_loss_weights [B,L]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from slt.models import decoding
+from slt.models.network import Transformer, encoder_mask
+
+Array = jax.Array
+Params = Any
+Batch = Mapping[str, Array]
+
+
+def cross_entropy_with_z_loss(
+    logits: Array,
+    targets: Array,
+    weights: Array | None = None,
+    z_loss: float = 1e-4,
+    label_smoothing: float = 0.0,
+    loss_normalizing_factor: float | None = None,
+) -> tuple[Array, dict[str, Array]]:
+    """T5X's token loss: cross-entropy plus ``z_loss * log(Z)**2`` per token.
+
+    Per-token terms are weighted and SUMMED, then divided by ``loss_normalizing_factor``
+    if given, else by the number of target tokens ``sum(weights)`` (a per-token mean).
+    Note T5X's ``LOSS_NORMALIZING_FACTOR=None`` means no division at all: pass ``1.0``
+    to get that raw sum, or ``pretrain_batch * target_len`` (ByT5: 1024*189) to fine-tune
+    MTF-pretrained checkpoints as T5X does. ``weights`` defaults to ``targets > 0``.
+
+    Returns ``(loss, aux)``, aux = ``{'cross_entropy', 'z_loss', 'num_tokens',
+    'accuracy'}`` with ``cross_entropy + z_loss == loss``; accuracy is per target token.
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    vocab = logits.shape[-1]
+    if weights is None:
+        weights = targets > 0
+    weights = jnp.asarray(weights, jnp.float32)
+
+    log_z = jax.nn.logsumexp(logits, axis=-1)
+    log_probs = logits - log_z[..., None]
+    target_log_prob = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    if label_smoothing > 0.0:
+        # Soft targets: `confidence` on the target, `low` on every other id; the constant
+        # makes the minimum of the smoothed loss zero, as in T5X.
+        confidence = 1.0 - label_smoothing
+        low = label_smoothing / (vocab - 1)
+        constant = -(confidence * np.log(confidence) + (vocab - 1) * low * np.log(low + 1e-20))
+        ce = -(confidence - low) * target_log_prob - low * jnp.sum(log_probs, axis=-1) - constant
+    else:
+        ce = -target_log_prob
+    zl = z_loss * jnp.square(log_z)
+
+    num_tokens = jnp.sum(weights)
+    safe_tokens = jnp.where(num_tokens > 0, num_tokens, 1.0)
+    denom = safe_tokens if loss_normalizing_factor is None else loss_normalizing_factor
+    ce_sum = jnp.sum(ce * weights) / denom
+    z_sum = jnp.sum(zl * weights) / denom
+    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    aux = {
+        "cross_entropy": ce_sum,
+        "z_loss": z_sum,
+        "num_tokens": num_tokens,
+        "accuracy": jnp.sum(correct * weights) / safe_tokens,
+    }
+    return ce_sum + z_sum, aux
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+    return tuple(getattr(x, "shape", x))
+
+
+class EncoderDecoderModel:
+    """Loss, greedy decoding (KV cache) and scoring for a ``Transformer``.
+
+    ``init_params`` returns plain float32 arrays; ``logical_axes`` returns the matching
+    pytree of logical ``PartitionSpec``s (t5x names) for a partitioner, computed with
+    ``jax.eval_shape`` so nothing is allocated.
+    """
+
+    def __init__(
+        self,
+        network: Transformer,
+        z_loss: float = 1e-4,
+        label_smoothing: float = 0.0,
+        loss_normalizing_factor: float | None = None,
+        eos_id: int = decoding.EOS_ID,
+    ) -> None:
+        self.network = network
+        self.z_loss = z_loss
+        self.label_smoothing = label_smoothing
+        self.loss_normalizing_factor = loss_normalizing_factor
+        self.eos_id = eos_id
+
+    # -- initialisation ---------------------------------------------------------------
+
+    def _dummy_inputs(self, batch_shapes: Mapping[str, Any]) -> dict[str, Array]:
+        cfg = self.network.config
+        enc = _shape(batch_shapes["encoder_input_tokens"])
+        frames = _shape(batch_shapes.get("encoder_landmarks", (enc[0], 0, cfg.landmark_dim)))
+        dec = _shape(
+            batch_shapes.get("decoder_input_tokens", batch_shapes.get("decoder_target_tokens"))
+        )
+        return {
+            "encoder_input_tokens": jnp.ones(enc, jnp.int32),
+            "encoder_landmarks": jnp.zeros(frames, jnp.float32),
+            "encoder_landmark_mask": jnp.ones(frames[:2], jnp.int32),
+            "decoder_input_tokens": jnp.ones(dec, jnp.int32),
+            "decoder_target_tokens": jnp.ones(dec, jnp.int32),
+        }
+
+    def init_variables(self, rng: Array, batch_shapes: Mapping[str, Any]) -> dict[str, Any]:
+        """``network.init`` output: ``{'params': ...}`` with ``nn.LogicallyPartitioned``
+        leaves. ``nn.meta.unbox`` gives arrays, ``nn.get_partition_spec`` logical specs."""
+        return self.network.init(
+            {"params": rng}, **self._dummy_inputs(batch_shapes), enable_dropout=False
+        )
+
+    def init_params(self, rng: Array, batch_shapes: Mapping[str, Any]) -> Params:
+        """Plain (unboxed) float32 params. ``batch_shapes`` maps feature names to shapes
+        (tuples or anything with ``.shape``); ``decoder_input_tokens`` or
+        ``decoder_target_tokens`` and ``encoder_input_tokens`` are required."""
+        return nn.meta.unbox(self.init_variables(rng, batch_shapes))["params"]
+
+    def logical_axes(self, batch_shapes: Mapping[str, Any]) -> Params:
+        """Pytree of logical ``PartitionSpec`` matching ``init_params`` (no allocation).
+        Map to mesh shardings with ``nn.logical_to_mesh_sharding(axes, mesh, rules)``."""
+        boxed = jax.eval_shape(
+            lambda rng: self.init_variables(rng, batch_shapes), jax.random.PRNGKey(0)
+        )
+        return nn.get_partition_spec(boxed)["params"]
+
+    # -- training ---------------------------------------------------------------------
+
+    def _logits(self, params: Params, batch: Batch, dropout_rng: Array | None) -> Array:
+        rngs = {"dropout": dropout_rng} if dropout_rng is not None else None
+        return self.network.apply(
+            {"params": params},
+            batch["encoder_input_tokens"],
+            batch["encoder_landmarks"],
+            batch["encoder_landmark_mask"],
+            batch["decoder_input_tokens"],
+            batch["decoder_target_tokens"],
+            enable_dropout=dropout_rng is not None,
+            rngs=rngs,
+        )
+
+    def loss_fn(
+        self, params: Params, batch: Batch, dropout_rng: Array | None
+    ) -> tuple[Array, dict[str, Array]]:
+        """Scalar loss and aux metrics; dropout is on iff ``dropout_rng`` is given."""
+        logits = self._logits(params, batch, dropout_rng)
+        targets = batch["decoder_target_tokens"]
+        weights = batch.get("decoder_loss_weights")
+        return cross_entropy_with_z_loss(
+            logits,
+            targets,
+            weights,
+            z_loss=self.z_loss,
+            label_smoothing=self.label_smoothing,
+            loss_normalizing_factor=self.loss_normalizing_factor,
+        )
+
+    # -- inference --------------------------------------------------------------------
+
+    def score_batch(self, params: Params, batch: Batch) -> Array:
+        """float32 ``[B]``: sum of target log-probs (weights, else ``targets > 0``)."""
+        logits = self._logits(params, batch, None)
+        targets = batch["decoder_target_tokens"]
+        log_probs = jax.nn.log_softmax(logits, axis=-1)
+        token_scores = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+        weights = batch.get("decoder_loss_weights")
+        weights = (targets > 0) if weights is None else weights
+        return jnp.sum(token_scores * jnp.asarray(weights, jnp.float32), axis=-1)
+
+    def encode(self, params: Params, batch: Batch) -> tuple[Array, Array]:
+        """Encoder output ``[B,S,D]`` and its mask ``[B,S]`` (no dropout)."""
+        encoded = self.network.apply(
+            {"params": params},
+            batch["encoder_input_tokens"],
+            batch["encoder_landmarks"],
+            batch["encoder_landmark_mask"],
+            enable_dropout=False,
+            method=Transformer.encode,
+        )
+        mask = encoder_mask(batch["encoder_input_tokens"], batch["encoder_landmark_mask"])
+        return encoded, mask
+
+    def init_cache(
+        self, params: Params, encoded: Array, mask: Array, max_decode_length: int
+    ) -> Any:
+        """Empty self-attention KV caches ``[B, max_len, H, Dh]``, ``cache_index = 0``, and
+        cross-attention keys/values computed once from ``encoded``."""
+        dummy = jnp.zeros((encoded.shape[0], max_decode_length), jnp.int32)
+        _, variables = self.network.apply(
+            {"params": params},
+            encoded,
+            mask,
+            dummy,
+            enable_dropout=False,
+            decode=True,
+            max_decode_length=max_decode_length,
+            method=Transformer.decode,
+            mutable=["cache"],
+        )
+        return variables["cache"]
+
+    def predict_batch(
+        self, params: Params, batch: Batch, max_decode_length: int | None = None
+    ) -> Array:
+        """Greedy decoding with a KV cache: int32 ``[B, L]``, 0 after each EOS (id 1).
+
+        ``L`` defaults to the length of ``decoder_target_tokens`` (or
+        ``decoder_input_tokens``) in the batch. Jittable with ``max_decode_length`` static.
+        """
+        if max_decode_length is None:
+            key = "decoder_target_tokens" if "decoder_target_tokens" in batch else "decoder_input_tokens"
+            max_decode_length = batch[key].shape[1]
+        encoded, mask = self.encode(params, batch)
+        cache = self.init_cache(params, encoded, mask, max_decode_length)
+
+        def tokens_to_logits(token: Array, cache: Any) -> tuple[Array, Any]:
+            logits, variables = self.network.apply(
+                {"params": params, "cache": cache},
+                encoded,
+                mask,
+                token[:, None],
+                enable_dropout=False,
+                decode=True,
+                max_decode_length=max_decode_length,
+                method=Transformer.decode,
+                mutable=["cache"],
+            )
+            return logits[:, 0], variables["cache"]
+
+        return decoding.greedy_search(
+            tokens_to_logits, cache, encoded.shape[0], max_decode_length, eos_id=self.eos_id
+        )

@@ -1,0 +1,99 @@
+"""seqio tasks over the embedded fingerspelling corpus (`tasks/fingerspelling.py`).
+
+One SLT task per sign language, `fingerspelling_slt_<sign>_<spoken>` (prompt
+`<slt> <sign> <spoken>`), and the mixture `fingerspelling_slt` of all of them.
+Registering touches no file: the letter recordings are read when a dataset is
+first built.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from slt import features, landmarks
+from tasks import fingerspelling, languages, preprocessors
+
+# Each training word is composed this many times, each time with other speeds,
+# transitions and perturbations; eval splits use one fixed composition per word.
+TRAIN_VARIANTS = 64
+CORPUS_SEED = 0
+
+# The 19 lexicons of spoken-to-signed 0.4.0 with their own recordings. Fixed here so
+# that registering needs no disk access; a test checks it against the package.
+SIGN_TO_SPOKEN = {
+    "ase": "en", "asq": "de", "bzs": "pt", "csq": "hr", "cse": "cs", "eso": "et",
+    "gsg": "de", "gss": "el", "ise": "it", "jos": "ar", "lls": "lt", "mfs": "es",
+    "psr": "pt", "sgg": "de", "ssp": "es", "svk": "sk", "swl": "sv", "tsm": "tr",
+    "ukl": "uk",
+}
+MIXTURE = "fingerspelling_slt"
+
+
+def task_name(sign_language: str) -> str:
+    return f"fingerspelling_slt_{sign_language}_{SIGN_TO_SPOKEN[sign_language]}"
+
+
+def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *,
+                sign_language: str, corpus_seed: int,
+                config: landmarks.LandmarkConfig) -> tf.data.Dataset:
+    del shuffle_files, seed  # the Task shuffles examples; composition is seeded per word
+    words = fingerspelling.word_splits(sign_language, seed=corpus_seed)[0][split]
+    if not words:
+        raise ValueError(f"the {sign_language} fingerspelling corpus has no {split} words.")
+    num_variants = TRAIN_VARIANTS if split == "train" else 1
+    # Variant-major order: every word once before any word twice.
+    word_column = np.tile(np.asarray(words, dtype=object), num_variants)
+    variant_column = np.repeat(np.arange(num_variants), len(words))
+    # Eval variants are numbered apart from training ones, so no clip is shared.
+    variant_column = variant_column + (0 if split == "train" else 10**6)
+    spoken = SIGN_TO_SPOKEN[sign_language]
+    prompt = languages.prompt("slt", sign_language, spoken)
+
+    def compose(word: bytes, variant: np.int64) -> np.ndarray:
+        return fingerspelling.clip_frames(
+            sign_language, word.decode("utf-8"), int(variant), seed=corpus_seed, config=config)
+
+    def to_example(word, variant):
+        frames = tf.numpy_function(compose, [word, variant], tf.float32, stateful=False)
+        frames.set_shape([None, landmarks.FRAME_DIM])
+        example_id = tf.strings.join(
+            [sign_language, "/", word, "/", tf.strings.as_string(variant)])
+        return {features.LANDMARKS: frames, features.INPUTS: tf.constant(prompt),
+                features.TARGETS: word, "id": example_id}
+
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(word_column.astype(str)), tf.constant(variant_column, tf.int64)))
+    return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def register(corpus_seed: int = CORPUS_SEED,
+             config: landmarks.LandmarkConfig = landmarks.LandmarkConfig(),
+             suffix: str = "") -> None:
+    """Registers the per-language tasks and their mixture (names get `suffix`)."""
+    output_features = features.task_output_features()
+    names = []
+    for sign_language in SIGN_TO_SPOKEN:
+        name = task_name(sign_language) + suffix
+        names.append(name)
+        seqio.TaskRegistry.add(
+            name,
+            source=seqio.FunctionDataSource(
+                dataset_fn=functools.partial(
+                    _dataset_fn, sign_language=sign_language, corpus_seed=corpus_seed,
+                    config=config),
+                splits=fingerspelling.SPLITS),
+            preprocessors=[
+                preprocessors.tokenize_text,
+                seqio.preprocessors.append_eos_after_trim,
+            ],
+            output_features=output_features,
+            shuffle_buffer_size=2048,
+        )
+    seqio.MixtureRegistry.add(MIXTURE + suffix, names, default_rate=1.0)
+
+
+if MIXTURE not in seqio.MixtureRegistry.names():
+    register()
