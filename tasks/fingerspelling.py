@@ -256,16 +256,16 @@ def compose_clip(lexicon: Lexicon, spelled: Sequence[str], rng: np.random.Genera
     points = np.concatenate(pieces_points).astype(np.float32)
     present = np.concatenate(pieces_present)
 
-    valid = points[present]
-    if valid.size:
-        centre = valid.mean(axis=0)
-        extent = float((valid.max(axis=0) - valid.min(axis=0))[:2].max())
+    low, high = landmarks.bounds(points, present)
+    if low is not None:
+        centre = (low + high) / 2
+        extent = float((high - low)[:2].max())
         angle = np.deg2rad(rng.uniform(-augment.max_roll_degrees, augment.max_roll_degrees))
         c, s = np.cos(angle), np.sin(angle)
         xy = points[..., :2] - centre[:2]
         points[..., 0] = c * xy[..., 0] - s * xy[..., 1] + centre[0]
         points[..., 1] = s * xy[..., 0] + c * xy[..., 1] + centre[1]
-        points += rng.normal(0.0, augment.jitter * extent, points.shape).astype(np.float32)
+        points += (augment.jitter * extent) * rng.standard_normal(points.shape, dtype=np.float32)
     keep = rng.random(points.shape[0]) >= augment.frame_drop
     keep[[0, -1]] = True
     return points[keep], present[keep]

@@ -30,6 +30,8 @@ SIGN_TO_SPOKEN = {
     "ukl": "uk",
 }
 MIXTURE = "fingerspelling_slt"
+# Task name -> the landmark preprocessing its frames went through.
+LANDMARK_CONFIGS: dict[str, landmarks.LandmarkConfig] = {}
 
 
 def task_name(sign_language: str) -> str:
@@ -78,6 +80,7 @@ def register(corpus_seed: int = CORPUS_SEED,
     for sign_language in SIGN_TO_SPOKEN:
         name = task_name(sign_language) + suffix
         names.append(name)
+        LANDMARK_CONFIGS[name] = config
         seqio.TaskRegistry.add(
             name,
             source=seqio.FunctionDataSource(

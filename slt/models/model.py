@@ -197,7 +197,8 @@ class EncoderDecoderModel:
             enable_dropout=False,
             method=Transformer.encode,
         )
-        mask = encoder_mask(batch["encoder_input_tokens"], batch["encoder_landmark_mask"])
+        mask = encoder_mask(batch["encoder_input_tokens"], batch["encoder_landmark_mask"],
+                            self.network.config.landmark_stride)
         return encoded, mask
 
     def init_cache(

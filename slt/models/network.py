@@ -44,6 +44,9 @@ class T5Config:
     dropout_rate: float = 0.0
     dtype: str = "float32"  # compute dtype; "bfloat16" allowed. Params always float32.
     landmark_dim: int = 255  # 85 points x 3
+    # Subsampling front end: each group of `landmark_stride` consecutive frames is
+    # concatenated and projected as one encoder position (1 = plain linear projection).
+    landmark_stride: int = 1
     relpos_num_buckets: int = 32
     relpos_max_distance: int = 128
     logits_via_embedding: bool = False
@@ -59,11 +62,26 @@ class T5Config:
         return jnp.dtype(jnp.float32) if self.float32_attention_logits else self.compute_dtype
 
 
-def encoder_mask(encoder_input_tokens: Array, encoder_landmark_mask: Array) -> Array:
-    """int32 ``[B, P+T]``, 1 at real positions: ``tokens > 0`` then the frame mask."""
+def encoder_mask(encoder_input_tokens: Array, encoder_landmark_mask: Array,
+                 landmark_stride: int = 1) -> Array:
+    """int32 ``[B, P+ceil(T/stride)]``, 1 at real positions: ``tokens > 0``, then frames.
+
+    With a stride, a stacked position is real if any of its frames is.
+    """
     token_mask = (encoder_input_tokens > 0).astype(jnp.int32)
     frame_mask = (jnp.asarray(encoder_landmark_mask) > 0).astype(jnp.int32)
+    frame_mask = stack_frames(frame_mask[..., None], landmark_stride).max(axis=-1)
     return jnp.concatenate([token_mask, frame_mask], axis=1)
+
+
+def stack_frames(frames: Array, stride: int) -> Array:
+    """``[B, T, D] -> [B, ceil(T/stride), stride*D]``, zero-padding the last group."""
+    if stride == 1:
+        return frames
+    batch, length, dim = frames.shape
+    pad = -length % stride
+    frames = jnp.pad(frames, ((0, 0), (0, pad), (0, 0)))
+    return frames.reshape(batch, (length + pad) // stride, stride * dim)
 
 
 def _attention(cfg: T5Config, name: str, cross: bool = False) -> layers.MultiHeadDotProductAttention:
@@ -170,13 +188,13 @@ class Encoder(nn.Module):
             use_bias=True,
             dtype=jnp.float32,
             name="landmark_embedder",
-        )(jnp.asarray(encoder_landmarks, jnp.float32))
+        )(stack_frames(jnp.asarray(encoder_landmarks, jnp.float32), cfg.landmark_stride))
         x = jnp.concatenate([tokens, frames.astype(cfg.compute_dtype)], axis=1)
         x = layers.constrain(x, ("batch", "length", "embed"))
 
         # One additive bias [B, H, S, S] for the whole stack: relpos + key padding.
         length = x.shape[1]
-        mask = encoder_mask(encoder_input_tokens, encoder_landmark_mask)
+        mask = encoder_mask(encoder_input_tokens, encoder_landmark_mask, cfg.landmark_stride)
         relpos = _relpos(cfg)(length, length, bidirectional=True)
         bias = relpos.astype(cfg.bias_dtype) + layers.mask_to_bias(mask, cfg.bias_dtype)[
             :, None, None, :
@@ -307,7 +325,8 @@ class Transformer(nn.Module):
         encoded = self.encode(
             encoder_input_tokens, encoder_landmarks, encoder_landmark_mask, enable_dropout
         )
-        mask = encoder_mask(encoder_input_tokens, encoder_landmark_mask)
+        mask = encoder_mask(encoder_input_tokens, encoder_landmark_mask,
+                            self.config.landmark_stride)
         return self.decode(
             encoded, mask, decoder_input_tokens, enable_dropout, decode,
             max_decode_length=decoder_input_tokens.shape[1] if decode else None,

@@ -1,0 +1,69 @@
+"""gin at the edges: command-line parsing and the configurables entry points bind.
+
+Library code takes plain arguments; only entry points import this module.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def quiet_tensorflow() -> None:
+    """Silences TensorFlow's CUDA-stub chatter; must run before TF is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def register_configurables() -> None:
+    """Makes the config dataclasses bindable from gin files (idempotent)."""
+    import gin
+    from slt import landmarks, partitioning, trainer
+    from slt.models import network
+
+    for cls, name in ((network.T5Config, "T5Config"),
+                      (trainer.OptimizerConfig, "OptimizerConfig"),
+                      (landmarks.LandmarkConfig, "LandmarkConfig")):
+        try:
+            gin.external_configurable(cls, name=name, module="slt")
+        except ValueError:
+            pass  # already registered
+    gin.constant("slt.DATA_PARALLEL_RULES", partitioning.DATA_PARALLEL_RULES)
+
+
+def parse_gin_args(argv: Sequence[str]) -> None:
+    """Parses `--gin_file=F` (repeatable) and `--gin.NAME=VALUE` (t5x style) arguments.
+
+    Gin files are looked up relative to the working directory, then the repository.
+    """
+    import gin
+
+    files, bindings = [], []
+    for arg in argv:
+        if arg.startswith("--gin_file="):
+            files.append(arg.split("=", 1)[1])
+        elif arg.startswith("--gin."):
+            name, _, value = arg[len("--gin."):].partition("=")
+            if not value:
+                raise SystemExit(f"bad argument {arg!r}: expected --gin.NAME=VALUE, e.g. "
+                                 '--gin.MODEL_DIR=\\"/tmp/run\\"')
+            bindings.append(f"{name} = {value}")
+        elif arg.startswith("--gin_bindings="):
+            bindings.append(arg.split("=", 1)[1])
+        else:
+            raise SystemExit(f"unknown argument {arg!r}: use --gin_file=FILE and "
+                             "--gin.NAME=VALUE.")
+    if not files:
+        raise SystemExit("no --gin_file given; e.g. --gin_file=gin/runs/demo.gin")
+    register_configurables()
+    gin.add_config_file_search_path(os.getcwd())
+    gin.add_config_file_search_path(REPO_ROOT)
+    gin.parse_config_files_and_bindings(files, bindings)
+
+
+def dataclass_dict(value: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass."""
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(value).items()}

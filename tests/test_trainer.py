@@ -1,0 +1,106 @@
+import jax
+import numpy as np
+import optax
+import pytest
+
+from slt import checkpoints, partitioning
+from slt import trainer as trainer_lib
+from slt.models import model as model_lib
+from slt.models import network
+
+CONFIG = network.T5Config(emb_dim=32, num_heads=2, head_dim=16, num_encoder_layers=1,
+                          num_decoder_layers=1, mlp_dim=64, landmark_stride=2)
+SHAPES = {"encoder_input_tokens": (4, 6), "encoder_landmarks": (4, 10, 255),
+          "encoder_landmark_mask": (4, 10), "decoder_input_tokens": (4, 7),
+          "decoder_target_tokens": (4, 7), "decoder_loss_weights": (4, 7)}
+
+
+def _batch(seed=0):
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(3, 40, (4, 7)).astype(np.int32)
+    targets[:, -2:] = 0
+    targets[:, -3] = 1
+    return {
+        "encoder_input_tokens": rng.integers(3, 40, (4, 6)).astype(np.int32),
+        "encoder_landmarks": rng.random((4, 10, 255)).astype(np.float32),
+        "encoder_landmark_mask": (np.arange(10) < rng.integers(5, 11, (4, 1))).astype(np.int32),
+        "decoder_input_tokens": np.concatenate([np.zeros((4, 1), np.int32), targets[:, :-1]], 1),
+        "decoder_target_tokens": targets,
+        "decoder_loss_weights": (targets > 0).astype(np.int32),
+    }
+
+
+def _trainer(name="adamw"):
+    mesh = partitioning.make_mesh()
+    model = model_lib.EncoderDecoderModel(network.Transformer(CONFIG))
+    optimizer = trainer_lib.make_optimizer(trainer_lib.OptimizerConfig(name=name,
+                                                                       learning_rate=3e-3))
+    return trainer_lib.Trainer(model, optimizer, mesh, partitioning.DATA_PARALLEL_RULES, SHAPES)
+
+
+@pytest.mark.parametrize("name", ["adamw", "adafactor"])
+def test_train_step_lowers_the_loss(name):
+    trainer = _trainer(name)
+    with jax.set_mesh(trainer.mesh):
+        state = trainer.init_state(jax.random.key(0))
+        batch = partitioning.global_batch(_batch(), trainer.batch_sharding)
+        losses = []
+        for _ in range(30):
+            state, metrics = trainer.train_step(state, batch, jax.random.key(1))
+            losses.append(float(metrics["loss"]))
+    assert int(state.step) == 30
+    assert losses[-1] < 0.5 * losses[0]
+    assert np.isfinite(losses).all()
+
+
+def test_schedules():
+    def lr(**kw):
+        return trainer_lib.learning_rate_schedule(trainer_lib.OptimizerConfig(**kw))
+    cosine = lr(learning_rate=1.0, schedule="cosine", warmup_steps=10, decay_steps=110)
+    np.testing.assert_allclose([cosine(0), cosine(5), cosine(10), cosine(60), cosine(110)],
+                               [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+    rsqrt = lr(learning_rate=0.01, schedule="rsqrt", warmup_steps=100)
+    np.testing.assert_allclose([rsqrt(1), rsqrt(100), rsqrt(400)], [0.01, 0.01, 0.005], rtol=1e-6)
+    linear = lr(learning_rate=2.0, schedule="linear", decay_steps=4)
+    np.testing.assert_allclose([linear(0), linear(2), linear(4)], [2.0, 1.0, 0.0], atol=1e-6)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lr(schedule="step")
+
+
+def test_checkpoint_restore_equals_saved_state(tmp_path):
+    trainer = _trainer()
+    with jax.set_mesh(trainer.mesh):
+        state = trainer.init_state(jax.random.key(0))
+        state, _ = trainer.train_step(state, partitioning.global_batch(
+            _batch(), trainer.batch_sharding), jax.random.key(1))
+        saved = jax.device_get(state)
+        ckpt = checkpoints.Checkpointer(str(tmp_path / "ckpt"))
+        ckpt.save(1, state, {"landmark_config": {"frame_step": 2}})
+        ckpt.wait()
+        assert ckpt.latest_step() == 1
+        abstract = checkpoints.abstract_with_shardings(
+            jax.eval_shape(trainer.init_state, jax.random.key(0)), trainer.state_sharding)
+        restored, metadata = ckpt.restore(1, abstract)
+        ckpt.close()
+    assert metadata == {"landmark_config": {"frame_step": 2}}
+    jax.tree.map(np.testing.assert_array_equal, saved, jax.device_get(restored))
+    assert int(restored.step) == 1
+
+
+def test_mesh_and_batch_size_errors():
+    assert partitioning.make_mesh((-1,), ("data",)).shape == {"data": len(jax.devices())}
+    with pytest.raises(ValueError, match="at most one axis may be -1"):
+        partitioning.make_mesh((-1, -1), ("data", "model"))
+    sharding = partitioning.batch_sharding(partitioning.make_mesh(), partitioning.DATA_PARALLEL_RULES)
+    partitioning.check_batch_size(4, sharding)
+
+
+def test_optimizer_state_follows_parameter_sharding():
+    trainer = _trainer("adamw")
+    leaves = jax.tree.leaves(trainer.state_sharding.opt_state)
+    assert leaves and all(isinstance(s, jax.sharding.NamedSharding) for s in leaves)
+    # Adam's first moment has the parameters' shardings leaf for leaf.
+    mu = trainer.state_sharding.opt_state[0].mu
+    assert jax.tree.structure(mu) == jax.tree.structure(trainer.params_sharding)
+    assert isinstance(trainer_lib.make_optimizer(trainer_lib.OptimizerConfig()),
+                      optax.GradientTransformation)
