@@ -44,6 +44,7 @@ def train(
     optimizer_config: trainer_lib.OptimizerConfig = trainer_lib.OptimizerConfig(),
     z_loss: float = 1e-4,
     label_smoothing: float = 0.0,
+    decoder_input_dropout: float = 0.0,
     loss_normalizing_factor: float | None = None,
     mesh_shape: Sequence[int] = (-1,),
     mesh_axis_names: Sequence[str] = ("data",),
@@ -80,7 +81,8 @@ def train(
         network.Transformer(network_config), z_loss=z_loss, label_smoothing=label_smoothing,
         loss_normalizing_factor=loss_normalizing_factor)
     trainer = trainer_lib.Trainer(model, trainer_lib.make_optimizer(optimizer_config), mesh,
-                                  logical_axis_rules, batch_shapes, donate_state=donate_state)
+                                  logical_axis_rules, batch_shapes, donate_state=donate_state,
+                                  decoder_input_dropout=decoder_input_dropout)
     checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"),
                                             max_to_keep=keep_checkpoints)
     metadata = {"network_config": gin_utils.dataclass_dict(network_config),

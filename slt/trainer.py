@@ -85,8 +85,11 @@ class Trainer:
 
     def __init__(self, model: EncoderDecoderModel, optimizer: optax.GradientTransformation,
                  mesh: Mesh, rules: partitioning.LogicalRules,
-                 batch_shapes: Mapping[str, tuple[int, ...]], donate_state: bool = True):
+                 batch_shapes: Mapping[str, tuple[int, ...]], donate_state: bool = True,
+                 decoder_input_dropout: float = 0.0, unk_id: int = 2):
         self.model = model
+        self.decoder_input_dropout = decoder_input_dropout
+        self.unk_id = unk_id
         self.optimizer = optimizer
         self.mesh = mesh
         self.batch_shapes = dict(batch_shapes)
@@ -120,12 +123,30 @@ class Trainer:
     def _train_step(self, state: TrainState, batch: Mapping[str, jax.Array],
                     dropout_rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
         rng = jax.random.fold_in(dropout_rng, state.step)
+        if self.decoder_input_dropout > 0:
+            rng, token_rng = jax.random.split(rng)
+            batch = dict(batch, decoder_input_tokens=drop_decoder_inputs(
+                batch["decoder_input_tokens"], token_rng, self.decoder_input_dropout,
+                self.unk_id))
         (loss, aux), grads = jax.value_and_grad(self.model.loss_fn, has_aux=True)(
             state.params, batch, rng)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def drop_decoder_inputs(tokens: jax.Array, rng: jax.Array, rate: float,
+                        unk_id: int) -> jax.Array:
+    """Replaces teacher-forced decoder inputs by UNK with probability `rate`.
+
+    Word dropout (Bowman et al. 2016): with a small target vocabulary (the
+    fingerspelling corpus has ~1,000 training words) the decoder can otherwise
+    predict most characters from the ones before and barely learn to read the
+    encoder. BOS and padding are never replaced.
+    """
+    drop = jax.random.bernoulli(rng, rate, tokens.shape) & (tokens > 0)
+    return jnp.where(drop, jnp.asarray(unk_id, tokens.dtype), tokens)
 
 
 def _match_sharding(optimizer: optax.GradientTransformation, opt_state: Any, params: Any,

@@ -104,3 +104,14 @@ def test_optimizer_state_follows_parameter_sharding():
     assert jax.tree.structure(mu) == jax.tree.structure(trainer.params_sharding)
     assert isinstance(trainer_lib.make_optimizer(trainer_lib.OptimizerConfig()),
                       optax.GradientTransformation)
+
+
+def test_decoder_input_dropout_replaces_only_real_tokens():
+    tokens = np.array([[0, 5, 6, 7, 1, 0, 0, 0]] * 200, np.int32)
+    dropped = np.asarray(trainer_lib.drop_decoder_inputs(tokens, jax.random.key(0), 0.5, 2))
+    assert (dropped[:, 0] == 0).all() and (dropped[:, 5:] == 0).all()  # BOS, padding kept
+    changed = dropped[:, 1:5] != tokens[:, 1:5]
+    assert (dropped[:, 1:5][changed] == 2).all()
+    assert 0.4 < changed.mean() < 0.6
+    same = np.asarray(trainer_lib.drop_decoder_inputs(tokens, jax.random.key(0), 0.0, 2))
+    np.testing.assert_array_equal(same, tokens)

@@ -1,0 +1,65 @@
+"""The main job, shrunk: real corpus -> seqio -> T5 -> optax -> orbax -> greedy -> sacrebleu."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = [
+    "--gin.slt.T5Config.emb_dim=64", "--gin.slt.T5Config.head_dim=16",
+    "--gin.slt.T5Config.mlp_dim=128", "--gin.slt.T5Config.num_encoder_layers=1",
+    "--gin.slt.T5Config.num_decoder_layers=1",
+    "--gin.slt.OptimizerConfig.learning_rate=3e-3", "--gin.slt.OptimizerConfig.warmup_steps=5",
+    "--gin.train.batch_size=16", "--gin.train.log_period=5", "--gin.train.checkpoint_period=20",
+]
+
+
+def _run(model_dir, steps):
+    cmd = [sys.executable, "-m", "slt.train", "--gin_file=gin/runs/demo.gin",
+           f'--gin.MODEL_DIR="{model_dir}"', f"--gin.train.train_steps={steps}",
+           f"--gin.slt.OptimizerConfig.decay_steps={steps}", *SMALL]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("run")
+    return model_dir, _run(model_dir, 40)
+
+
+def test_loss_falls_on_the_real_corpus(trained):
+    model_dir, _ = trained
+    with open(model_dir / "train" / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    assert [r["step"] for r in records] == list(range(5, 41, 5))
+    first, last = records[0]["loss"], records[-1]["loss"]
+    assert last < 0.6 * first, (first, last)
+
+
+def test_metrics_checkpoint_and_config_are_written(trained):
+    model_dir, stdout = trained
+    with open(model_dir / "eval" / "metrics.json") as f:
+        metrics = json.load(f)
+    ase = metrics["fingerspelling_slt_ase_en"]
+    assert ase["num_examples"] > 100
+    assert 0.0 <= ase["chrf"] <= 100.0 and 0.0 <= ase["bleu"] <= 100.0
+    assert "chrF" in stdout and "fingerspelling_slt_ase_en" in stdout
+    with open(model_dir / "eval" / "fingerspelling_slt_ase_en.test.predictions.jsonl") as f:
+        predictions = [json.loads(line) for line in f]
+    assert len(predictions) == ase["num_examples"]
+    assert predictions[0]["prompt"] == "<slt> <ase> <en>"
+    assert {"20", "40"} <= set(os.listdir(model_dir / "checkpoints"))
+    config = (model_dir / "config.gin").read_text()
+    assert "emb_dim = 64" in config and "train_steps = 40" in config
+
+
+def test_resumes_from_the_latest_checkpoint(trained):
+    model_dir, _ = trained
+    stdout = _run(model_dir, 45)
+    assert "resuming from checkpoint step 40" in stdout
+    assert "step 45/45" in stdout
+    assert "45" in os.listdir(model_dir / "checkpoints")
