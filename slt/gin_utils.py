@@ -17,6 +17,21 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# XLA CPU options measured to speed up the T5 train step on CPU by 10-20% (see
+# bench notes in the README); they only affect the CPU backend.
+CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=dot",
+                 "--xla_cpu_enable_concurrency_optimized_scheduler=true")
+
+
+def add_cpu_xla_flags() -> None:
+    """Appends CPU_XLA_FLAGS to XLA_FLAGS unless set; must run before JAX starts."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    for flag in CPU_XLA_FLAGS:
+        if flag.split("=")[0] not in flags:
+            flags = f"{flags} {flag}".strip()
+    os.environ["XLA_FLAGS"] = flags
+
+
 def register_configurables() -> None:
     """Makes the config dataclasses bindable from gin files (idempotent)."""
     import gin

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from slt import gin_utils
 
 gin_utils.quiet_tensorflow()
+gin_utils.add_cpu_xla_flags()
 
 import gin  # noqa: E402
 import jax  # noqa: E402

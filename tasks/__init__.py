@@ -8,13 +8,13 @@ from tasks import fingerspelling_tasks
 
 # Landmark preprocessing of every registered task that reads landmark frames, so a
 # checkpoint can record it and translation can repeat it.
-LANDMARK_CONFIGS: dict[str, landmarks.LandmarkConfig] = fingerspelling_tasks.LANDMARK_CONFIGS
+LANDMARK_CONFIGS = fingerspelling_tasks.LANDMARK_CONFIGS
 
 
 def landmark_config(mixture_or_task_name: str) -> landmarks.LandmarkConfig:
     """The preprocessing shared by all tasks of a mixture (an error if they differ)."""
     names = [t.name for t in seqio.get_subtasks(seqio.get_mixture_or_task(mixture_or_task_name))]
-    configs = {LANDMARK_CONFIGS[n] for n in names if n in LANDMARK_CONFIGS}
+    configs = {LANDMARK_CONFIGS[n]() for n in names if n in LANDMARK_CONFIGS}
     if len(configs) > 1:
         raise ValueError(f"{mixture_or_task_name} mixes tasks with different landmark "
                          f"preprocessing ({configs}); a model needs one.")

@@ -8,6 +8,7 @@ first built.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import seqio
@@ -30,18 +31,39 @@ SIGN_TO_SPOKEN = {
     "ukl": "uk",
 }
 MIXTURE = "fingerspelling_slt"
-# Task name -> the landmark preprocessing its frames went through.
-LANDMARK_CONFIGS: dict[str, landmarks.LandmarkConfig] = {}
+# Task name -> the landmark preprocessing its frames go through (a function, so
+# statistics are computed only when a job needs them).
+LANDMARK_CONFIGS: dict[str, Callable[[], landmarks.LandmarkConfig]] = {}
 
 
 def task_name(sign_language: str) -> str:
     return f"fingerspelling_slt_{sign_language}_{SIGN_TO_SPOKEN[sign_language]}"
 
 
+@functools.lru_cache(maxsize=None)
+def standardized_config(corpus_seed: int = CORPUS_SEED, clips_per_language: int = 64
+                        ) -> landmarks.LandmarkConfig:
+    """The default preprocessing plus per-feature statistics of training clips.
+
+    Pooled over all 19 languages (so every task shares one config) and computed from
+    training words only, on first use; registering stays free of disk access.
+    """
+    clips = []
+    for sign_language in SIGN_TO_SPOKEN:
+        lexicon = fingerspelling.load_lexicon(sign_language)
+        words = fingerspelling.word_splits(sign_language, seed=corpus_seed)[0]["train"]
+        rng = np.random.default_rng(corpus_seed)
+        for word in rng.choice(words, size=min(clips_per_language, len(words)), replace=False):
+            clips.append(fingerspelling.compose_clip(lexicon, lexicon.spell(word), rng))
+    mean, std = landmarks.feature_statistics(clips)
+    return landmarks.LandmarkConfig(feature_mean=mean, feature_std=std)
+
+
 def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *,
                 sign_language: str, corpus_seed: int,
-                config: landmarks.LandmarkConfig) -> tf.data.Dataset:
+                config: landmarks.LandmarkConfig | None) -> tf.data.Dataset:
     del shuffle_files, seed  # the Task shuffles examples; composition is seeded per word
+    config = config or standardized_config(corpus_seed)
     words = fingerspelling.word_splits(sign_language, seed=corpus_seed)[0][split]
     if not words:
         raise ValueError(f"the {sign_language} fingerspelling corpus has no {split} words.")
@@ -71,16 +93,19 @@ def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *,
     return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def register(corpus_seed: int = CORPUS_SEED,
-             config: landmarks.LandmarkConfig = landmarks.LandmarkConfig(),
+def register(corpus_seed: int = CORPUS_SEED, config: landmarks.LandmarkConfig | None = None,
              suffix: str = "") -> None:
-    """Registers the per-language tasks and their mixture (names get `suffix`)."""
+    """Registers the per-language tasks and their mixture (names get `suffix`).
+
+    `config=None` uses `standardized_config(corpus_seed)`.
+    """
     output_features = features.task_output_features()
     names = []
     for sign_language in SIGN_TO_SPOKEN:
         name = task_name(sign_language) + suffix
         names.append(name)
-        LANDMARK_CONFIGS[name] = config
+        LANDMARK_CONFIGS[name] = (functools.partial(standardized_config, corpus_seed)
+                                  if config is None else functools.partial(lambda c: c, config))
         seqio.TaskRegistry.add(
             name,
             source=seqio.FunctionDataSource(

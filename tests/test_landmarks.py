@@ -109,3 +109,27 @@ def test_corrupt_pose_file_error(tmp_path):
     bad.write_bytes(b"\x00\x01garbage")
     with pytest.raises(ValueError, match="bad.pose: not a readable .pose file"):
         pose_files.read_pose(bad)
+
+
+def test_feature_statistics_standardise_present_points():
+    rng = np.random.default_rng(3)
+    clips = [(rng.normal(2.0, 0.5, (20, 85, 3)).astype(np.float32), rng.random((20, 85)) > 0.2)
+             for _ in range(4)]
+    clips[0][1][:, 50] = False
+    for _, present in clips:
+        present[:, 60] = False  # never present
+    base = landmarks.LandmarkConfig(frame_step=1)
+    mean, std = landmarks.feature_statistics(clips, base)
+    config = landmarks.LandmarkConfig(frame_step=1, feature_mean=mean, feature_std=std)
+    frames = np.concatenate([landmarks.to_frames(p, m, config) for p, m in clips])
+    present = np.concatenate([np.repeat(m, 3, axis=1) for _, m in clips])
+    real = np.where(present, frames, np.nan)
+    np.testing.assert_allclose(np.nanmean(real[:, :150], axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(np.nanstd(real[:, :150], axis=0), 1.0, atol=1e-3)
+    assert mean[180] == 0.0 and std[180] == 1.0  # point 60 x: never seen
+    assert (frames[~present] == -10.0).all()
+    assert landmarks.LandmarkConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError, match="both feature_mean and feature_std"):
+        landmarks.LandmarkConfig(feature_mean=mean)
+    with pytest.raises(ValueError, match="needs 255 values"):
+        landmarks.LandmarkConfig(feature_mean=(0.0,), feature_std=(1.0,))

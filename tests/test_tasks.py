@@ -23,7 +23,9 @@ def test_registry_has_one_task_per_sign_language_and_the_mixture():
     names = sorted(t.name for t in mixture.tasks)
     assert len(names) == 19
     assert "fingerspelling_slt_ase_en" in names and "fingerspelling_slt_gss_el" in names
-    assert tasks.landmark_config("fingerspelling_slt") == tasks.landmarks.LandmarkConfig()
+    config = tasks.landmark_config("fingerspelling_slt")
+    assert config == fingerspelling_tasks.standardized_config()
+    assert config.feature_mean is not None and len(config.feature_std) == 255
 
 
 def test_task_examples_are_real_clips_with_byte_prompts():
@@ -38,7 +40,8 @@ def test_task_examples_are_real_clips_with_byte_prompts():
         assert ex["targets"].tolist() == [b + 3 for b in word.encode()] + [1]
         assert ex["landmarks"].dtype == np.float32 and ex["landmarks"].shape[1] == 255
         np.testing.assert_array_equal(
-            ex["landmarks"], fingerspelling.clip_frames("ase", word, 10**6))
+            ex["landmarks"], fingerspelling.clip_frames(
+                "ase", word, 10**6, config=fingerspelling_tasks.standardized_config()))
 
 
 def test_train_split_holds_no_test_word():
