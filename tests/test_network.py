@@ -371,3 +371,33 @@ def test_dropout_needs_rng_and_changes_output():
     d = forward(cfg, variables, inputs)
     assert not np.allclose(a, b)
     np.testing.assert_array_equal(c, d)
+
+
+def test_landmark_stride_stacks_frames_and_masks():
+    from slt.models.network import stack_frames
+    frames = jnp.arange(2 * 5 * 3, dtype=jnp.float32).reshape(2, 5, 3)
+    stacked = stack_frames(frames, 2)
+    assert stacked.shape == (2, 3, 6)
+    np.testing.assert_array_equal(stacked[0, 0], np.concatenate([frames[0, 0], frames[0, 1]]))
+    np.testing.assert_array_equal(stacked[0, 2], np.concatenate([frames[0, 4], np.zeros(3)]))
+    tokens = jnp.array([[5, 6, 0], [5, 0, 0]])
+    frame_mask = jnp.array([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
+    mask = encoder_mask(tokens, frame_mask, landmark_stride=2)
+    np.testing.assert_array_equal(mask, [[1, 1, 0, 1, 1, 0], [1, 0, 0, 1, 0, 0]])
+
+    cfg = T5Config(vocab_size=64, emb_dim=16, num_heads=2, head_dim=8, num_encoder_layers=1,
+                   num_decoder_layers=1, mlp_dim=32, landmark_stride=2)
+    net = Transformer(cfg)
+    rng = np.random.default_rng(0)
+    landmarks = rng.random((2, 5, 255)).astype(np.float32)
+    variables = net.init(jax.random.key(0), tokens, landmarks, frame_mask,
+                         jnp.ones((2, 4), jnp.int32), enable_dropout=False)
+    assert variables["params"]["encoder"]["landmark_embedder"]["kernel"].value.shape == (510, 16)
+    out = net.apply(variables, tokens, landmarks, frame_mask, method=net.encode,
+                    enable_dropout=False)
+    changed = landmarks.copy()
+    changed[0, 4] += 7.0  # a padded frame in a fully padded group of example 0
+    out2 = net.apply(variables, tokens, changed, frame_mask, method=net.encode,
+                     enable_dropout=False)
+    real = np.asarray(mask, bool)
+    np.testing.assert_allclose(np.asarray(out)[real], np.asarray(out2)[real], atol=1e-5)
