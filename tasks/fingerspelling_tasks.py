@@ -105,7 +105,7 @@ def register(corpus_seed: int = CORPUS_SEED, config: landmarks.LandmarkConfig | 
         name = task_name(sign_language) + suffix
         names.append(name)
         LANDMARK_CONFIGS[name] = (functools.partial(standardized_config, corpus_seed)
-                                  if config is None else functools.partial(lambda c: c, config))
+                                  if config is None else (lambda c=config: c))
         seqio.TaskRegistry.add(
             name,
             source=seqio.FunctionDataSource(

@@ -12,7 +12,6 @@ from conftest import SHARED_DATA
 
 
 def _letter_file(sign_language="ase", letter="A"):
-    root = fingerspelling.lexicon_dir()
     for path, _, sign, text in fingerspelling._index():
         if sign == sign_language and text == letter:
             return path

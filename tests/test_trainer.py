@@ -1,6 +1,5 @@
 import jax
 import numpy as np
-import optax
 import pytest
 
 from slt import checkpoints, partitioning
@@ -91,8 +90,49 @@ def test_mesh_and_batch_size_errors():
     assert partitioning.make_mesh((-1,), ("data",)).shape == {"data": len(jax.devices())}
     with pytest.raises(ValueError, match="at most one axis may be -1"):
         partitioning.make_mesh((-1, -1), ("data", "model"))
-    sharding = partitioning.batch_sharding(partitioning.make_mesh(), partitioning.DATA_PARALLEL_RULES)
-    partitioning.check_batch_size(4, sharding)
+
+
+TWO_DEVICE_CHECK = """
+import jax, pytest
+from slt import partitioning
+from slt import trainer as trainer_lib
+from slt.models import model as model_lib, network
+from test_trainer import CONFIG, SHAPES
+mesh = partitioning.make_mesh((-1,), ("data",))
+assert mesh.shape == {"data": 2}
+sharding = partitioning.batch_sharding(mesh, partitioning.DATA_PARALLEL_RULES)
+partitioning.check_batch_size(4, sharding)
+with pytest.raises(ValueError, match="batch_size=3 does not split over 2 data shards"):
+    partitioning.check_batch_size(3, sharding)
+# Shard the MLP over `data`: Adam moments must follow their parameter; Adafactor's
+# factored statistics (another shape) stay replicated.
+rules = [("mlp", "data")] + [r for r in partitioning.DATA_PARALLEL_RULES if r[0] != "mlp"]
+model = model_lib.EncoderDecoderModel(network.Transformer(CONFIG))
+for name in ("adamw", "adafactor"):
+    opt = trainer_lib.make_optimizer(trainer_lib.OptimizerConfig(name=name))
+    tr = trainer_lib.Trainer(model, opt, mesh, rules, SHAPES, donate_state=False)
+    wi = tr.params_sharding["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
+    assert wi.spec == jax.sharding.PartitionSpec(None, "data"), wi.spec
+    state = tr.state_sharding.opt_state[0]
+    if name == "adamw":
+        assert state.mu["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"] == wi
+    else:
+        assert state.v_row["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"].spec == \
+            jax.sharding.PartitionSpec()
+print("OK")
+"""
+
+
+def test_batch_split_and_optimizer_sharding_on_two_devices():
+    import os
+    import subprocess
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu", PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-c", TWO_DEVICE_CHECK], env=env, cwd=here,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
 
 
 def test_optimizer_state_follows_parameter_sharding():
@@ -102,8 +142,6 @@ def test_optimizer_state_follows_parameter_sharding():
     # Adam's first moment has the parameters' shardings leaf for leaf.
     mu = trainer.state_sharding.opt_state[0].mu
     assert jax.tree.structure(mu) == jax.tree.structure(trainer.params_sharding)
-    assert isinstance(trainer_lib.make_optimizer(trainer_lib.OptimizerConfig()),
-                      optax.GradientTransformation)
 
 
 def test_decoder_input_dropout_replaces_only_real_tokens():
