@@ -46,6 +46,7 @@ def train(
     z_loss: float = 1e-4,
     label_smoothing: float = 0.0,
     decoder_input_dropout: float = 0.0,
+    encoder_ctc_weight: float = 0.0,
     loss_normalizing_factor: float | None = None,
     mesh_shape: Sequence[int] = (-1,),
     mesh_axis_names: Sequence[str] = ("data",),
@@ -80,7 +81,7 @@ def train(
     batch_shapes["encoder_landmarks"] += (landmarks.FRAME_DIM,)
     model = model_lib.EncoderDecoderModel(
         network.Transformer(network_config), z_loss=z_loss, label_smoothing=label_smoothing,
-        loss_normalizing_factor=loss_normalizing_factor)
+        loss_normalizing_factor=loss_normalizing_factor, encoder_ctc_weight=encoder_ctc_weight)
     trainer = trainer_lib.Trainer(model, trainer_lib.make_optimizer(optimizer_config), mesh,
                                   logical_axis_rules, batch_shapes, donate_state=donate_state,
                                   decoder_input_dropout=decoder_input_dropout)
@@ -161,7 +162,9 @@ class _TrainLog:
         self._file.flush()
         eta = (self._train_steps - step) / max(steps_per_s, 1e-9)
         print(f"step {step}/{self._train_steps} loss {record['loss']:.4f} "
-              f"token_acc {record['accuracy']:.3f} {steps_per_s:.2f} step/s "
+              f"token_acc {record['accuracy']:.3f} "
+              + (f"ctc {record['encoder_ctc']:.3f} " if "encoder_ctc" in record else "")
+              + f"{steps_per_s:.2f} step/s "
               f"{steps_per_s * self._batch_size:.0f} ex/s eta {eta / 60:.1f} min", flush=True)
 
 

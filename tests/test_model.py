@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -12,7 +13,7 @@ import optax
 import pytest
 
 from slt.models import decoding
-from slt.models.model import EncoderDecoderModel, cross_entropy_with_z_loss
+from slt.models.model import EncoderDecoderModel, cross_entropy_with_z_loss, encoder_ctc_loss
 from slt.models.network import T5Config, Transformer
 
 TINY = T5Config(
@@ -123,6 +124,42 @@ def test_model_loss_fn_and_score_batch():
             for i in range(len(targets))]
     np.testing.assert_allclose(scores, want, rtol=1e-5)
     np.testing.assert_allclose(-scores.sum() / weights.sum(), ce / weights.sum(), rtol=1e-4)
+
+
+def test_encoder_ctc_loss_counts_alignments_and_flags_infeasible_examples():
+    vocab = 10
+    # Uniform logits: P(labels) = (#alignments) / vocab**T, so loss = T log V - log(#).
+    logits = jnp.zeros((3, 3, vocab))
+    targets = jnp.asarray([[5, 6, 1, 0],    # "5 6": 556 566 _56 5_6 56_ -> 5 alignments
+                           [5, 5, 1, 0],    # "5 5" needs a blank between: 5_5 only
+                           [5, 5, 1, 0]])   # same, but only 2 real frames: infeasible
+    frame_mask = jnp.asarray([[1, 1, 1], [1, 1, 1], [1, 1, 0]])
+    losses, feasible = encoder_ctc_loss(logits, frame_mask, targets)
+    np.testing.assert_allclose(np.asarray(losses),
+                               [3 * np.log(vocab) - np.log(5), 3 * np.log(vocab), 0.0], rtol=1e-4)
+    np.testing.assert_array_equal(np.asarray(feasible), [1.0, 1.0, 0.0])
+
+
+def test_loss_fn_adds_weighted_encoder_ctc():
+    cfg = dataclasses.replace(TINY, encoder_ctc_head=True, landmark_stride=2)
+    batch = make_batch(cfg)
+    with pytest.raises(ValueError, match="encoder_ctc_head"):
+        EncoderDecoderModel(Transformer(TINY), encoder_ctc_weight=0.5)
+    plain = EncoderDecoderModel(Transformer(cfg))
+    joint = EncoderDecoderModel(Transformer(cfg), encoder_ctc_weight=0.5)
+    params = plain.init_params(jax.random.PRNGKey(0), batch)
+    assert params["encoder_ctc"]["kernel"].shape == (cfg.emb_dim, cfg.vocab_size)
+    assert "encoder_ctc" not in tiny_model_and_params()[1]  # T5X names stay exact without it
+    base, _ = plain.loss_fn(params, batch, None)
+    loss, aux = joint.loss_fn(params, batch, None)
+    _, ctc_logits = plain.network.apply({"params": params}, **{
+        k: batch[k] for k in ("encoder_input_tokens", "encoder_landmarks",
+                              "encoder_landmark_mask", "decoder_input_tokens")},
+        enable_dropout=False, return_encoder_ctc_logits=True)
+    assert ctc_logits.shape == (3, 3, cfg.vocab_size)  # 6 frames at stride 2
+    assert float(aux["encoder_ctc"]) > 0
+    np.testing.assert_allclose(float(loss), float(base) + 0.5 * float(aux["encoder_ctc"]),
+                               rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- decoding

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from slt.models import decoding
 from slt.models.network import Transformer, encoder_mask
@@ -80,6 +81,23 @@ def cross_entropy_with_z_loss(
     return ce_sum + z_sum, aux
 
 
+def encoder_ctc_loss(
+    ctc_logits: Array, frame_mask: Array, targets: Array, eos_id: int = decoding.EOS_ID
+) -> tuple[Array, Array]:
+    """Per-example CTC loss ``[B]`` of the target text (EOS and padding removed) under
+    ``ctc_logits [B, S, V]``, blank = pad id 0; and a ``[B]`` float mask of the examples
+    that CTC can align at all (at least as many real positions as labels plus repeats).
+    Infeasible examples get loss 0 so one short clip cannot dominate the batch."""
+    label_paddings = ((targets == 0) | (targets == eos_id)).astype(jnp.float32)
+    logit_paddings = 1.0 - (frame_mask > 0).astype(jnp.float32)
+    losses = optax.ctc_loss(ctc_logits, logit_paddings, targets, label_paddings, blank_id=0)
+    labels = targets * (1 - label_paddings).astype(targets.dtype)
+    repeats = jnp.sum((labels[:, 1:] == labels[:, :-1]) & (labels[:, 1:] > 0), axis=1)
+    needed = jnp.sum(1.0 - label_paddings, axis=1) + repeats
+    feasible = (jnp.sum(1.0 - logit_paddings, axis=1) >= needed).astype(jnp.float32)
+    return jnp.where(feasible > 0, losses, 0.0), feasible
+
+
 def _shape(x: Any) -> tuple[int, ...]:
     return tuple(getattr(x, "shape", x))
 
@@ -99,8 +117,14 @@ class EncoderDecoderModel:
         label_smoothing: float = 0.0,
         loss_normalizing_factor: float | None = None,
         eos_id: int = decoding.EOS_ID,
+        encoder_ctc_weight: float = 0.0,
     ) -> None:
+        if encoder_ctc_weight and not network.config.encoder_ctc_head:
+            raise ValueError(
+                f"encoder_ctc_weight={encoder_ctc_weight} needs a CTC head: set "
+                "T5Config.encoder_ctc_head = True (gin: slt.T5Config.encoder_ctc_head).")
         self.network = network
+        self.encoder_ctc_weight = encoder_ctc_weight
         self.z_loss = z_loss
         self.label_smoothing = label_smoothing
         self.loss_normalizing_factor = loss_normalizing_factor
@@ -146,7 +170,8 @@ class EncoderDecoderModel:
 
     # -- training ---------------------------------------------------------------------
 
-    def _logits(self, params: Params, batch: Batch, dropout_rng: Array | None) -> Array:
+    def _logits(self, params: Params, batch: Batch, dropout_rng: Array | None,
+                return_encoder_ctc_logits: bool = False) -> Array | tuple[Array, Array]:
         rngs = {"dropout": dropout_rng} if dropout_rng is not None else None
         return self.network.apply(
             {"params": params},
@@ -157,16 +182,24 @@ class EncoderDecoderModel:
             batch["decoder_target_tokens"],
             enable_dropout=dropout_rng is not None,
             rngs=rngs,
+            return_encoder_ctc_logits=return_encoder_ctc_logits,
         )
 
     def loss_fn(
         self, params: Params, batch: Batch, dropout_rng: Array | None
     ) -> tuple[Array, dict[str, Array]]:
-        """Scalar loss and aux metrics; dropout is on iff ``dropout_rng`` is given."""
-        logits = self._logits(params, batch, dropout_rng)
+        """Scalar loss and aux metrics; dropout is on iff ``dropout_rng`` is given.
+
+        With ``encoder_ctc_weight > 0`` the loss adds that weight times the encoder CTC
+        loss, normalised like the cross-entropy (per target token by default); aux then
+        also has ``encoder_ctc`` and ``ctc_feasible`` (share of alignable examples).
+        """
+        use_ctc = self.encoder_ctc_weight > 0
+        outputs = self._logits(params, batch, dropout_rng, return_encoder_ctc_logits=use_ctc)
+        logits, ctc_logits = outputs if use_ctc else (outputs, None)
         targets = batch["decoder_target_tokens"]
         weights = batch.get("decoder_loss_weights")
-        return cross_entropy_with_z_loss(
+        loss, aux = cross_entropy_with_z_loss(
             logits,
             targets,
             weights,
@@ -174,6 +207,18 @@ class EncoderDecoderModel:
             label_smoothing=self.label_smoothing,
             loss_normalizing_factor=self.loss_normalizing_factor,
         )
+        if not use_ctc:
+            return loss, aux
+        frame_mask = encoder_mask(batch["encoder_input_tokens"], batch["encoder_landmark_mask"],
+                                  self.network.config.landmark_stride)
+        frame_mask = frame_mask[:, batch["encoder_input_tokens"].shape[1]:]
+        ctc_losses, feasible = encoder_ctc_loss(ctc_logits, frame_mask, targets, self.eos_id)
+        denom = self.loss_normalizing_factor
+        if denom is None:
+            denom = jnp.maximum(aux["num_tokens"], 1.0)
+        ctc = jnp.sum(ctc_losses) / denom
+        aux = {**aux, "encoder_ctc": ctc, "ctc_feasible": jnp.mean(feasible)}
+        return loss + self.encoder_ctc_weight * ctc, aux
 
     # -- inference --------------------------------------------------------------------
 

@@ -47,6 +47,10 @@ class T5Config:
     # Subsampling front end: each group of `landmark_stride` consecutive frames is
     # concatenated and projected as one encoder position (1 = plain linear projection).
     landmark_stride: int = 1
+    # Optional CTC head over the landmark positions of the encoder output (joint
+    # CTC/attention training, Kim et al. 2017). Off by default, so T5X checkpoints map 1:1.
+    # Its param is `encoder_ctc/kernel` [embed, vocab]; the blank is the pad id 0.
+    encoder_ctc_head: bool = False
     relpos_num_buckets: int = 32
     relpos_max_distance: int = 128
     logits_via_embedding: bool = False
@@ -281,6 +285,10 @@ class Transformer(nn.Module):
         self.token_embedder = layers.Embed(cfg.vocab_size, cfg.emb_dim, dtype=cfg.compute_dtype)
         self.encoder = Encoder(cfg, shared_embedding=self.token_embedder)
         self.decoder = Decoder(cfg, shared_embedding=self.token_embedder)
+        if cfg.encoder_ctc_head:
+            self.encoder_ctc = layers.Dense(
+                cfg.vocab_size, ("embed", "vocab"), layers.mlp_kernel_init, dtype=jnp.float32
+            )
 
     def encode(
         self,
@@ -319,15 +327,33 @@ class Transformer(nn.Module):
         decoder_target_tokens: Array | None = None,
         enable_dropout: bool = True,
         decode: bool = False,
-    ) -> Array:
-        """Teacher-forced float32 logits ``[B, L, V]``."""
+        return_encoder_ctc_logits: bool = False,
+    ) -> Array | tuple[Array, Array]:
+        """Teacher-forced float32 logits ``[B, L, V]``.
+
+        With ``return_encoder_ctc_logits`` (needs ``encoder_ctc_head``) also the CTC
+        logits of the landmark positions, float32 ``[B, ceil(T/stride), V]``.
+        """
         del decoder_target_tokens  # Causal masking suffices without packing (see module doc).
         encoded = self.encode(
             encoder_input_tokens, encoder_landmarks, encoder_landmark_mask, enable_dropout
         )
         mask = encoder_mask(encoder_input_tokens, encoder_landmark_mask,
                             self.config.landmark_stride)
-        return self.decode(
+        logits = self.decode(
             encoded, mask, decoder_input_tokens, enable_dropout, decode,
             max_decode_length=decoder_input_tokens.shape[1] if decode else None,
         )
+        if self.is_initializing() and self.config.encoder_ctc_head:
+            self.encoder_ctc_logits(encoded, encoder_input_tokens.shape[1])  # creates params
+        if not return_encoder_ctc_logits:
+            return logits
+        return logits, self.encoder_ctc_logits(encoded, encoder_input_tokens.shape[1])
+
+    def encoder_ctc_logits(self, encoded: Array, num_prompt_tokens: int) -> Array:
+        """float32 CTC logits ``[B, S-P, V]`` of the landmark positions of ``encoded``."""
+        if not self.config.encoder_ctc_head:
+            raise ValueError("the network has no CTC head: set T5Config.encoder_ctc_head=True.")
+        frames = encoded[:, num_prompt_tokens:]
+        return layers.constrain(self.encoder_ctc(frames).astype(jnp.float32),
+                                ("batch", "length", "vocab"))
