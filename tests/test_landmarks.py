@@ -64,10 +64,154 @@ def test_nan_points_count_as_missing():
     assert not present[0, 0] and present[1, 0]
 
 
-def test_reduced_face_layout_gives_a_clear_error():
+REDUCED_ABSENT = ("FACE_LANDMARKS:4", "FACE_LANDMARKS:64", "FACE_LANDMARKS:151",
+                  "FACE_LANDMARKS:294", "FACE_LANDMARKS:468", "FACE_LANDMARKS:473")
+
+
+def test_reduced_178_layout_selects_points_by_name():
     pose = pose_files.read_pose(os.path.join(SHARED_DATA, "mediapipe_reduced.pose"))
-    with pytest.raises(ValueError, match="POSE_LANDMARKS has 8 points"):
-        pose.youtube_asl()
+    assert pose.points.shape == (170, 178, 3)
+    points, present = pose.youtube_asl()
+    assert points.shape == (170, 85, 3)
+    # Pose: 8 reduced points (shoulders, elbows, wrists, hips); hips are file 6 and 7.
+    np.testing.assert_array_equal(points[:, 0], pose.points[:, 0])   # LEFT_SHOULDER
+    np.testing.assert_array_equal(points[:, 5], pose.points[:, 7])   # RIGHT_HIP
+    # Face column 6 is mesh point 0 = file point 8; column 7 is mesh point 4 (absent).
+    np.testing.assert_array_equal(points[:, 6], pose.points[:, 8 + 0])
+    face_names = pose.point_names[1]
+    np.testing.assert_array_equal(points[:, 8], pose.points[:, 8 + face_names.index("13")])
+    assert pose.absent_points() == REDUCED_ABSENT
+    absent_columns = [7, 18, 23, 35, 41, 42]  # face 4, 64, 151, 294, 468, 473
+    assert not present[:, absent_columns].any()
+    assert (points[:, absent_columns] == 0).all()
+    assert present[:, :6].all() and present[:, [6, 8, 40]].all()
+    # The header-less 178 layout (for .npy files) names the same points.
+    components, names = landmarks.holistic_layout(178)
+    assert components == pose.components and names == pose.point_names
+    frames = landmarks.to_frames(points, present)
+    assert frames.shape == (85, 255)
+    assert (frames.reshape(85, 85, 3)[:, absent_columns] == -10.0).all()
+
+
+def _real_586():
+    return pose_files.read_pose(_letter_file("ase", "B"))
+
+
+@pytest.mark.parametrize("num_points", [543, 553, 576, 586, 203, 178])
+def test_every_holistic_layout_gives_the_same_subset(num_points):
+    full = _real_586()
+    full_components, full_names = landmarks.holistic_layout(586)
+    assert full_components == full.components and full_names == full.point_names
+    # Build the layout from the real 586-point recording by point name.
+    flat_index = {}
+    offset = 0
+    for (name, _), names in zip(full.components, full.point_names):
+        for i, point in enumerate(names):
+            flat_index[(name, point)] = offset + i
+        offset += len(names)
+    components, names = landmarks.holistic_layout(num_points)
+    take = [flat_index[(name, point)] for (name, _), pts in zip(components, names)
+            for point in pts]
+    assert len(take) == num_points
+    pose = pose_files.HolisticPose(points=full.points[:, take], present=full.present[:, take],
+                                   fps=full.fps, components=components, source="x.npy",
+                                   point_names=names)
+    expected_points, expected_present = full.youtube_asl()
+    points, present = pose.youtube_asl()
+    absent = set(pose.absent_points())
+    columns = {f"{c}:{landmarks._subset_name(c, i)}": k for k, (c, i) in enumerate(
+        (c, i) for c, idx in landmarks.YOUTUBE_ASL_SUBSET for i in idx)}
+    missing_columns = sorted(columns[a] for a in absent)
+    expected_absent = {553: set(), 586: set(), 543: set(REDUCED_ABSENT[4:]),
+                       576: set(REDUCED_ABSENT[4:])}.get(num_points, set(REDUCED_ABSENT))
+    assert absent == expected_absent
+    keep = np.ones(85, bool)
+    keep[missing_columns] = False
+    np.testing.assert_array_equal(points[:, keep], expected_points[:, keep])
+    np.testing.assert_array_equal(present[:, keep], expected_present[:, keep])
+    assert not present[:, ~keep].any()
+    # Without names, only full-size components can be read.
+    if num_points in (543, 553, 576, 586):
+        unnamed = landmarks.select_youtube_asl(pose.points, pose.present, components)
+        np.testing.assert_array_equal(unnamed[0], points)
+
+
+def test_reduced_component_without_names_is_an_error():
+    with pytest.raises(ValueError, match="POSE_LANDMARKS has 8 points and no point names"):
+        landmarks.select_youtube_asl(
+            np.zeros((1, 178, 3)), np.ones((1, 178), bool),
+            landmarks.holistic_layout(178)[0], source="clip.npy")
+    with pytest.raises(ValueError, match=r"x.npy: 100 points per frame is not"):
+        landmarks.holistic_layout(100, source="x.npy")
+
+
+def test_shoulder_clip_matches_pose_format_normalize():
+    from pose_format import Pose
+    path = _letter_file("ase", "C")
+    with open(path, "rb") as f:
+        reference = Pose.read(f.read())
+    reference.normalize()  # pose-format: mean shoulder midpoint, mean shoulder distance
+    pose = pose_files.read_pose(path)
+    points, present = pose.youtube_asl()
+    config = landmarks.LandmarkConfig(normalization="shoulder_clip", frame_step=1)
+    frames = landmarks.to_frames(points, present, config).reshape(-1, 85, 3)
+    normalised = pose_files.HolisticPose(
+        points=np.ma.getdata(reference.body.data)[:, 0].astype(np.float32),
+        present=pose.present, fps=pose.fps, components=pose.components, source=path,
+        point_names=pose.point_names)
+    expected, _ = normalised.youtube_asl()
+    np.testing.assert_allclose(frames[present], expected[present], atol=2e-4)
+    # The mean shoulder distance is 1 afterwards.
+    distance = np.linalg.norm(frames[:, 0] - frames[:, 1], axis=-1)
+    assert abs(distance.mean() - 1.0) < 1e-4
+
+
+def test_per_frame_shoulder_normalisation():
+    rng = np.random.default_rng(5)
+    points = rng.normal(100.0, 30.0, (6, 85, 3)).astype(np.float32)
+    present = np.ones((6, 85), bool)
+    present[4, 1] = False  # frame 4 lacks the right shoulder
+    config = landmarks.LandmarkConfig(normalization="shoulder", frame_step=1)
+    out = landmarks.to_frames(points, present, config).reshape(6, 85, 3)
+    both = [0, 1, 2, 3, 5]
+    np.testing.assert_allclose((out[both, 0] + out[both, 1]) / 2, 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(out[both, 0] - out[both, 1], axis=-1), 1.0,
+                               rtol=1e-5)
+    # Frame 4 uses the clip-wide centre and distance of the other frames.
+    centre = ((points[both, 0] + points[both, 1]) / 2).mean(axis=0)
+    distance = np.linalg.norm(points[both, 0] - points[both, 1], axis=-1).mean()
+    np.testing.assert_allclose(out[4, 10], (points[4, 10] - centre) / distance, rtol=1e-4)
+    assert (out[4, 1] == -10.0).all()
+    present[:, 0] = False
+    with pytest.raises(ValueError, match="clip.pose: no frame has both shoulders"):
+        landmarks.to_frames(points, present, config, source="clip.pose")
+
+
+def test_resampling_to_a_target_fps():
+    points = np.zeros((30, 85, 3), np.float32)
+    points[:, :, 0] = np.arange(30)[:, None]  # x encodes the frame index
+    present = np.ones((30, 85), bool)
+    config = landmarks.LandmarkConfig(normalization="none", target_fps=25.0)
+    frames = landmarks.to_frames(points, present, config, fps=30.0)
+    assert frames.shape == (25, 255)  # one second at 25 fps
+    taken = frames[:, 0].astype(int)
+    np.testing.assert_array_equal(taken, np.floor(np.arange(25) * 30 / 25 + 0.5))
+    # 50 -> 25 fps is exactly every second frame.
+    half = landmarks.to_frames(points, present, landmarks.LandmarkConfig(
+        normalization="none", target_fps=25.0), fps=50.0)
+    np.testing.assert_array_equal(
+        half, landmarks.to_frames(points, present, landmarks.LandmarkConfig(normalization="none")))
+    # Upsampling repeats the nearest frame; max_frames still cuts.
+    up = landmarks.to_frames(points[:3], present[:3], landmarks.LandmarkConfig(
+        normalization="none", target_fps=20.0, max_frames=5), fps=10.0)
+    np.testing.assert_array_equal(up[:, 0], [0, 1, 1, 2, 2])  # ties: the later frame
+    with pytest.raises(ValueError, match="needs the clip's frame rate"):
+        landmarks.to_frames(points, present, config)
+    assert landmarks.LandmarkConfig.from_json(config.to_json()) == config
+    # Old configs (saved before target_fps existed) still load with the default.
+    old = '{"feature_mean": null, "feature_std": null, "frame_step": 2, "max_frames": 256,' \
+          ' "missing_value": -10.0, "normalization": "unit_box"}'
+    assert landmarks.LandmarkConfig.from_json(old) == landmarks.LandmarkConfig()
 
 
 def test_missing_component_error_names_the_source():

@@ -19,11 +19,24 @@ class HolisticPose:
     fps: float
     components: tuple[tuple[str, int], ...]  # (name, points) in file order
     source: str
+    # Each component's point names (from a .pose header or a known layout); None:
+    # full-size MediaPipe components in MediaPipe order.
+    point_names: tuple[tuple[str, ...], ...] | None = None
 
     def youtube_asl(self) -> tuple[np.ndarray, np.ndarray]:
         """The 85-point subset: ([T, 85, 3] points, [T, 85] presence)."""
         return landmarks.select_youtube_asl(
-            self.points, self.present, self.components, source=self.source)
+            self.points, self.present, self.components, source=self.source,
+            point_names=self.point_names)
+
+    def absent_points(self) -> tuple[str, ...]:
+        """Subset points this layout lacks (always missing), e.g. the iris centres."""
+        return landmarks.absent_youtube_asl_points(self.components, self.point_names,
+                                                   self.source)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.points.shape[0])
 
 
 def read_pose(path: str | os.PathLike, person: int = 0) -> HolisticPose:
@@ -53,5 +66,6 @@ def read_pose(path: str | os.PathLike, person: int = 0) -> HolisticPose:
     if mask.ndim == 3:
         present &= ~mask.any(axis=-1)
     components = tuple((c.name, len(c.points)) for c in pose.header.components)
+    point_names = tuple(tuple(str(p) for p in c.points) for c in pose.header.components)
     return HolisticPose(points=coords, present=present, fps=float(pose.body.fps),
-                        components=components, source=path)
+                        components=components, source=path, point_names=point_names)
