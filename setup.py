@@ -22,6 +22,12 @@ INSTALL_REQUIRES = [
     "spoken-to-signed==0.4.0",
     "babel==2.18.0",
     "numpy>=2.0,<2.5",
+    # Evaluation: offline language identification (models inside the wheel, 96 MB),
+    # the metrics plot, and TensorBoard summaries (tf.summary needs the package).
+    "lingua-language-detector==2.1.1",
+    "matplotlib==3.11.2",
+    "tensorboard==2.21.0",
+    "tqdm==4.70.1",
 ]
 
 setuptools.setup(

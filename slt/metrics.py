@@ -1,17 +1,82 @@
-"""Corpus-level translation metrics, with sacrebleu signatures."""
+"""Corpus-level translation metrics, with signatures that say how they were computed.
+
+BLEU and chrF come from sacrebleu; language accuracy from the offline identifier
+`lingua` (its models ship inside the wheel); BLEURT from a checkpoint on disk
+(`slt.bleurt`), only when one is given.
+"""
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
 
 import sacrebleu
 
+# Candidate languages of the language identifier: every spoken language the project
+# knows (tasks/languages.py). Identification is among these only, so a signature
+# records them.
+LANGUAGE_ID_CANDIDATES = ("ar", "cs", "de", "el", "en", "es", "et", "fr", "hr", "it", "lt",
+                          "pt", "sk", "sv", "tr", "uk")
 
-def translation_metrics(predictions: Sequence[str], references: Sequence[str]
-                        ) -> dict[str, float | str | int]:
+
+@functools.lru_cache(maxsize=4)
+def _language_detector(candidates: tuple[str, ...]):
+    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+    languages = []
+    for code in candidates:
+        iso = getattr(IsoCode639_1, code.upper(), None)
+        if iso is None:
+            raise ValueError(f"language {code!r} is not known to the lingua language "
+                             "identifier; remove it from the candidate languages.")
+        languages.append(Language.from_iso_code_639_1(iso))
+    return LanguageDetectorBuilder.from_languages(*languages).build()
+
+
+def identify_languages(texts: Sequence[str],
+                       candidates: Sequence[str] = LANGUAGE_ID_CANDIDATES) -> list[str | None]:
+    """ISO 639-1 code of each text among `candidates`; None when empty or undecided."""
+    detector = _language_detector(tuple(candidates))
+    found = [None] * len(texts)
+    nonempty = [i for i, t in enumerate(texts) if t.strip()]
+    detected = detector.detect_languages_in_parallel_of([texts[i] for i in nonempty])
+    for i, language in zip(nonempty, detected):
+        found[i] = language.iso_code_639_1.name.lower() if language is not None else None
+    return found
+
+
+def language_id_signature(candidates: Sequence[str] = LANGUAGE_ID_CANDIDATES) -> str:
+    return (f"lingua:{metadata.version('lingua-language-detector')}|"
+            f"candidates:{','.join(sorted(candidates))}")
+
+
+def language_accuracy(predictions: Sequence[str], target_languages: Sequence[str],
+                      candidates: Sequence[str] = LANGUAGE_ID_CANDIDATES) -> float:
+    """Share of predictions identified as their intended language.
+
+    Empty predictions and ones the identifier cannot decide count as wrong.
+    """
+    if len(predictions) != len(target_languages):
+        raise ValueError(f"{len(predictions)} predictions for {len(target_languages)} "
+                         "target languages.")
+    unknown = sorted(set(target_languages) - set(candidates))
+    if unknown:
+        raise ValueError(f"target languages {unknown} are not among the language "
+                         f"identifier's candidates {sorted(candidates)}.")
+    found = identify_languages(predictions, candidates)
+    return sum(f == t for f, t in zip(found, target_languages)) / len(predictions)
+
+
+def translation_metrics(predictions: Sequence[str], references: Sequence[str],
+                        target_languages: Sequence[str] | None = None,
+                        bleurt_scorer: Any | None = None) -> dict[str, float | str | int]:
     """BLEU and chrF (sacrebleu defaults: 13a tokenisation, mixed case) and empty rate.
 
     Returns values plus `bleu_signature` / `chrf_signature`, so numbers from
-    different runs can be compared honestly.
+    different runs can be compared honestly. With `target_languages` (one code per
+    example) also `language_accuracy` and its `language_id_signature`; with a
+    `slt.bleurt.BleurtScorer` also `bleurt` (the mean) and `bleurt_checkpoint`.
     """
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references.")
@@ -21,7 +86,7 @@ def translation_metrics(predictions: Sequence[str], references: Sequence[str]
     chrf = sacrebleu.metrics.CHRF()
     bleu_score = bleu.corpus_score(list(predictions), [list(references)])
     chrf_score = chrf.corpus_score(list(predictions), [list(references)])
-    return {
+    results: dict[str, float | str | int] = {
         "bleu": bleu_score.score,
         "chrf": chrf_score.score,
         "empty_rate": sum(not p.strip() for p in predictions) / len(predictions),
@@ -30,3 +95,11 @@ def translation_metrics(predictions: Sequence[str], references: Sequence[str]
         "bleu_signature": str(bleu.get_signature()),
         "chrf_signature": str(chrf.get_signature()),
     }
+    if target_languages is not None:
+        results["language_accuracy"] = language_accuracy(predictions, target_languages)
+        results["language_id_signature"] = language_id_signature()
+    if bleurt_scorer is not None:
+        scores = bleurt_scorer.score(list(references), list(predictions))
+        results["bleurt"] = sum(scores) / len(scores)
+        results["bleurt_checkpoint"] = bleurt_scorer.name
+    return results
