@@ -401,3 +401,28 @@ def test_landmark_stride_stacks_frames_and_masks():
                      enable_dropout=False)
     real = np.asarray(mask, bool)
     np.testing.assert_allclose(np.asarray(out)[real], np.asarray(out2)[real], atol=1e-5)
+
+
+def test_sinusoidal_landmark_positions():
+    from slt.models.network import sinusoidal_positions
+    table = sinusoidal_positions(50, 8)
+    assert table.shape == (50, 8) and table.dtype == np.float32
+    # First feature pair has wavelength 2*pi, the last 2*pi*10000.
+    np.testing.assert_allclose(table[:, 0], np.sin(np.arange(50)), atol=1e-6)
+    np.testing.assert_allclose(table[:, 4], np.cos(np.arange(50)), atol=1e-6)
+    np.testing.assert_allclose(table[7, 3], np.sin(7 / 10000.0), atol=1e-6)
+    assert len({tuple(np.round(row, 4)) for row in table}) == 50  # every position distinct
+
+    plain = dataclasses.replace(TINY, num_encoder_layers=1)
+    with_pos = dataclasses.replace(plain, landmark_positions="sinusoidal")
+    inputs = make_inputs(plain)
+    args = (inputs["encoder_input_tokens"], inputs["encoder_landmarks"],
+            inputs["encoder_landmark_mask"])
+    variables = Transformer(plain).init(jax.random.key(0), *args,
+                                        inputs["decoder_input_tokens"], enable_dropout=False)
+    # Parameter-free: the same variables serve both configs.
+    encode = lambda cfg: np.asarray(Transformer(cfg).apply(
+        variables, *args, enable_dropout=False, method=Transformer.encode))
+    assert np.abs(encode(plain) - encode(with_pos)).max() > 1e-2
+    with pytest.raises(ValueError, match="landmark_positions"):
+        encode(dataclasses.replace(plain, landmark_positions="learned"))

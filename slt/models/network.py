@@ -47,6 +47,10 @@ class T5Config:
     # Subsampling front end: each group of `landmark_stride` consecutive frames is
     # concatenated and projected as one encoder position (1 = plain linear projection).
     landmark_stride: int = 1
+    # Absolute positions of the landmark positions: "none" (T5: relative biases only) or
+    # "sinusoidal" (parameter-free, added after the projection). Repeated letters or signs
+    # give cross-attention identical keys; positions let the decoder tell them apart.
+    landmark_positions: str = "none"
     # Optional CTC head over the landmark positions of the encoder output (joint
     # CTC/attention training, Kim et al. 2017). Off by default, so T5X checkpoints map 1:1.
     # Its param is `encoder_ctc/kernel` [embed, vocab]; the blank is the pad id 0.
@@ -86,6 +90,18 @@ def stack_frames(frames: Array, stride: int) -> Array:
     pad = -length % stride
     frames = jnp.pad(frames, ((0, 0), (0, pad), (0, 0)))
     return frames.reshape(batch, (length + pad) // stride, stride * dim)
+
+
+def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
+    """float32 ``[length, dim]``: sin on the first half of the features, cos on the second,
+    wavelengths from 2*pi to 10000*2*pi (Vaswani et al. 2017)."""
+    half = dim // 2
+    inv_freq = 1.0 / (10000.0 ** (np.arange(half) / max(half - 1, 1)))
+    angles = np.arange(length)[:, None] * inv_freq[None]
+    table = np.zeros((length, dim), np.float32)
+    table[:, :half] = np.sin(angles)
+    table[:, half:2 * half] = np.cos(angles)
+    return table
 
 
 def _attention(cfg: T5Config, name: str, cross: bool = False) -> layers.MultiHeadDotProductAttention:
@@ -193,6 +209,11 @@ class Encoder(nn.Module):
             dtype=jnp.float32,
             name="landmark_embedder",
         )(stack_frames(jnp.asarray(encoder_landmarks, jnp.float32), cfg.landmark_stride))
+        if cfg.landmark_positions == "sinusoidal":
+            frames = frames + sinusoidal_positions(frames.shape[1], cfg.emb_dim)[None]
+        elif cfg.landmark_positions != "none":
+            raise ValueError(f"T5Config.landmark_positions={cfg.landmark_positions!r}: "
+                             "use 'none' or 'sinusoidal'.")
         x = jnp.concatenate([tokens, frames.astype(cfg.compute_dtype)], axis=1)
         x = layers.constrain(x, ("batch", "length", "embed"))
 
