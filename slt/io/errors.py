@@ -23,6 +23,7 @@ REASONS = {
     "unknown_spoken_language": "the spoken language code is not in tasks/languages.py",
     "start_after_end": "the clip's start time is not before its end time",
     "bad_manifest_row": "the manifest row is not valid JSON/TSV or lacks a field",
+    "read_failed": "an unexpected error while reading or converting the file (see message)",
     "no_fps": "start/end times or target_fps need the clip's frame rate; give fps",
 }
 

@@ -1,0 +1,195 @@
+"""Manifests: which clips `slt.prepare` turns into training data.
+
+A manifest is JSONL (one object per line) or TSV (a header line, then one row per
+clip; the `captions` cell holds JSON). Fields:
+
+  path             required. A video, `.pose`, `.npy` or `.npz` file; relative paths
+                   are relative to the manifest's directory.
+  text             the caption (translation target). Required unless `captions`.
+  sign_language    ISO 639-3 code, e.g. "ase" (see tasks/languages.py).
+  spoken_language  BCP-47 code, e.g. "en".
+  start, end       optional, seconds: only frames in [start, end) are used.
+  captions         optional, for multi-caption clips: a list of
+                   {"text", "start", "end"} (seconds from the start of the file). If
+                   `text` is absent, it is the captions' texts joined by spaces.
+  id               optional; default "<manifest name>:<line number>".
+  fps              optional; the frame rate of a `.npy` file (which stores none), or an
+                   override. Needed for start/end and target_fps.
+
+Parsing is separate from reading the landmark files so that every row-level
+problem (bad JSON, empty or non-UTF-8 caption, unknown language, start after end) is
+found without touching a file. Non-UTF-8 bytes are kept (as surrogate escapes) until
+the caption check, so such a row is reported, not lost.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+from collections.abc import Collection, Iterator
+
+from slt.io import errors
+
+REQUIRED = ("path", "sign_language", "spoken_language")
+
+
+@dataclasses.dataclass(frozen=True)
+class Caption:
+    text: str
+    start: float
+    end: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+    """One manifest row, validated."""
+
+    id: str
+    path: str
+    text: str
+    sign_language: str
+    spoken_language: str
+    start: float | None = None
+    end: float | None = None
+    fps: float | None = None
+    captions: tuple[Caption, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class RowError:
+    """A manifest row refused before any file is read."""
+
+    id: str
+    path: str
+    reason: str
+    message: str
+
+
+def read_lines(manifest_path: str) -> list[str]:
+    """The manifest's lines, bytes decoded as UTF-8 with surrogate escapes."""
+    with open(manifest_path, "rb") as f:
+        raw = f.read()
+    return raw.decode("utf-8", errors="surrogateescape").splitlines()
+
+
+def raw_rows(manifest_path: str, lines: list[str]) -> Iterator[tuple[str, dict | str]]:
+    """(row id, field dict) per data row, or (row id, error text) if unparsable."""
+    name = os.path.basename(manifest_path)
+    is_tsv = manifest_path.endswith((".tsv", ".tab"))
+    if is_tsv:
+        if not lines:
+            return
+        header = lines[0].split("\t")
+        for number, line in enumerate(lines[1:], start=2):
+            if not line.strip():
+                continue
+            cells = next(csv.reader(io.StringIO(line), delimiter="\t", quoting=csv.QUOTE_NONE))
+            if len(cells) != len(header):
+                yield f"{name}:{number}", (f"has {len(cells)} cells, the header "
+                                           f"{len(header)}")
+                continue
+            row = {k: v for k, v in zip(header, cells) if v != ""}
+            yield f"{name}:{number}", row
+        return
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield f"{name}:{number}", f"is not valid JSON ({e})"
+            continue
+        if not isinstance(row, dict):
+            yield f"{name}:{number}", "is not a JSON object"
+            continue
+        yield f"{name}:{number}", row
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _seconds(row: dict, key: str) -> float | None:
+    value = row.get(key)
+    if value is None or value == "":
+        return None
+    return float(value)
+
+
+def parse_row(row_id: str, row: dict | str, manifest_dir: str,
+              sign_languages: Collection[str], spoken_languages: Collection[str]
+              ) -> ClipSpec | RowError:
+    """Validates one raw row; a RowError names the row, the field and the fix."""
+    if isinstance(row, str):
+        return RowError(row_id, "", "bad_manifest_row", f"{row_id}: the row {row}.")
+    path = str(row.get("path", ""))
+    row_id = str(row.get("id", row_id))
+    lacking = [k for k in REQUIRED if not str(row.get(k, "")).strip()]
+    if lacking:
+        return RowError(row_id, path, "bad_manifest_row",
+                        f"{row_id}: the row lacks {lacking}; every row needs {REQUIRED} "
+                        "and a `text` or `captions`.")
+    if not os.path.isabs(path):
+        path = os.path.normpath(os.path.join(manifest_dir, path))
+    try:
+        start, end = _seconds(row, "start"), _seconds(row, "end")
+        fps = _seconds(row, "fps")
+        captions_field = row.get("captions") or []
+        if isinstance(captions_field, str):
+            captions_field = json.loads(captions_field)
+        captions = tuple(Caption(str(c["text"]), float(c["start"]), float(c["end"]))
+                         for c in captions_field)
+    except (ValueError, TypeError, KeyError) as e:
+        return RowError(row_id, path, "bad_manifest_row",
+                        f"{row_id}: start/end/fps must be numbers (seconds) and captions "
+                        f"a list of {{text, start, end}} ({type(e).__name__}: {e}).")
+    text = row.get("text")
+    if text is None and captions:
+        text = " ".join(c.text for c in captions)
+    texts = [str(text or "")] + [c.text for c in captions]
+    for t in texts:
+        if not _utf8(t):
+            return RowError(row_id, path, "caption_not_utf8",
+                            f"{row_id}: the caption is not valid UTF-8 "
+                            f"({t.encode('utf-8', 'surrogateescape')[:40]!r}); re-encode "
+                            "the manifest as UTF-8.")
+        if not t.strip():
+            return RowError(row_id, path, "empty_caption",
+                            f"{row_id}: the caption is empty; give `text` (or non-empty "
+                            "`captions`), or drop the row.")
+    sign, spoken = str(row["sign_language"]), str(row["spoken_language"])
+    if sign not in sign_languages:
+        return RowError(row_id, path, "unknown_sign_language",
+                        f"{row_id}: sign_language {sign!r} is not one of "
+                        f"{sorted(sign_languages)}; use an ISO 639-3 code or add it to "
+                        "tasks/languages.py.")
+    if spoken not in spoken_languages:
+        return RowError(row_id, path, "unknown_spoken_language",
+                        f"{row_id}: spoken_language {spoken!r} is not one of "
+                        f"{sorted(spoken_languages)}; use a BCP-47 code or add it to "
+                        "tasks/languages.py.")
+    for label, (s, e) in [("start/end", (start, end))] + [
+            (f"caption {c.text[:20]!r}", (c.start, c.end)) for c in captions]:
+        if s is not None and e is not None and not s < e:
+            return RowError(row_id, path, "start_after_end",
+                            f"{row_id}: {label} start {s} is not before end {e} (seconds).")
+        if (s is not None and s < 0) or (e is not None and e < 0):
+            return RowError(row_id, path, "bad_manifest_row",
+                            f"{row_id}: {label} times must be >= 0 seconds, got {s}, {e}.")
+    return ClipSpec(id=row_id, path=path, text=str(text), sign_language=sign,
+                    spoken_language=spoken, start=start, end=end, fps=fps,
+                    captions=captions)
+
+
+def bad_row_record(error: RowError) -> dict:
+    return {"id": error.id, "path": error.path, "reason": error.reason,
+            "message": error.message}
+
+
+REASONS = errors.REASONS
