@@ -14,11 +14,21 @@ The encoder reads the embedded `inputs` followed by the projected frames. Zero-p
 frames cannot be told from real ones, hence the explicit mask. The stock
 `seqio.EncDecFeatureConverter` takes only int32 rank-1 inputs, so frames need this
 converter; packing is not supported (seqio cannot pack rank-2 features).
+
+Text-only examples (MT) carry empty frames, `[0, 255]`: their mask is all zeros, so
+they mix with SLT examples in one batch. What any length cut removes is counted, per
+feature, in `TRUNCATION` (examples cut, and frames or tokens cut) and logged as the
+count of cut examples reaches 1, 10, 100, ...: in the tasks before seqio trims
+(`tasks.preprocessors.count_truncation`), and in the converter for what reaches it
+longer than `task_feature_lengths`.
 """
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Mapping
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -29,6 +39,78 @@ INPUTS = "inputs"
 TARGETS = "targets"
 
 FeatureSpec = seqio.FeatureConverter.FeatureSpec
+
+
+class TruncationStats:
+    """Counts of what length cuts removed, per feature (thread-safe, process-wide)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.examples = 0                       # examples with any feature cut
+        self.examples_by_feature: dict[str, int] = {}
+        self.amount_by_feature: dict[str, int] = {}  # frames or tokens cut
+        self._next_log = 1
+
+    def record(self, cuts: Mapping[str, int], where: str = "") -> None:
+        cuts = {k: int(v) for k, v in cuts.items() if int(v) > 0}
+        if not cuts:
+            return
+        with self._lock:
+            self.examples += 1
+            for key, amount in cuts.items():
+                self.examples_by_feature[key] = self.examples_by_feature.get(key, 0) + 1
+                self.amount_by_feature[key] = self.amount_by_feature.get(key, 0) + amount
+            if self.examples >= self._next_log:
+                self._next_log *= 10
+                logging.warning("truncation%s: %s", f" ({where})" if where else "",
+                                self.summary())
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"examples": self.examples,
+                    "examples_by_feature": dict(self.examples_by_feature),
+                    "amount_by_feature": dict(self.amount_by_feature)}
+
+    def summary(self) -> str:
+        parts = [f"{key}: {self.examples_by_feature[key]} examples, "
+                 f"{self.amount_by_feature[key]} {'frames' if key == LANDMARKS else 'tokens'}"
+                 for key in sorted(self.examples_by_feature)]
+        return f"{self.examples} examples cut so far ({'; '.join(parts)})"
+
+    def reset(self) -> None:
+        with self._lock:
+            self.examples, self._next_log = 0, 1
+            self.examples_by_feature, self.amount_by_feature = {}, {}
+
+
+TRUNCATION = TruncationStats()
+
+
+def count_cuts(features: dict, max_lengths: Mapping[str, int], where: str = "",
+               stats: TruncationStats | None = None) -> dict:
+    """Records in `stats` how much of each feature exceeds its length (graph code).
+
+    `max_lengths` maps feature -> the most rows it may keep. Returns `features` with
+    the counting as a control dependency, so it runs inside tf.data map functions.
+    """
+    stats = stats or TRUNCATION
+    keys = [k for k in sorted(max_lengths) if k in features]
+    if not keys:
+        return features
+    cuts = tf.stack([tf.maximum(tf.cast(tf.shape(features[k])[0], tf.int64)
+                                - int(max_lengths[k]), 0) for k in keys])
+
+    def note(values):
+        stats.record(dict(zip(keys, values.tolist())), where)
+        return np.int64(0)
+
+    done = tf.cond(tf.reduce_any(cuts > 0),
+                   lambda: tf.numpy_function(note, [cuts], tf.int64, stateful=True),
+                   lambda: tf.constant(0, tf.int64))
+    features = dict(features)
+    with tf.control_dependencies([done]):
+        features[keys[0]] = tf.identity(features[keys[0]])
+    return features
 
 
 def byte_vocabulary() -> seqio.Vocabulary:
@@ -83,6 +165,8 @@ class LandmarkEncDecFeatureConverter(seqio.FeatureConverter):
             return features
 
         ds = ds.map(add_mask, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda f: count_cuts(f, task_feature_lengths, "feature converter"),
+                    num_parallel_calls=tf.data.AUTOTUNE)
         lengths = dict(task_feature_lengths)
         lengths["landmark_mask"] = task_feature_lengths[LANDMARKS]
         ds = seqio.utils.trim_and_pad_dataset(ds, lengths)

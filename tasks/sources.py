@@ -1,0 +1,591 @@
+"""Data sources of the paper's tasks: where clips and parallel text come from.
+
+Two record kinds flow from a source into the task factories (`tasks/paper_tasks.py`):
+
+Clip records (sign language video as landmarks, with captions):
+  landmarks            float32 [T, 255] (after `slt.landmarks` preprocessing)
+  text                 string: the caption (all captions joined, for multi-caption clips)
+  sign_language        string, ISO 639-3;   spoken_language  string, BCP-47
+  id                   string, unique within the dataset (keys translations files)
+  caption_texts        string [C];  caption_start_frames, caption_end_frames  int64 [C]
+                       (frame indices into `landmarks`, end exclusive; C = 0 when the
+                       clip has one caption without timestamps)
+
+Text pair records (parallel text, for MT):
+  source_text, target_text, source_language, target_language, id   (strings)
+
+A source is built without touching the disk; it looks for its files only when a
+dataset is requested (`check` / `dataset`), and a missing directory raises
+`MissingDataError`, naming the dataset and the command that prepares it.
+
+Sources here: prepared shards (`slt.prepare`), TFDS builder directories
+(sign-language-datasets builders with a pose feature; parallel-text builders), and
+MADLAD-400-style parallel text files (TSV / JSONL). The embedded corpus's sources are
+in `tasks/fingerspelling_sources.py`.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import glob
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from slt import landmarks
+
+CLIP_SIGNATURE = {
+    "landmarks": tf.TensorSpec([None, landmarks.FRAME_DIM], tf.float32),
+    "text": tf.TensorSpec([], tf.string),
+    "sign_language": tf.TensorSpec([], tf.string),
+    "spoken_language": tf.TensorSpec([], tf.string),
+    "id": tf.TensorSpec([], tf.string),
+    "caption_texts": tf.TensorSpec([None], tf.string),
+    "caption_start_frames": tf.TensorSpec([None], tf.int64),
+    "caption_end_frames": tf.TensorSpec([None], tf.int64),
+}
+TEXT_PAIR_SIGNATURE = {k: tf.TensorSpec([], tf.string) for k in (
+    "source_text", "target_text", "source_language", "target_language", "id")}
+
+# A path, or a function giving it when data is first needed (gin-configured roots).
+PathOrFn = str | Callable[[], str]
+
+
+class MissingDataError(FileNotFoundError):
+    """A dataset's files are not where the mixture looks for them."""
+
+    def __init__(self, dataset: str, where: str, what: str, command: str):
+        self.dataset = dataset
+        super().__init__(
+            f"dataset {dataset!r}: {what} under {where!r}. Prepare it with:\n  {command}\n"
+            f"or point the mixtures at it (gin): slt.mixture_settings.dataset_roots = "
+            f"{{'{dataset}': '/path/to/{dataset}'}} or slt.mixture_settings.data_root.")
+
+
+def _resolve(path: PathOrFn) -> str:
+    return os.path.expanduser(path() if callable(path) else path)
+
+
+def shard_files(files: Sequence[str], shard_info: seqio.ShardInfo | None) -> list[str] | None:
+    """This host's files when there are enough to split by file, else None."""
+    if shard_info is None or shard_info.num_shards <= 1:
+        return list(files)
+    if len(files) >= shard_info.num_shards:
+        return list(files)[shard_info.index::shard_info.num_shards]
+    return None
+
+
+def _shard_examples(ds: tf.data.Dataset, shard_info: seqio.ShardInfo | None) -> tf.data.Dataset:
+    if shard_info is None or shard_info.num_shards <= 1:
+        return ds
+    return ds.shard(shard_info.num_shards, shard_info.index)
+
+
+def read_files(files: Sequence[str], reader: Callable[[str], tf.data.Dataset],
+               shuffle: bool, seed: int | None, shard_info: seqio.ShardInfo | None
+               ) -> tf.data.Dataset:
+    """Reads this host's part of `files`: whole files when there are enough, else
+    every num_shards-th example. Shards are disjoint and together cover the files."""
+    files = sorted(files)
+    mine = shard_files(files, shard_info)
+    by_file = mine is not None
+    mine = mine if by_file else files
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(mine, tf.string))
+    if shuffle and len(mine) > 1:
+        ds = ds.shuffle(len(mine), seed=seed)
+    ds = ds.interleave(reader, cycle_length=min(8, len(mine)), block_length=16,
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds if by_file else _shard_examples(ds, shard_info)
+
+
+class ClipSource(abc.ABC):
+    """Yields clip records of one dataset."""
+
+    name: str
+    splits: tuple[str, ...] = ("train", "validation", "test")
+
+    @abc.abstractmethod
+    def check(self, split: str) -> None:
+        """Raises MissingDataError if `split` cannot be read."""
+
+    @abc.abstractmethod
+    def dataset(self, split: str, shuffle: bool, seed: int | None,
+                shard_info: seqio.ShardInfo | None) -> tf.data.Dataset:
+        """Clip records (CLIP_SIGNATURE) of this host's shard of `split`."""
+
+    def num_examples(self, split: str) -> int | None:
+        """The split's size when known without reading it all (for mixing rates)."""
+        return None
+
+
+class TextPairSource(abc.ABC):
+    """Yields text pair records of one parallel corpus."""
+
+    name: str
+    splits: tuple[str, ...] = ("train", "validation", "test")
+
+    @abc.abstractmethod
+    def check(self, split: str) -> None: ...
+
+    @abc.abstractmethod
+    def dataset(self, split: str, shuffle: bool, seed: int | None,
+                shard_info: seqio.ShardInfo | None) -> tf.data.Dataset: ...
+
+    def num_examples(self, split: str) -> int | None:
+        return None
+
+
+class SeqioSource(seqio.DataSource):
+    """Adapts a ClipSource or TextPairSource to seqio (it shards by itself)."""
+
+    def __init__(self, source: ClipSource | TextPairSource, splits: Sequence[str] | None = None):
+        self.source = source
+        super().__init__(splits=tuple(splits or source.splits), num_input_examples=None,
+                         caching_permitted=False)
+
+    @property
+    def supports_arbitrary_sharding(self) -> bool:
+        return True
+
+    def list_shards(self, split: str) -> Sequence[str]:
+        return [split]
+
+    def num_input_examples(self, split: str) -> int | None:
+        return None  # sizes are read only by the mixing rates, lazily
+
+    def get_dataset(self, split: str = "train", shuffle: bool = True,
+                    seed: int | None = None, shard_info: seqio.ShardInfo | None = None,
+                    *, sequence_length=None, use_cached: bool = False,
+                    num_epochs: int | None = 1) -> tf.data.Dataset:
+        del sequence_length, use_cached, num_epochs
+        self.source.check(split)
+        return self.source.dataset(split, shuffle, seed, shard_info)
+
+
+# --------------------------------------------------------------------------- prepared
+
+
+class PreparedClipSource(ClipSource):
+    """TFRecord shards written by `python -m slt.prepare` (format in `slt/shards.py`).
+
+    `root` is the dataset directory (`<split>.tfrecord-*` and `dataset_info.json`).
+    """
+
+    def __init__(self, name: str, root: PathOrFn, prepare_command: str,
+                 splits: Sequence[str] = ("train", "validation", "test")):
+        self.name, self._root, self.prepare_command = name, root, prepare_command
+        self.splits = tuple(splits)
+
+    @property
+    def root(self) -> str:
+        return _resolve(self._root)
+
+    def _files(self, split: str) -> list[str]:
+        return sorted(f for f in glob.glob(os.path.join(self.root, f"{split}.tfrecord-*"))
+                      if not f.endswith(".json"))
+
+    def check(self, split: str) -> None:
+        info = os.path.join(self.root, "dataset_info.json")
+        if not os.path.isdir(self.root):
+            raise MissingDataError(self.name, self.root, "no directory",
+                                   self.prepare_command.format(split=split, root=self.root))
+        if not os.path.exists(info):
+            raise MissingDataError(self.name, self.root, "no dataset_info.json (preparation "
+                                   "did not finish, or ran with --strict and reported inputs)",
+                                   self.prepare_command.format(split=split, root=self.root))
+        if not self._files(split):
+            raise MissingDataError(self.name, self.root, f"no {split}.tfrecord-* shards",
+                                   self.prepare_command.format(split=split, root=self.root))
+
+    def num_examples(self, split: str) -> int | None:
+        try:
+            with open(os.path.join(self.root, "dataset_info.json"), encoding="utf-8") as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            return None
+        splits = info.get("splits", {})
+        entry = splits.get(split) if isinstance(splits, dict) else None
+        if isinstance(entry, dict):
+            for key in ("num_examples", "examples", "num_written"):
+                if isinstance(entry.get(key), int):
+                    return entry[key]
+        return None
+
+    def dataset(self, split, shuffle, seed, shard_info):
+        from slt import shards  # the prepared-shard format
+
+        def parse(serialized):
+            ex = shards.parse(serialized)
+            return {k: ex[k] for k in CLIP_SIGNATURE}
+
+        return read_files(self._files(split), tf.data.TFRecordDataset, shuffle, seed,
+                          shard_info).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                                          deterministic=True)
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+
+def _get_path(example, key: str):
+    for part in key.split("/"):
+        example = example[part]
+    return example
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsFields:
+    """Where a sign-language-datasets builder keeps what a clip record needs."""
+
+    text: str                    # e.g. "text", "subtitle/text"
+    pose: str = "pose"           # a PoseFeature {data [T,1,N,D], conf [T,1,N], fps}
+    sign_language: str | None = None   # a fixed code, or None to read `sign_key`
+    spoken_language: str | None = None
+    id: str | None = "id"
+
+
+# The builders that carry both pose and text. Their sign and spoken languages
+# are fixed per builder config where the data does not say it.
+TFDS_BUILDER_FIELDS = {
+    "rwth_phoenix2014_t": TfdsFields(text="text", sign_language="gsg", spoken_language="de"),
+    "wmt_slt": TfdsFields(text="subtitle/text"),   # languages from the config (srf: sgg/de)
+    "signsuisse": TfdsFields(text="name"),          # languages from the entry's language
+    "dgs_corpus": TfdsFields(text="sentences/german", sign_language="gsg",
+                             spoken_language="de"),
+}
+
+
+class TfdsClipSource(ClipSource):
+    """A prepared TFDS builder directory with a pose feature and a text feature.
+
+    `root` is the versioned builder directory (`<data_dir>/<name>/<config>/<version>`,
+    the one holding `dataset_info.json`), read with `tfds.builder_from_directory`, so
+    the sign-language-datasets package is needed only to download and prepare it.
+    Poses go through `slt.io.arrays.from_tfds_pose` (any holistic layout) and
+    `slt.landmarks.to_frames` with `config`.
+    """
+
+    def __init__(self, name: str, root: PathOrFn, fields: TfdsFields, sign_language: str,
+                 spoken_language: str, config: Callable[[], landmarks.LandmarkConfig],
+                 prepare_command: str, splits: Sequence[str] = ("train", "validation", "test")):
+        self.name, self._root, self.fields = name, root, fields
+        self.sign_language = fields.sign_language or sign_language
+        self.spoken_language = fields.spoken_language or spoken_language
+        self.config, self.prepare_command, self.splits = config, prepare_command, tuple(splits)
+
+    def _builder(self):
+        import tensorflow_datasets as tfds
+        root = _resolve(self._root)
+        if not os.path.exists(os.path.join(root, "dataset_info.json")):
+            raise MissingDataError(self.name, root, "no TFDS dataset_info.json",
+                                   self.prepare_command.format(root=root, split=""))
+        return tfds.builder_from_directory(root)
+
+    def check(self, split):
+        builder = self._builder()
+        if split not in builder.info.splits:
+            raise MissingDataError(self.name, _resolve(self._root),
+                                   f"no split {split!r} (has {list(builder.info.splits)})",
+                                   self.prepare_command.format(root=_resolve(self._root),
+                                                               split=split))
+
+    def num_examples(self, split):
+        try:
+            return int(self._builder().info.splits[split].num_examples)
+        except Exception:  # noqa: BLE001 - sizes are only a mixing-rate hint
+            return None
+
+    def dataset(self, split, shuffle, seed, shard_info):
+        from slt.io import arrays
+        builder = self._builder()
+        config = self.config()
+        read_config = None
+        if shard_info is not None and shard_info.num_shards > 1:
+            import tensorflow_datasets as tfds
+            read_config = tfds.ReadConfig(input_context=tf.distribute.InputContext(
+                num_input_pipelines=shard_info.num_shards,
+                input_pipeline_id=shard_info.index), shuffle_seed=seed)
+        ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
+        fields, name = self.fields, self.name
+
+        def frames_of(data, conf, fps, example_id):
+            pose = arrays.from_tfds_pose({"data": data, "conf": conf, "fps": fps},
+                                         source=f"{name}:{example_id.decode('utf-8', 'replace')}")
+            points, present = pose.youtube_asl()
+            return landmarks.to_frames(points, present, config, fps=pose.fps or None)
+
+        def to_record(example):
+            pose = _get_path(example, fields.pose)
+            example_id = (_get_path(example, fields.id) if fields.id else
+                          tf.strings.as_string(tf.random.uniform([], maxval=2**31, dtype=tf.int64)))
+            example_id = tf.strings.as_string(example_id) if example_id.dtype != tf.string \
+                else example_id
+            frames = tf.numpy_function(
+                frames_of, [pose["data"], pose["conf"], tf.cast(pose["fps"], tf.float32),
+                            example_id], tf.float32, stateful=False)
+            frames.set_shape([None, landmarks.FRAME_DIM])
+            text = _get_path(example, fields.text)
+            if text.shape.rank:  # e.g. a list of sentences: one clip, all of them
+                text = tf.strings.reduce_join(text, separator=" ")
+            return {"landmarks": frames, "text": text,
+                    "sign_language": tf.constant(self.sign_language),
+                    "spoken_language": tf.constant(self.spoken_language),
+                    "id": example_id, "caption_texts": tf.zeros([0], tf.string),
+                    "caption_start_frames": tf.zeros([0], tf.int64),
+                    "caption_end_frames": tf.zeros([0], tf.int64)}
+
+        return ds.map(to_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+# ------------------------------------------------------------------- parallel text
+
+
+class ParallelTextFiles(TextPairSource):
+    """MADLAD-400-style parallel text files under `root`, per split.
+
+    Files: `<root>/<split>/*.tsv` (optionally `.gz`), named `<src>-<tgt>.tsv`, each line
+    `source<TAB>target`; or `<root>/<split>/*.jsonl` lines `{"source_language",
+    "target_language", "source", "target"}` (or `{"<src>": text, "<tgt>": text}` in a
+    file named `<src>-<tgt>.jsonl`). A line that cannot be read is skipped and counted
+    (`skipped()`), never silently.
+    """
+
+    def __init__(self, name: str, root: PathOrFn, prepare_command: str,
+                 splits: Sequence[str] = ("train", "validation", "test")):
+        self.name, self._root, self.prepare_command = name, root, prepare_command
+        self.splits = tuple(splits)
+        self._skipped = {}
+
+    def skipped(self) -> dict[str, int]:
+        return dict(self._skipped)
+
+    def _files(self, split):
+        root = os.path.join(_resolve(self._root), split)
+        return sorted(glob.glob(os.path.join(root, "*.tsv")) + glob.glob(
+            os.path.join(root, "*.tsv.gz")) + glob.glob(os.path.join(root, "*.jsonl")) +
+            glob.glob(os.path.join(root, "*.jsonl.gz")))
+
+    def check(self, split):
+        root = _resolve(self._root)
+        if not self._files(split):
+            raise MissingDataError(self.name, os.path.join(root, split),
+                                   "no <src>-<tgt>.tsv or .jsonl parallel text files",
+                                   self.prepare_command.format(root=root, split=split))
+
+    @staticmethod
+    def _pair_of(path: str) -> tuple[str, str] | None:
+        stem = os.path.basename(path).split(".")[0]
+        parts = stem.split("-")
+        return (parts[0], parts[1]) if len(parts) == 2 else None
+
+    def _records(self, path: str):
+        import gzip
+        pair = self._pair_of(path)
+        opener = gzip.open if path.endswith(".gz") else open
+        name = os.path.basename(path)
+        with opener(path, "rt", encoding="utf-8", errors="strict") as f:
+            for number, line in enumerate(f, start=1):
+                line = line.rstrip("\n")
+                if not line.strip():
+                    continue
+                record = None
+                try:
+                    if ".tsv" in name:
+                        cells = line.split("\t")
+                        if pair and len(cells) == 2 and all(c.strip() for c in cells):
+                            record = (cells[0], cells[1], pair[0], pair[1])
+                    else:
+                        row = json.loads(line)
+                        if "source" in row:
+                            record = (row["source"], row["target"], row["source_language"],
+                                      row["target_language"])
+                        elif pair and pair[0] in row and pair[1] in row:
+                            record = (row[pair[0]], row[pair[1]], pair[0], pair[1])
+                except (ValueError, KeyError, TypeError):
+                    record = None
+                if record is None or not all(str(v).strip() for v in record):
+                    key = f"{name}: unreadable line (expected {'2 cells' if '.tsv' in name else 'a pair object'})"
+                    self._skipped[key] = self._skipped.get(key, 0) + 1
+                    continue
+                yield (*[str(v) for v in record], f"{name}:{number}")
+
+    def dataset(self, split, shuffle, seed, shard_info):
+        keys = ("source_text", "target_text", "source_language", "target_language", "id")
+
+        def reader(path):
+            return tf.data.Dataset.from_generator(
+                lambda p: self._records(p.decode("utf-8")), args=(path,),
+                output_signature=tuple(tf.TensorSpec([], tf.string) for _ in keys))
+
+        ds = read_files(self._files(split), reader, shuffle, seed, shard_info)
+        return ds.map(lambda *values: dict(zip(keys, values)),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+class TfdsParallelText(TextPairSource):
+    """A TFDS builder directory of `Translation` examples (`{lang: text}`)."""
+
+    def __init__(self, name: str, root: PathOrFn, source_language: str, target_language: str,
+                 prepare_command: str, splits: Sequence[str] = ("train", "validation", "test")):
+        self.name, self._root, self.prepare_command = name, root, prepare_command
+        self.languages = (source_language, target_language)
+        self.splits = tuple(splits)
+
+    def _builder(self):
+        import tensorflow_datasets as tfds
+        root = _resolve(self._root)
+        if not os.path.exists(os.path.join(root, "dataset_info.json")):
+            raise MissingDataError(self.name, root, "no TFDS dataset_info.json",
+                                   self.prepare_command.format(root=root, split=""))
+        return tfds.builder_from_directory(root)
+
+    def check(self, split):
+        self._builder()
+
+    def dataset(self, split, shuffle, seed, shard_info):
+        src, tgt = self.languages
+        ds = _shard_examples(self._builder().as_dataset(split=split, shuffle_files=shuffle),
+                             shard_info)
+        return ds.enumerate().map(lambda i, ex: {
+            "source_text": ex[src], "target_text": ex[tgt], "source_language": tf.constant(src),
+            "target_language": tf.constant(tgt),
+            "id": tf.strings.join([self.name, ":", tf.strings.as_string(i)])})
+
+
+# ---------------------------------------------------------------------- translations
+
+
+class TranslationTable:
+    """Machine translations of captions, keyed by caption id, for augmented SLT.
+
+    From a translations file (JSONL lines `{"id", "language", "text"}` or `{"id",
+    "translations": {lang: text}}`; TSV `id<TAB>language<TAB>text`), or from a
+    manifest column (`column` of each JSONL/TSV manifest row, keyed by the row's `id`,
+    or `<manifest file name>:<line number>` as `slt.manifest` numbers rows). Read on
+    first use; captions without a translation are counted by the task, not hidden.
+    """
+
+    def __init__(self, path: PathOrFn, language: str, column: str | None = None,
+                 dataset: str = "translations", prepare_command: str = ""):
+        self._path, self.language, self.column = path, language, column
+        self.dataset, self.prepare_command = dataset, prepare_command
+
+    def load(self) -> dict[str, str]:
+        path = _resolve(self._path)
+        if not os.path.exists(path):
+            raise MissingDataError(self.dataset, path, "no translations file",
+                                   self.prepare_command or "write one JSONL line "
+                                   '{"id", "language", "text"} per translated caption')
+        table: dict[str, str] = {}
+        name = os.path.basename(path)
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        is_tsv = path.endswith((".tsv", ".tab"))
+        header = lines[0].split("\t") if is_tsv and self.column else None
+        for number, line in enumerate(lines, start=1):
+            if not line.strip() or (header and number == 1):
+                continue
+            if is_tsv:
+                cells = line.split("\t")
+                if header:
+                    row = dict(zip(header, cells))
+                    row_id = row.get("id") or f"{name}:{number}"
+                    text = row.get(self.column, "")
+                else:
+                    if len(cells) != 3 or cells[1] != self.language:
+                        continue
+                    row_id, text = cells[0], cells[2]
+            else:
+                row = json.loads(line)
+                row_id = str(row.get("id", f"{name}:{number}"))
+                if self.column:
+                    text = row.get(self.column, "")
+                elif "translations" in row:
+                    text = row["translations"].get(self.language, "")
+                elif row.get("language") == self.language:
+                    text = row.get("text", "")
+                else:
+                    continue
+            if text and text.strip():
+                table[row_id] = text
+        return table
+
+    def lookup(self) -> tf.lookup.StaticHashTable:
+        table = self.load()
+        keys = np.asarray(list(table) or [""], dtype=object)
+        values = np.asarray(list(table.values()) or [""], dtype=object)
+        return tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(keys.astype(str)),
+                                                tf.constant(values.astype(str))),
+            default_value="")
+
+
+# ------------------------------------------------------------------------ in memory
+
+
+class InMemoryClipSource(ClipSource):
+    """Clip records held in memory: {split: [record dict, ...]} (small data, tests).
+
+    Missing fields get defaults: no captions, id `<name>:<index>`.
+    """
+
+    def __init__(self, name: str, records: Mapping[str, Sequence[dict]]):
+        self.name, self._records = name, records
+        self.splits = tuple(records)
+
+    def check(self, split):
+        if split not in self._records:
+            raise MissingDataError(self.name, "<memory>", f"no split {split!r}",
+                                   "pass the split's records")
+
+    def num_examples(self, split):
+        return len(self._records.get(split, ()))
+
+    def dataset(self, split, shuffle, seed, shard_info):
+        records = self._records[split]
+
+        def generate():
+            for i, r in enumerate(records):
+                captions = r.get("captions", ())
+                yield {"landmarks": np.asarray(r["landmarks"], np.float32).reshape(
+                           -1, landmarks.FRAME_DIM),
+                       "text": r["text"], "sign_language": r["sign_language"],
+                       "spoken_language": r["spoken_language"],
+                       "id": r.get("id", f"{self.name}:{i}"),
+                       "caption_texts": np.asarray([c[0] for c in captions], object).astype(str)
+                       if captions else np.zeros([0], "U1"),
+                       "caption_start_frames": np.asarray([c[1] for c in captions], np.int64),
+                       "caption_end_frames": np.asarray([c[2] for c in captions], np.int64)}
+
+        ds = tf.data.Dataset.from_generator(generate, output_signature=CLIP_SIGNATURE)
+        return _shard_examples(ds, shard_info)
+
+
+class InMemoryTextPairSource(TextPairSource):
+    """Sentence pairs in memory: {split: [(src, tgt, src_lang, tgt_lang), ...]}."""
+
+    def __init__(self, name: str, pairs: Mapping[str, Sequence[tuple[str, str, str, str]]]):
+        self.name, self._pairs = name, pairs
+        self.splits = tuple(pairs)
+
+    def check(self, split):
+        if split not in self._pairs:
+            raise MissingDataError(self.name, "<memory>", f"no split {split!r}",
+                                   "pass the split's pairs")
+
+    def num_examples(self, split):
+        return len(self._pairs.get(split, ()))
+
+    def dataset(self, split, shuffle, seed, shard_info):
+        rows = self._pairs[split]
+        columns = list(zip(*rows)) if rows else [[]] * 4
+        ds = tf.data.Dataset.from_tensor_slices({
+            "source_text": tf.constant(list(columns[0]), tf.string),
+            "target_text": tf.constant(list(columns[1]), tf.string),
+            "source_language": tf.constant(list(columns[2]), tf.string),
+            "target_language": tf.constant(list(columns[3]), tf.string),
+            "id": tf.constant([f"{self.name}:{i}" for i in range(len(rows))], tf.string)})
+        return _shard_examples(ds, shard_info)
