@@ -1,4 +1,4 @@
-"""Loss, greedy prediction and scoring around the ``Transformer`` network.
+"""Loss, prediction (greedy, beam, sampling) and scoring around the ``Transformer``.
 
 Plain Python (no gin): ``EncoderDecoderModel(network, z_loss=..., ...)``. Every method is
 a pure function of ``params`` and the batch, so it can be jitted / partitioned as is.
@@ -10,6 +10,7 @@ Batch keys (see DESIGN.md): ``encoder_input_tokens [B,P]``, ``encoder_landmarks
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -103,7 +104,7 @@ def _shape(x: Any) -> tuple[int, ...]:
 
 
 class EncoderDecoderModel:
-    """Loss, greedy decoding (KV cache) and scoring for a ``Transformer``.
+    """Loss, decoding (greedy, beam, sampling; KV cache) and scoring for a ``Transformer``.
 
     ``init_params`` returns plain float32 arrays; ``logical_axes`` returns the matching
     pytree of logical ``PartitionSpec``s (t5x names) for a partitioner, computed with
@@ -118,6 +119,7 @@ class EncoderDecoderModel:
         loss_normalizing_factor: float | None = None,
         eos_id: int = decoding.EOS_ID,
         encoder_ctc_weight: float = 0.0,
+        decoding_config: decoding.DecodingConfig = decoding.DecodingConfig(),
     ) -> None:
         if encoder_ctc_weight and not network.config.encoder_ctc_head:
             raise ValueError(
@@ -129,6 +131,7 @@ class EncoderDecoderModel:
         self.label_smoothing = label_smoothing
         self.loss_normalizing_factor = loss_normalizing_factor
         self.eos_id = eos_id
+        self.decoding_config = decoding_config
 
     # -- initialisation ---------------------------------------------------------------
 
@@ -265,19 +268,8 @@ class EncoderDecoderModel:
         )
         return variables["cache"]
 
-    def predict_batch(
-        self, params: Params, batch: Batch, max_decode_length: int | None = None
-    ) -> Array:
-        """Greedy decoding with a KV cache: int32 ``[B, L]``, 0 after each EOS (id 1).
-
-        ``L`` defaults to the length of ``decoder_target_tokens`` (or
-        ``decoder_input_tokens``) in the batch. Jittable with ``max_decode_length`` static.
-        """
-        if max_decode_length is None:
-            key = "decoder_target_tokens" if "decoder_target_tokens" in batch else "decoder_input_tokens"
-            max_decode_length = batch[key].shape[1]
-        encoded, mask = self.encode(params, batch)
-        cache = self.init_cache(params, encoded, mask, max_decode_length)
+    def _step_fn(self, params: Params, encoded: Array, mask: Array, max_decode_length: int):
+        """The cached one-token decoder step ``(token [N], cache) -> (logits [N, V], cache)``."""
 
         def tokens_to_logits(token: Array, cache: Any) -> tuple[Array, Any]:
             logits, variables = self.network.apply(
@@ -293,6 +285,92 @@ class EncoderDecoderModel:
             )
             return logits[:, 0], variables["cache"]
 
-        return decoding.greedy_search(
-            tokens_to_logits, cache, encoded.shape[0], max_decode_length, eos_id=self.eos_id
-        )
+        return tokens_to_logits
+
+    def predict_batch(
+        self,
+        params: Params,
+        batch: Batch,
+        max_decode_length: int | None = None,
+        *,
+        decode_method: str | None = None,
+        num_beams: int | None = None,
+        alpha: float | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        rng: Array | None = None,
+    ) -> Array:
+        """Decoded tokens int32 ``[B, L]`` with a KV cache, 0 after each EOS (id 1).
+
+        The method and its options default to the model's ``decoding_config`` (greedy
+        unless configured); keyword arguments override it for this call. Jittable with
+        ``max_decode_length`` and the options static (e.g. ``functools.partial``).
+        ``L`` defaults to the length of ``decoder_target_tokens`` (or
+        ``decoder_input_tokens``) in the batch. See ``predict_batch_with_aux``.
+        """
+        tokens, _ = self.predict_batch_with_aux(
+            params, batch, max_decode_length, decode_method=decode_method,
+            num_beams=num_beams, alpha=alpha, temperature=temperature, top_k=top_k, rng=rng)
+        return tokens
+
+    def predict_batch_with_aux(
+        self,
+        params: Params,
+        batch: Batch,
+        max_decode_length: int | None = None,
+        *,
+        decode_method: str | None = None,
+        num_beams: int | None = None,
+        alpha: float | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        rng: Array | None = None,
+        return_all_beams: bool = False,
+    ) -> tuple[Array, dict[str, Array]]:
+        """Like ``predict_batch``, plus ``{'scores': [B]}``: the sequence log-probability
+        (greedy, sample) or the length-penalised beam score ``log p / ((5+len)/6)**alpha``.
+
+        With ``return_all_beams`` (beam search) tokens are ``[B, num_beams, L]`` and scores
+        ``[B, num_beams]``, best first.
+        """
+        cfg = dataclasses.replace(
+            self.decoding_config,
+            **{k: v for k, v in dict(method=decode_method, num_beams=num_beams, alpha=alpha,
+                                     temperature=temperature, top_k=top_k).items()
+               if v is not None})
+        if max_decode_length is None:
+            key = "decoder_target_tokens" if "decoder_target_tokens" in batch else "decoder_input_tokens"
+            max_decode_length = batch[key].shape[1]
+        encoded, mask = self.encode(params, batch)
+        batch_size = encoded.shape[0]
+
+        if cfg.method == "beam":
+            # The encoder runs once; its output is repeated for the beams of each example.
+            encoded = decoding.expand_to_beams(encoded, cfg.num_beams)
+            mask = decoding.expand_to_beams(mask, cfg.num_beams)
+            cache = self.init_cache(params, encoded, mask, max_decode_length)
+            step = self._step_fn(params, encoded, mask, max_decode_length)
+            tokens, scores = decoding.beam_search(
+                step, cache, batch_size, cfg.num_beams, max_decode_length, alpha=cfg.alpha,
+                eos_id=self.eos_id, gather_cache_leaf=_is_self_attention_cache)
+            if not return_all_beams:
+                tokens, scores = tokens[:, 0], scores[:, 0]
+            return tokens, {"scores": scores}
+
+        cache = self.init_cache(params, encoded, mask, max_decode_length)
+        step = self._step_fn(params, encoded, mask, max_decode_length)
+        if cfg.method == "sample":
+            rng = jax.random.PRNGKey(cfg.seed) if rng is None else rng
+            tokens, scores = decoding.temperature_sample(
+                step, cache, batch_size, max_decode_length, rng, temperature=cfg.temperature,
+                top_k=cfg.top_k, eos_id=self.eos_id)
+        else:
+            tokens, scores = decoding.greedy_search(
+                step, cache, batch_size, max_decode_length, eos_id=self.eos_id,
+                return_log_probs=True)
+        return tokens, {"scores": scores}
+
+
+def _is_self_attention_cache(path: tuple) -> bool:
+    """Cross-attention keys/values are the same for all beams of an example."""
+    return not any(getattr(k, "key", None) == "encoder_decoder_attention" for k in path)
