@@ -1,0 +1,78 @@
+"""prepare -> register a seqio task -> a batch through the feature converter."""
+import json
+
+import numpy as np
+import pytest
+import seqio
+
+import tasks
+from slt import clips, features, landmarks, prepare
+from slt.io import pose_files
+from tasks import fingerspelling, prepared
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("prepared")
+    rows = []
+    for path, _, sign, text in fingerspelling._index():
+        if sign in ("ase", "gsg") and text in "ABCDE":
+            rows.append({"path": path, "text": text, "sign_language": sign,
+                         "spoken_language": "en" if sign == "ase" else "de"})
+    rows.append({"path": "missing.pose", "text": "x", "sign_language": "ase",
+                 "spoken_language": "en"})
+    manifest = tmp / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = str(tmp / "data")
+    result = prepare.prepare(str(manifest), out, clips.PrepareOptions(), split="train",
+                             examples_per_shard=3, num_workers=1, progress=False)
+    assert result.num_written == 10 and result.num_reported == 1
+    return out, rows[:-1]
+
+
+def test_registered_task_yields_prompted_examples(prepared_dir):
+    out, rows = prepared_dir
+    task = prepared.register_prepared_task("test_prepared_slt", out)
+    assert tasks.landmark_config("test_prepared_slt") == landmarks.LandmarkConfig()
+    lengths = {"landmarks": 64, "inputs": 24, "targets": 8}
+    examples = list(task.get_dataset(lengths, split="train", shuffle=False,
+                                     num_epochs=1).as_numpy_iterator())
+    assert len(examples) == 10
+    by_text = {(ex["inputs_pretokenized"].decode(), ex["targets_pretokenized"].decode()): ex
+               for ex in examples}
+    assert {k[0] for k in by_text} == {"<slt> <ase> <en>", "<slt> <gsg> <de>"}
+    ex = by_text[("<slt> <gsg> <de>", "C")]
+    assert ex["inputs"].tolist() == [b + 3 for b in b"<slt> <gsg> <de>"] + [1]
+    assert ex["targets"].tolist() == [ord("C") + 3, 1]
+    source = next(r["path"] for r in rows if r["sign_language"] == "gsg" and r["text"] == "C")
+    pose = pose_files.read_pose(source)
+    np.testing.assert_array_equal(ex["landmarks"], landmarks.to_frames(*pose.youtube_asl()))
+    # One batch through the model's feature converter.
+    converter = features.LandmarkEncDecFeatureConverter()
+    batch = next(converter(task.get_dataset(lengths, split="train", shuffle=True, seed=0),
+                           lengths).batch(4).as_numpy_iterator())
+    assert batch["encoder_landmarks"].shape == (4, 64, 255)
+    assert batch["encoder_input_tokens"].shape == (4, 24)
+    assert batch["decoder_target_tokens"].shape == (4, 8)
+    frames = batch["encoder_landmark_mask"].sum(axis=1)
+    assert (frames > 0).all() and (frames <= 64).all()
+
+
+def test_hosts_read_disjoint_files(prepared_dir):
+    out, _ = prepared_dir
+    source = prepared.PreparedDataSource(out)
+    assert len(source.list_shards("train")) == 4
+    ids = []
+    for index in range(2):
+        ds = source.get_dataset("train", shuffle=False,
+                                shard_info=seqio.ShardInfo(index=index, num_shards=2))
+        ids.append({ex["id"] for ex in ds.as_numpy_iterator()})
+    assert not ids[0] & ids[1]
+    assert len(ids[0] | ids[1]) == 10
+    with pytest.raises(ValueError, match="too few files"):
+        next(iter(source.get_dataset("train", shard_info=seqio.ShardInfo(0, 5))))
+
+
+def test_incomplete_dataset_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a complete prepared dataset"):
+        prepared.register_prepared_task("nope", str(tmp_path))
