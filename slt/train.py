@@ -28,6 +28,7 @@ import seqio  # noqa: E402
 
 import tasks  # noqa: E402  (registers the tasks)
 from slt import checkpoints, evaluation, features, landmarks, partitioning  # noqa: E402
+from slt import inference  # noqa: E402
 from slt import trainer as trainer_lib  # noqa: E402
 from slt.models import model as model_lib  # noqa: E402
 from slt.models import network  # noqa: E402
@@ -117,12 +118,14 @@ def train(
             checkpointer.save(int(state.step), state, metadata, force=True)
         checkpointer.wait()
 
-        predict_fn = jax.jit(model.predict_batch, in_shardings=(
-            trainer.params_sharding, trainer.batch_sharding), out_shardings=trainer.batch_sharding)
+        # The same decoding and scoring as `python -m slt.eval` (slt.inference/evaluation).
+        predict_fn = inference.make_predict_fn(model, trainer.params_sharding,
+                                               trainer.batch_sharding)
         partitioning.check_batch_size(eval_batch_size, trainer.batch_sharding)
         results = evaluation.evaluate_tasks(
             predict_fn, state.params, eval_tasks, eval_split, task_feature_lengths,
-            eval_batch_size, trainer.batch_sharding, os.path.join(model_dir, "eval"))
+            eval_batch_size, trainer.batch_sharding, os.path.join(model_dir, "eval"),
+            step=int(state.step))
     checkpointer.close()
     with open(os.path.join(model_dir, "config.gin"), "w") as f:
         f.write(gin.operative_config_str())
