@@ -36,16 +36,25 @@ def register_configurables() -> None:
     """Makes the config dataclasses bindable from gin files (idempotent)."""
     import gin
     from slt import landmarks, partitioning, trainer
-    from slt.models import network
+    from slt.models import decoding, network
 
     for cls, name in ((network.T5Config, "T5Config"),
+                      (decoding.DecodingConfig, "DecodingConfig"),
                       (trainer.OptimizerConfig, "OptimizerConfig"),
                       (landmarks.LandmarkConfig, "LandmarkConfig")):
         try:
             gin.external_configurable(cls, name=name, module="slt")
         except ValueError:
             pass  # already registered
-    gin.constant("slt.DATA_PARALLEL_RULES", partitioning.DATA_PARALLEL_RULES)
+    for name, rules in (("DATA_PARALLEL_RULES", partitioning.DATA_PARALLEL_RULES),
+                        ("FSDP_RULES", partitioning.FSDP_RULES),
+                        ("TENSOR_PARALLEL_RULES", partitioning.TENSOR_PARALLEL_RULES),
+                        ("FSDP_TENSOR_PARALLEL_RULES",
+                         partitioning.FSDP_TENSOR_PARALLEL_RULES)):
+        try:
+            gin.constant(f"slt.{name}", rules)
+        except ValueError:
+            pass  # already registered
 
 
 def parse_gin_args(argv: Sequence[str]) -> None:
