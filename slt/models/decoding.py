@@ -53,6 +53,10 @@ class DecodingConfig:
     temperature: float = 1.0
     top_k: int = 0
     seed: int = 0
+    # Joint CTC/attention greedy decoding (slt/models/ctc.py) when > 0; needs a network
+    # with an encoder CTC head. `ctc_candidates`: attention's top tokens rescored per step.
+    ctc_weight: float = 0.0
+    ctc_candidates: int = 8
 
     def __post_init__(self) -> None:
         if self.method not in DECODE_METHODS:
@@ -61,6 +65,11 @@ class DecodingConfig:
             raise ValueError(f"DecodingConfig.num_beams={self.num_beams}: must be >= 1.")
         if self.temperature < 0:
             raise ValueError(f"DecodingConfig.temperature={self.temperature}: must be >= 0.")
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"DecodingConfig.ctc_weight={self.ctc_weight}: must lie in [0, 1].")
+        if self.ctc_weight > 0 and self.method != "greedy":
+            raise ValueError(f"DecodingConfig.ctc_weight={self.ctc_weight} works with "
+                             f"method='greedy' only (got {self.method!r}).")
         if self.top_k < 0:
             raise ValueError(f"DecodingConfig.top_k={self.top_k}: must be >= 0 (0 = off).")
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from slt.models import decoding
+from slt.models import ctc, decoding
 from slt.models.network import Transformer, encoder_mask
 
 Array = jax.Array
@@ -364,6 +364,20 @@ class EncoderDecoderModel:
             tokens, scores = decoding.temperature_sample(
                 step, cache, batch_size, max_decode_length, rng, temperature=cfg.temperature,
                 top_k=cfg.top_k, eos_id=self.eos_id)
+        elif cfg.ctc_weight > 0:
+            if not self.network.config.encoder_ctc_head:
+                raise ValueError(
+                    f"DecodingConfig.ctc_weight={cfg.ctc_weight} needs a network with an "
+                    "encoder CTC head (T5Config.encoder_ctc_head = True, trained with "
+                    "encoder_ctc_weight > 0).")
+            num_prompt = batch["encoder_input_tokens"].shape[1]
+            ctc_logits = self.network.apply(
+                {"params": params}, encoded[:batch_size], num_prompt,
+                method=Transformer.encoder_ctc_logits)
+            log_probs = ctc.frame_log_probs(ctc_logits, mask[:, num_prompt:])
+            tokens, scores = ctc.joint_greedy_search(
+                step, cache, log_probs, max_decode_length, ctc_weight=cfg.ctc_weight,
+                num_candidates=cfg.ctc_candidates, eos_id=self.eos_id)
         else:
             tokens, scores = decoding.greedy_search(
                 step, cache, batch_size, max_decode_length, eos_id=self.eos_id,
