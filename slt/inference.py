@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from slt import features, landmarks, partitioning
+from slt.models import decoding
 from slt.models import model as model_lib
 from slt.models import network
 
@@ -76,7 +77,11 @@ def model_from_metadata(metadata: Mapping[str, Any]) -> model_lib.EncoderDecoder
     if unknown:
         raise ValueError(f"checkpoint metadata network_config has fields {unknown} that this "
                          "version's T5Config does not know; use the code it was trained with.")
-    return model_lib.EncoderDecoderModel(network.Transformer(network.T5Config(**config)))
+    # The decoding the run was configured with (e.g. joint CTC/attention); older
+    # checkpoints have none and decode greedily.
+    decoding_config = decoding.DecodingConfig(**metadata.get("decoding_config", {}))
+    return model_lib.EncoderDecoderModel(network.Transformer(network.T5Config(**config)),
+                                         decoding_config=decoding_config)
 
 
 def batch_shapes(task_feature_lengths: Mapping[str, int], batch_size: int

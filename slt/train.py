@@ -30,6 +30,7 @@ import tasks  # noqa: E402  (registers the tasks)
 from slt import checkpoints, evaluation, features, landmarks, partitioning  # noqa: E402
 from slt import inference  # noqa: E402
 from slt import trainer as trainer_lib  # noqa: E402
+from slt.models import decoding  # noqa: E402
 from slt.models import model as model_lib  # noqa: E402
 from slt.models import network  # noqa: E402
 
@@ -48,6 +49,7 @@ def train(
     label_smoothing: float = 0.0,
     decoder_input_dropout: float = 0.0,
     encoder_ctc_weight: float = 0.0,
+    decoding_config: decoding.DecodingConfig = decoding.DecodingConfig(),
     loss_normalizing_factor: float | None = None,
     mesh_shape: Sequence[int] = (-1,),
     mesh_axis_names: Sequence[str] = ("data",),
@@ -82,13 +84,15 @@ def train(
     batch_shapes["encoder_landmarks"] += (landmarks.FRAME_DIM,)
     model = model_lib.EncoderDecoderModel(
         network.Transformer(network_config), z_loss=z_loss, label_smoothing=label_smoothing,
-        loss_normalizing_factor=loss_normalizing_factor, encoder_ctc_weight=encoder_ctc_weight)
+        loss_normalizing_factor=loss_normalizing_factor, encoder_ctc_weight=encoder_ctc_weight,
+        decoding_config=decoding_config)
     trainer = trainer_lib.Trainer(model, trainer_lib.make_optimizer(optimizer_config), mesh,
                                   logical_axis_rules, batch_shapes, donate_state=donate_state,
                                   decoder_input_dropout=decoder_input_dropout)
     checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"),
                                             max_to_keep=keep_checkpoints)
     metadata = {"network_config": gin_utils.dataclass_dict(network_config),
+                "decoding_config": gin_utils.dataclass_dict(decoding_config),
                 "landmark_config": gin_utils.dataclass_dict(landmark_config),
                 "task_feature_lengths": dict(task_feature_lengths),
                 "mixture_or_task_name": mixture_or_task_name}
