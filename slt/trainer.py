@@ -9,11 +9,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from slt import partitioning
 from slt.models.model import EncoderDecoderModel
@@ -43,6 +44,9 @@ class OptimizerConfig:
     decay_steps: int = 0
     weight_decay: float = 0.0
     gradient_clip_norm: float | None = None
+    # Adafactor factors the second moment of a parameter only when its two largest
+    # dimensions are at least this big (T5X / optax default 128).
+    min_dim_size_to_factor: int = 128
 
 
 def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
@@ -70,7 +74,8 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
     if config.name == "adafactor":
         optimizer = optax.adafactor(
             learning_rate=schedule, decay_rate=0.8, clipping_threshold=1.0,
-            multiply_by_parameter_scale=True, weight_decay_rate=config.weight_decay or None)
+            multiply_by_parameter_scale=True, weight_decay_rate=config.weight_decay or None,
+            min_dim_size_to_factor=config.min_dim_size_to_factor)
     elif config.name == "adamw":
         optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
     else:
@@ -81,44 +86,116 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
 
 
 class Trainer:
-    """Builds the sharded state and the jitted train step for one model and mesh."""
+    """Builds the sharded state and the jitted train step for one model and mesh.
+
+    `num_microbatches > 1` accumulates gradients over that many slices of the batch
+    (rows m, m+M, m+2M, ... form microbatch m, so each stays split over all data
+    shards); the summed gradient equals the full batch's (each microbatch's loss is
+    weighted by its share of the target tokens, or by 1 with a fixed
+    `loss_normalizing_factor`).
+    """
 
     def __init__(self, model: EncoderDecoderModel, optimizer: optax.GradientTransformation,
                  mesh: Mesh, rules: partitioning.LogicalRules,
                  batch_shapes: Mapping[str, tuple[int, ...]], donate_state: bool = True,
-                 decoder_input_dropout: float = 0.0, unk_id: int = 2):
+                 decoder_input_dropout: float = 0.0, unk_id: int = 2,
+                 num_microbatches: int = 1):
         self.model = model
         self.decoder_input_dropout = decoder_input_dropout
         self.unk_id = unk_id
         self.optimizer = optimizer
         self.mesh = mesh
+        self.rules = partitioning.restrict_rules(rules, mesh)
         self.batch_shapes = dict(batch_shapes)
         self.batch_sharding = partitioning.batch_sharding(mesh, rules)
-        partitioning.check_batch_size(next(iter(batch_shapes.values()))[0], self.batch_sharding)
+        batch_size = next(iter(batch_shapes.values()))[0]
+        partitioning.check_batch_size(batch_size, self.batch_sharding)
+        if num_microbatches < 1 or batch_size % num_microbatches:
+            raise ValueError(f"num_microbatches={num_microbatches} must divide "
+                             f"batch_size={batch_size} (gin: train.num_microbatches).")
+        if num_microbatches > 1:
+            try:
+                partitioning.check_batch_size(batch_size // num_microbatches,
+                                              self.batch_sharding)
+            except ValueError as e:
+                raise ValueError(f"with num_microbatches={num_microbatches}, each "
+                                 f"microbatch has {batch_size // num_microbatches} rows: {e}")
+        self.num_microbatches = num_microbatches
 
         param_axes = model.logical_axes(batch_shapes)
         self.params_sharding = partitioning.param_shardings(param_axes, mesh, rules)
         abstract = jax.eval_shape(self._init, jax.random.key(0))
-        # Optimizer slots follow their parameter's sharding when they have its shape
-        # (Adam moments, unfactored Adafactor statistics); factored statistics and
-        # scalars are small and stay replicated.
+        partitioning.check_divisible(abstract.params, self.params_sharding)
         self.state_sharding = TrainState(
             step=partitioning.replicated(mesh),
             params=self.params_sharding,
-            opt_state=_match_sharding(optimizer, abstract.opt_state, abstract.params,
-                                      self.params_sharding, mesh),
+            opt_state=partitioning.optimizer_state_shardings(
+                abstract.opt_state, abstract.params, self.params_sharding, mesh),
         )
+        self.abstract_state = abstract
         self.init_state = jax.jit(self._init, out_shardings=self.state_sharding)
         self.train_step = jax.jit(
             self._train_step,
             in_shardings=(self.state_sharding, self.batch_sharding, None),
             out_shardings=(self.state_sharding, None),
             donate_argnums=(0,) if donate_state else ())
+        # Loss and gradients of one batch (for tests and tools), sharded like params.
+        self.compute_grads = jax.jit(
+            self._grads, in_shardings=(self.params_sharding, self.batch_sharding, None),
+            out_shardings=(self.params_sharding, None))
 
     def _init(self, rng: jax.Array) -> TrainState:
         params = self.model.init_params(rng, self.batch_shapes)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=self.optimizer.init(params))
+
+    def _loss_and_grads(self, params: Any, batch: Mapping[str, jax.Array],
+                        rng: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
+        (loss, aux), grads = jax.value_and_grad(self.model.loss_fn, has_aux=True)(
+            params, batch, rng)
+        return grads, {"loss": loss, **aux}
+
+    def _grads(self, params: Any, batch: Mapping[str, jax.Array],
+               rng: jax.Array | None) -> tuple[Any, dict[str, jax.Array]]:
+        """Gradients and metrics of the whole batch, accumulated over microbatches."""
+        with nn.logical_axis_rules(self.rules):
+            if self.num_microbatches == 1:
+                return self._loss_and_grads(params, batch, rng)
+            return self._accumulated_grads(params, batch, rng)
+
+    def _accumulated_grads(self, params, batch, rng):
+        count = self.num_microbatches
+
+        def split(x):
+            return jnp.swapaxes(x.reshape((x.shape[0] // count, count) + x.shape[1:]), 0, 1)
+
+        micro = {k: split(v) for k, v in batch.items()}
+        targets = batch["decoder_target_tokens"]
+        weights = batch.get("decoder_loss_weights", targets > 0)
+        tokens = jnp.sum(split(jnp.asarray(weights, jnp.float32)), axis=(1, 2))  # [M]
+        total = jnp.maximum(jnp.sum(tokens), 1.0)
+        token_share = tokens / total
+        loss_share = (token_share if self.model.loss_normalizing_factor is None
+                      else jnp.ones_like(tokens))
+
+        def body(acc, xs):
+            index, microbatch = xs
+            mb_rng = None if rng is None else jax.random.fold_in(rng, index)
+            grads, metrics = self._loss_and_grads(params, microbatch, mb_rng)
+            acc_grads, acc_metrics = acc
+            acc_grads = jax.tree.map(lambda a, g: a + loss_share[index] * g, acc_grads, grads)
+            acc_metrics = {k: acc_metrics[k] + _metric_weight(k, index, loss_share,
+                                                               token_share, count) * v
+                           for k, v in metrics.items()}
+            return (acc_grads, acc_metrics), None
+
+        zero_grads = jax.tree.map(jnp.zeros_like, params)
+        metric_shapes = jax.eval_shape(
+            lambda: self._loss_and_grads(params, jax.tree.map(lambda x: x[0], micro), rng)[1])
+        zero_metrics = jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metric_shapes)
+        (grads, metrics), _ = jax.lax.scan(
+            body, (zero_grads, zero_metrics), (jnp.arange(count), micro))
+        return grads, metrics
 
     def _train_step(self, state: TrainState, batch: Mapping[str, jax.Array],
                     dropout_rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -128,12 +205,23 @@ class Trainer:
             batch = dict(batch, decoder_input_tokens=drop_decoder_inputs(
                 batch["decoder_input_tokens"], token_rng, self.decoder_input_dropout,
                 self.unk_id))
-        (loss, aux), grads = jax.value_and_grad(self.model.loss_fn, has_aux=True)(
-            state.params, batch, rng)
+        grads, metrics = self._grads(state.params, batch, rng)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+        metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def _metric_weight(name: str, index: jax.Array, loss_share: jax.Array,
+                   token_share: jax.Array, count: int) -> jax.Array:
+    """How microbatch `index`'s value of metric `name` enters the batch's value."""
+    if name == "num_tokens":
+        return jnp.ones(())
+    if name == "accuracy":
+        return token_share[index]
+    if name in ("loss", "cross_entropy", "z_loss", "encoder_ctc"):
+        return loss_share[index]
+    return jnp.full((), 1.0 / count)
 
 
 def drop_decoder_inputs(tokens: jax.Array, rng: jax.Array, rate: float,
@@ -147,15 +235,3 @@ def drop_decoder_inputs(tokens: jax.Array, rng: jax.Array, rate: float,
     """
     drop = jax.random.bernoulli(rng, rate, tokens.shape) & (tokens > 0)
     return jnp.where(drop, jnp.asarray(unk_id, tokens.dtype), tokens)
-
-
-def _match_sharding(optimizer: optax.GradientTransformation, opt_state: Any, params: Any,
-                    params_sharding: Any, mesh: Mesh) -> Any:
-    replicated = partitioning.replicated(mesh)
-
-    def pick(slot, sharding, param):
-        return sharding if getattr(slot, "shape", None) == param.shape else replicated
-
-    return optax.tree_map_params(
-        optimizer, pick, opt_state, params_sharding, params,
-        transform_non_params=lambda _: replicated)
