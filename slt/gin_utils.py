@@ -36,9 +36,10 @@ def register_configurables() -> None:
     """Makes the config dataclasses bindable from gin files (idempotent)."""
     import gin
     from slt import landmarks, partitioning, trainer
-    from slt.models import network
+    from slt.models import decoding, network
 
     for cls, name in ((network.T5Config, "T5Config"),
+                      (decoding.DecodingConfig, "DecodingConfig"),
                       (trainer.OptimizerConfig, "OptimizerConfig"),
                       (landmarks.LandmarkConfig, "LandmarkConfig")):
         try:
