@@ -1,0 +1,238 @@
+"""The pieces of the train loop around the jitted step (no gin; `slt.train` wires them).
+
+- `InputStream`: the training batches, deterministic for a seed and a number of
+  input shards, that can start at any batch; its position is saved with the state.
+- `PreemptionWatcher`: SIGTERM (preemption) asks the loop to save and stop.
+- `check_finite`: the NaN/Inf guard.
+- `StepWatchdog`: exits with a clear message when no step finishes in time (a
+  peer process died and a collective would wait forever).
+- `TrainLog`: every step's metrics to JSONL, TensorBoard summaries and a progress
+  line (step/s, examples/s, tokens/s, ETA).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+DatasetFn = Callable[[int, int], Any]  # (shard index, number of shards) -> tf.data batches
+
+
+class InputStream:
+    """Training batches of one host, resumable at any batch.
+
+    The data are split into `num_shards` input shards; shard `i` is
+    `dataset_fn(i, num_shards)`, a deterministic tf.data stream of
+    `global_batch // num_shards` rows per batch (seqio with a fixed seed). A host
+    reads the shards `shard_ids` and concatenates their rows, in order. So the
+    global batch sequence depends only on the seed and `num_shards`, never on how
+    many hosts read it, and `start_batch` skips exactly the batches already used.
+
+    Skipping re-reads the skipped batches' examples (tf.data has no random access):
+    resuming costs `start_batch` batches of input pipeline time, a fraction of the
+    training time so far (`bench/input_pipeline.py` measures the ratio).
+    """
+
+    def __init__(self, dataset_fn: DatasetFn, shard_ids: Sequence[int], num_shards: int,
+                 start_batch: int = 0):
+        self.shard_ids, self.num_shards = list(shard_ids), num_shards
+        self.position = start_batch
+        self._iterators = [dataset_fn(i, num_shards).skip(start_batch).prefetch(2)
+                           .as_numpy_iterator() for i in self.shard_ids]
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        parts = [next(it) for it in self._iterators]
+        self.position += 1
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def state(self) -> dict[str, int]:
+        """What a checkpoint stores to resume this stream."""
+        return {"batches_consumed": self.position, "num_input_shards": self.num_shards}
+
+
+def host_input_shards(host_shard: int, num_host_shards: int,
+                      num_input_shards: int | None) -> list[int]:
+    """The input shards a host reads: `num_input_shards / num_host_shards` consecutive ones."""
+    total = num_input_shards or num_host_shards
+    if total % num_host_shards:
+        raise ValueError(
+            f"num_input_shards={total} must be a multiple of the {num_host_shards} host "
+            "data shards of this mesh (gin: train.num_input_shards).")
+    per_host = total // num_host_shards
+    return list(range(host_shard * per_host, (host_shard + 1) * per_host))
+
+
+class PreemptionWatcher:
+    """Turns SIGTERM into a request to save and stop at the next step boundary.
+
+    One process: a Python signal handler. Several processes: JAX's preemption sync
+    point (the coordination service agrees on one step for every host).
+    """
+
+    def __init__(self, multi_process: bool = False):
+        self.multi_process = multi_process
+        self.signalled = False
+        self._previous = None
+        if not multi_process and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        del signum, frame
+        self.signalled = True
+
+    def should_stop(self, step: int) -> bool:
+        if self.multi_process:
+            from jax.experimental import multihost_utils
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.signalled
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradient norm became NaN or Inf."""
+
+
+def check_finite(step: int, metrics: Mapping[str, float], last_checkpoint: int | None,
+                 checkpoint_dir: str) -> None:
+    """Raises `NonFiniteLossError` (with what to do) on a NaN/Inf loss or gradient."""
+    bad = {k: metrics[k] for k in ("loss", "grad_norm") if k in metrics
+           and not math.isfinite(float(metrics[k]))}
+    if not bad:
+        return
+    kept = (f"the last good checkpoint is step {last_checkpoint} in {checkpoint_dir}; "
+            "a restart resumes from it" if last_checkpoint is not None
+            else "no checkpoint was saved yet")
+    raise NonFiniteLossError(
+        f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}: "
+        f"training stopped without saving this state; {kept}. Lower the learning rate "
+        "(gin: slt.OptimizerConfig.learning_rate), add warmup or gradient clipping "
+        "(slt.OptimizerConfig.gradient_clip_norm), or check the data of this step.")
+
+
+class StepWatchdog:
+    """Exits the process (status 3) if no step finishes for `timeout_s` seconds.
+
+    Armed after the first step (compilation can be slow). Meant for multi-process
+    jobs, where a dead peer leaves the others waiting in a collective forever.
+    """
+
+    def __init__(self, timeout_s: float, describe: Callable[[], str] = lambda: ""):
+        self.timeout_s = timeout_s
+        self._describe = describe
+        self._last = None
+        self._step = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="step-watchdog")
+        self._thread.start()
+
+    def step_done(self, step: int) -> None:
+        self._step, self._last = step, time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.wait(min(1.0, self.timeout_s / 4)):
+            if self._last is not None and time.monotonic() - self._last > self.timeout_s:
+                print(f"\nERROR: no train step finished in {self.timeout_s:.0f} s (last "
+                      f"finished step {self._step}). {self._describe()} Exiting.",
+                      file=sys.stderr, flush=True)
+                os._exit(3)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+class TrainLog:
+    """Every step's metrics to `train/metrics.jsonl` (full float precision); every
+    `log_period` steps a progress line and TensorBoard summaries (`train/` events,
+    written by process 0 only)."""
+
+    def __init__(self, model_dir: str, train_steps: int, start_step: int, batch_size: int,
+                 log_period: int, write: bool = True, tensorboard: bool = True):
+        self._dir = os.path.join(model_dir, "train")
+        self._write = write
+        self._file = None
+        self._summary = None
+        if write:
+            os.makedirs(self._dir, exist_ok=True)
+            self._truncate(start_step)
+            self._file = open(os.path.join(self._dir, "metrics.jsonl"), "a")
+            if tensorboard:
+                from clu import metric_writers
+                self._summary = metric_writers.create_default_writer(self._dir, asynchronous=False)
+        self._train_steps, self._batch_size, self._log_period = train_steps, batch_size, log_period
+        self._last_step, self._last_time = start_step, time.time()
+        self._tokens = 0.0
+
+    def _truncate(self, start_step: int) -> None:
+        """Drops records past `start_step` (a killed run logged steps it never saved)."""
+        path = os.path.join(self._dir, "metrics.jsonl")
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            lines = f.readlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= start_step]
+        if len(kept) != len(lines):
+            with open(path, "w") as f:
+                f.writelines(kept)
+
+    def write(self, step: int, step_metrics: Mapping[str, Any]) -> None:
+        record = {"step": step, **{k: float(v) for k, v in step_metrics.items()}}
+        self._tokens += record.get("num_tokens", 0.0)
+        if self._file:
+            self._file.write(json.dumps(record) + "\n")
+        if step % self._log_period and step != self._train_steps:
+            return
+        if self._file:
+            self._file.flush()
+        now = time.time()
+        elapsed = max(now - self._last_time, 1e-9)
+        steps_per_s = (step - self._last_step) / elapsed
+        rates = {"steps_per_second": steps_per_s,
+                 "examples_per_second": steps_per_s * self._batch_size,
+                 "target_tokens_per_second": self._tokens / elapsed}
+        self._last_step, self._last_time, self._tokens = step, now, 0.0
+        if self._summary:
+            self._summary.write_scalars(step, {**{k: v for k, v in record.items() if k != "step"},
+                                               **rates})
+            self._summary.flush()
+        if not self._write:
+            return
+        eta = (self._train_steps - step) / max(steps_per_s, 1e-9)
+        print(f"step {step}/{self._train_steps} loss {record['loss']:.4f} "
+              f"token_acc {record.get('accuracy', float('nan')):.3f} "
+              + (f"ctc {record['encoder_ctc']:.3f} " if "encoder_ctc" in record else "")
+              + f"{steps_per_s:.2f} step/s {rates['examples_per_second']:.0f} ex/s "
+              f"{rates['target_tokens_per_second']:.0f} tok/s eta {eta / 60:.1f} min",
+              flush=True)
+
+    def write_eval(self, step: int, results: Mapping[str, Mapping[str, Any]]) -> None:
+        scalars = {f"eval/{task}/{k}": float(v) for task, m in results.items()
+                   for k, v in m.items() if isinstance(v, (int, float))}
+        if self._file:
+            self._file.write(json.dumps({"step": step, **scalars}) + "\n")
+            self._file.flush()
+        if self._summary:
+            self._summary.write_scalars(step, scalars)
+            self._summary.flush()
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+        if self._summary:
+            self._summary.close()

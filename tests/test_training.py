@@ -1,0 +1,161 @@
+"""Train-loop pieces: microbatches, the NaN guard, the resumable input stream,
+checkpoint mismatches, atomic saves and retention."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from slt import checkpoints, partitioning, training
+from slt import trainer as trainer_lib
+from slt.models import model as model_lib
+from slt.models import network
+from test_trainer import CONFIG, SHAPES, _batch, _trainer
+
+
+@pytest.mark.parametrize("loss_normalizing_factor", [None, 37.0])
+def test_microbatch_gradients_equal_the_full_batch(loss_normalizing_factor):
+    model = model_lib.EncoderDecoderModel(network.Transformer(CONFIG),
+                                          loss_normalizing_factor=loss_normalizing_factor)
+    optimizer = trainer_lib.make_optimizer(trainer_lib.OptimizerConfig(name="adamw"))
+    mesh = partitioning.make_mesh()
+    batch = _batch(3)
+    batch["decoder_loss_weights"][1, :] = 0  # microbatches with unequal token counts
+    batch["decoder_loss_weights"][2, 3:] = 0
+    results = []
+    for count in (1, 4):
+        trainer = trainer_lib.Trainer(model, optimizer, mesh, partitioning.DATA_PARALLEL_RULES,
+                                      SHAPES, num_microbatches=count)
+        with jax.set_mesh(mesh):
+            params = trainer.init_state(jax.random.key(0)).params
+            grads, metrics = trainer.compute_grads(
+                params, partitioning.global_batch(batch, trainer.batch_sharding), None)
+        results.append((jax.device_get(grads), jax.device_get(metrics)))
+    (full_grads, full), (micro_grads, micro) = results
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 micro_grads, full_grads)
+    for key in ("loss", "cross_entropy", "z_loss", "accuracy", "num_tokens"):
+        np.testing.assert_allclose(micro[key], full[key], rtol=1e-5, err_msg=key)
+    assert float(full["num_tokens"]) == float(np.sum(batch["decoder_loss_weights"]))
+
+
+def test_microbatches_must_divide_the_batch():
+    model = model_lib.EncoderDecoderModel(network.Transformer(CONFIG))
+    optimizer = trainer_lib.make_optimizer(trainer_lib.OptimizerConfig())
+    with pytest.raises(ValueError, match="num_microbatches=3 must divide batch_size=4"):
+        trainer_lib.Trainer(model, optimizer, partitioning.make_mesh(),
+                            partitioning.DATA_PARALLEL_RULES, SHAPES, num_microbatches=3)
+
+
+def test_nan_loss_stops_with_a_clear_message():
+    trainer = _trainer()
+    batch = _batch()
+    batch["encoder_landmarks"][0, 0, 0] = np.nan
+    with jax.set_mesh(trainer.mesh):
+        state = trainer.init_state(jax.random.key(0))
+        _, metrics = trainer.train_step(
+            state, partitioning.global_batch(batch, trainer.batch_sharding), jax.random.key(1))
+    metrics = jax.device_get(metrics)
+    assert not np.isfinite(metrics["loss"])
+    with pytest.raises(training.NonFiniteLossError) as error:
+        training.check_finite(7, metrics, 5, "/runs/x/checkpoints")
+    message = str(error.value)
+    assert "non-finite loss=nan, grad_norm=nan at step 7" in message
+    assert "last good checkpoint is step 5 in /runs/x/checkpoints" in message
+    assert "learning_rate" in message
+    training.check_finite(1, {"loss": 1.0, "grad_norm": 2.0}, None, "/x")  # finite: no error
+
+
+def _range_dataset(index, count, batch=2):
+    ds = tf.data.Dataset.range(1000).shard(count, index).shuffle(64, seed=3)
+    return ds.map(lambda x: {"x": x}).batch(batch)
+
+
+def test_input_stream_resumes_exactly_and_is_independent_of_hosts():
+    full = [b["x"] for b, _ in zip(training.InputStream(_range_dataset, [0, 1], 2), range(10))]
+    resumed = training.InputStream(_range_dataset, [0, 1], 2, start_batch=4)
+    for expected in full[4:]:
+        np.testing.assert_array_equal(next(resumed)["x"], expected)
+    assert resumed.state() == {"batches_consumed": 10, "num_input_shards": 2}
+    # Two hosts reading one shard each feed the same global rows as one host reading both.
+    host0 = training.InputStream(_range_dataset, [0], 2)
+    host1 = training.InputStream(_range_dataset, [1], 2)
+    for expected in full[:5]:
+        np.testing.assert_array_equal(np.concatenate([next(host0)["x"], next(host1)["x"]]),
+                                      expected)
+    assert training.host_input_shards(1, 2, 4) == [2, 3]
+    with pytest.raises(ValueError, match="multiple of the 2 host data shards"):
+        training.host_input_shards(0, 2, 3)
+
+
+def test_host_shard_of_a_single_process():
+    mesh = partitioning.make_mesh()
+    sharding = partitioning.batch_sharding(mesh, partitioning.DATA_PARALLEL_RULES)
+    assert partitioning.host_shard_info(sharding, 8) == (0, 1)
+    assert partitioning.host_batch_rows(sharding, 8) == (0, 8)
+
+
+def _save_steps(trainer, directory, steps, **kwargs):
+    ckpt = checkpoints.Checkpointer(directory, **kwargs)
+    with jax.set_mesh(trainer.mesh):
+        state = trainer.init_state(jax.random.key(0))
+        for step in steps:
+            ckpt.save(step, state, {"step": step}, force=True)
+            ckpt.wait()
+    return ckpt
+
+
+def test_restore_lists_every_mismatch(tmp_path):
+    trainer = _trainer()
+    ckpt = _save_steps(trainer, str(tmp_path / "ckpt"), [1])
+    target = checkpoints.abstract_with_shardings(trainer.abstract_state, trainer.state_sharding)
+    params = dict(target.params)
+    encoder = dict(params["encoder"])
+    norm = encoder.pop("encoder_norm")  # missing from the model -> "not in the model"
+    encoder["new_layer"] = norm  # -> "missing in checkpoint"
+    embed = params["token_embedder"]["embedding"]
+    params["token_embedder"] = {"embedding": jax.ShapeDtypeStruct(
+        (embed.shape[0] + 1, embed.shape[1]), embed.dtype, sharding=embed.sharding)}
+    params["encoder"] = encoder
+    with jax.set_mesh(trainer.mesh), pytest.raises(checkpoints.CheckpointMismatchError) as error:
+        ckpt.restore(1, target.replace(params=params))
+    ckpt.close()
+    message = str(error.value)
+    assert "(3 difference(s))" in message, message
+    assert "missing in checkpoint: params/encoder/new_layer/scale" in message
+    assert "not in the model: params/encoder/encoder_norm/scale" in message
+    assert f"shape differs: params/token_embedder/embedding: checkpoint {tuple(embed.shape)}" \
+        in message
+
+
+def test_unfinished_save_is_never_restored_and_retention(tmp_path):
+    trainer = _trainer()
+    directory = str(tmp_path / "ckpt")
+    ckpt = _save_steps(trainer, directory, [2, 4, 6, 8, 10], max_to_keep=2, keep_period=4)
+    # The newest 2 plus every multiple of keep_period.
+    assert sorted(int(d) for d in os.listdir(directory) if d.isdigit()) == [4, 8, 10]
+    ckpt.close()
+    # A save that crashed half way leaves only orbax's temporary directory.
+    leftover = os.path.join(directory, "12.orbax-checkpoint-tmp-123")
+    os.makedirs(os.path.join(leftover, "state"))
+    reopened = checkpoints.Checkpointer(directory)
+    assert reopened.latest_step() == 10
+    assert not os.path.exists(leftover)  # cleaned up on start
+    reopened.close()
+
+
+def test_train_log_drops_steps_a_killed_run_never_saved(tmp_path):
+    log = training.TrainLog(str(tmp_path), 10, 0, 4, log_period=5, tensorboard=False)
+    for step in range(1, 8):
+        log.write(step, {"loss": 1.0 / step, "num_tokens": 10})
+    log.close()
+    resumed = training.TrainLog(str(tmp_path), 10, 5, 4, log_period=5, tensorboard=False)
+    resumed.write(6, {"loss": 0.25, "num_tokens": 10})
+    resumed.close()
+    with open(tmp_path / "train" / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert records[2]["loss"] == 1.0 / 3  # full float precision
+    assert records[5]["loss"] == 0.25
