@@ -205,6 +205,14 @@ def train(
                         task_feature_lengths, eval_batch_size, trainer.batch_sharding,
                         os.path.join(model_dir, "eval", f"step_{step + 1}"),
                         step=step + 1))
+        except jax.errors.JaxRuntimeError as error:
+            if not multi_process:
+                raise
+            raise training.PeerProcessError(
+                f"process {jax.process_index()} of {jax.process_count()}: a step failed "
+                f"({str(error).splitlines()[0][:300]}); another process of this job "
+                "probably died. Restart the whole job; it resumes from the last "
+                "checkpoint.") from error
         finally:
             watcher.close()
             if watchdog:
@@ -300,7 +308,8 @@ def main(argv: Sequence[str]) -> None:
     gin_utils.parse_gin_args(argv)
     try:
         train()
-    except (training.NonFiniteLossError, checkpoints.CheckpointMismatchError) as error:
+    except (training.NonFiniteLossError, training.PeerProcessError,
+            checkpoints.CheckpointMismatchError) as error:
         print(f"\nERROR: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
 

@@ -126,6 +126,10 @@ def check_finite(step: int, metrics: Mapping[str, float], last_checkpoint: int |
         "(slt.OptimizerConfig.gradient_clip_norm), or check the data of this step.")
 
 
+class PeerProcessError(RuntimeError):
+    """A collective failed in a multi-process job (a peer process died)."""
+
+
 class StepWatchdog:
     """Exits the process (status 3) if no step finishes for `timeout_s` seconds.
 
