@@ -12,7 +12,8 @@ turns any reported input into exit status 1 (the report is still written, and
 `dataset_info.json` is not, so the data source refuses the directory).
 
 The manifest format is in `slt/manifest.py`, the shard format in `slt/shards.py`.
-This module imports no TensorFlow at import time: worker processes re-import it.
+Workers fork from a fork server that imports `slt.clips` (numpy and the readers)
+and the caller's main script once; this module imports no TensorFlow at import time.
 """
 from __future__ import annotations
 
@@ -112,8 +113,12 @@ def _results(jobs: list, num_workers: int) -> Iterator:
     if num_workers <= 1 or len(jobs) <= 1:
         yield from map(clips.prepare_or_reason, jobs)
         return
-    # spawn, not fork: the parent may have TensorFlow (threads) loaded already.
-    context = multiprocessing.get_context("spawn")
+    # Not fork: the parent may have TensorFlow (threads) loaded already. The fork
+    # server imports the caller's main script and slt.clips once, and workers fork
+    # from it; with spawn each worker would re-import the main script (which may
+    # import TensorFlow: seconds and 0.5 GB per worker).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", "slt.clips"])
     with context.Pool(num_workers) as pool:
         yield from pool.imap(clips.prepare_or_reason, jobs,
                              chunksize=max(1, min(16, len(jobs) // (8 * num_workers))))
