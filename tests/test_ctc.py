@@ -40,8 +40,11 @@ def prefix_prob(table, prefix):
     return sum(p for seq, p in table.items() if seq[:len(prefix)] == tuple(prefix))
 
 
+extend = jax.jit(ctc.extend, static_argnums=3)
+
+
 def advance(state, log_probs, token):
-    log_prefix, r_nonblank, r_blank = ctc.extend(state, log_probs, jnp.array([[token]]), EOS)
+    log_prefix, r_nonblank, r_blank = extend(state, log_probs, jnp.array([[token]]), EOS)
     return {"r_nonblank": r_nonblank[:, 0], "r_blank": r_blank[:, 0],
             "last": jnp.array([token]), "log_prefix": log_prefix[:, 0],
             "empty": jnp.array([False])}
@@ -61,7 +64,7 @@ def test_prefix_scores_match_enumeration(real_frames):
         np.testing.assert_allclose(np.exp(float(state["log_prefix"][0])),
                                    prefix_prob(table, prefix) if prefix else 1.0, rtol=1e-4)
         candidates = jnp.array([[2, 3, EOS, ctc.BLANK_ID]])
-        scores = np.exp(np.asarray(ctc.extend(state, log_probs, candidates, EOS)[0][0]))
+        scores = np.exp(np.asarray(extend(state, log_probs, candidates, EOS)[0][0]))
         np.testing.assert_allclose(scores[:2], [prefix_prob(table, prefix + [2]),
                                                 prefix_prob(table, prefix + [3])], rtol=1e-4)
         # EOS: exactly the prefix and nothing more.
@@ -91,12 +94,12 @@ def test_joint_greedy_limits():
     params = model.init_params(jax.random.PRNGKey(1), inputs)
     # Sharpen the CTC head so that CTC alone has a clear opinion.
     params = dict(params, encoder_ctc={"kernel": params["encoder_ctc"]["kernel"] * 40.0})
-    greedy = model.predict_batch(params, inputs)
+    greedy = jax.jit(model.predict_batch)(params, inputs)
 
     def joint(weight, candidates=TINY.vocab_size):
         config = decoding.DecodingConfig(ctc_weight=weight, ctc_candidates=candidates)
-        return EncoderDecoderModel(Transformer(TINY), decoding_config=config).predict_batch(
-            params, inputs)
+        return jax.jit(EncoderDecoderModel(Transformer(TINY), decoding_config=config)
+                       .predict_batch)(params, inputs)
 
     # Weight 0: exactly attention greedy, and the same attention log-probabilities.
     encoded, mask = model.encode(params, inputs)
@@ -106,7 +109,7 @@ def test_joint_greedy_limits():
     tokens, att_scores = ctc.joint_greedy_search(
         model._step_fn(params, encoded, mask, 6), model.init_cache(params, encoded, mask, 6),
         log_probs, 6, ctc_weight=0.0)
-    want_tokens, want_scores = model.predict_batch_with_aux(params, inputs)
+    want_tokens, want_scores = jax.jit(model.predict_batch_with_aux)(params, inputs)
     np.testing.assert_array_equal(tokens, want_tokens)
     np.testing.assert_allclose(att_scores, want_scores["scores"], rtol=1e-5)
     # CTC rules out outputs with more letters than frames, whatever attention says.
@@ -119,7 +122,7 @@ def test_joint_greedy_limits():
         for token in only_ctc[i]:
             if token == 0:
                 break
-            scores = ctc.extend(state, log_probs[i:i + 1], jnp.arange(TINY.vocab_size)[None], EOS)[0]
+            scores = extend(state, log_probs[i:i + 1], jnp.arange(TINY.vocab_size)[None], EOS)[0]
             assert int(jnp.argmax(scores[0])) == token
             if token == EOS:
                 break
