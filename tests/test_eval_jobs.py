@@ -154,3 +154,38 @@ def test_translate_video(model_dir, capsys):
     out, err = capsys.readouterr()
     assert status == 0, err
     assert out.startswith(video + "\t")
+
+
+def test_infer_on_a_prepared_dataset(model_dir, tmp_path):
+    from slt import clips, prepare
+
+    letters = [(path, text) for path, _, sign, text in fingerspelling._index()
+               if sign == "ase"][:3]
+    manifest = tmp_path / "clips.jsonl"
+    manifest.write_text("".join(json.dumps({
+        "path": path, "text": text, "sign_language": "ase", "spoken_language": "en",
+        "id": f"letter-{i}"}) + "\n" for i, (path, text) in enumerate(letters)))
+    restored = inference.restore(model_dir)
+    for name, config in (("data", restored.landmark_config), ("other", None)):
+        options = clips.PrepareOptions(config=config) if config else clips.PrepareOptions()
+        result = prepare.prepare(str(manifest), str(tmp_path / name), options, split="test",
+                                 num_workers=1, progress=False)
+        assert result.num_written == 3, result.messages
+
+    out = str(tmp_path / "infer")
+    counts = infer_lib.infer(checkpoint=model_dir, output_dir=out, batch_size=16,
+                             prepared_data_dir=str(tmp_path / "data"), show_progress=False)
+    assert counts == {"prepared_data": {"shards_written": 1, "shards_skipped": 0,
+                                        "examples_decoded": 3, "examples": 3}}
+    rows = inference.read_predictions(out, "prepared_data", "test")
+    assert [(r["id"], r["prompt"], r["target"]) for r in rows] == [
+        (f"letter-{i}", "<slt> <ase> <en>", text) for i, (_, text) in enumerate(letters)]
+    # The same clips through slt.translate decode to the same text.
+    translations, errors = translate.translate_files(
+        restored, [path for path, _ in letters], "<slt> <ase> <en>")
+    assert not errors
+    assert [translations[path] for path, _ in letters] == [r["prediction"] for r in rows]
+
+    with pytest.raises(ValueError, match=r"another landmark config .*feature_mean"):
+        infer_lib.infer(checkpoint=model_dir, output_dir=out,
+                        prepared_data_dir=str(tmp_path / "other"), show_progress=False)
