@@ -46,6 +46,11 @@ def register_configurables() -> None:
             gin.external_configurable(cls, name=name, module="slt")
         except ValueError:
             pass  # already registered
+    from tasks import prepared
+    try:  # train.mixture_or_task_name = @slt.prepared_task() (a prepared dataset)
+        gin.external_configurable(prepared.prepared_task, name="prepared_task", module="slt")
+    except ValueError:
+        pass  # already registered
     for name, rules in (("DATA_PARALLEL_RULES", partitioning.DATA_PARALLEL_RULES),
                         ("FSDP_RULES", partitioning.FSDP_RULES),
                         ("TENSOR_PARALLEL_RULES", partitioning.TENSOR_PARALLEL_RULES),

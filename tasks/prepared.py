@@ -122,3 +122,14 @@ def register_prepared_task(name: str, data_dir: str, splits: Sequence[str] | Non
     )
     fingerspelling_tasks.LANDMARK_CONFIGS[name] = lambda: config
     return task
+
+
+def prepared_task(name: str, data_dir: str) -> str:
+    """`register_prepared_task` that returns the name, for gin files:
+
+        train.mixture_or_task_name = @slt.prepared_task()
+        slt.prepared_task.name = "mycorpus_slt"
+        slt.prepared_task.data_dir = "data/mycorpus"
+    """
+    register_prepared_task(name, data_dir)
+    return name

@@ -76,3 +76,25 @@ def test_hosts_read_disjoint_files(prepared_dir):
 def test_incomplete_dataset_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a complete prepared dataset"):
         prepared.register_prepared_task("nope", str(tmp_path))
+
+
+def test_gin_registers_a_prepared_task(prepared_dir):
+    import gin
+    from slt import gin_utils
+    out, _ = prepared_dir
+    gin_utils.register_configurables()
+
+    @gin.configurable("fake_train")
+    def fake_train(mixture_or_task_name=gin.REQUIRED):
+        return seqio.get_mixture_or_task(mixture_or_task_name)
+
+    with gin.unlock_config():
+        gin.parse_config([
+            "fake_train.mixture_or_task_name = @slt.prepared_task()",
+            "slt.prepared_task.name = 'gin_prepared_slt'",
+            f"slt.prepared_task.data_dir = '{out}'"])
+    try:
+        assert fake_train().name == "gin_prepared_slt"
+        assert tasks.landmark_config("gin_prepared_slt") == landmarks.LandmarkConfig()
+    finally:
+        gin.clear_config()
