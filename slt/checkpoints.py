@@ -46,8 +46,7 @@ class Checkpointer:
         Raises `CheckpointMismatchError` listing every missing, unexpected or
         differently shaped array before reading any data.
         """
-        stored = self._manager.item_metadata(step)["state"]
-        check_tree_matches(stored, abstract_state,
+        check_tree_matches(self._stored_tree(step), abstract_state,
                            f"checkpoint {os.path.join(self.directory, str(step))}")
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), metadata=ocp.args.JsonRestore()))
@@ -57,9 +56,9 @@ class Checkpointer:
         """Only the `params` of a saved state (any optimizer), onto `abstract_params`'s
         shardings; every mismatch is listed first, as in `restore`."""
         state_dir = os.path.join(self.directory, str(step), "state")
+        check_tree_matches(self._stored_tree(step)["params"], abstract_params,
+                           f"checkpoint {state_dir}")
         reader = ocp.PyTreeCheckpointer()
-        stored = reader.metadata(state_dir).item_metadata.tree["params"]
-        check_tree_matches(stored, abstract_params, f"checkpoint {state_dir}")
         restore_args = jax.tree.map(
             lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape,
                                            dtype=a.dtype), abstract_params)
@@ -67,6 +66,14 @@ class Checkpointer:
             item={"params": abstract_params}, restore_args={"params": restore_args},
             partial_restore=True))
         return restored["params"]
+
+    def _stored_tree(self, step: int) -> Any:
+        """The saved state's tree of array metadata (shapes), read from disk.
+
+        (The manager's own `item_metadata` knows an item only after this instance
+        saved or restored it, so a fresh process would see nothing.)"""
+        state_dir = os.path.join(self.directory, str(step), "state")
+        return ocp.PyTreeCheckpointer().metadata(state_dir).item_metadata.tree
 
     def restore_metadata(self, step: int) -> dict[str, Any]:
         return self._manager.restore(step, args=ocp.args.Composite(

@@ -119,9 +119,14 @@ def test_restore_lists_every_mismatch(tmp_path):
     params["token_embedder"] = {"embedding": jax.ShapeDtypeStruct(
         (embed.shape[0] + 1, embed.shape[1]), embed.dtype, sharding=embed.sharding)}
     params["encoder"] = encoder
-    with jax.set_mesh(trainer.mesh), pytest.raises(checkpoints.CheckpointMismatchError) as error:
-        ckpt.restore(1, target.replace(params=params))
     ckpt.close()
+    fresh = checkpoints.Checkpointer(str(tmp_path / "ckpt"))  # as in a new process
+    with jax.set_mesh(trainer.mesh):
+        restored, _ = fresh.restore(1, target)  # the matching tree restores
+        assert int(restored.step) == 0
+        with pytest.raises(checkpoints.CheckpointMismatchError) as error:
+            fresh.restore(1, target.replace(params=params))
+    fresh.close()
     message = str(error.value)
     assert "(3 difference(s))" in message, message
     assert "missing in checkpoint: params/encoder/new_layer/scale" in message
