@@ -38,6 +38,9 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["slt", "slt.*", "tasks", "tasks.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.2.0"],
+        # torch (CPU), transformers and safetensors: weight import/export and numerical
+        # parity tests against transformers' PyTorch T5 only; the library never needs torch.
+        "test": ["pytest==9.2.0", "torch==2.13.0", "transformers==5.23.0",
+                 "safetensors==0.8.0"],
     },
 )
