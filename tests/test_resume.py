@@ -75,11 +75,15 @@ def _start_and_signal(cmd, model_dir, at_step, sig, timeout=900):
 
 
 def _final_params(model_dir, step):
-    import orbax.checkpoint as ocp
-    state = ocp.PyTreeCheckpointer().restore(
-        os.path.join(model_dir, "checkpoints", str(step), "state"))
+    """The saved params as numpy arrays (no mesh needed)."""
     import jax
-    return jax.tree.map(np.asarray, state["params"])
+    import orbax.checkpoint as ocp
+    path = os.path.join(model_dir, "checkpoints", str(step), "state")
+    reader = ocp.PyTreeCheckpointer()
+    tree = reader.metadata(path).item_metadata.tree
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    state = reader.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    return state["params"]
 
 
 def test_sigterm_then_sigkill_then_resume_is_bit_identical(tmp_path):
