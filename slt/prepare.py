@@ -261,11 +261,30 @@ def _finish(output_dir, split, names, options, strict, written_now, skipped, sec
     complete = not (strict and reported)
     if complete:
         _write_info(output_dir, split, names, mine, options, by_reason)
+    else:
+        _drop_split(output_dir, split)  # an earlier, non-strict run's entry
     return PrepareResult(split=split, num_inputs=num_inputs, num_written=num_written,
                          num_reported=len(reported), reported_by_reason=by_reason,
                          shards_written=written_now, shards_skipped=skipped,
                          seconds=seconds, complete=complete,
                          messages=tuple(r["message"] for r in reported))
+
+
+def _drop_split(output_dir: str, split: str) -> None:
+    from slt import shards
+    path = os.path.join(output_dir, shards.INFO_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        info = json.load(f)
+    if info.get("splits", {}).pop(split, None) is None:
+        return
+    if not info["splits"]:
+        os.remove(path)
+        return
+    with open(path + ".tmp", "w") as f:
+        json.dump(info, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
 
 
 def _write_info(output_dir, split, names, summaries, options, by_reason) -> None:

@@ -185,6 +185,11 @@ def test_resume_skips_finished_shards_and_strict_fails(tmp_path, capsys):
     assert "error: " in err and "truncated.pose: the header promises" in err
     assert not os.path.exists(os.path.join(strict_out, shards.INFO_FILE))
     assert len(open(os.path.join(strict_out, "report.jsonl")).readlines()) == 14
+    # A strict re-run over a directory a lenient run completed withdraws the split.
+    assert prepare.main(["--manifest", manifest_path, "--output_dir", out, "--strict",
+                         "--num_workers", "1", "--no_progress", "--max_frames", "80",
+                         "--examples_per_shard", "10"]) == 1
+    assert not os.path.exists(os.path.join(out, shards.INFO_FILE))
 
 
 def test_tsv_manifest(tmp_path):
