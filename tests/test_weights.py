@@ -205,3 +205,65 @@ def test_export_loads_in_transformers_without_missing_keys(tmp_path):
     back, _ = weights.read_hf_checkpoint(str(tmp_path / "out"))
     assert back.keys() == text_params(params).keys()
     assert weights.config_from_hf(weights.hf_config(CFG)) == CFG
+
+
+# --------------------------------------------------------- imported, then fine-tuned
+
+
+def corpus_batch(cfg: T5Config, num_words: int = 8) -> dict:
+    """Real clips of the embedded corpus (ASL fingerspelling, English training words),
+    byte-encoded as ByT5 does (id = byte + 3, EOS 1)."""
+    from tasks import fingerspelling
+
+    words = list(fingerspelling.word_splits("ase")[0]["train"][:num_words])
+    clips = [fingerspelling.clip_frames("ase", w, variant=0)[:48] for w in words]
+    frames = np.zeros((num_words, 48, cfg.landmark_dim), np.float32)
+    mask = np.zeros((num_words, 48), np.int32)
+    for i, clip in enumerate(clips):
+        frames[i, :len(clip)], mask[i, :len(clip)] = clip, 1
+    prompt = np.frombuffer(b"<slt> <ase> <en>", np.uint8).astype(np.int32) + 3
+    targets = np.zeros((num_words, 12), np.int32)
+    for i, w in enumerate(words):
+        ids = list(np.frombuffer(w.encode(), np.uint8).astype(np.int32) + 3) + [1]
+        targets[i, :len(ids)] = ids
+    return {
+        "encoder_input_tokens": np.tile(prompt, (num_words, 1)),
+        "encoder_landmarks": frames, "encoder_landmark_mask": mask,
+        "decoder_input_tokens": np.concatenate([np.zeros((num_words, 1), np.int32),
+                                                targets[:, :-1]], axis=1),
+        "decoder_target_tokens": targets,
+        "decoder_loss_weights": (targets > 0).astype(np.float32),
+    }
+
+
+def test_imported_checkpoints_fine_tune_on_the_embedded_corpus(tmp_path):
+    import optax
+
+    cfg = dataclasses.replace(CFG, vocab_size=384, landmark_stride=2)
+    batch = {k: jax.numpy.asarray(v) for k, v in corpus_batch(cfg).items()}
+    model = EncoderDecoderModel(Transformer(cfg))
+    optimizer = optax.adafactor(1e-2)
+
+    @jax.jit
+    def train(params):
+        def step(carry, _):
+            params, state = carry
+            (loss, _), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(
+                params, batch, None)
+            updates, state = optimizer.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), loss
+        (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), None, 15)
+        return params, losses
+
+    pretrained = text_params(fresh_params(cfg, 5))
+    weights.write_t5x_checkpoint(pretrained, str(tmp_path / "t5x"), dtype="bfloat16")
+    weights.write_hf_checkpoint(weights.unflatten(pretrained), cfg, str(tmp_path / "hf"))
+    for source in (f"t5x:{tmp_path / 't5x'}", f"hf:{tmp_path / 'hf'}"):
+        params, report = weights.load_pretrained(fresh_params(cfg, 6), source)
+        assert len(report.loaded) == len(pretrained)
+        tuned, losses = train(params)
+        losses = np.asarray(losses)
+        assert np.isfinite(losses).all() and losses[-1] < 0.7 * losses[0], (source, losses)
+        before, after = weights.flatten(params), weights.flatten(tuned)
+        for name in ("encoder/layers_0/attention/query/kernel", "encoder/landmark_embedder/kernel"):
+            assert not np.allclose(before[name], after[name]), name
