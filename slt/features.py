@@ -19,8 +19,8 @@ Text-only examples (MT) carry empty frames, `[0, 255]`: their mask is all zeros,
 they mix with SLT examples in one batch. What any length cut removes is counted, per
 feature, in `TRUNCATION` (examples cut, and frames or tokens cut) and logged as the
 count of cut examples reaches 1, 10, 100, ...: in the tasks before seqio trims
-(`tasks.preprocessors.count_truncation`), and in the converter for what reaches it
-longer than `task_feature_lengths`.
+(`tasks.preprocessors.count_truncation`), and in the converter when it is built with
+`apply_length_check=False` (with the check, seqio refuses longer inputs instead).
 """
 from __future__ import annotations
 

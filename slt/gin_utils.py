@@ -32,6 +32,10 @@ def add_cpu_xla_flags() -> None:
     os.environ["XLA_FLAGS"] = flags
 
 
+# The gin-wrapped `tasks.mixing.configure` (mixing rates and data roots of mixtures).
+_MIXTURE_SETTINGS = None
+
+
 def register_configurables() -> None:
     """Makes the config dataclasses bindable from gin files (idempotent)."""
     import gin
@@ -46,6 +50,13 @@ def register_configurables() -> None:
             gin.external_configurable(cls, name=name, module="slt")
         except ValueError:
             pass  # already registered
+    global _MIXTURE_SETTINGS
+    from tasks import mixing
+    try:  # slt.mixture_settings.p_mt = 0.3 etc.; applied by parse_gin_args
+        _MIXTURE_SETTINGS = gin.external_configurable(
+            mixing.configure, name="mixture_settings", module="slt")
+    except ValueError:
+        pass  # already registered
     from tasks import prepared
     try:  # train.mixture_or_task_name = @slt.prepared_task() (a prepared dataset)
         gin.external_configurable(prepared.prepared_task, name="prepared_task", module="slt")
@@ -90,6 +101,8 @@ def parse_gin_args(argv: Sequence[str]) -> None:
     gin.add_config_file_search_path(os.getcwd())
     gin.add_config_file_search_path(REPO_ROOT)
     gin.parse_config_files_and_bindings(files, bindings)
+    if _MIXTURE_SETTINGS is not None:
+        _MIXTURE_SETTINGS()  # apply slt.mixture_settings bindings to the mixtures
 
 
 def dataclass_dict(value: Any) -> dict[str, Any]:

@@ -170,9 +170,10 @@ class SeqioSource(seqio.DataSource):
 
 
 class PreparedClipSource(ClipSource):
-    """TFRecord shards written by `python -m slt.prepare` (format in `slt/shards.py`).
+    """Shards written by `python -m slt.prepare` (format in `slt/shards.py`).
 
-    `root` is the dataset directory (`<split>.tfrecord-*` and `dataset_info.json`).
+    `root` is the dataset directory. The shard files of a split are the ones its
+    `dataset_info.json` lists (read through `tasks.prepared`, when data is needed).
     """
 
     def __init__(self, name: str, root: PathOrFn, prepare_command: str,
@@ -184,47 +185,46 @@ class PreparedClipSource(ClipSource):
     def root(self) -> str:
         return _resolve(self._root)
 
-    def _files(self, split: str) -> list[str]:
-        return sorted(f for f in glob.glob(os.path.join(self.root, f"{split}.tfrecord-*"))
-                      if not f.endswith(".json"))
+    def _missing(self, what: str, split: str) -> MissingDataError:
+        return MissingDataError(self.name, self.root, what,
+                                self.prepare_command.format(split=split, root=self.root))
+
+    def info(self, split: str = "train") -> dict:
+        from tasks import prepared
+        if not os.path.isdir(self.root):
+            raise self._missing("no directory", split)
+        try:
+            return prepared.dataset_info(self.root)
+        except FileNotFoundError:
+            raise self._missing("no dataset_info.json (preparation did not finish, or "
+                                "ran with --strict and reported inputs)", split) from None
 
     def check(self, split: str) -> None:
-        info = os.path.join(self.root, "dataset_info.json")
-        if not os.path.isdir(self.root):
-            raise MissingDataError(self.name, self.root, "no directory",
-                                   self.prepare_command.format(split=split, root=self.root))
-        if not os.path.exists(info):
-            raise MissingDataError(self.name, self.root, "no dataset_info.json (preparation "
-                                   "did not finish, or ran with --strict and reported inputs)",
-                                   self.prepare_command.format(split=split, root=self.root))
-        if not self._files(split):
-            raise MissingDataError(self.name, self.root, f"no {split}.tfrecord-* shards",
-                                   self.prepare_command.format(split=split, root=self.root))
+        splits = self.info(split)["splits"]
+        if split not in splits or not splits[split].get("shards"):
+            raise self._missing(f"no prepared {split!r} split (it has {sorted(splits)})", split)
 
     def num_examples(self, split: str) -> int | None:
         try:
-            with open(os.path.join(self.root, "dataset_info.json"), encoding="utf-8") as f:
-                info = json.load(f)
-        except (OSError, ValueError):
+            return int(self.info(split)["splits"][split]["num_examples"])
+        except (FileNotFoundError, KeyError, TypeError, ValueError):
             return None
-        splits = info.get("splits", {})
-        entry = splits.get(split) if isinstance(splits, dict) else None
-        if isinstance(entry, dict):
-            for key in ("num_examples", "examples", "num_written"):
-                if isinstance(entry.get(key), int):
-                    return entry[key]
-        return None
+
+    def landmark_config(self) -> landmarks.LandmarkConfig:
+        from tasks import prepared
+        self.info()
+        return prepared.landmark_config(self.root)
 
     def dataset(self, split, shuffle, seed, shard_info):
         from slt import shards  # the prepared-shard format
+        files = [os.path.join(self.root, n) for n in self.info(split)["splits"][split]["shards"]]
 
         def parse(serialized):
             ex = shards.parse(serialized)
             return {k: ex[k] for k in CLIP_SIGNATURE}
 
-        return read_files(self._files(split), tf.data.TFRecordDataset, shuffle, seed,
-                          shard_info).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
-                                          deterministic=True)
+        return read_files(files, tf.data.TFRecordDataset, shuffle, seed, shard_info).map(
+            parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 # ----------------------------------------------------------------------------- TFDS
@@ -317,12 +317,14 @@ class TfdsClipSource(ClipSource):
             points, present = pose.youtube_asl()
             return landmarks.to_frames(points, present, config, fps=pose.fps or None)
 
-        def to_record(example):
+        def to_record(index, example):
             pose = _get_path(example, fields.pose)
-            example_id = (_get_path(example, fields.id) if fields.id else
-                          tf.strings.as_string(tf.random.uniform([], maxval=2**31, dtype=tf.int64)))
-            example_id = tf.strings.as_string(example_id) if example_id.dtype != tf.string \
-                else example_id
+            if fields.id and fields.id.split("/")[0] in example:
+                example_id = _get_path(example, fields.id)
+                if example_id.dtype != tf.string:
+                    example_id = tf.strings.as_string(example_id)
+            else:  # the position in the split (stable: files are read in order)
+                example_id = tf.strings.join([name, ":", tf.strings.as_string(index)])
             frames = tf.numpy_function(
                 frames_of, [pose["data"], pose["conf"], tf.cast(pose["fps"], tf.float32),
                             example_id], tf.float32, stateful=False)
@@ -337,7 +339,8 @@ class TfdsClipSource(ClipSource):
                     "caption_start_frames": tf.zeros([0], tf.int64),
                     "caption_end_frames": tf.zeros([0], tf.int64)}
 
-        return ds.map(to_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.enumerate().map(to_record, num_parallel_calls=tf.data.AUTOTUNE,
+                                  deterministic=True)
 
 
 # ------------------------------------------------------------------- parallel text
