@@ -231,43 +231,58 @@ class LandmarkConfig:
         return cls(**json.loads(text))
 
 
-@functools.lru_cache(maxsize=256)
-def _subset_gather(components: tuple[tuple[str, int], ...],
-                   point_names: tuple[tuple[str, ...], ...] | None,
-                   source: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Flat indices [85] of the subset in a layout (-1: absent), and the absent names."""
+class _LayoutError(ValueError):
+    """A layout the subset cannot be read from; the message lacks the source."""
+
+
+def _subset_gather(components, point_names, source: str
+                   ) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Flat indices [85] of the subset in a layout (-1: absent), and the absent names.
+
+    Cached per layout (not per file), so a corpus of one layout computes it once.
+    """
+    try:
+        return _subset_gather_cached(components, point_names)
+    except _LayoutError as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _subset_gather_cached(components: tuple[tuple[str, int], ...],
+                          point_names: tuple[tuple[str, ...], ...] | None
+                          ) -> tuple[np.ndarray, tuple[str, ...]]:
     offsets, names, total = {}, {}, 0
     for k, (name, size) in enumerate(components):
         offsets[name] = total
         given = point_names[k] if point_names is not None else None
         if given is not None and len(given) != size:
-            raise ValueError(f"{source}: component {name} has {size} points but "
-                             f"{len(given)} point names; the header is inconsistent.")
+            raise _LayoutError(f"component {name} has {size} points but "
+                               f"{len(given)} point names; the header is inconsistent.")
         names[name] = given if given is not None else _component_names(name, size)
         total += size
     gather, absent = [], []
     for name, indices in YOUTUBE_ASL_SUBSET:
         if name not in offsets:
-            raise ValueError(
-                f"{source}: the pose has no {name} component (it has "
+            raise _LayoutError(
+                f"the pose has no {name} component (it has "
                 f"{sorted(offsets)}); the YouTube-ASL subset needs MediaPipe "
                 f"Holistic landmarks with pose, face and both hands.")
         size = dict(components)[name]
         if names[name] is None:
-            raise ValueError(
-                f"{source}: component {name} has {size} points and no point names, so "
+            raise _LayoutError(
+                f"component {name} has {size} points and no point names, so "
                 f"the YouTube-ASL points cannot be found in it; give a full MediaPipe "
                 f"component or a .pose header that names its points.")
         where = {point: i for i, point in enumerate(names[name])}
         wanted = [_subset_name(name, i) for i in indices]
         lacking = [w for w in wanted if w not in where]
         if lacking and name != FACE_COMPONENT:
-            raise ValueError(
-                f"{source}: component {name} ({size} points) lacks {lacking}; the "
+            raise _LayoutError(
+                f"component {name} ({size} points) lacks {lacking}; the "
                 f"YouTube-ASL subset needs all of {wanted}.")
         if len(lacking) == len(wanted):
-            raise ValueError(f"{source}: {FACE_COMPONENT} holds none of the YouTube-ASL "
-                             "face points; it is not a MediaPipe face mesh.")
+            raise _LayoutError(f"{FACE_COMPONENT} holds none of the YouTube-ASL "
+                               "face points; it is not a MediaPipe face mesh.")
         for w in wanted:
             gather.append(offsets[name] + where[w] if w in where else -1)
         absent += [f"{name}:{w}" for w in lacking]
