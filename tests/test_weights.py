@@ -267,3 +267,19 @@ def test_imported_checkpoints_fine_tune_on_the_embedded_corpus(tmp_path):
         before, after = weights.flatten(params), weights.flatten(tuned)
         for name in ("encoder/layers_0/attention/query/kernel", "encoder/landmark_embedder/kernel"):
             assert not np.allclose(before[name], after[name]), name
+
+
+def test_train_loaders_fill_abstract_params(tmp_path):
+    pretrained = text_params(fresh_params(CFG, 7))
+    weights.write_t5x_checkpoint(pretrained, str(tmp_path / "t5x"))
+    weights.write_hf_checkpoint(weights.unflatten(pretrained), CFG, str(tmp_path / "hf"))
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                      fresh_params(CFG, 7))
+    for loader, path in ((weights.t5x_params_loader, tmp_path / "t5x"),
+                         (weights.hf_params_loader, tmp_path / "hf")):
+        flat = weights.flatten(loader(str(path), abstract))
+        for name, value in pretrained.items():
+            np.testing.assert_array_equal(flat[name], value, err_msg=name)
+        kernel = flat["encoder/landmark_embedder/kernel"]
+        assert kernel.shape == (255, 24) and 0.03 < kernel.std() < 0.09  # ~1/sqrt(255)
+        assert not flat["encoder/landmark_embedder/bias"].any()

@@ -15,6 +15,8 @@ T5X checkpoint maps by identity and a Hugging Face one through ``HF_NAME_TABLE``
 * ``write_hf_checkpoint(params, config, out_dir)``: the text model as ``model.safetensors``
   plus a ``config.json`` that ``transformers.T5ForConditionalGeneration`` loads.
 * ``write_t5x_checkpoint(params, step_dir)``: the same legacy T5X layout (params only).
+* ``t5x_params_loader`` / ``hf_params_loader``: ``train.initial_params_loader`` for gin
+  (``train.initial_checkpoint_path`` names the checkpoint).
 
 All arrays are returned as float32 numpy arrays keyed by ``/``-joined T5X paths.
 """
@@ -25,6 +27,7 @@ import dataclasses
 import json
 import os
 import re
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -450,3 +453,39 @@ def load_pretrained(params: Mapping[str, Any], source: str) -> tuple[dict[str, A
         raise ValueError(f"pretrained source {source!r}: write 't5x:<checkpoint dir>' or "
                          "'hf:<directory or .safetensors file>'.")
     return merge_pretrained(params, weights, source, skipped)
+
+
+# --------------------------------------------------------- train.initial_params_loader
+
+
+def _fresh_new_parameter(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """The network's own initialisers for params no checkpoint has (see network.py)."""
+    import jax
+
+    from slt.models import layers
+
+    if name.endswith("/bias"):
+        return np.zeros(shape, np.float32)
+    # crc32, not hash(): every host must draw the same values.
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(name.encode()) % (2 ** 31))
+    return np.asarray(layers.mlp_kernel_init(key, shape, np.float32))
+
+
+def _loader(source: str, abstract_params: Any, seed: int) -> Any:
+    merged, report = load_pretrained(abstract_params, source)
+    flat = flatten(merged)
+    for name in report.freshly_initialised:
+        flat[name] = _fresh_new_parameter(name, tuple(flat[name].shape), seed)
+    print(report.summary(), flush=True)
+    return unflatten(flat)
+
+
+def t5x_params_loader(path: str, abstract_params: Any, seed: int = 0) -> Any:
+    """``train.initial_params_loader`` for a legacy T5X checkpoint directory: text
+    weights from ``path``, the landmark projection (and CTC head) freshly initialised."""
+    return _loader(f"t5x:{path}", abstract_params, seed)
+
+
+def hf_params_loader(path: str, abstract_params: Any, seed: int = 0) -> Any:
+    """``train.initial_params_loader`` for a Hugging Face safetensors checkpoint."""
+    return _loader(f"hf:{path}", abstract_params, seed)
