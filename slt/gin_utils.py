@@ -62,6 +62,12 @@ def register_configurables() -> None:
         gin.external_configurable(prepared.prepared_task, name="prepared_task", module="slt")
     except ValueError:
         pass  # already registered
+    from slt.models import weights
+    for loader in (weights.t5x_params_loader, weights.hf_params_loader):
+        try:  # train.initial_params_loader = @slt.t5x_params_loader (pretrained ByT5/mT5)
+            gin.external_configurable(loader, module="slt")
+        except ValueError:
+            pass  # already registered
     for name, rules in (("DATA_PARALLEL_RULES", partitioning.DATA_PARALLEL_RULES),
                         ("FSDP_RULES", partitioning.FSDP_RULES),
                         ("TENSOR_PARALLEL_RULES", partitioning.TENSOR_PARALLEL_RULES),
