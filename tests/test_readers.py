@@ -112,3 +112,45 @@ def test_bad_inputs_each_have_a_reason(tmp_path):
         assert got == reason, (path, got, message)
         assert os.path.basename(str(path)) in message
         assert reason in errors.REASONS
+
+
+def test_tfds_examples_export_to_a_manifest_that_prepares(tmp_path):
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+    from slt import clips, landmarks, prepare
+
+    letters = {"E": _letter_file("gsg", "E"), "F": _letter_file("gsg", "F")}
+    poses = {k: pose_files.read_pose(v) for k, v in letters.items()}
+
+    def generate():  # the shape of sign-language-datasets examples
+        for text, pose in poses.items():
+            yield {"id": f"ex-{text}", "text": text,
+                   "pose": {"data": pose.points[:, None], "conf":
+                            pose.present[:, None].astype(np.float32),
+                            "fps": np.int32(round(pose.fps))}}
+        yield {"id": "no-text", "text": "",
+               "pose": {"data": poses["E"].points[:, None],
+                        "conf": poses["E"].present[:, None].astype(np.float32),
+                        "fps": np.int32(25)}}
+
+    n = poses["E"].points.shape[1]
+    dataset = tf.data.Dataset.from_generator(generate, output_signature={
+        "id": tf.TensorSpec([], tf.string), "text": tf.TensorSpec([], tf.string),
+        "pose": {"data": tf.TensorSpec([None, 1, n, 3], tf.float32),
+                 "conf": tf.TensorSpec([None, 1, n], tf.float32),
+                 "fps": tf.TensorSpec([], tf.int32)}})
+    from slt.io import tfds_export
+    manifest, rows = tfds_export.export_examples(
+        tfds.as_numpy(dataset), str(tmp_path), "train", "gsg", "de")
+    assert rows == 3
+    out = str(tmp_path / "prepared")
+    result = prepare.prepare(manifest, out, clips.PrepareOptions(), num_workers=1,
+                             progress=False)
+    assert (result.num_written, result.num_reported) == (2, 1)
+    assert result.reported_by_reason == {"empty_caption": 1}
+    from_npz = readers.read_holistic(str(tmp_path / "train" / "0000000.npz"))
+    assert from_npz.fps == round(poses["E"].fps)
+    _same_subset(poses["E"], from_npz)
+    np.testing.assert_array_equal(
+        landmarks.to_frames(*from_npz.youtube_asl()),
+        landmarks.to_frames(*poses["E"].youtube_asl()))
