@@ -359,3 +359,39 @@ def test_fingerspelling_pretrain_batch_mixes_every_kind():
         kinds.add("aug" if tags[0] == "<slt>" and tags[1] == "<ase>" and tags[2] != "<en>"
                   else tags[0])
     assert {"<slt>", "<align>", "<mt>", "aug"} <= kinds
+
+
+def test_tfds_builder_directory_as_a_clip_source(tmp_path):
+    """A TFDS dataset laid out like sign-language-datasets' (PoseFeature dict + text)."""
+    pytest.importorskip("importlib_resources")  # TFDS needs it to write a dataset
+    import tensorflow_datasets as tfds
+    from slt.io import pose_files
+    letters = {text: path for path, _, sign, text in fingerspelling._index() if sign == "ase"}
+    poses = [pose_files.read_pose(letters[c]) for c in "AB"]
+    features_spec = tfds.features.FeaturesDict({
+        "id": tfds.features.Text(), "text": tfds.features.Text(),
+        "pose": {"data": tfds.features.Tensor(shape=(None, 1, 586, 3), dtype=np.float32),
+                 "conf": tfds.features.Tensor(shape=(None, 1, 586), dtype=np.float32),
+                 "fps": tfds.features.Scalar(dtype=np.int32)}})
+    examples = [{"id": f"ex{i}", "text": f"Satz {i}",
+                 "pose": {"data": p.points[:, None].astype(np.float32),
+                          "conf": p.present[:, None].astype(np.float32), "fps": int(p.fps)}}
+                for i, p in enumerate(poses)]
+    builder = tfds.dataset_builders.TfDataBuilder(
+        name="rwth_phoenix2014_t", version="3.0.0", features=features_spec,
+        split_datasets={"train": tf.data.Dataset.from_generator(
+            lambda: iter(examples), output_signature=features_spec.get_tensor_spec())},
+        data_dir=str(tmp_path))
+    builder.download_and_prepare()
+    saved = mixing.SETTINGS
+    try:
+        mixing.configure(dataset_roots={"elementary23": f"tfds:{builder.data_dir}"})
+        got = _examples("elementary23_slt_gss_el", {"landmarks": 256, "inputs": 64,
+                                                    "targets": 64})
+        assert sorted(_text(e["targets"]) for e in got) == ["Satz 0", "Satz 1"]
+        expected = landmarks.to_frames(*poses[0].youtube_asl(), landmarks.LandmarkConfig(),
+                                       fps=poses[0].fps)
+        first = next(e for e in got if _text(e["targets"]) == "Satz 0")
+        np.testing.assert_allclose(first["landmarks"], expected, atol=1e-6)
+    finally:
+        mixing.SETTINGS = saved
