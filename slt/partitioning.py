@@ -283,6 +283,8 @@ def initialize_distributed(coordinator_address: str | None = None,
     (TPU pods, SLURM, ...). Returns whether JAX now runs distributed.
     Must be called before anything touches a JAX device.
     """
+    if jax.distributed.is_initialized():  # e.g. a second `train()` in one process
+        return True
     env = os.environ
     coordinator_address = coordinator_address or env.get("SLT_COORDINATOR_ADDRESS")
     if num_processes is None and env.get("SLT_NUM_PROCESSES"):
