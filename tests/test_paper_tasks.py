@@ -229,6 +229,9 @@ def test_every_paper_and_offline_mixture_is_registered():
     fleurs = seqio.get_mixture_or_task("eval_fleurs_asl0")
     assert len(fleurs.tasks) == 42 == len(languages.FLEURS_ASL0_LANGUAGES)
     assert all(t.metric_fns for t in fleurs.tasks)
+    scores = paper_tasks.bleu_chrf(["the cat sat on the mat"], ["the cat sat on the mat"])
+    assert scores == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
+    assert paper_tasks.bleu_chrf(["xyz"], ["the cat sat on the mat"])["chrf"] < 10
     # The languages of the finetuning benchmarks, in their prompts' task names.
     assert {t.name for t in seqio.get_mixture_or_task("finetune_all_benchmarks").tasks} == {
         "how2sign_slt_ase_en", "elementary23_slt_gss_el", "wmt23_dsgs_slt_sgg_de",
