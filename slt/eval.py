@@ -34,6 +34,7 @@ def evaluate(
     *,
     checkpoint: str = gin.REQUIRED,
     mixture_or_task_name: str | None = None,
+    prepared_data_dir: str | None = None,
     split: str = "test",
     batch_size: int = 64,
     output_dir: str | None = None,
@@ -47,11 +48,16 @@ def evaluate(
     """Metrics per task (as written to metrics.json).
 
     `mixture_or_task_name` defaults to the one the checkpoint was trained on; a mixture
-    means each of its tasks. `decode_options` go to `predict_batch` as keywords.
+    means each of its tasks; `prepared_data_dir` (a `slt.prepare` output) evaluates that
+    dataset instead, as task `prepared_<dir name>`. `decode_options` go to
+    `predict_batch` as keywords.
     """
     restored = inference.restore(checkpoint, mesh_shape, mesh_axis_names, logical_axis_rules)
-    name = mixture_or_task_name or restored.mixture_or_task_name
-    task_names = [t.name for t in seqio.get_subtasks(seqio.get_mixture_or_task(name))]
+    if prepared_data_dir:
+        task_names = [inference.register_prepared(prepared_data_dir, restored)]
+    else:
+        name = mixture_or_task_name or restored.mixture_or_task_name
+        task_names = [t.name for t in seqio.get_subtasks(seqio.get_mixture_or_task(name))]
     evaluation.check_splits(task_names, split)
     output_dir = output_dir or os.path.join(os.path.dirname(restored.checkpoint_dir)
                                             if os.path.basename(restored.checkpoint_dir)

@@ -10,10 +10,7 @@ the same OUTPUT_DIR skips the shards already written.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -55,7 +52,7 @@ def infer(
     """
     restored = inference.restore(checkpoint, mesh_shape, mesh_axis_names, logical_axis_rules)
     if prepared_data_dir:
-        task_names = [register_prepared(prepared_data_dir, restored)]
+        task_names = [inference.register_prepared(prepared_data_dir, restored)]
     else:
         name = mixture_or_task_name or restored.mixture_or_task_name
         task_names = [t.name for t in seqio.get_subtasks(seqio.get_mixture_or_task(name))]
@@ -78,23 +75,6 @@ def infer(
                   f"({counts['shards_written']} written, {counts['shards_skipped']} already "
                   f"there), {counts['examples_decoded']} decoded", flush=True)
     return summary
-
-
-def register_prepared(data_dir: str, restored: inference.RestoredModel) -> str:
-    """Registers a prepared dataset as a task; its preprocessing must be the model's."""
-    from tasks import prepared
-
-    name = "prepared_" + re.sub(r"\W", "_", os.path.basename(os.path.normpath(data_dir)))
-    dataset_config = prepared.landmark_config(data_dir)
-    if dataset_config != restored.landmark_config:
-        differ = sorted(k for k, v in dataclasses.asdict(dataset_config).items()
-                        if getattr(restored.landmark_config, k) != v)
-        raise ValueError(
-            f"{data_dir}: prepared with another landmark config than the checkpoint "
-            f"{restored.checkpoint_dir} was trained with (fields {differ} differ); prepare "
-            "it again with the checkpoint's landmark_config.")
-    prepared.register_prepared_task(name, data_dir)
-    return name
 
 
 def main(argv: Sequence[str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -124,6 +125,23 @@ def restore(path: str, mesh_shape: Sequence[int] = (-1,),
                          checkpoint_dir=directory, metadata=dict(metadata), mesh=mesh,
                          params_sharding=params_sharding,
                          batch_sharding=partitioning.batch_sharding(mesh, logical_axis_rules))
+
+
+def register_prepared(data_dir: str, restored: RestoredModel) -> str:
+    """Registers a prepared dataset as a task; its preprocessing must be the model's."""
+    from tasks import prepared
+
+    name = "prepared_" + re.sub(r"\W", "_", os.path.basename(os.path.normpath(data_dir)))
+    dataset_config = prepared.landmark_config(data_dir)
+    if dataset_config != restored.landmark_config:
+        differ = sorted(k for k, v in dataclasses.asdict(dataset_config).items()
+                        if getattr(restored.landmark_config, k) != v)
+        raise ValueError(
+            f"{data_dir}: prepared with another landmark config than the checkpoint "
+            f"{restored.checkpoint_dir} was trained with (fields {differ} differ); prepare "
+            "it again with the checkpoint's landmark_config.")
+    prepared.register_prepared_task(name, data_dir)
+    return name
 
 
 def predict_and_score(model: model_lib.EncoderDecoderModel, params: Any,

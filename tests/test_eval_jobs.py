@@ -186,6 +186,14 @@ def test_infer_on_a_prepared_dataset(model_dir, tmp_path):
     assert not errors
     assert [translations[path] for path, _ in letters] == [r["prediction"] for r in rows]
 
+    # slt.eval reads the same prepared split; its metrics are sacrebleu's.
+    results = eval_lib.evaluate(checkpoint=model_dir, prepared_data_dir=str(tmp_path / "data"),
+                                output_dir=str(tmp_path / "eval"), batch_size=16,
+                                show_progress=False)["prepared_data"]
+    hyps, refs = [r["prediction"] for r in rows], [r["target"] for r in rows]
+    assert results["num_examples"] == 3
+    assert results["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+
     with pytest.raises(ValueError, match=r"another landmark config .*feature_mean"):
         infer_lib.infer(checkpoint=model_dir, output_dir=out,
                         prepared_data_dir=str(tmp_path / "other"), show_progress=False)
