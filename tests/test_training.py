@@ -15,7 +15,8 @@ from slt.models import network
 from test_trainer import CONFIG, SHAPES, _batch, _trainer
 
 
-@pytest.mark.parametrize("loss_normalizing_factor", [None, 37.0])
+@pytest.mark.parametrize("loss_normalizing_factor", [
+    None, pytest.param(37.0, marks=pytest.mark.slow)])  # (keeps the default run short)
 def test_microbatch_gradients_equal_the_full_batch(loss_normalizing_factor):
     model = model_lib.EncoderDecoderModel(network.Transformer(CONFIG),
                                           loss_normalizing_factor=loss_normalizing_factor)
