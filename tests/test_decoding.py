@@ -152,6 +152,7 @@ def test_decoding_config_rejects_bad_values():
 # ------------------------------------------------------------------------ on a network
 
 
+@pytest.mark.slow  # ~17 s on 2 cores; the exhaustive-search test covers beam correctness
 def test_one_beam_follows_the_greedy_path():
     """One beam without length penalty walks greedy's path; like t5x's beam search it
     also keeps each EOS it meets among the 2 best next tokens. So it returns the most
