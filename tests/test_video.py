@@ -58,8 +58,7 @@ def test_video_gives_holistic_landmarks(extracted):
     assert frames.shape == (29, 255)
 
 
-@pytest.mark.slow  # a second MediaPipe run (about 20 s)
-@needs_mediapipe
+@needs_mediapipe  # a second MediaPipe run (about 20 s); the "done when" for video
 def test_prepare_mixes_video_pose_and_broken_inputs(extracted, tmp_path):
     letter = next(p for p, _, sign, text in fingerspelling._index()
                   if sign == "ase" and text == "A")
