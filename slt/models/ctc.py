@@ -41,14 +41,13 @@ def frame_log_probs(ctc_logits: Array, frame_mask: Array) -> Array:
 
 
 def initial_state(log_probs: Array) -> dict[str, Array]:
-    """State of the empty prefix: only blanks so far."""
+    """State of the empty prefix (``last = -1``): only blanks so far."""
     batch = log_probs.shape[0]
     return {
         "r_nonblank": jnp.full(log_probs.shape[:2], _NEG, jnp.float32),
         "r_blank": jnp.cumsum(log_probs[..., BLANK_ID], axis=1),
         "last": jnp.full((batch,), -1, jnp.int32),
         "log_prefix": jnp.zeros((batch,), jnp.float32),
-        "empty": jnp.ones((batch,), jnp.bool_),
     }
 
 
@@ -69,7 +68,8 @@ def extend(state: dict[str, Array], log_probs: Array, candidates: Array, eos_id:
     same = (candidates == state["last"][:, None])[None]
     phi = jnp.logaddexp(r_blank, jnp.where(same, _NEG, r_nonblank))  # [T, B, K]
 
-    first_nonblank = jnp.where(state["empty"][:, None], emit[0], _NEG)  # c at frame 0
+    empty = (state["last"] < 0)[:, None]  # only the empty prefix may start at frame 0
+    first_nonblank = jnp.where(empty, emit[0], _NEG)
     first = (first_nonblank, jnp.full_like(first_nonblank, _NEG))
 
     def step(carry, inputs):
@@ -134,7 +134,6 @@ def joint_greedy_search(
             "r_blank": take_t(r_blank),
             "last": nxt,
             "log_prefix": take(log_prefix),
-            "empty": jnp.zeros_like(ctc_state["empty"]),
         }
         tokens = jax.lax.dynamic_update_slice(tokens, nxt[:, None], (0, i))
         return i + 1, cache, tokens, nxt, done | (nxt == eos_id), ctc_state, att_log_prob

@@ -292,13 +292,7 @@ class EncoderDecoderModel:
         params: Params,
         batch: Batch,
         max_decode_length: int | None = None,
-        *,
-        decode_method: str | None = None,
-        num_beams: int | None = None,
-        alpha: float | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        rng: Array | None = None,
+        **decode_options: Any,
     ) -> Array:
         """Decoded tokens int32 ``[B, L]`` with a KV cache, 0 after each EOS (id 1).
 
@@ -306,11 +300,12 @@ class EncoderDecoderModel:
         unless configured); keyword arguments override it for this call. Jittable with
         ``max_decode_length`` and the options static (e.g. ``functools.partial``).
         ``L`` defaults to the length of ``decoder_target_tokens`` (or
-        ``decoder_input_tokens``) in the batch. See ``predict_batch_with_aux``.
+        ``decoder_input_tokens``) in the batch. ``decode_options`` are those of
+        ``predict_batch_with_aux`` (``decode_method``, ``num_beams``, ``alpha``,
+        ``temperature``, ``top_k``, ``rng``).
         """
-        tokens, _ = self.predict_batch_with_aux(
-            params, batch, max_decode_length, decode_method=decode_method,
-            num_beams=num_beams, alpha=alpha, temperature=temperature, top_k=top_k, rng=rng)
+        tokens, _ = self.predict_batch_with_aux(params, batch, max_decode_length,
+                                                **decode_options)
         return tokens
 
     def predict_batch_with_aux(
@@ -372,7 +367,7 @@ class EncoderDecoderModel:
                     "encoder_ctc_weight > 0).")
             num_prompt = batch["encoder_input_tokens"].shape[1]
             ctc_logits = self.network.apply(
-                {"params": params}, encoded[:batch_size], num_prompt,
+                {"params": params}, encoded, num_prompt,
                 method=Transformer.encoder_ctc_logits)
             log_probs = ctc.frame_log_probs(ctc_logits, mask[:, num_prompt:])
             tokens, scores = ctc.joint_greedy_search(
