@@ -86,7 +86,8 @@ def extract_holistic(path: str, timeout_s: float | None = 3600) -> HolisticPose:
 
 def install(directory: str | None = None, python: str = "python3.11") -> str:
     """Creates the MediaPipe environment; returns its python."""
-    directory = os.path.expanduser(directory or venv_dir())
+    # `venv` refuses a symlinked directory (e.g. a cache dir linked elsewhere): use its target.
+    directory = os.path.realpath(os.path.expanduser(directory or venv_dir()))
     subprocess.run([python, "-m", "venv", directory], check=True)
     subprocess.run([os.path.join(directory, "bin", "pip"), "install",
                     *MEDIAPIPE_REQUIREMENTS], check=True)
