@@ -18,6 +18,7 @@ future packing support).
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import flax.linen as nn
 import jax
@@ -55,6 +56,15 @@ class T5Config:
     # CTC/attention training, Kim et al. 2017). Off by default, so T5X checkpoints map 1:1.
     # Its param is `encoder_ctc/kernel` [embed, vocab]; the blank is the pad id 0.
     encoder_ctc_head: bool = False
+    # Memory and compile-time options; neither changes the math. `scan_layers` runs each
+    # stack as one `nn.scan` (compiled once, not once per layer): the layer params are
+    # stacked along a leading `layers` axis under `encoder/layers` and `decoder/layers`
+    # (see `stack_layers` / `unstack_layers` for the per-layer T5X layout).
+    # `remat_policy` recomputes activations of each layer in the backward pass:
+    # "none", "full" (save nothing), "minimal" (save only matmuls without batch
+    # dimensions, i.e. weight projections) or "dots" (save every matmul output).
+    scan_layers: bool = False
+    remat_policy: str = "none"
     relpos_num_buckets: int = 32
     relpos_max_distance: int = 128
     logits_via_embedding: bool = False
@@ -140,11 +150,83 @@ def _relpos(cfg: T5Config) -> layers.RelativePositionBiases:
     )
 
 
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+}
+
+
+def _layer_stack(cfg: T5Config, layer_cls: type[nn.Module], num_layers: int,
+                 static_argnums: tuple[int, ...], num_scan_args: int) -> list[nn.Module]:
+    """The layers of one stack, as T5X names them: ``layers_0..N-1``, or one scanned
+    module ``layers`` (params stacked on axis 0 with logical axis ``layers``; decode
+    caches stacked on axis 1, so that their batch axis stays first for beam gathers).
+
+    ``static_argnums`` index the layer's ``__call__`` arguments with ``self`` as 0 (the
+    Python flags remat must not trace); ``num_scan_args`` is the number of arguments
+    after the carried activations, all the same for every layer.
+    """
+    if cfg.remat_policy != "none":
+        if cfg.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"T5Config.remat_policy={cfg.remat_policy!r}: use 'none', "
+                             f"{', '.join(repr(p) for p in REMAT_POLICIES)}.")
+        # Under scan, CSE across iterations cannot undo the remat, so it may stay on.
+        layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat_policy],
+                             prevent_cse=not cfg.scan_layers, static_argnums=static_argnums)
+    if not cfg.scan_layers:
+        return [layer_cls(cfg, name=f"layers_{i}") for i in range(num_layers)]
+    scanned = nn.scan(layer_cls, variable_axes={"params": 0, "cache": 1},
+                      split_rngs={"params": True, "dropout": True},
+                      in_axes=(nn.broadcast,) * num_scan_args, length=num_layers,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+    return [scanned(cfg, scanned=True, name="layers")]
+
+
+def stack_layers(params: dict) -> dict:
+    """Per-layer params (``encoder/layers_0`` ...) -> the ``scan_layers`` layout
+    (``encoder/layers`` with a leading layer axis). Other params are kept as they are."""
+    out = dict(params)
+    for stack in ("encoder", "decoder"):
+        sub = dict(out.get(stack, {}))
+        count = sum(1 for name in sub if re.fullmatch(r"layers_\d+", name))
+        if not count:
+            continue
+        per_layer = [sub.pop(f"layers_{i}") for i in range(count)]
+        sub["layers"] = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
+                                     *per_layer)
+        out[stack] = sub
+    return out
+
+
+def unstack_layers(params: dict) -> dict:
+    """The inverse of ``stack_layers`` (a no-op for per-layer params). Works on arrays
+    and on ``jax.ShapeDtypeStruct`` leaves."""
+    out = dict(params)
+    for stack in ("encoder", "decoder"):
+        if "layers" not in out.get(stack, {}):
+            continue
+        sub = dict(out[stack])
+        stacked = sub.pop("layers")
+        count = jax.tree.leaves(stacked)[0].shape[0]
+        for i in range(count):
+            sub[f"layers_{i}"] = jax.tree.map(lambda x, i=i: _layer_slice(x, i), stacked)
+        out[stack] = sub
+    return out
+
+
+def _layer_slice(x, i: int):
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=None)
+    return x[i]
+
+
 class EncoderLayer(nn.Module):
     config: T5Config
+    scanned: bool = False  # under nn.scan: return (carry, None)
 
     @nn.compact
-    def __call__(self, x: Array, bias: Array, enable_dropout: bool = True) -> Array:
+    def __call__(self, x: Array, bias: Array, enable_dropout: bool = True):
         cfg = self.config
         h = _norm(cfg, "pre_attention_layer_norm")(x)
         h = _attention(cfg, "attention")(h, h, bias, enable_dropout)
@@ -152,11 +234,13 @@ class EncoderLayer(nn.Module):
         h = _norm(cfg, "pre_mlp_layer_norm")(x)
         h = _mlp(cfg)(h, enable_dropout)
         x = x + layers.dropout(h, cfg.dropout_rate, enable_dropout)
-        return layers.constrain(x, ("batch", "length", "embed"))
+        x = layers.constrain(x, ("batch", "length", "embed"))
+        return (x, None) if self.scanned else x
 
 
 class DecoderLayer(nn.Module):
     config: T5Config
+    scanned: bool = False  # under nn.scan: return (carry, None)
 
     @nn.compact
     def __call__(
@@ -168,7 +252,7 @@ class DecoderLayer(nn.Module):
         enable_dropout: bool = True,
         decode: bool = False,
         cache_index: Array | None = None,
-    ) -> Array:
+    ):
         cfg = self.config
         h = _norm(cfg, "pre_self_attention_layer_norm")(y)
         h = _attention(cfg, "self_attention")(
@@ -183,7 +267,8 @@ class DecoderLayer(nn.Module):
         h = _norm(cfg, "pre_mlp_layer_norm")(y)
         h = _mlp(cfg)(h, enable_dropout)
         y = y + layers.dropout(h, cfg.dropout_rate, enable_dropout)
-        return layers.constrain(y, ("batch", "length", "embed"))
+        y = layers.constrain(y, ("batch", "length", "embed"))
+        return (y, None) if self.scanned else y
 
 
 class Encoder(nn.Module):
@@ -226,8 +311,11 @@ class Encoder(nn.Module):
         ]
 
         x = layers.dropout(x, cfg.dropout_rate, enable_dropout)
-        for i in range(cfg.num_encoder_layers):
-            x = EncoderLayer(cfg, name=f"layers_{i}")(x, bias, enable_dropout)
+        for layer in _layer_stack(cfg, EncoderLayer, cfg.num_encoder_layers,
+                                  static_argnums=(3,), num_scan_args=2):
+            x = layer(x, bias, enable_dropout)
+        if cfg.scan_layers:
+            x = x[0]
         x = _norm(cfg, "encoder_norm")(x)
         return layers.dropout(x, cfg.dropout_rate, enable_dropout)
 
@@ -273,10 +361,11 @@ class Decoder(nn.Module):
         y = self.shared_embedding(decoder_input_tokens.astype(jnp.int32))
         y = layers.constrain(y, ("batch", "length", "embed"))
         y = layers.dropout(y, cfg.dropout_rate, enable_dropout)
-        for i in range(cfg.num_decoder_layers):
-            y = DecoderLayer(cfg, name=f"layers_{i}")(
-                y, encoded, self_bias, cross_bias, enable_dropout, decode, cache_index
-            )
+        for layer in _layer_stack(cfg, DecoderLayer, cfg.num_decoder_layers,
+                                  static_argnums=(5, 6), num_scan_args=6):
+            y = layer(y, encoded, self_bias, cross_bias, enable_dropout, decode, cache_index)
+        if cfg.scan_layers:
+            y = y[0]
         y = _norm(cfg, "decoder_norm")(y)
         y = layers.dropout(y, cfg.dropout_rate, enable_dropout)
         if cfg.logits_via_embedding:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from slt.models.network import T5Config
+from slt.models.network import T5Config, stack_layers, unstack_layers
 
 FlatWeights = dict[str, np.ndarray]
 
@@ -249,7 +249,7 @@ def write_t5x_checkpoint(params: Mapping[str, Any], step_dir: str, step: int = 0
 
     os.makedirs(step_dir, exist_ok=True)
     target = {}
-    for name, value in flatten(params).items():
+    for name, value in flatten(unstack_layers(params)).items():
         value = np.asarray(value, np.float32)
         if value.ndim == 0:
             target[name] = value
@@ -384,7 +384,7 @@ def write_hf_checkpoint(params: Mapping[str, Any], config: T5Config, out_dir: st
 
     os.makedirs(out_dir, exist_ok=True)
     tensors, left_out = {}, []
-    for name, value in flatten(params).items():
+    for name, value in flatten(unstack_layers(params)).items():
         translated = t5x_to_hf_name(name)
         if translated is None:
             if not name.startswith(NEW_PARAMETER_PREFIXES):
@@ -472,12 +472,15 @@ def _fresh_new_parameter(name: str, shape: tuple[int, ...], seed: int) -> np.nda
 
 
 def _loader(source: str, abstract_params: Any, seed: int) -> Any:
-    merged, report = load_pretrained(abstract_params, source)
+    # Checkpoints hold one entry per layer; a `scan_layers` network stacks them.
+    scanned = "layers" in abstract_params.get("encoder", {})
+    merged, report = load_pretrained(unstack_layers(abstract_params), source)
     flat = flatten(merged)
     for name in report.freshly_initialised:
         flat[name] = _fresh_new_parameter(name, tuple(flat[name].shape), seed)
     print(report.summary(), flush=True)
-    return unflatten(flat)
+    params = unflatten(flat)
+    return stack_layers(params) if scanned else params
 
 
 def t5x_params_loader(path: str, abstract_params: Any, seed: int = 0) -> Any:

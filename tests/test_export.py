@@ -1,0 +1,72 @@
+"""`python -m slt.export`: a trained slt checkpoint out to Hugging Face and T5X files
+that transformers and our importers read back to the same text weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slt import export as export_lib
+from slt import inference
+from slt import train as train_lib  # sets XLA flags before JAX starts
+from slt.models import network, weights
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny scanned-layer model with a CTC head, trained 2 steps (no evaluation)."""
+    model_dir = str(tmp_path_factory.mktemp("run"))
+    train_lib.train(
+        model_dir=model_dir, mixture_or_task_name="fingerspelling_slt_ase_en",
+        task_feature_lengths={"landmarks": 64, "inputs": 24, "targets": 16},
+        batch_size=4, train_steps=2, checkpoint_period=100, log_period=1, final_eval=False,
+        network_config=network.T5Config(emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64,
+                                        num_encoder_layers=2, num_decoder_layers=1,
+                                        landmark_stride=2, encoder_ctc_head=True,
+                                        scan_layers=True))
+    return model_dir
+
+
+def trained_text_params(model_dir: str) -> dict[str, np.ndarray]:
+    restored = inference.restore(model_dir)
+    flat = weights.flatten(network.unstack_layers(
+        {k: v for k, v in restored.params.items()}))
+    return {k: np.asarray(v) for k, v in flat.items()
+            if not k.startswith(weights.NEW_PARAMETER_PREFIXES)}
+
+
+def test_hf_export_loads_in_transformers(model_dir, tmp_path, capsys):
+    import transformers
+
+    out = tmp_path / "hf"
+    export_lib.main(["--checkpoint", model_dir, "--output", str(out)])
+    printed = capsys.readouterr().out
+    assert "encoder/landmark_embedder/kernel" in printed and "encoder_ctc/kernel" in printed
+    model, info = transformers.T5ForConditionalGeneration.from_pretrained(
+        out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert model.config.num_layers == 2 and model.config.num_decoder_layers == 1
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    text = trained_text_params(model_dir)
+    # embedding; 2 encoder layers of 9; 1 decoder layer of 14; 2 relpos tables, 2 final
+    # norms, the output projection. HF lists the embedding 3 times (shared, and tied
+    # encoder/decoder embed_tokens).
+    assert len(text) == 1 + 2 * 9 + 14 + 2 + 2 + 1 == len(state) - 2
+    for name, value in text.items():
+        hf_name, transpose = weights.t5x_to_hf_name(name)
+        np.testing.assert_array_equal(state[hf_name], value.T if transpose else value,
+                                      err_msg=name)
+
+
+def test_t5x_export_reads_back_and_refuses_to_overwrite(model_dir, tmp_path, capsys):
+    out = tmp_path / "t5x" / "checkpoint_2"
+    export_lib.main(["--checkpoint", model_dir, "--output", str(out), "--format", "t5x"])
+    read, skipped = weights.read_t5x_checkpoint(str(out))
+    text = trained_text_params(model_dir)
+    assert read.keys() == text.keys()
+    for name, value in text.items():
+        np.testing.assert_array_equal(read[name], value, err_msg=name)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        export_lib.main(["--checkpoint", model_dir, "--output", str(out), "--format", "t5x"])
+    assert exit_info.value.code == 1
+    assert "exists and is not empty" in capsys.readouterr().err
