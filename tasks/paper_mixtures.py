@@ -8,7 +8,7 @@ dataset and the command that prepares it.
 A clip dataset's directory holds `slt.prepare` shards (read as `tasks/prepared.py`
 does); `tfds:<builder dir>` instead
 reads a prepared sign-language-datasets builder (rwth_phoenix2014_t, wmt_slt,
-signsuisse, dgs_corpus; the builder is recognised by name in the path). A text
+signsuisse, dgs_corpus; recognised by name in the path; `tasks/tfds_sources.py`). A text
 dataset's directory holds MADLAD-400-style `<split>/<src>-<tgt>.tsv|jsonl` files;
 `tfds:<builder dir>:<src>-<tgt>` reads a TFDS Translation builder.
 """
@@ -20,7 +20,7 @@ import os
 import seqio
 
 from slt import landmarks
-from tasks import languages, mixing, paper_tasks, sources
+from tasks import languages, mixing, paper_tasks, sources, tfds_sources
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,15 +74,6 @@ def _translations_command(name: str) -> str:
             f"the {name} shards>, \"translations\": {{\"de\": ..., \"fr\": ...}}}}")
 
 
-def _tfds_builder_name(path: str) -> str:
-    for part in reversed(path.replace("\\", "/").split("/")):
-        if part in sources.TFDS_BUILDER_FIELDS:
-            return part
-    raise ValueError(f"{path}: no known sign-language-datasets builder name "
-                     f"({sorted(sources.TFDS_BUILDER_FIELDS)}) in the TFDS path; give the "
-                     "versioned builder directory, e.g. tfds:/data/tfds/wmt_slt/srf/1.2.0.")
-
-
 class ConfiguredClipSource(sources.ClipSource):
     """The clip source of a paper dataset, chosen from the root when data is read."""
 
@@ -94,14 +85,15 @@ class ConfiguredClipSource(sources.ClipSource):
         spec = self.dataset_spec
         if root.startswith("tfds:"):
             path = root[len("tfds:"):]
-            builder = _tfds_builder_name(path)
-            return sources.TfdsClipSource(
-                self.name, path, sources.TFDS_BUILDER_FIELDS[builder],
-                spec.sign_language or "", spec.spoken_language or "", landmarks.LandmarkConfig,
+            builder = tfds_sources.builder_name(path)
+            fixed = (spec.sign_language, spec.spoken_language) if spec.sign_language else None
+            return tfds_sources.TfdsClipSource(
+                self.name, path, builder, landmarks.LandmarkConfig,
                 prepare_command=(f"pip install sign-language-datasets && python -c \"import "
                                  f"sign_language_datasets.datasets, tensorflow_datasets as tfds;"
-                                 f" tfds.load('{builder}', data_dir=...)\""),
-                splits=spec.splits)
+                                 f" tfds.load('{builder}/<config with holistic poses>', "
+                                 f"data_dir=...)\""),
+                languages=fixed, splits=spec.splits)
         return sources.PreparedClipSource(self.name, root, prepare_command(spec), spec.splits)
 
     def check(self, split):
@@ -185,17 +177,18 @@ def register() -> dict[str, list[str]]:
         d = DATASETS[n]
         finetune[n] = f"{n}_slt{_lang_suffix(d)}"
         paper_tasks.add_slt_task(finetune[n], clip_sources[n], languages_=fixed[n],
-                                 metric_fns=[paper_tasks.bleu_chrf],
+                                 metric_fns=paper_tasks.translation_metric_fns(
+                                     d.spoken_language),
                                  landmark_config=clip_sources[n].landmark_config)
     fleurs = ["fleurs_asl0_slt_ase_en"]
     paper_tasks.add_slt_task(fleurs[0], clip_sources["fleurs_asl0"], languages_=("ase", "en"),
-                             metric_fns=[paper_tasks.bleu_chrf],
+                             metric_fns=paper_tasks.translation_metric_fns("en"),
                              landmark_config=clip_sources["fleurs_asl0"].landmark_config)
     for x in AUG_LANGUAGES:
         name = f"fleurs_asl0_slt_ase_{x}"
         paper_tasks.add_augmented_slt_task(
             name, clip_sources["fleurs_asl0"], x, translations("fleurs_asl0", x),
-            sign_language="ase", metric_fns=[paper_tasks.bleu_chrf],
+            sign_language="ase", metric_fns=paper_tasks.translation_metric_fns(x),
             landmark_config=clip_sources["fleurs_asl0"].landmark_config)
         fleurs.append(name)
 

@@ -18,18 +18,21 @@ A source is built without touching the disk; it looks for its files only when a
 dataset is requested (`check` / `dataset`), and a missing directory raises
 `MissingDataError`, naming the dataset and the command that prepares it.
 
-Sources here: prepared shards (`slt.prepare`), TFDS builder directories
-(sign-language-datasets builders with a pose feature; parallel-text builders), and
-MADLAD-400-style parallel text files (TSV / JSONL). The embedded corpus's sources are
-in `tasks/fingerspelling_sources.py`.
+Sources here: prepared shards (`slt.prepare`), MADLAD-400-style parallel text files
+(TSV / JSONL) and TFDS Translation builders. The sign-language-datasets builders
+(rwth_phoenix2014_t, dgs_corpus, wmt_slt, signsuisse) are in `tasks/tfds_sources.py`,
+the embedded corpus's sources in `tasks/fingerspelling_sources.py`.
+
+Records a source or task drops on purpose are counted in `SKIPPED`, by reason.
 """
 from __future__ import annotations
 
 import abc
-import dataclasses
 import glob
 import json
+import logging
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -50,6 +53,31 @@ CLIP_SIGNATURE = {
 }
 TEXT_PAIR_SIGNATURE = {k: tf.TensorSpec([], tf.string) for k in (
     "source_text", "target_text", "source_language", "target_language", "id")}
+
+class SkipCounter:
+    """Records dropped on purpose, by reason (e.g. "no de translation"); logged at
+    the 1st, 10th, 100th, ... of each reason."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()  # tf.data calls back from several threads
+
+    def add(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            before = self.counts.get(reason, 0)
+            self.counts[reason] = before + n
+        if len(str(before + n)) > len(str(before)) or before == 0:
+            logging.warning("skipped %d examples so far: %s", before + n, reason)
+
+    def __call__(self, reason: str):
+        """A numpy_function body that counts one `reason` and returns False."""
+        def note(_):
+            self.add(reason)
+            return np.bool_(False)
+        return note
+
+
+SKIPPED = SkipCounter()
 
 # A path, or a function giving it when data is first needed (gin-configured roots).
 PathOrFn = str | Callable[[], str]
@@ -225,122 +253,6 @@ class PreparedClipSource(ClipSource):
 
         return read_files(files, tf.data.TFRecordDataset, shuffle, seed, shard_info).map(
             parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-# ----------------------------------------------------------------------------- TFDS
-
-
-def _get_path(example, key: str):
-    for part in key.split("/"):
-        example = example[part]
-    return example
-
-
-@dataclasses.dataclass(frozen=True)
-class TfdsFields:
-    """Where a sign-language-datasets builder keeps what a clip record needs."""
-
-    text: str                    # e.g. "text", "subtitle/text"
-    pose: str = "pose"           # a PoseFeature {data [T,1,N,D], conf [T,1,N], fps}
-    sign_language: str | None = None   # a fixed code, or None to read `sign_key`
-    spoken_language: str | None = None
-    id: str | None = "id"
-
-
-# The builders that carry both pose and text. Their sign and spoken languages
-# are fixed per builder config where the data does not say it.
-TFDS_BUILDER_FIELDS = {
-    "rwth_phoenix2014_t": TfdsFields(text="text", sign_language="gsg", spoken_language="de"),
-    "wmt_slt": TfdsFields(text="subtitle/text"),   # languages from the config (srf: sgg/de)
-    "signsuisse": TfdsFields(text="name"),          # languages from the entry's language
-    "dgs_corpus": TfdsFields(text="sentences/german", sign_language="gsg",
-                             spoken_language="de"),
-}
-
-
-class TfdsClipSource(ClipSource):
-    """A prepared TFDS builder directory with a pose feature and a text feature.
-
-    `root` is the versioned builder directory (`<data_dir>/<name>/<config>/<version>`,
-    the one holding `dataset_info.json`), read with `tfds.builder_from_directory`, so
-    the sign-language-datasets package is needed only to download and prepare it.
-    Poses go through `slt.io.arrays.from_tfds_pose` (any holistic layout) and
-    `slt.landmarks.to_frames` with `config`.
-    """
-
-    def __init__(self, name: str, root: PathOrFn, fields: TfdsFields, sign_language: str,
-                 spoken_language: str, config: Callable[[], landmarks.LandmarkConfig],
-                 prepare_command: str, splits: Sequence[str] = ("train", "validation", "test")):
-        self.name, self._root, self.fields = name, root, fields
-        self.sign_language = fields.sign_language or sign_language
-        self.spoken_language = fields.spoken_language or spoken_language
-        self.config, self.prepare_command, self.splits = config, prepare_command, tuple(splits)
-
-    def _builder(self):
-        import tensorflow_datasets as tfds
-        root = _resolve(self._root)
-        if not os.path.exists(os.path.join(root, "dataset_info.json")):
-            raise MissingDataError(self.name, root, "no TFDS dataset_info.json",
-                                   self.prepare_command.format(root=root, split=""))
-        return tfds.builder_from_directory(root)
-
-    def check(self, split):
-        builder = self._builder()
-        if split not in builder.info.splits:
-            raise MissingDataError(self.name, _resolve(self._root),
-                                   f"no split {split!r} (has {list(builder.info.splits)})",
-                                   self.prepare_command.format(root=_resolve(self._root),
-                                                               split=split))
-
-    def num_examples(self, split):
-        try:
-            return int(self._builder().info.splits[split].num_examples)
-        except Exception:  # noqa: BLE001 - sizes are only a mixing-rate hint
-            return None
-
-    def dataset(self, split, shuffle, seed, shard_info):
-        from slt.io import arrays
-        builder = self._builder()
-        config = self.config()
-        read_config = None
-        if shard_info is not None and shard_info.num_shards > 1:
-            import tensorflow_datasets as tfds
-            read_config = tfds.ReadConfig(input_context=tf.distribute.InputContext(
-                num_input_pipelines=shard_info.num_shards,
-                input_pipeline_id=shard_info.index), shuffle_seed=seed)
-        ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
-        fields, name = self.fields, self.name
-
-        def frames_of(data, conf, fps, example_id):
-            pose = arrays.from_tfds_pose({"data": data, "conf": conf, "fps": fps},
-                                         source=f"{name}:{example_id.decode('utf-8', 'replace')}")
-            points, present = pose.youtube_asl()
-            return landmarks.to_frames(points, present, config, fps=pose.fps or None)
-
-        def to_record(index, example):
-            pose = _get_path(example, fields.pose)
-            if fields.id and fields.id.split("/")[0] in example:
-                example_id = _get_path(example, fields.id)
-                if example_id.dtype != tf.string:
-                    example_id = tf.strings.as_string(example_id)
-            else:  # the position in the split (stable: files are read in order)
-                example_id = tf.strings.join([name, ":", tf.strings.as_string(index)])
-            frames = tf.numpy_function(
-                frames_of, [pose["data"], pose["conf"], tf.cast(pose["fps"], tf.float32),
-                            example_id], tf.float32, stateful=False)
-            frames.set_shape([None, landmarks.FRAME_DIM])
-            text = _get_path(example, fields.text)
-            if text.shape.rank:  # e.g. a list of sentences: one clip, all of them
-                text = tf.strings.reduce_join(text, separator=" ")
-            return {"landmarks": frames, "text": text,
-                    "sign_language": tf.constant(self.sign_language),
-                    "spoken_language": tf.constant(self.spoken_language),
-                    "id": example_id, "caption_texts": tf.zeros([0], tf.string),
-                    "caption_start_frames": tf.zeros([0], tf.int64),
-                    "caption_end_frames": tf.zeros([0], tf.int64)}
-
-        return ds.enumerate().map(to_record, num_parallel_calls=tf.data.AUTOTUNE,
-                                  deterministic=True)
 
 
 # ------------------------------------------------------------------- parallel text
