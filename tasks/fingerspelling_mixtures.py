@@ -69,7 +69,8 @@ def register() -> None:
     for sign, spoken in SIGN_TO_SPOKEN.items():
         words = fs_sources.WordClipSource(sign, spoken, CORPUS_SEED, _config, TRAIN_VARIANTS)
         paper_tasks.add_slt_task(word_name(sign), words, languages_=(sign, spoken),
-                                 metric_fns=[paper_tasks.bleu_chrf], landmark_config=_config,
+                                 metric_fns=paper_tasks.translation_metric_fns(spoken),
+                                 landmark_config=_config,
                                  shuffle_buffer_size=buffer)
         slt.append(word_name(sign))
         source = fs_sources.MultiWordClipSource(sign, spoken, CORPUS_SEED, _config,
@@ -90,7 +91,8 @@ def register() -> None:
             only_words=functools.partial(lambda t: set(t.load()), translations))
         paper_tasks.add_augmented_slt_task(
             aug_name(language), source, language, translations, sign_language="ase",
-            key_field="text", metric_fns=[paper_tasks.bleu_chrf], landmark_config=_config,
+            key_field="text", metric_fns=paper_tasks.translation_metric_fns(language),
+            landmark_config=_config,
             shuffle_buffer_size=buffer)
         aug.append(aug_name(language))
     aug_train = [aug_name(x) for x in AUG_TRAIN_LANGUAGES]

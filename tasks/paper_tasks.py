@@ -25,6 +25,7 @@ left with none is dropped and counted as `clips_without_captions`.
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -76,20 +77,8 @@ def parse_timed_captions(text: str) -> list[tuple[int, int, str]] | None:
 # ------------------------------------------------------------------------- counting
 
 
-class SkipCounter:
-    """Examples a task drops on purpose, by reason (e.g. no translation)."""
-
-    def __init__(self):
-        self.counts: dict[str, int] = {}
-
-    def __call__(self, reason: str):
-        def note(_):
-            self.counts[reason] = self.counts.get(reason, 0) + 1
-            return np.bool_(False)
-        return note
-
-
-SKIPPED = SkipCounter()
+SkipCounter = sources.SkipCounter
+SKIPPED = sources.SKIPPED  # one counter for sources and tasks
 
 
 def _keep_or_count(keep: tf.Tensor, reason: str) -> tf.Tensor:
@@ -240,6 +229,23 @@ def bleu_chrf(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, f
     from slt import metrics
     result = metrics.translation_metrics([str(p) for p in predictions], [str(t) for t in targets])
     return {"bleu": result["bleu"], "chrf": result["chrf"]}
+
+
+def translation_metric_fns(target_language: str | None = None) -> list[Callable]:
+    """Metric functions of an evaluation task: BLEU and chrF; with the task's one
+    target language also `slt.metrics.language_metrics` (language accuracy, empty
+    rate). Tasks whose examples go into several languages (MT in both directions)
+    pass None."""
+    from slt import metrics
+    fns: list[Callable] = [bleu_chrf]
+    if target_language is not None:
+        if target_language not in metrics.LANGUAGE_ID_CANDIDATES:
+            raise ValueError(
+                f"{target_language!r} is not among the language identifier's candidates "
+                f"(slt.metrics.LANGUAGE_ID_CANDIDATES); add it there to score the task.")
+        fns.append(functools.partial(metrics.language_metrics,
+                                     target_language=target_language))
+    return fns
 
 
 def _decode_text(output, example=None, is_target=False):

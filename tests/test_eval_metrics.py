@@ -90,4 +90,4 @@ def test_all_metrics_agree_with_sacrebleu_computed_independently():
     assert found[0] == "en" and found[2] is None
     assert m["language_accuracy"] == sum(
         f == t for f, t in zip(found, ["en", "de", "en", "en"])) / 4
-    assert m["language_id_signature"].startswith("lingua:2.1.1|candidates:ar,cs,de")
+    assert m["language_id_signature"].startswith("lingua:2.1.1|candidates:ar,bg,bn,ca,cs")

@@ -11,7 +11,7 @@ import seqio
 import tensorflow as tf
 
 import tasks
-from slt import clips, features, landmarks, prepare
+from slt import clips, features, landmarks, metrics, prepare
 from tasks import (fingerspelling, fingerspelling_sources, languages, mixing, paper_mixtures,
                    paper_tasks, sources)
 
@@ -232,6 +232,7 @@ def test_every_paper_and_offline_mixture_is_registered():
     scores = paper_tasks.bleu_chrf(["the cat sat on the mat"], ["the cat sat on the mat"])
     assert scores == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
     assert paper_tasks.bleu_chrf(["xyz"], ["the cat sat on the mat"])["chrf"] < 10
+    assert set(metrics.LANGUAGE_ID_CANDIDATES) == set(languages.SPOKEN_LANGUAGES)
     # The languages of the finetuning benchmarks, in their prompts' task names.
     assert {t.name for t in seqio.get_mixture_or_task("finetune_all_benchmarks").tasks} == {
         "how2sign_slt_ase_en", "elementary23_slt_gss_el", "wmt23_dsgs_slt_sgg_de",
@@ -364,37 +365,34 @@ def test_fingerspelling_pretrain_batch_mixes_every_kind():
     assert {"<slt>", "<align>", "<mt>", "aug"} <= kinds
 
 
-def test_tfds_builder_directory_as_a_clip_source(tmp_path):
-    """A TFDS dataset laid out like sign-language-datasets' (PoseFeature dict + text)."""
-    pytest.importorskip("importlib_resources")  # TFDS needs it to write a dataset
-    import tensorflow_datasets as tfds
-    from slt.io import pose_files
-    letters = {text: path for path, _, sign, text in fingerspelling._index() if sign == "ase"}
-    poses = [pose_files.read_pose(letters[c]) for c in "AB"]
-    features_spec = tfds.features.FeaturesDict({
-        "id": tfds.features.Text(), "text": tfds.features.Text(),
-        "pose": {"data": tfds.features.Tensor(shape=(None, 1, 586, 3), dtype=np.float32),
-                 "conf": tfds.features.Tensor(shape=(None, 1, 586), dtype=np.float32),
-                 "fps": tfds.features.Scalar(dtype=np.int32)}})
-    examples = [{"id": f"ex{i}", "text": f"Satz {i}",
-                 "pose": {"data": p.points[:, None].astype(np.float32),
-                          "conf": p.present[:, None].astype(np.float32), "fps": int(p.fps)}}
-                for i, p in enumerate(poses)]
-    builder = tfds.dataset_builders.TfDataBuilder(
-        name="rwth_phoenix2014_t", version="3.0.0", features=features_spec,
-        split_datasets={"train": tf.data.Dataset.from_generator(
-            lambda: iter(examples), output_signature=features_spec.get_tensor_spec())},
-        data_dir=str(tmp_path))
-    builder.download_and_prepare()
-    saved = mixing.SETTINGS
-    try:
-        mixing.configure(dataset_roots={"elementary23": f"tfds:{builder.data_dir}"})
-        got = _examples("elementary23_slt_gss_el", {"landmarks": 256, "inputs": 64,
-                                                    "targets": 64})
-        assert sorted(_text(e["targets"]) for e in got) == ["Satz 0", "Satz 1"]
-        expected = landmarks.to_frames(*poses[0].youtube_asl(), landmarks.LandmarkConfig(),
-                                       fps=poses[0].fps)
-        first = next(e for e in got if _text(e["targets"]) == "Satz 0")
-        np.testing.assert_allclose(first["landmarks"], expected, atol=1e-6)
-    finally:
-        mixing.SETTINGS = saved
+def _metric_languages(task_name: str) -> list[str]:
+    """Target languages of a task's language metric functions."""
+    return [fn.keywords["target_language"] for fn in seqio.get_mixture_or_task(task_name)
+            .predict_metric_fns if getattr(fn, "func", None) is metrics.language_metrics]
+
+
+def test_evaluation_tasks_score_language_accuracy_and_empty_rate():
+    # Every FLEURS-ASL#0 direction (zero-shot ones included), the finetuning
+    # benchmarks and the offline evaluation mixture score their target language.
+    for task in seqio.get_mixture_or_task("eval_fleurs_asl0").tasks:
+        assert _metric_languages(task.name) == [task.name.rsplit("_", 1)[1]], task.name
+    assert _metric_languages("wmt23_lsfch_slt_ssr_fr") == ["fr"]
+    for task in seqio.get_mixture_or_task("fingerspelling_eval_ase_multilingual").tasks:
+        assert _metric_languages(task.name) == [task.name.rsplit("_", 1)[1]], task.name
+    assert _metric_languages("fingerspelling_mt_en_de") == []  # both directions: no one language
+
+    task = seqio.get_mixture_or_task("fleurs_asl0_slt_ase_de")
+    targets = ["Das Wetter ist heute schön.", "Wir gehen morgen spazieren.",
+               "Guten Morgen.", "Vielen Dank für die Hilfe."]
+    predictions = ["Das Wetter ist heute schön und warm.",
+                   "We are going for a walk tomorrow.", "",
+                   "Vielen Dank für Ihre Hilfe."]
+    scores = {}
+    for fn in task.predict_metric_fns:
+        scores.update(fn(targets, predictions))
+    # German, English (wrong language), empty (wrong, and empty), German.
+    assert scores["language_accuracy"] == 0.5 and scores["empty_rate"] == 0.25
+    import sacrebleu
+    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(predictions, [targets]).score)
+    with pytest.raises(ValueError, match="not among the language identifier's candidates"):
+        paper_tasks.translation_metric_fns("xx")
