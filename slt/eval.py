@@ -44,14 +44,20 @@ def evaluate(
     mesh_axis_names: Sequence[str] = ("data",),
     logical_axis_rules: partitioning.LogicalRules = partitioning.DATA_PARALLEL_RULES,
     show_progress: bool = True,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Metrics per task (as written to metrics.json).
 
     `mixture_or_task_name` defaults to the one the checkpoint was trained on; a mixture
     means each of its tasks; `prepared_data_dir` (a `slt.prepare` output) evaluates that
     dataset instead, as task `prepared_<dir name>`. `decode_options` go to
-    `predict_batch` as keywords.
+    `predict_batch` as keywords. Several processes (`coordinator_address`/
+    `num_processes`/`process_id`, or the SLT_* environment variables as for
+    `slt.train`) each read their shard of the split; process 0 writes the outputs.
     """
+    partitioning.initialize_distributed(coordinator_address, num_processes, process_id)
     restored = inference.restore(checkpoint, mesh_shape, mesh_axis_names, logical_axis_rules)
     if prepared_data_dir:
         task_names = [inference.register_prepared(prepared_data_dir, restored)]

@@ -4,6 +4,12 @@ One code path for the final evaluation of `slt.train`, the batch job `slt.eval` 
 the prediction job `slt.infer`: examples stream from the seqio task in chunks, each
 chunk goes through the training feature converter and the sharded decoder in fixed-
 shape batches, and the text comes back with its id, prompt and target.
+
+With several processes (multi-host), each process reads only its input shard of the
+split (seqio `ShardInfo` from its position on the mesh's batch axes, as in training),
+feeds its rows of every global batch (ragged ends padded with empty rows, dropped
+afterwards), and the predictions are gathered to every process and put back into the
+split's order, so metrics equal a one-process run.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from slt import eval_report, features, metrics, partitioning
+from slt import eval_report, features, landmarks, metrics, partitioning
 
 # `predict_fn(params, batch)` returns token ids [B, L], or a mapping with "tokens"
 # and, optionally, "scores" [B] (sum of log-probabilities of the tokens).
@@ -53,13 +59,16 @@ def check_splits(task_names: Sequence[str], split: str) -> None:
                 f"{name} out of the tasks.")
 
 
-def task_dataset(task_name: str, split: str, task_feature_lengths: Mapping[str, int]
-                 ) -> tf.data.Dataset:
-    """Every example of a task split, in a fixed order, trimmed to the feature lengths."""
+def task_dataset(task_name: str, split: str, task_feature_lengths: Mapping[str, int],
+                 shard_info: seqio.ShardInfo | None = None) -> tf.data.Dataset:
+    """Every example of a task split (or of one input shard of it), in a fixed order,
+    trimmed to the feature lengths."""
     check_splits([task_name], split)
     task = seqio.get_mixture_or_task(task_name)
+    if shard_info is not None and shard_info.num_shards <= 1:
+        shard_info = None
     return task.get_dataset(dict(task_feature_lengths), split=split, shuffle=False,
-                            num_epochs=1)
+                            num_epochs=1, shard_info=shard_info)
 
 
 def num_examples(ds: tf.data.Dataset) -> int | None:
@@ -79,62 +88,173 @@ def iterate_chunks(ds: tf.data.Dataset, chunk_size: int) -> Iterator[list[dict[s
         yield chunk
 
 
+# -- several processes: each reads its input shard, process 0 gets every prediction ----
+
+def host_input_shard(batch_sharding: jax.sharding.NamedSharding, batch_size: int,
+                     process_index: int | None = None) -> seqio.ShardInfo:
+    """The eval input shard of a process: its position on the mesh's batch axes, as
+    in training (`partitioning.host_shard_info`). Processes that feed the same batch
+    rows (model parallelism across hosts) read the same shard."""
+    index, count = partitioning.host_shard_info(batch_sharding, batch_size, process_index)
+    return seqio.ShardInfo(index, count)
+
+
+def allgather_ints(values: Sequence[int]) -> np.ndarray:
+    """[num_processes, len(values)]: every process's `values` (a collective)."""
+    local = np.asarray(values, np.int32).reshape(1, -1)
+    if jax.process_count() == 1:
+        return local
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(local[0])).reshape(
+        jax.process_count(), -1)
+
+
+def allgather_json(value: Any) -> list[Any]:
+    """Every process's JSON-serialisable `value`, in process order (a collective)."""
+    if jax.process_count() == 1:
+        return [value]
+    from jax.experimental import multihost_utils
+    data = np.frombuffer(json.dumps(value, ensure_ascii=False).encode("utf-8"), np.uint8)
+    lengths = allgather_ints([len(data)])[:, 0]
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[:len(data)] = data
+    gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(lengths), -1)
+    return [json.loads(bytes(gathered[p, :n]).decode("utf-8")) for p, n in enumerate(lengths)]
+
+
+def merge_shards(per_shard: Sequence[Sequence[Any]]) -> list[Any]:
+    """The split's order from its input shards' results: example k of shard s is
+    example k * num_shards + s (seqio's example-level sharding, `Dataset.shard`)."""
+    sizes = [len(p) for p in per_shard]
+    if sizes and (max(sizes) - min(sizes) > 1 or sizes != sorted(sizes, reverse=True)):
+        # File-level sharding (a source with at least as many files as shards): every
+        # example is still there once, but the split's own order is not recoverable.
+        logging.warning("input shards hold %s examples: not an example-level split, so "
+                        "predictions are in shard-interleaved order, not the split's.", sizes)
+    merged = []
+    for k in range(max(sizes, default=0)):
+        merged += [p[k] for p in per_shard if k < len(p)]
+    return merged
+
+
+def shard_readers(batch_sharding: jax.sharding.NamedSharding, batch_size: int) -> list[int]:
+    """One process per input shard (the first that reads it), in shard order."""
+    first_of_shard: dict[int, int] = {}
+    for p in range(jax.process_count()):
+        first_of_shard.setdefault(host_input_shard(batch_sharding, batch_size, p).index, p)
+    return [first_of_shard[s] for s in sorted(first_of_shard)]
+
+
+def gather_shards(local: Sequence[Any], batch_sharding: jax.sharding.NamedSharding,
+                  batch_size: int) -> list[Any]:
+    """Every input shard's results, merged into split order, on every process."""
+    per_process = allgather_json(list(local))
+    return merge_shards([per_process[p] for p in shard_readers(batch_sharding, batch_size)])
+
+
+def padding_batch(task_feature_lengths: Mapping[str, int], rows: int) -> dict[str, np.ndarray]:
+    """Model features of `rows` empty examples (every mask zero)."""
+    converter = features.LandmarkEncDecFeatureConverter()
+    batch = {}
+    for name, length in converter.get_model_feature_lengths(task_feature_lengths).items():
+        spec = converter.MODEL_FEATURES[name]
+        shape = (rows, length) + ((landmarks.FRAME_DIM,) if spec.rank == 2 else ())
+        batch[name] = np.zeros(shape, spec.dtype.as_numpy_dtype)
+    return batch
+
+
+def _host_rows(array: jax.Array, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of a batch-sharded array, from this process's shards."""
+    if array.is_fully_addressable:
+        return np.asarray(jax.device_get(array))[start:stop]
+    out = np.zeros((stop - start,) + array.shape[1:], array.dtype)
+    for shard in array.addressable_shards:
+        rows = shard.index[0].indices(array.shape[0])
+        if start <= rows[0] and rows[1] <= stop:
+            out[rows[0] - start:rows[1] - start] = np.asarray(shard.data)
+    return out
+
+
 def predict_examples(predict_fn: PredictFn, params: Any, examples: Sequence[Mapping[str, Any]],
                      element_spec: Any, task_feature_lengths: Mapping[str, int],
                      batch_size: int, batch_sharding: jax.sharding.NamedSharding,
                      vocabulary: seqio.Vocabulary, progress: Any | None = None
                      ) -> list[dict[str, Any]]:
-    """Predictions for task-level examples (as the seqio task yields them).
+    """Predictions for this process's task-level examples (as the task yields them).
 
-    The last batch is padded with empty rows (all masks zero) so one compiled program
-    serves every batch; padded rows are dropped from the result.
+    Each process feeds its rows of the global batch (`partitioning.host_batch_rows`)
+    from its own `examples`; every process must call this together (the same number
+    of decoding steps runs everywhere, agreed by a collective). A ragged last batch is
+    padded with empty rows (all masks zero) so one compiled program serves every
+    batch; padded rows are dropped. An example without an "id" gets none here (its
+    position in the split is only known after `gather_shards`).
     """
+    start, stop = partitioning.host_batch_rows(batch_sharding, batch_size)
+    rows = stop - start
     ds = tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=element_spec)
     converter = features.LandmarkEncDecFeatureConverter()
-    model_ds = converter(ds, dict(task_feature_lengths)).batch(batch_size)
+    batches = converter(ds, dict(task_feature_lengths)).batch(rows).as_numpy_iterator()
+    num_batches = int(allgather_ints([-(-len(examples) // rows)]).max())
     results: list[dict[str, Any]] = []
-    for batch in model_ds.as_numpy_iterator():
-        num_real = len(batch["decoder_target_tokens"])
-        if num_real < batch_size:
-            batch = {k: np.concatenate([v, np.zeros((batch_size - num_real,) + v.shape[1:],
-                                                    v.dtype)]) for k, v in batch.items()}
+    for _ in range(num_batches):
+        batch = next(batches, None)
+        num_real = 0 if batch is None else len(batch["decoder_target_tokens"])
+        if num_real < rows:
+            pad = padding_batch(task_feature_lengths, rows - num_real)
+            batch = pad if batch is None else {
+                k: np.concatenate([v, pad[k]]) for k, v in batch.items()}
         outputs = predict_fn(params, partitioning.global_batch(batch, batch_sharding))
         if not isinstance(outputs, Mapping):
             outputs = {"tokens": outputs}
-        outputs = {k: np.asarray(jax.device_get(v))[:num_real] for k, v in outputs.items()}
+        outputs = {k: _host_rows(v, start, stop)[:num_real] for k, v in outputs.items()}
         for i, row in enumerate(outputs["tokens"]):
             example = examples[len(results)]
-            result = {
-                "id": _text(example.get("id", len(results))),
-                "prompt": _text(example["inputs_pretokenized"]),
-                "prediction": tokens_to_text(row, vocabulary),
-            }
+            result = {}
+            if "id" in example:
+                result["id"] = _text(example["id"])
+            result["prompt"] = _text(example["inputs_pretokenized"])
+            result["prediction"] = tokens_to_text(row, vocabulary)
             if "targets_pretokenized" in example:
                 result["target"] = _text(example["targets_pretokenized"])
             if "scores" in outputs:
                 result["score"] = float(outputs["scores"][i])
             results.append(result)
-        if progress is not None:
+        if progress is not None and num_real:
             progress.update(num_real)
     return results
+
+
+def number_missing_ids(predictions: list[dict[str, Any]], first: int = 0
+                       ) -> list[dict[str, Any]]:
+    """Gives examples without an id their position in the split."""
+    return [p if "id" in p else {"id": first + i, **p} for i, p in enumerate(predictions)]
 
 
 def predict_task(predict_fn: PredictFn, params: Any, task_name: str, split: str,
                  task_feature_lengths: Mapping[str, int], batch_size: int,
                  batch_sharding: jax.sharding.NamedSharding, chunk_size: int = 1024,
                  show_progress: bool = True) -> list[dict[str, Any]]:
-    """Predictions for every example of a task split, in dataset order."""
-    ds = task_dataset(task_name, split, task_feature_lengths)
+    """Predictions for every example of a task split, in dataset order.
+
+    With several processes each reads only its input shard of the split and decodes
+    it in its rows of the global batch; every process gets all predictions back.
+    """
+    shard_info = host_input_shard(batch_sharding, batch_size)
+    ds = task_dataset(task_name, split, task_feature_lengths, shard_info)
     vocabulary = seqio.get_mixture_or_task(task_name).output_features[
         features.TARGETS].vocabulary
-    results = []
-    with eval_report.progress_bar(num_examples(ds), f"{task_name}/{split}",
-                                  show_progress) as bar:
-        for chunk in iterate_chunks(ds, chunk_size):
-            results += predict_examples(predict_fn, params, chunk, ds.element_spec,
-                                        task_feature_lengths, batch_size, batch_sharding,
-                                        vocabulary, bar)
-    return results
+    local: list[dict[str, Any]] = []
+    chunks = iterate_chunks(ds, max(1, chunk_size // shard_info.num_shards))
+    show = show_progress and jax.process_index() == 0
+    with eval_report.progress_bar(num_examples(ds), f"{task_name}/{split}", show) as bar:
+        while True:
+            chunk = next(chunks, [])
+            if not allgather_ints([len(chunk)]).any():  # every shard is done
+                break
+            local += predict_examples(predict_fn, params, chunk, ds.element_spec,
+                                      task_feature_lengths, batch_size, batch_sharding,
+                                      vocabulary, bar)
+    return number_missing_ids(gather_shards(local, batch_sharding, batch_size))
 
 
 def _text(value: Any) -> Any:

@@ -50,6 +50,7 @@ def infer(
     With `prepared_data_dir` (a `python -m slt.prepare` output) the split of that
     dataset is decoded instead of a registered task, as task `prepared_<dir name>`.
     """
+    partitioning.initialize_distributed()  # several processes: SLT_* variables
     restored = inference.restore(checkpoint, mesh_shape, mesh_axis_names, logical_axis_rules)
     if prepared_data_dir:
         task_names = [inference.register_prepared(prepared_data_dir, restored)]

@@ -212,53 +212,80 @@ def write_task_predictions(predict_fn: Any, params: Any, task_name: str, split: 
 
     os.makedirs(output_dir, exist_ok=True)
     prefix = os.path.join(output_dir, f"{task_name}.{split}")
-    if os.path.isfile(prefix + ".done.json"):
+    # Process 0 decides what is on disk (every process must take the same branches).
+    if _process_zero_says(os.path.isfile(prefix + ".done.json")):
         with open(prefix + ".done.json", encoding="utf-8") as f:
             done = json.load(f)
         return {**done, "shards_written": 0, "shards_skipped": done["shards"],
                 "examples_decoded": 0}
     run = {"chunk_size": chunk_size, **dict(run_info or {})}
-    if os.path.isfile(prefix + ".run.json"):
+    previous = None
+    if jax.process_index() == 0 and os.path.isfile(prefix + ".run.json"):
         with open(prefix + ".run.json", encoding="utf-8") as f:
             previous = json.load(f)
-        if previous != run:
-            raise ValueError(
-                f"{prefix}.run.json: the shards there were written with {previous}, this run "
-                f"has {run}; use the same settings to resume, or another output_dir.")
-    else:
+    if _process_zero_says(previous is not None and previous != run):
+        raise ValueError(
+            f"{prefix}.run.json: the shards there were written with {previous or 'other settings'}, "
+            f"this run has {run}; use the same settings to resume, or another output_dir.")
+    if jax.process_index() == 0 and previous is None:
         with open(prefix + ".run.json", "w", encoding="utf-8") as f:
             json.dump(run, f)
 
-    ds = evaluation.task_dataset(task_name, split, task_feature_lengths)
+    # Each process reads its input shard; with example-level shards, output shard k
+    # (examples [k * chunk_size, (k + 1) * chunk_size)) is local chunk k of every one.
+    shard_info = evaluation.host_input_shard(batch_sharding, batch_size)
+    if chunk_size % shard_info.num_shards:
+        raise ValueError(f"infer.chunk_size={chunk_size} must be a multiple of the "
+                         f"{shard_info.num_shards} input shards of this job's processes.")
+    ds = evaluation.task_dataset(task_name, split, task_feature_lengths, shard_info)
     vocabulary = _target_vocabulary(task_name)
     counts = {"shards_written": 0, "shards_skipped": 0, "examples_decoded": 0, "examples": 0}
-    chunk = -1
+    chunk = 0
+    chunks = evaluation.iterate_chunks(ds, chunk_size // shard_info.num_shards)
+    show = show_progress and jax.process_index() == 0
     with eval_report.progress_bar(evaluation.num_examples(ds), f"{task_name}/{split}",
-                                  show_progress) as bar:
-        for chunk, examples in enumerate(evaluation.iterate_chunks(ds, chunk_size)):
-            counts["examples"] += len(examples)
+                                  show) as bar:
+        while True:
+            examples = next(chunks, [])
+            sizes = evaluation.allgather_ints([len(examples)])[:, 0]
+            if not sizes.any():
+                break
             path = _shard_path(output_dir, task_name, split, chunk)
-            if os.path.isfile(path):
+            if _process_zero_says(os.path.isfile(path)):
                 counts["shards_skipped"] += 1
+                counts["examples"] += int(sum(sizes[p] for p in evaluation.shard_readers(
+                    batch_sharding, batch_size)))
                 if bar is not None:
                     bar.update(len(examples))
-                continue
-            predictions = evaluation.predict_examples(
-                predict_fn, params, examples, ds.element_spec, task_feature_lengths,
-                batch_size, batch_sharding, vocabulary, bar)
-            if jax.process_index() == 0:
-                with open(path + ".tmp", "w", encoding="utf-8") as f:
-                    for p in predictions:
-                        f.write(json.dumps(p, ensure_ascii=False) + "\n")
-                os.replace(path + ".tmp", path)
-            counts["shards_written"] += 1
-            counts["examples_decoded"] += len(predictions)
-            if on_chunk_written is not None:
-                on_chunk_written(chunk, path)
+            else:
+                local = evaluation.predict_examples(
+                    predict_fn, params, examples, ds.element_spec, task_feature_lengths,
+                    batch_size, batch_sharding, vocabulary, bar)
+                predictions = evaluation.number_missing_ids(
+                    evaluation.gather_shards(local, batch_sharding, batch_size),
+                    first=chunk * chunk_size)
+                if jax.process_index() == 0:
+                    with open(path + ".tmp", "w", encoding="utf-8") as f:
+                        for p in predictions:
+                            f.write(json.dumps(p, ensure_ascii=False) + "\n")
+                    os.replace(path + ".tmp", path)
+                counts["shards_written"] += 1
+                counts["examples_decoded"] += len(predictions)
+                counts["examples"] += len(predictions)
+                if on_chunk_written is not None:
+                    on_chunk_written(chunk, path)
+            chunk += 1
     if jax.process_index() == 0:
         with open(prefix + ".done.json", "w", encoding="utf-8") as f:
-            json.dump({"shards": chunk + 1, "examples": counts["examples"]}, f)
+            json.dump({"shards": chunk, "examples": counts["examples"]}, f)
     return counts
+
+
+def _process_zero_says(flag: bool) -> bool:
+    """Process 0's `flag`, on every process (a collective with several)."""
+    from slt import evaluation
+
+    return bool(evaluation.allgather_ints([int(flag)])[0, 0])
 
 
 def _target_vocabulary(task_name: str):

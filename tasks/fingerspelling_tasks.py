@@ -59,38 +59,66 @@ def standardized_config(corpus_seed: int = CORPUS_SEED, clips_per_language: int 
     return landmarks.LandmarkConfig(feature_mean=mean, feature_std=std)
 
 
-def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *,
-                sign_language: str, corpus_seed: int,
-                config: landmarks.LandmarkConfig | None) -> tf.data.Dataset:
-    del shuffle_files, seed  # the Task shuffles examples; composition is seeded per word
-    config = config or standardized_config(corpus_seed)
-    words = fingerspelling.word_splits(sign_language, seed=corpus_seed)[0][split]
-    if not words:
-        raise ValueError(f"the {sign_language} fingerspelling corpus has no {split} words.")
-    num_variants = TRAIN_VARIANTS if split == "train" else 1
-    # Variant-major order: every word once before any word twice.
-    word_column = np.tile(np.asarray(words, dtype=object), num_variants)
-    variant_column = np.repeat(np.arange(num_variants), len(words))
-    # Eval variants are numbered apart from training ones, so no clip is shared.
-    variant_column = variant_column + (0 if split == "train" else 10**6)
-    spoken = SIGN_TO_SPOKEN[sign_language]
-    prompt = languages.prompt("slt", sign_language, spoken)
+class WordClipDataSource(seqio.DataSource):
+    """The composed clips of one sign language's split: (word, variant) pairs, each
+    composed into frames on the fly.
 
-    def compose(word: bytes, variant: np.int64) -> np.ndarray:
-        return fingerspelling.clip_frames(
-            sign_language, word.decode("utf-8"), int(variant), seed=corpus_seed, config=config)
+    It shards by itself, before composing: a host that reads shard i of n composes
+    only every n-th clip (seqio's fallback for other sources, `Dataset.shard` after
+    the source, would compose every clip on every host). Same examples, same order.
+    """
 
-    def to_example(word, variant):
-        frames = tf.numpy_function(compose, [word, variant], tf.float32, stateful=False)
-        frames.set_shape([None, landmarks.FRAME_DIM])
-        example_id = tf.strings.join(
-            [sign_language, "/", word, "/", tf.strings.as_string(variant)])
-        return {features.LANDMARKS: frames, features.INPUTS: tf.constant(prompt),
-                features.TARGETS: word, "id": example_id}
+    def __init__(self, sign_language: str, corpus_seed: int,
+                 config: landmarks.LandmarkConfig | None):
+        self.sign_language, self.corpus_seed, self.config = sign_language, corpus_seed, config
+        super().__init__(splits=fingerspelling.SPLITS, num_input_examples=None,
+                         caching_permitted=False)
 
-    ds = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(word_column.astype(str)), tf.constant(variant_column, tf.int64)))
-    return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    @property
+    def supports_arbitrary_sharding(self) -> bool:
+        return True
+
+    def list_shards(self, split: str) -> list[str]:
+        return [split]
+
+    def get_dataset(self, split: str = "train", shuffle: bool = True,
+                    seed: int | None = None, shard_info: seqio.ShardInfo | None = None,
+                    *, sequence_length=None, use_cached: bool = False,
+                    num_epochs: int | None = 1) -> tf.data.Dataset:
+        # The Task shuffles examples; composition is seeded per word and variant.
+        del shuffle, seed, sequence_length, use_cached, num_epochs
+        sign_language, corpus_seed = self.sign_language, self.corpus_seed
+        config = self.config or standardized_config(corpus_seed)
+        words = fingerspelling.word_splits(sign_language, seed=corpus_seed)[0][split]
+        if not words:
+            raise ValueError(f"the {sign_language} fingerspelling corpus has no {split} words.")
+        num_variants = TRAIN_VARIANTS if split == "train" else 1
+        # Variant-major order: every word once before any word twice.
+        word_column = np.tile(np.asarray(words, dtype=object), num_variants)
+        variant_column = np.repeat(np.arange(num_variants), len(words))
+        # Eval variants are numbered apart from training ones, so no clip is shared.
+        variant_column = variant_column + (0 if split == "train" else 10**6)
+        spoken = SIGN_TO_SPOKEN[sign_language]
+        prompt = languages.prompt("slt", sign_language, spoken)
+
+        def compose(word: bytes, variant: np.int64) -> np.ndarray:
+            return fingerspelling.clip_frames(
+                sign_language, word.decode("utf-8"), int(variant), seed=corpus_seed,
+                config=config)
+
+        def to_example(word, variant):
+            frames = tf.numpy_function(compose, [word, variant], tf.float32, stateful=False)
+            frames.set_shape([None, landmarks.FRAME_DIM])
+            example_id = tf.strings.join(
+                [sign_language, "/", word, "/", tf.strings.as_string(variant)])
+            return {features.LANDMARKS: frames, features.INPUTS: tf.constant(prompt),
+                    features.TARGETS: word, "id": example_id}
+
+        ds = tf.data.Dataset.from_tensor_slices(
+            (tf.constant(word_column.astype(str)), tf.constant(variant_column, tf.int64)))
+        if shard_info is not None and shard_info.num_shards > 1:
+            ds = ds.shard(shard_info.num_shards, shard_info.index)
+        return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def register(corpus_seed: int = CORPUS_SEED, config: landmarks.LandmarkConfig | None = None,
@@ -108,11 +136,7 @@ def register(corpus_seed: int = CORPUS_SEED, config: landmarks.LandmarkConfig | 
                                   if config is None else (lambda c=config: c))
         seqio.TaskRegistry.add(
             name,
-            source=seqio.FunctionDataSource(
-                dataset_fn=functools.partial(
-                    _dataset_fn, sign_language=sign_language, corpus_seed=corpus_seed,
-                    config=config),
-                splits=fingerspelling.SPLITS),
+            source=WordClipDataSource(sign_language, corpus_seed, config),
             preprocessors=[
                 preprocessors.tokenize_text,
                 seqio.preprocessors.append_eos_after_trim,
