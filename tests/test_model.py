@@ -247,12 +247,19 @@ def test_kv_cache_layout():
     cache = jax.jit(model.init_cache, static_argnums=3)(params, encoded, mask, 9)
     assert int(cache["decoder"]["cache_index"]) == 0
     layer = cache["decoder"]["layers_1"]
-    assert layer["self_attention"]["cached_key"].shape == (3, 9, 2, 16)
+    # Keys [b, h, d, len], values [b, h, len, d]: what a step's q @ K and w @ V read.
+    assert layer["self_attention"]["cached_key"].shape == (3, 2, 16, 9)
+    assert layer["self_attention"]["cached_value"].shape == (3, 2, 9, 16)
     assert not np.asarray(layer["self_attention"]["cached_value"]).any()
-    # Cross-attention keys are the projected encoder output, computed once.
-    cross = layer["encoder_decoder_attention"]["cached_key"]
-    assert cross.shape == (3, encoded.shape[1], 2, 16)
-    assert np.asarray(cross).any()
+    # Cross-attention keys/values are the projected encoder output, computed once.
+    cross = layer["encoder_decoder_attention"]
+    kernel = params["decoder"]["layers_1"]["encoder_decoder_attention"]
+    want_key = (encoded @ kernel["key"]["kernel"]).reshape(3, -1, 2, 16)
+    want_value = (encoded @ kernel["value"]["kernel"]).reshape(3, -1, 2, 16)
+    np.testing.assert_allclose(cross["cached_key"], want_key.transpose(0, 2, 3, 1),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(cross["cached_value"], want_value.transpose(0, 2, 1, 3),
+                               rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- training

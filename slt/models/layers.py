@@ -245,10 +245,15 @@ class MultiHeadDotProductAttention(nn.Module):
     cache. Later calls process one position each:
 
     * self-attention writes its key/value at ``cache_index`` into ``cached_key`` /
-      ``cached_value`` ``[b, max_len, h, d]`` and attends over the whole cache (the
-      caller's bias masks positions after ``cache_index``);
+      ``cached_value`` and attends over the whole cache (the caller's bias masks
+      positions after ``cache_index``);
     * cross-attention (``cross_attention=True``) stores the projected encoder keys/values
       on the first call and only reads them afterwards, so they are computed once.
+
+    Cache layout (both kinds): ``cached_key [b, h, d, len]``, ``cached_value
+    [b, h, len, d]``, so that a step's ``q @ K`` and ``w @ V`` read them as they lie.
+    With the activation layout ``[b, len, h, d]`` XLA transposed every cached array in
+    every step (on CPU that was most of a step's time).
     """
 
     num_heads: int
@@ -277,22 +282,29 @@ class MultiHeadDotProductAttention(nn.Module):
         query = heads(dense("query", query_kernel_init(self.head_dim))(inputs_q))
         query = constrain(query, ("batch", "length", "heads", "kv"))
 
+        cached = None
         if decode and self.cross_attention:
-            key, value = self._cross_kv(inputs_kv, dense, heads)
+            key, value, cached = self._cross_kv(inputs_kv, dense, heads)
         else:
             key = heads(dense("key", attention_kernel_init)(inputs_kv))
             value = heads(dense("value", attention_kernel_init)(inputs_kv))
             if decode:
-                key, value = self._update_self_cache(key, value, cache_index)
-        key = constrain(key, ("batch", "length", "heads", "kv"))
-        value = constrain(value, ("batch", "length", "heads", "kv"))
+                cached = self._update_self_cache(key, value, cache_index)
 
-        rng = None
-        if enable_dropout and self.dropout_rate > 0.0:
-            rng = self.make_rng("dropout")
-        x = dot_product_attention(
-            query, key, value, bias, rng, self.dropout_rate, self.float32_logits, self.dtype
-        )
+        if cached is not None:  # one cached decoding step (no dropout at inference)
+            cached_key = constrain(cached[0], ("batch", "heads", "kv", "length"))
+            cached_value = constrain(cached[1], ("batch", "heads", "length", "kv"))
+            x = cached_attention(
+                query, cached_key, cached_value, bias, self.float32_logits, self.dtype)
+        else:
+            key = constrain(key, ("batch", "length", "heads", "kv"))
+            value = constrain(value, ("batch", "length", "heads", "kv"))
+            rng = None
+            if enable_dropout and self.dropout_rate > 0.0:
+                rng = self.make_rng("dropout")
+            x = dot_product_attention(
+                query, key, value, bias, rng, self.dropout_rate, self.float32_logits, self.dtype
+            )
         x = x.reshape(x.shape[:-2] + (joined,))
         out = Dense(
             inputs_q.shape[-1], ("joined_kv", "embed"), attention_kernel_init,
@@ -302,37 +314,86 @@ class MultiHeadDotProductAttention(nn.Module):
 
     def _update_self_cache(
         self, key: Array, value: Array, cache_index: Array | None
-    ) -> tuple[Array, Array]:
+    ) -> tuple[Array, Array] | None:
+        """Creates the cache (returns None: that call attends over its full input), or
+        writes this step's key/value at ``cache_index`` and returns the whole cache."""
         initialized = self.has_variable("cache", "cached_key")
-        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
-        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+        b, length, h, d = key.shape
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, (b, h, d, length), key.dtype)
+        cached_value = self.variable(
+            "cache", "cached_value", jnp.zeros, (b, h, length, d), value.dtype)
         if not initialized:
-            # Cache-creation call over the full length: plain causal attention.
-            return key, value
-        if key.shape[1] != 1:
+            return None
+        if length != 1:
             raise ValueError(f"Cached decoding takes one position per step, got {key.shape}.")
         if cache_index is None:
             raise ValueError("cache_index is required for cached self-attention.")
-        start = (0, cache_index, 0, 0)
         cached_key.value = jax.lax.dynamic_update_slice(
-            cached_key.value, key.astype(cached_key.value.dtype), start
-        )
+            cached_key.value, key_layout(key).astype(cached_key.value.dtype),
+            (0, 0, 0, cache_index))
         cached_value.value = jax.lax.dynamic_update_slice(
-            cached_value.value, value.astype(cached_value.value.dtype), start
-        )
+            cached_value.value, value_layout(value).astype(cached_value.value.dtype),
+            (0, 0, cache_index, 0))
         return cached_key.value, cached_value.value
 
-    def _cross_kv(self, inputs_kv: Array, dense: Callable, heads: Callable) -> tuple[Array, Array]:
+    def _cross_kv(
+        self, inputs_kv: Array, dense: Callable, heads: Callable
+    ) -> tuple[Array, Array, tuple[Array, Array] | None]:
+        """Projected encoder keys/values: computed and stored by the first call (which
+        attends with them as usual), read from the cache by later calls."""
         if self.has_variable("cache", "cached_key"):
             # Keep the kernels in the param tree without recomputing the projection.
-            return self.get_variable("cache", "cached_key"), self.get_variable(
-                "cache", "cached_value"
-            )
+            cached = (self.get_variable("cache", "cached_key"),
+                      self.get_variable("cache", "cached_value"))
+            return None, None, cached
         key = heads(dense("key", attention_kernel_init)(inputs_kv))
         value = heads(dense("value", attention_kernel_init)(inputs_kv))
-        self.put_variable("cache", "cached_key", key)
-        self.put_variable("cache", "cached_value", value)
-        return key, value
+        self.put_variable("cache", "cached_key", key_layout(key))
+        self.put_variable("cache", "cached_value", value_layout(value))
+        return key, value, None
+
+
+def key_layout(key: Array) -> Array:
+    """``[b, len, h, d]`` -> the cached-key layout ``[b, h, d, len]``."""
+    return jnp.transpose(key, (0, 2, 3, 1))
+
+
+def value_layout(value: Array) -> Array:
+    """``[b, len, h, d]`` -> the cached-value layout ``[b, h, len, d]``."""
+    return jnp.transpose(value, (0, 2, 1, 3))
+
+
+def cached_attention(
+    query: Array,
+    cached_key: Array,
+    cached_value: Array,
+    bias: Array | None,
+    float32_logits: bool = True,
+    dtype: DType = jnp.float32,
+) -> Array:
+    """``dot_product_attention`` over a cache: query ``[n,q,h,d]``, ``cached_key
+    [b,h,d,k]``, ``cached_value [b,h,k,d]``, bias broadcastable to ``[b,h,q,k]``.
+    Returns ``[n,q,h,d]``.
+
+    ``n`` may be a multiple ``g * b`` of the cache's batch: query rows ``i*g .. i*g+g-1``
+    (the beams of example ``i``) then share cache row ``i``, as ``g * q`` query positions.
+    """
+    n, q, h, d = query.shape
+    b = cached_key.shape[0]
+    if n != b:
+        if n % b:
+            raise ValueError(f"cached_attention: {n} query rows for a cache of {b} rows.")
+        out = cached_attention(query.reshape(b, n // b * q, h, d), cached_key, cached_value,
+                               bias, float32_logits, dtype)
+        return out.reshape(n, q, h, d)
+    if float32_logits:
+        query = jnp.asarray(query, jnp.float32)
+        cached_key = jnp.asarray(cached_key, jnp.float32)
+    logits = jnp.einsum("bqhd,bhdk->bhqk", query, cached_key)
+    if bias is not None:
+        logits = logits + jnp.asarray(bias, logits.dtype)
+    weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    return jnp.einsum("bhqk,bhkd->bqhd", weights, jnp.asarray(cached_value, dtype))
 
 
 class MlpBlock(nn.Module):

@@ -252,8 +252,9 @@ class EncoderDecoderModel:
     def init_cache(
         self, params: Params, encoded: Array, mask: Array, max_decode_length: int
     ) -> Any:
-        """Empty self-attention KV caches ``[B, max_len, H, Dh]``, ``cache_index = 0``, and
-        cross-attention keys/values computed once from ``encoded``."""
+        """Empty self-attention KV caches (keys ``[B, H, Dh, max_len]``, values ``[B, H,
+        max_len, Dh]``), ``cache_index = 0``, and cross-attention keys/values computed once
+        from ``encoded`` (same layouts, ``S`` for ``max_len``)."""
         dummy = jnp.zeros((encoded.shape[0], max_decode_length), jnp.int32)
         _, variables = self.network.apply(
             {"params": params},
@@ -340,10 +341,12 @@ class EncoderDecoderModel:
         batch_size = encoded.shape[0]
 
         if cfg.method == "beam":
-            # The encoder runs once; its output is repeated for the beams of each example.
-            encoded = decoding.expand_to_beams(encoded, cfg.num_beams)
-            mask = decoding.expand_to_beams(mask, cfg.num_beams)
+            # The encoder and the cross-attention keys/values run once per example and
+            # are not repeated for its beams: the K beams of an example attend to them
+            # together (as K query rows, see layers.cached_attention), so a step reads
+            # them once, not K times. Only the self-attention caches are per beam.
             cache = self.init_cache(params, encoded, mask, max_decode_length)
+            cache = _expand_self_attention_cache(cache, cfg.num_beams)
             step = self._step_fn(params, encoded, mask, max_decode_length)
             tokens, scores = decoding.beam_search(
                 step, cache, batch_size, cfg.num_beams, max_decode_length, alpha=cfg.alpha,
@@ -383,3 +386,15 @@ class EncoderDecoderModel:
 def _is_self_attention_cache(path: tuple) -> bool:
     """Cross-attention keys/values are the same for all beams of an example."""
     return not any(getattr(k, "key", None) == "encoder_decoder_attention" for k in path)
+
+
+def _expand_self_attention_cache(cache: Any, num_beams: int) -> Any:
+    """Repeats the self-attention caches for the beams (``expand_to_beams``); the
+    cross-attention keys/values and the cache index stay as they are."""
+
+    def expand(path: tuple, x: Array) -> Array:
+        if getattr(x, "ndim", 0) == 0 or not _is_self_attention_cache(path):
+            return x
+        return decoding.expand_to_beams(x, num_beams)
+
+    return jax.tree_util.tree_map_with_path(expand, cache)
