@@ -113,6 +113,15 @@ def count_cuts(features: dict, max_lengths: Mapping[str, int], where: str = "",
     return features
 
 
+def pipeline_options() -> tf.data.Options:
+    """tf.data options for input pipelines: consecutive per-example maps run as one
+    function (map fusion), saving a per-example overhead for each map (about half
+    of the feature converter's cost). Same examples, same order."""
+    options = tf.data.Options()
+    options.experimental_optimization.map_fusion = True
+    return options
+
+
 def byte_vocabulary() -> seqio.Vocabulary:
     """ByT5's vocabulary: pad 0, EOS 1, UNK 2, then UTF-8 bytes + 3."""
     return seqio.ByteVocabulary()
@@ -183,7 +192,9 @@ class LandmarkEncDecFeatureConverter(seqio.FeatureConverter):
                 "decoder_loss_weights": seqio.non_padding_position(targets),
             }
 
-        return ds.map(to_model_features, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(to_model_features, num_parallel_calls=tf.data.AUTOTUNE)
+        # Per-example maps (these, the task's and seqio's validation) run fused.
+        return ds.with_options(pipeline_options())
 
     def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]
                                   ) -> dict[str, int]:

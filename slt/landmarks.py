@@ -454,8 +454,13 @@ def to_frames(points: np.ndarray, present: np.ndarray,
     """
     if points.shape[1:] != (NUM_POINTS, NUM_DIMS):
         raise ValueError(f"expected [T, {NUM_POINTS}, {NUM_DIMS}] points, got {points.shape}")
+    low = None
     if config.normalization == "unit_box":
-        points = normalize_unit_box(points, present)
+        # The box comes from all frames; the transform is applied only to the frames
+        # kept below (element-wise, so the same values as transforming all first).
+        low, high = bounds(points, present)
+        if low is None:
+            points = np.zeros_like(points)
     elif config.normalization in ("shoulder", "shoulder_clip"):
         points = normalize_shoulders(points, present,
                                      per_frame=config.normalization == "shoulder",
@@ -467,11 +472,25 @@ def to_frames(points: np.ndarray, present: np.ndarray,
         keep = frame_indices(points.shape[0], config, fps, source)[:config.max_frames]
         points, present = points[keep], present[keep]
     flat = points.reshape(points.shape[0], FRAME_DIM)
+    if low is not None:
+        extent = high - low
+        scale = max(float(extent[0]), float(extent[1]), 1e-6)
+        # As normalize_unit_box, on [T, 255] rows (fast) rather than [T, 85, 3].
+        flat = ((flat - np.tile(low, NUM_POINTS)) / scale).astype(np.float32)
     if config.feature_mean is not None:
-        flat = (flat - np.asarray(config.feature_mean, np.float32)) / np.asarray(
-            config.feature_std, np.float32)
+        mean, std = _standardisation(config.feature_mean, config.feature_std)
+        flat = (flat - mean) / std
     present = np.repeat(present, NUM_DIMS, axis=1)
     return np.where(present, flat, np.float32(config.missing_value)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _standardisation(mean: tuple[float, ...], std: tuple[float, ...]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    arrays = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
 
 
 def feature_statistics(clips: Sequence[tuple[np.ndarray, np.ndarray]],

@@ -57,7 +57,7 @@ class Lexicon:
 
         Returns None when some letter of the word has no recording.
         """
-        keys = sorted(self.letters, key=len, reverse=True)
+        keys = self._keys_longest_first
         text, out = word.casefold(), []
         while text:
             for key in keys:
@@ -68,6 +68,15 @@ class Lexicon:
             else:
                 return None
         return out
+
+    @functools.cached_property
+    def _keys_longest_first(self) -> tuple[str, ...]:
+        return tuple(sorted(self.letters, key=len, reverse=True))
+
+    @functools.cached_property
+    def stacked(self) -> "_StackedLexicon":
+        """All recordings in one array (built on first use), for `compose_clip`."""
+        return _stack(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,43 +227,99 @@ def word_splits(sign_language: str, seed: int = 0, min_letters: int = 2,
     return {s: tuple(w) for s, w in splits.items()}, report
 
 
-def _resample(points: np.ndarray, present: np.ndarray, num_frames: int):
-    """Linear interpolation in time; a point is present if both neighbours are."""
-    src = np.linspace(0.0, points.shape[0] - 1, num_frames)
+@functools.lru_cache(maxsize=4096)
+def _resample_table(length: int, num_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lo, hi, float32 weight) of each output frame of a `length` -> `num_frames`
+    resampling; cached, since lengths and frame counts take few values."""
+    src = np.linspace(0.0, length - 1, num_frames)
     lo = np.floor(src).astype(int)
-    hi = np.minimum(lo + 1, points.shape[0] - 1)
-    w = (src - lo)[:, None, None].astype(np.float32)
-    return (1 - w) * points[lo] + w * points[hi], present[lo] & present[hi]
+    hi = np.minimum(lo + 1, length - 1)
+    w = (src - lo).astype(np.float32)
+    for a in (lo, hi, w):
+        a.setflags(write=False)
+    return lo, hi, w
 
 
-def _transition(a_points, a_present, b_points, b_present, num_frames: int):
-    """Frames moving linearly from the last frame of one letter to the next's first."""
-    w = (np.arange(1, num_frames + 1) / (num_frames + 1))[:, None, None].astype(np.float32)
-    points = (1 - w) * a_points[-1][None] + w * b_points[0][None]
-    present = np.broadcast_to(a_present[-1] & b_present[0], (num_frames,) + a_present.shape[1:])
-    return points, present
+@functools.lru_cache(maxsize=64)
+def _transition_weights(num_frames: int) -> np.ndarray:
+    w = (np.arange(1, num_frames + 1) / (num_frames + 1)).astype(np.float32)
+    w.setflags(write=False)
+    return w
+
+
+@dataclasses.dataclass(frozen=True)
+class _StackedLexicon:
+    """A lexicon's recordings in one array, so a clip is composed with one gather."""
+
+    points: np.ndarray   # [F, 85, 3] all recordings, one after another
+    present: np.ndarray  # [F, 85]
+    # letter -> (first row in `points`, frames, fps) of each recording, in lexicon order
+    recordings: dict[str, tuple[tuple[int, int, float], ...]]
+
+
+def _stack(lexicon: "Lexicon") -> _StackedLexicon:
+    points, present, recordings, row = [], [], {}, 0
+    for key, letters in lexicon.letters.items():
+        entries = []
+        for letter in letters:
+            entries.append((row, letter.points.shape[0], letter.fps))
+            points.append(letter.points)
+            present.append(letter.present)
+            row += letter.points.shape[0]
+        recordings[key] = tuple(entries)
+    # C order, so that [F, 255] rows are views (concatenate keeps the recordings' order).
+    return _StackedLexicon(np.ascontiguousarray(np.concatenate(points)),
+                           np.ascontiguousarray(np.concatenate(present)), recordings)
 
 
 def compose_clip(lexicon: Lexicon, spelled: Sequence[str], rng: np.random.Generator,
                  augment: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, np.ndarray]:
-    """Joins letter recordings into one clip at BASE_FPS: ([T, 85, 3], [T, 85])."""
-    pieces_points, pieces_present = [], []
+    """Joins letter recordings into one clip at BASE_FPS: ([T, 85, 3], [T, 85]).
+
+    Every frame is a linear interpolation (1 - w) * A + w * B: letter frames between
+    two frames of their recording, transition frames between the last frame of one
+    letter and the first of the next. All of them are computed at once (the draws
+    from `rng`, and so the clip, are the same as letter-by-letter composition).
+    """
+    stacked = lexicon.stacked
+    first_t, last_t = augment.transition_frames
+    # Per output piece (letters and transitions in clip order): source rows and weights.
+    lo_parts, hi_parts, w_parts = [], [], []
+    transitions = []  # (first output row, frames) of each transition
+    row = 0
     for i, key in enumerate(spelled):
-        recordings = lexicon.letters[key]
-        letter = recordings[rng.integers(len(recordings))]
+        recordings = stacked.recordings[key]
+        start, length, fps = recordings[rng.integers(len(recordings))]
         speed = rng.uniform(*augment.speed_range)
-        n = max(2, int(round(letter.points.shape[0] * BASE_FPS / letter.fps / speed)))
-        points, present = _resample(letter.points, letter.present, n)
+        n = max(2, int(round(length * BASE_FPS / fps / speed)))
         if i:
-            k = int(rng.integers(augment.transition_frames[0], augment.transition_frames[1] + 1))
-            t_points, t_present = _transition(
-                pieces_points[-1], pieces_present[-1], points, present, k)
-            pieces_points.append(t_points)
-            pieces_present.append(t_present)
-        pieces_points.append(points)
-        pieces_present.append(present)
-    points = np.concatenate(pieces_points).astype(np.float32)
-    present = np.concatenate(pieces_present)
+            k = int(rng.integers(first_t, last_t + 1))
+            transitions.append((row, k))
+            # Placeholders (weight 0 of row 0): overwritten below from letter frames.
+            lo_parts.append(np.zeros(k, np.int64))
+            hi_parts.append(np.zeros(k, np.int64))
+            w_parts.append(np.zeros(k, np.float32))
+            row += k
+        lo, hi, w = _resample_table(length, n)
+        lo_parts.append(lo + start)
+        hi_parts.append(hi + start)
+        w_parts.append(w)
+        row += n
+    lo, hi = np.concatenate(lo_parts), np.concatenate(hi_parts)
+    # Frames as [T, 255] rows: numpy's loops run fast along 255 values, slowly along 3.
+    flat = stacked.points.reshape(stacked.points.shape[0], -1)
+    w = np.concatenate(w_parts)[:, None]
+    points = (1 - w) * flat[lo] + w * flat[hi]
+    present = stacked.present[lo] & stacked.present[hi]
+    if transitions:
+        t_rows = np.concatenate([np.arange(r, r + k) for r, k in transitions])
+        counts = [k for _, k in transitions]
+        ends = np.repeat([r - 1 for r, _ in transitions], counts)
+        starts = np.repeat([r + k for r, k in transitions], counts)
+        t_w = np.concatenate([_transition_weights(k) for k in counts])[:, None]
+        points[t_rows] = (1 - t_w) * points[ends] + t_w * points[starts]
+        present[t_rows] = present[ends] & present[starts]
+    points = points.astype(np.float32, copy=False).reshape(-1, *stacked.points.shape[1:])
 
     low, high = landmarks.bounds(points, present)
     if low is not None:
@@ -262,9 +327,12 @@ def compose_clip(lexicon: Lexicon, spelled: Sequence[str], rng: np.random.Genera
         extent = float((high - low)[:2].max())
         angle = np.deg2rad(rng.uniform(-augment.max_roll_degrees, augment.max_roll_degrees))
         c, s = np.cos(angle), np.sin(angle)
-        xy = points[..., :2] - centre[:2]
-        points[..., 0] = c * xy[..., 0] - s * xy[..., 1] + centre[0]
-        points[..., 1] = s * xy[..., 0] + c * xy[..., 1] + centre[1]
+        # A roll around the centre, computed in float64 (c, s are float64) and stored
+        # as float32; x and y are taken as contiguous [T, 85] arrays for speed.
+        x = points[..., 0] - centre[0]
+        y = points[..., 1] - centre[1]
+        points[..., 0] = c * x - s * y + centre[0]
+        points[..., 1] = s * x + c * y + centre[1]
         points += (augment.jitter * extent) * rng.standard_normal(points.shape, dtype=np.float32)
     keep = rng.random(points.shape[0]) >= augment.frame_drop
     keep[[0, -1]] = True
