@@ -70,3 +70,71 @@ def test_composition_concatenates_letters_with_transitions():
 def test_unknown_lexicon_error():
     with pytest.raises(ValueError, match="no fingerspelling lexicon for sign language 'xyz'"):
         fingerspelling.load_lexicon("xyz")
+
+
+def _compose_letter_by_letter(lexicon, spelled, rng, augment=fingerspelling.AugmentConfig()):
+    """The straightforward composition: resample each letter, join with transitions."""
+    def resample(points, present, n):
+        src = np.linspace(0.0, points.shape[0] - 1, n)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, points.shape[0] - 1)
+        w = (src - lo)[:, None, None].astype(np.float32)
+        return (1 - w) * points[lo] + w * points[hi], present[lo] & present[hi]
+
+    pieces, masks = [], []
+    for i, key in enumerate(spelled):
+        recordings = lexicon.letters[key]
+        letter = recordings[rng.integers(len(recordings))]
+        speed = rng.uniform(*augment.speed_range)
+        n = max(2, int(round(letter.points.shape[0] * fingerspelling.BASE_FPS / letter.fps
+                             / speed)))
+        points, present = resample(letter.points, letter.present, n)
+        if i:
+            k = int(rng.integers(augment.transition_frames[0], augment.transition_frames[1] + 1))
+            w = (np.arange(1, k + 1) / (k + 1))[:, None, None].astype(np.float32)
+            pieces.append((1 - w) * pieces[-1][-1][None] + w * points[0][None])
+            masks.append(np.broadcast_to(masks[-1][-1] & present[0], (k,) + present.shape[1:]))
+        pieces.append(points)
+        masks.append(present)
+    points, present = np.concatenate(pieces).astype(np.float32), np.concatenate(masks)
+    low, high = landmarks.bounds(points, present)
+    centre, extent = (low + high) / 2, float((high - low)[:2].max())
+    angle = np.deg2rad(rng.uniform(-augment.max_roll_degrees, augment.max_roll_degrees))
+    c, s = np.cos(angle), np.sin(angle)
+    xy = points[..., :2] - centre[:2]
+    points[..., 0] = c * xy[..., 0] - s * xy[..., 1] + centre[0]
+    points[..., 1] = s * xy[..., 0] + c * xy[..., 1] + centre[1]
+    points += (augment.jitter * extent) * rng.standard_normal(points.shape, dtype=np.float32)
+    keep = rng.random(points.shape[0]) >= augment.frame_drop
+    keep[[0, -1]] = True
+    return points[keep], present[keep]
+
+
+@pytest.mark.parametrize("sign_language", ["ase", "sgg"])  # sgg: multi-letter entries (sch)
+def test_fast_composition_equals_letter_by_letter_bit_for_bit(sign_language):
+    """compose_clip and to_frames are vectorised for the input pipeline's speed; the
+    clips must stay exactly those of the straightforward computation."""
+    lexicon = fingerspelling.load_lexicon(sign_language)
+    words = fingerspelling.word_splits(sign_language)[0]["train"][::40]
+    config = landmarks.LandmarkConfig(feature_mean=tuple(np.linspace(0.2, 0.8, 255)),
+                                      feature_std=tuple(np.linspace(0.05, 0.3, 255)))
+    for word in words:
+        for variant in (0, 7):
+            fast = fingerspelling.compose_clip(
+                lexicon, lexicon.spell(word),
+                fingerspelling._variant_rng(sign_language, word, variant, 0))
+            slow = _compose_letter_by_letter(
+                lexicon, lexicon.spell(word),
+                fingerspelling._variant_rng(sign_language, word, variant, 0))
+            np.testing.assert_array_equal(fast[0], slow[0])
+            np.testing.assert_array_equal(fast[1], slow[1])
+            # to_frames selects frames before normalising; the peer normalises first.
+            points, present = slow
+            expected = landmarks.normalize_unit_box(points, present)[::2][:256].reshape(-1, 255)
+            expected = (expected - np.asarray(config.feature_mean, np.float32)) / np.asarray(
+                config.feature_std, np.float32)
+            expected = np.where(np.repeat(present[::2][:256], 3, axis=1), expected,
+                                np.float32(-10.0))
+            frames = landmarks.to_frames(points, present, config)
+            assert frames.dtype == np.float32
+            np.testing.assert_array_equal(frames, expected)
