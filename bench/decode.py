@@ -8,7 +8,20 @@ followed by the projected frames) as ``inputs_embeds``: the same computation.
 The EOS column of the output projection is zeroed, so that random weights decode all
 64 tokens in both. Prints a final JSON line with tokens/s and the ratios (ours / HF).
 
-    python bench/decode.py [--repeats 3]
+    python bench/decode.py [--repeats 3] [--no-xla-flags]
+
+XLA flags set here (before JAX starts; ``--no-xla-flags`` leaves XLA_FLAGS alone):
+  --xla_cpu_experimental_ynn_fusion_type=      (empty) turns off XLA:CPU's YNNPACK
+                                               fusions. jaxlib 0.10 fuses each attention
+                                               (QK^T, bias, softmax, AV) into one YNNPACK
+                                               kernel that runs it ~2x slower than XLA's own
+                                               loops; the encoder pass took 1.1-1.2 s with it
+                                               and 0.58-0.85 s without (greedy 3.1-4.1 s vs
+                                               1.6-2.6 s), same outputs.
+  --xla_cpu_enable_concurrency_optimized_scheduler=true
+                                               lets independent ops overlap on the cores.
+They only change how XLA compiles for CPU; the model code has no CPU-specific path.
+(The train-step bench keeps YNNPACK's dot fusions, which are faster for training.)
 """
 
 from __future__ import annotations
@@ -20,9 +33,25 @@ import sys
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type= "
+             "--xla_cpu_enable_concurrency_optimized_scheduler=true")
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-xla-flags", action="store_true",
+                        help="do not add this bench's XLA flags")
+    return parser.parse_args()
+
+
+ARGS = _parse() if __name__ == "__main__" else None
+if ARGS is not None and not ARGS.no_xla_flags:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + XLA_FLAGS).strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from slt.models import weights  # noqa: E402
@@ -45,9 +74,8 @@ def timed(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = ARGS or _parse()
+    load_before = os.getloadavg()
     import torch
     import transformers
 
@@ -98,7 +126,8 @@ def main() -> None:
 
     new = BATCH * NEW_TOKENS
     result = {
-        "device": jax.devices()[0].device_kind, "batch": BATCH, "frames": FRAMES,
+        "device": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "batch": BATCH, "frames": FRAMES,
         "new_tokens": NEW_TOKENS, "beams": BEAMS, "greedy_outputs_identical": same_greedy,
         # Beam outputs are compared by length only: the two stop rules differ.
         "ours_beam_output_length": our_beam_length, "hf_beam_output_length": hf_beam_length,
@@ -109,6 +138,8 @@ def main() -> None:
         "greedy_ratio": round(hf_greedy / ours_greedy, 2),
         "beam_ratio": round(hf_beam / ours_beam, 2),
     }
+    result["load_average_before"] = [round(x, 2) for x in load_before]
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result))
 
 
