@@ -208,6 +208,18 @@ def dropout(x: Array, rate: float, enable: bool, broadcast_dims: Sequence[int] =
     return nn.Dropout(rate=rate, broadcast_dims=broadcast_dims)(x, deterministic=not enable)
 
 
+def _attention_weights(spec: str, query: Array, key: Array, bias: Array | None,
+                       float32_logits: bool, dtype: DType) -> Array:
+    """softmax(query . key + bias) ``[b,h,q,k]``; ``spec`` names the key's layout."""
+    if float32_logits:
+        query = jnp.asarray(query, jnp.float32)
+        key = jnp.asarray(key, jnp.float32)
+    logits = jnp.einsum(spec, query, key)
+    if bias is not None:
+        logits = logits + jnp.asarray(bias, logits.dtype)
+    return jax.nn.softmax(logits, axis=-1).astype(dtype)
+
+
 def dot_product_attention(
     query: Array,
     key: Array,
@@ -220,13 +232,7 @@ def dot_product_attention(
 ) -> Array:
     """Unscaled attention. query ``[b,q,h,d]``, key/value ``[b,k,h,d]``, bias broadcastable
     to ``[b,h,q,k]`` (all masks already folded in). Returns ``[b,q,h,d]``."""
-    if float32_logits:
-        query = jnp.asarray(query, jnp.float32)
-        key = jnp.asarray(key, jnp.float32)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
-    if bias is not None:
-        logits = logits + jnp.asarray(bias, logits.dtype)
-    weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    weights = _attention_weights("bqhd,bkhd->bhqk", query, key, bias, float32_logits, dtype)
     if dropout_rng is not None and dropout_rate > 0.0:
         # Same mask for every query position, as T5X's broadcast_dropout.
         keep_prob = 1.0 - dropout_rate
@@ -386,13 +392,8 @@ def cached_attention(
         out = cached_attention(query.reshape(b, n // b * q, h, d), cached_key, cached_value,
                                bias, float32_logits, dtype)
         return out.reshape(n, q, h, d)
-    if float32_logits:
-        query = jnp.asarray(query, jnp.float32)
-        cached_key = jnp.asarray(cached_key, jnp.float32)
-    logits = jnp.einsum("bqhd,bhdk->bhqk", query, cached_key)
-    if bias is not None:
-        logits = logits + jnp.asarray(bias, logits.dtype)
-    weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    weights = _attention_weights("bqhd,bhdk->bhqk", query, cached_key, bias, float32_logits,
+                                 dtype)
     return jnp.einsum("bhqk,bhkd->bqhd", weights, jnp.asarray(cached_value, dtype))
 
 
