@@ -17,16 +17,21 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-# XLA CPU options measured to speed up the T5 train step on CPU by 10-20% (see
-# bench notes in the README); they only affect the CPU backend.
+# XLA CPU options, measured with bench/train_step.py and bench/decode.py on jaxlib 0.10.2;
+# they only affect the CPU backend. Training: YNNPACK's dot fusions plus the scheduler
+# that overlaps independent ops. Decoding jobs turn the YNNPACK fusions off: they fuse
+# each attention (QK^T, softmax, AV) into one kernel that ran the encoder 2x slower.
 CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=dot",
                  "--xla_cpu_enable_concurrency_optimized_scheduler=true")
+CPU_DECODING_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",
+                          "--xla_cpu_enable_concurrency_optimized_scheduler=true")
 
 
-def add_cpu_xla_flags() -> None:
-    """Appends CPU_XLA_FLAGS to XLA_FLAGS unless set; must run before JAX starts."""
+def add_cpu_xla_flags(decoding: bool = False) -> None:
+    """Appends the CPU flags (`CPU_DECODING_XLA_FLAGS` for jobs that only decode) to
+    XLA_FLAGS, leaving any flag the user set alone; must run before JAX starts."""
     flags = os.environ.get("XLA_FLAGS", "")
-    for flag in CPU_XLA_FLAGS:
+    for flag in CPU_DECODING_XLA_FLAGS if decoding else CPU_XLA_FLAGS:
         if flag.split("=")[0] not in flags:
             flags = f"{flags} {flag}".strip()
     os.environ["XLA_FLAGS"] = flags

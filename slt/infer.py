@@ -18,7 +18,7 @@ from typing import Any
 from slt import gin_utils
 
 gin_utils.quiet_tensorflow()
-gin_utils.add_cpu_xla_flags()
+gin_utils.add_cpu_xla_flags(decoding=True)
 
 import gin  # noqa: E402
 import jax  # noqa: E402
