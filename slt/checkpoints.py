@@ -35,6 +35,10 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        """The finished steps that retention still keeps."""
+        return list(self._manager.all_steps())
+
     def save(self, step: int, state: Any, metadata: dict[str, Any], force: bool = False) -> bool:
         return self._manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,10 +25,11 @@ import gin  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import seqio  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import tasks  # noqa: E402  (registers the tasks)
 from slt import checkpoints, evaluation, features, landmarks, partitioning  # noqa: E402
-from slt import inference  # noqa: E402
+from slt import inference, input_state  # noqa: E402
 from slt import trainer as trainer_lib  # noqa: E402
 from slt import training  # noqa: E402
 from slt.models import decoding  # noqa: E402
@@ -69,6 +71,7 @@ def train(
     periodic_eval_split: str = "validation",
     final_eval: bool = True,
     num_input_shards: int | None = None,
+    checkpoint_input_state: bool = False,
     initial_checkpoint_path: str | None = None,
     initial_params_loader: Callable[[str, Any], Any] | None = None,
     coordinator_address: str | None = None,
@@ -88,7 +91,10 @@ def train(
     (gradient accumulation), `keep_period` (also keep every multiple of it),
     `eval_period` (evaluate `periodic_eval_split` every that many steps; 0 = off),
     `num_input_shards` (fixes the data stream across host counts; default: one per
-    host position on the data axes), `initial_checkpoint_path` +
+    host position on the data axes), `checkpoint_input_state` (save the tf.data
+    iterator state of every input shard with each checkpoint, so a resume restores
+    it instead of replaying the batches already used; README "Checkpoints"),
+    `initial_checkpoint_path` +
     `initial_params_loader(path, abstract_params) -> params` (start from other
     weights when MODEL_DIR has no checkpoint; the default loader reads an slt orbax
     checkpoint), `coordinator_address`/`num_processes`/`process_id` (multi-host; or
@@ -136,7 +142,8 @@ def train(
         # batch sequence depends only on `seed` and the number of input shards.
         host_shard, num_host_shards = partitioning.host_shard_info(
             trainer.batch_sharding, batch_size)
-        shard_ids = training.host_input_shards(host_shard, num_host_shards, num_input_shards)
+        shard_ids = input_state.host_input_shards(host_shard, num_host_shards,
+                                                  num_input_shards)
         total_shards = num_host_shards * len(shard_ids)
         if batch_size % total_shards:
             raise ValueError(f"batch_size={batch_size} does not split into {total_shards} "
@@ -155,7 +162,14 @@ def train(
                 batch_size=batch_size // count)
 
         start_batch = (stream_position or {}).get("batches_consumed", start_step)
-        stream = training.InputStream(dataset_fn, shard_ids, total_shards, start_batch)
+        state_store = input_state.InputStateStore(model_dir, {
+            "mixture_or_task_name": mixture_or_task_name, "seed": seed,
+            "batch_size": batch_size, "task_feature_lengths": dict(task_feature_lengths)}
+        ) if checkpoint_input_state else None
+        stream = _open_stream(dataset_fn, shard_ids, total_shards, start_step, start_batch,
+                              state_store)
+        if state_store and jax.process_index() == 0:
+            state_store.collect_garbage(checkpointer.all_steps())
         dropout_rng = jax.random.key(seed + 1)
         multi_process = jax.process_count() > 1
         log = training.TrainLog(model_dir, train_steps, start_step, batch_size, log_period,
@@ -170,8 +184,20 @@ def train(
         periodic_predict = None
 
         def save(step: int, force: bool = False) -> None:
-            checkpointer.save(step, state, {**metadata, "input_stream": stream.state()},
-                              force=force)
+            saved = checkpointer.save(step, state, {**metadata, "input_stream": stream.state()},
+                                      force=force)
+            if saved and state_store:
+                # Synchronous, before the next batch is read: the saved iterator
+                # position is the one the checkpoint's step has consumed.
+                state_store.save(step, stream)
+                collect_input_states(pending=step)
+
+        def collect_input_states(pending: int | None = None) -> None:
+            """Drops input states of steps orbax no longer keeps (its deletions can
+            finish after `save` returns, so this also runs once saves are done)."""
+            if state_store and jax.process_index() == 0:
+                state_store.collect_garbage(
+                    checkpointer.all_steps() + ([pending] if pending else []), below=pending)
 
         preempted = False
         try:
@@ -220,11 +246,13 @@ def train(
             log.close()
             checkpointer.wait()  # a pending save (the last good state) completes
         if preempted:
+            collect_input_states()
             checkpointer.close()
             return {}
         if train_steps > start_step or checkpointer.latest_step() is None:
             save(int(state.step), force=True)
         checkpointer.wait()
+        collect_input_states()
         if not final_eval:
             checkpointer.close()
             return {}
@@ -242,6 +270,36 @@ def train(
         f.write(gin.operative_config_str())
     _print_results(results, eval_split)
     return results
+
+
+def _open_stream(dataset_fn: input_state.DatasetFn, shard_ids: Sequence[int],
+                 num_shards: int, step: int, start_batch: int,
+                 store: input_state.InputStateStore | None) -> input_state.InputStream:
+    """The input stream at `start_batch`: restored from the iterator states saved with
+    checkpoint `step` when they exist and match, else replayed; prints which and why."""
+    if not start_batch:
+        return input_state.InputStream(dataset_fn, shard_ids, num_shards)
+    started = time.perf_counter()
+    why = ("train.checkpoint_input_state=False; with True, checkpoints also save the "
+           "input position and a resume skips this replay")
+    if store:
+        dirs, why = store.find(step, shard_ids, num_shards, start_batch)
+        if dirs:
+            try:
+                stream = input_state.InputStream(dataset_fn, shard_ids, num_shards,
+                                                 start_batch, restore_dirs=dirs)
+                print(f"input: restored the iterator state of input shards {list(shard_ids)} "
+                      f"of {num_shards} at batch {start_batch} from {store.directory}/"
+                      f"step_{step} in {time.perf_counter() - started:.1f} s", flush=True)
+                return stream
+            except (tf.errors.OpError, ValueError, AssertionError) as error:
+                why = f"reading {dirs[0]} failed: {str(error).splitlines()[0][:300]}"
+    print(f"input: replaying {start_batch} batches of input shards {list(shard_ids)} of "
+          f"{num_shards} (no iterator state restored: {why})", flush=True)
+    stream = input_state.InputStream(dataset_fn, shard_ids, num_shards, start_batch)
+    print(f"input: replayed {start_batch} batches in {time.perf_counter() - started:.1f} s",
+          flush=True)
+    return stream
 
 
 def _restore_or_init(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Checkpointer,

@@ -1,13 +1,13 @@
 """The pieces of the train loop around the jitted step (no gin; `slt.train` wires them).
 
-- `InputStream`: the training batches, deterministic for a seed and a number of
-  input shards, that can start at any batch; its position is saved with the state.
 - `PreemptionWatcher`: SIGTERM (preemption) asks the loop to save and stop.
 - `check_finite`: the NaN/Inf guard.
 - `StepWatchdog`: exits with a clear message when no step finishes in time (a
   peer process died and a collective would wait forever).
 - `TrainLog`: every step's metrics to JSONL, TensorBoard summaries and a progress
   line (step/s, examples/s, tokens/s, ETA).
+
+The input stream and its checkpointed position are in `slt.input_state`.
 """
 from __future__ import annotations
 
@@ -18,61 +18,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
-
-import numpy as np
-
-DatasetFn = Callable[[int, int], Any]  # (shard index, number of shards) -> tf.data batches
-
-
-class InputStream:
-    """Training batches of one host, resumable at any batch.
-
-    The data are split into `num_shards` input shards; shard `i` is
-    `dataset_fn(i, num_shards)`, a deterministic tf.data stream of
-    `global_batch // num_shards` rows per batch (seqio with a fixed seed). A host
-    reads the shards `shard_ids` and concatenates their rows, in order. So the
-    global batch sequence depends only on the seed and `num_shards`, never on how
-    many hosts read it, and `start_batch` skips exactly the batches already used.
-
-    Skipping re-reads the skipped batches' examples (tf.data has no random access):
-    resuming costs `start_batch` batches of input pipeline time, a fraction of the
-    training time so far (`bench/input_pipeline.py` measures the ratio).
-    """
-
-    def __init__(self, dataset_fn: DatasetFn, shard_ids: Sequence[int], num_shards: int,
-                 start_batch: int = 0):
-        self.shard_ids, self.num_shards = list(shard_ids), num_shards
-        self.position = start_batch
-        self._iterators = [dataset_fn(i, num_shards).skip(start_batch).prefetch(2)
-                           .as_numpy_iterator() for i in self.shard_ids]
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        parts = [next(it) for it in self._iterators]
-        self.position += 1
-        if len(parts) == 1:
-            return parts[0]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-    def state(self) -> dict[str, int]:
-        """What a checkpoint stores to resume this stream."""
-        return {"batches_consumed": self.position, "num_input_shards": self.num_shards}
-
-
-def host_input_shards(host_shard: int, num_host_shards: int,
-                      num_input_shards: int | None) -> list[int]:
-    """The input shards a host reads: `num_input_shards / num_host_shards` consecutive ones."""
-    total = num_input_shards or num_host_shards
-    if total % num_host_shards:
-        raise ValueError(
-            f"num_input_shards={total} must be a multiple of the {num_host_shards} host "
-            "data shards of this mesh (gin: train.num_input_shards).")
-    per_host = total // num_host_shards
-    return list(range(host_shard * per_host, (host_shard + 1) * per_host))
 
 
 class PreemptionWatcher:

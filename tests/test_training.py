@@ -7,9 +7,10 @@ import time
 import jax
 import numpy as np
 import pytest
+import seqio
 import tensorflow as tf
 
-from slt import checkpoints, partitioning, training
+from slt import checkpoints, input_state, partitioning, training
 from slt import trainer as trainer_lib
 from slt.models import model as model_lib
 from slt.models import network
@@ -76,20 +77,144 @@ def _range_dataset(index, count, batch=2):
 
 
 def test_input_stream_resumes_exactly_and_is_independent_of_hosts():
-    full = [b["x"] for b, _ in zip(training.InputStream(_range_dataset, [0, 1], 2), range(10))]
-    resumed = training.InputStream(_range_dataset, [0, 1], 2, start_batch=4)
+    full = [b["x"] for b, _ in zip(input_state.InputStream(_range_dataset, [0, 1], 2), range(10))]
+    resumed = input_state.InputStream(_range_dataset, [0, 1], 2, start_batch=4)
     for expected in full[4:]:
         np.testing.assert_array_equal(next(resumed)["x"], expected)
     assert resumed.state() == {"batches_consumed": 10, "num_input_shards": 2}
     # Two hosts reading one shard each feed the same global rows as one host reading both.
-    host0 = training.InputStream(_range_dataset, [0], 2)
-    host1 = training.InputStream(_range_dataset, [1], 2)
+    host0 = input_state.InputStream(_range_dataset, [0], 2)
+    host1 = input_state.InputStream(_range_dataset, [1], 2)
     for expected in full[:5]:
         np.testing.assert_array_equal(np.concatenate([next(host0)["x"], next(host1)["x"]]),
                                       expected)
-    assert training.host_input_shards(1, 2, 4) == [2, 3]
+    assert input_state.host_input_shards(1, 2, 4) == [2, 3]
     with pytest.raises(ValueError, match="multiple of the 2 host data shards"):
-        training.host_input_shards(0, 2, 3)
+        input_state.host_input_shards(0, 2, 3)
+
+
+class _CountingTask:
+    """A small seqio Task whose preprocessor calls a tf.numpy_function that counts
+    the examples it processes (as our landmark composition does)."""
+
+    def __init__(self):
+        self.calls = []
+
+        def source(split, shuffle_files, seed=None):
+            del split, shuffle_files, seed
+            return tf.data.Dataset.range(400).map(lambda i: {"x": i})
+
+        def square(x):
+            self.calls.append(int(x))
+            return x * x
+
+        def preprocess(ds):
+            return ds.map(lambda ex: {"x": tf.ensure_shape(
+                tf.numpy_function(square, [ex["x"]], tf.int64, stateful=False), [])})
+
+        self.task = seqio.Task(
+            "counting_task", seqio.FunctionDataSource(source, splits=["train"]),
+            output_features={"x": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False,
+                                                dtype=tf.int64, rank=0)},
+            preprocessors=[preprocess], shuffle_buffer_size=16)
+
+    def dataset(self, index, count, batch=4):
+        return self.task.get_dataset(None, "train", shuffle=True, seed=5, num_epochs=None,
+                                     shard_info=seqio.ShardInfo(index, count)).batch(batch)
+
+
+SPEC = {"mixture_or_task_name": "counting_task", "seed": 5, "batch_size": 8}
+
+
+def test_input_state_restores_without_rerunning_the_pipeline(tmp_path, capsys):
+    from slt import train
+    counting = _CountingTask()
+    uninterrupted = input_state.InputStream(counting.dataset, [0, 1], 2)
+    expected = [next(uninterrupted)["x"] for _ in range(20)]
+
+    k = 12
+    first = input_state.InputStream(counting.dataset, [0, 1], 2)
+    for batch in expected[:k]:
+        np.testing.assert_array_equal(next(first)["x"], batch)
+    store = input_state.InputStateStore(str(tmp_path), SPEC)
+    assert store.save(k, first) > 0
+    assert sorted(os.listdir(tmp_path / "input_state" / f"step_{k}")) == [
+        "shard_0-of-2", "shard_1-of-2"]  # complete states only, no temporary names
+    with open(tmp_path / "input_state" / f"step_{k}" / "shard_1-of-2" / "input_state.json") as f:
+        assert json.load(f) == {**SPEC, "num_input_shards": 2, "shard": 1, "step": k,
+                                "batches_consumed": k}
+
+    counting.calls.clear()
+    restored = train._open_stream(counting.dataset, [0, 1], 2, k, k, store)
+    assert "input: restored the iterator state of input shards [0, 1] of 2 at batch 12" in (
+        capsys.readouterr().out)
+    assert counting.calls == []  # nothing of the first k batches was computed again
+    for batch in expected[k:]:
+        np.testing.assert_array_equal(next(restored)["x"], batch)
+    # 8 batches x 8 rows after the restore; the shuffle buffers and prefetched batches
+    # were restored, not recomputed, so fewer calls than rows were needed.
+    assert 0 < len(counting.calls) <= 8 * 8
+    assert restored.state() == {"batches_consumed": 20, "num_input_shards": 2}
+
+    counting.calls.clear()
+    replayed = train._open_stream(counting.dataset, [0, 1], 2, k, k, None)
+    out = capsys.readouterr().out
+    assert ("input: replaying 12 batches of input shards [0, 1] of 2 (no iterator state "
+            "restored: train.checkpoint_input_state=False; with True") in out
+    assert len(counting.calls) >= k * 8  # the replay composes every used example again
+    np.testing.assert_array_equal(next(replayed)["x"], expected[k])
+
+
+def test_input_state_mismatch_falls_back_to_replay(tmp_path, capsys):
+    from slt import train
+    counting = _CountingTask()
+    expected = [b["x"] for b, _ in zip(input_state.InputStream(counting.dataset, [0], 2),
+                                       range(6))]
+    stream = input_state.InputStream(counting.dataset, [0], 2)
+    for _ in range(4):
+        next(stream)
+    input_state.InputStateStore(str(tmp_path), SPEC).save(4, stream)
+
+    other_batch = input_state.InputStateStore(str(tmp_path), {**SPEC, "batch_size": 16})
+    assert other_batch.find(4, [0], 2, 4) == (
+        None, f"the input state in {tmp_path}/input_state/step_4/shard_0-of-2 differs: "
+        "batch_size: saved 8, now 16")
+    store = input_state.InputStateStore(str(tmp_path), SPEC)
+    dirs, why = store.find(4, [0, 1, 2, 3], 4, 4)
+    assert dirs is None and "no saved input state for shard 0 of 4" in why
+    assert "step 4 has states for [2] input shards" in why
+    assert store.find(4, [0], 2, 5)[0] is None  # another position
+    assert store.find(4, [1], 2, 4)[0] is None  # that host's shard was not saved
+
+    resumed = train._open_stream(counting.dataset, [0], 2, 4, 4, other_batch)
+    out = capsys.readouterr().out
+    assert "input: replaying 4 batches of input shards [0] of 2" in out
+    assert "batch_size: saved 8, now 16" in out
+    np.testing.assert_array_equal(next(resumed)["x"], expected[4])
+
+
+def test_input_state_garbage_collection_and_unsaveable_pipelines(tmp_path, capsys):
+    store = input_state.InputStateStore(str(tmp_path), SPEC)
+    stream = input_state.InputStream(_range_dataset, [0], 1)
+    for step in (2, 4, 6, 8):
+        next(stream), next(stream)
+        store.save(step, stream)
+    os.makedirs(tmp_path / "input_state" / "step_9" / "shard_0-of-1.tmp-crashed")
+    # Orbax keeps 4 and 8; a save of step 6 may still be finishing (`below`).
+    assert store.collect_garbage([4, 8], below=6) == [2]
+    assert store.collect_garbage([4, 8]) == [6, 9]
+    assert sorted(os.listdir(tmp_path / "input_state")) == ["step_4", "step_8"]
+
+    def generated(index, count):
+        del index, count
+        return tf.data.Dataset.from_generator(
+            lambda: iter(range(100)), output_signature=tf.TensorSpec([], tf.int64)
+        ).map(lambda x: {"x": x}).batch(2)
+    stream = input_state.InputStream(generated, [0], 1)
+    next(stream)
+    assert store.save(10, stream) == 0
+    assert "tf.data cannot save this pipeline's iterator" in capsys.readouterr().out
+    assert not os.path.exists(tmp_path / "input_state" / "step_10" / "shard_0-of-1")
 
 
 def test_host_shard_of_a_single_process():
