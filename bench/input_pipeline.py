@@ -6,12 +6,16 @@ Measures, in one run on this machine:
   - the seqio pipeline over prepared shards alone: the same kind of clips, composed
     once and written by `slt.prepare` into a temporary directory (what a user with
     their own data trains from) -> the same tokens, converter and batches/s;
-  - the jitted train step alone, on one fixed batch: steps/s.
+  - the jitted train step alone, on one fixed batch: steps/s, for the demo's tiny model
+    (gin/models/tiny.gin) and for the T5-small-shaped reference of the model benches
+    (d_model 512, 6+6 layers, d_ff 1024; the smallest model a real run would train),
+    at the same batch and lengths.
 Prints a final JSON line with the rates and the ratios pipeline / step: above 1
 means the pipeline produces batches faster than the step consumes them (when run
 alone, without sharing cores; in training they share the machine).
 
-  python bench/input_pipeline.py [--batches 30] [--steps 20] [--prepared_clips 1024]
+  python bench/input_pipeline.py [--batches 30] [--steps 20] [--reference_steps 3]
+                                 [--prepared_clips 1024]
 """
 from __future__ import annotations
 
@@ -44,13 +48,16 @@ BATCH = 32
 # gin/models/tiny.gin
 CONFIG = network.T5Config(emb_dim=128, num_heads=4, head_dim=32, num_encoder_layers=3,
                           num_decoder_layers=2, mlp_dim=256, landmark_stride=2)
+# bench/train_step.py's and bench/decode.py's T5-small-shaped reference.
+REFERENCE_CONFIG = network.T5Config(emb_dim=512, num_heads=8, head_dim=64,
+                                    num_encoder_layers=6, num_decoder_layers=6, mlp_dim=1024)
 
 
 def pipeline_rate(task: str, num_batches: int) -> float:
     ds = seqio.get_dataset(task, LENGTHS, dataset_split="train", shuffle=True, seed=0,
                            num_epochs=None, batch_size=BATCH,
                            feature_converter=features.LandmarkEncDecFeatureConverter())
-    it = ds.prefetch(2).as_numpy_iterator()  # as training reads it (slt.training.InputStream)
+    it = ds.prefetch(2).as_numpy_iterator()  # as training reads it (slt.input_state.InputStream)
     for _ in range(3):  # fill the shuffle buffer and compute statistics first
         next(it)
     start = time.perf_counter()
@@ -90,12 +97,12 @@ def prepare_clips(out_dir: str, num_clips: int) -> str:
     return data_dir
 
 
-def step_rate(num_steps: int) -> float:
+def step_rate(config: network.T5Config, num_steps: int) -> float:
     converter = features.LandmarkEncDecFeatureConverter()
     shapes = {k: (BATCH, n) for k, n in converter.get_model_feature_lengths(LENGTHS).items()}
     shapes["encoder_landmarks"] += (landmarks.FRAME_DIM,)
     mesh = partitioning.make_mesh()
-    model = model_lib.EncoderDecoderModel(network.Transformer(CONFIG))
+    model = model_lib.EncoderDecoderModel(network.Transformer(config))
     trainer = trainer_lib.Trainer(model, trainer_lib.make_optimizer(
         trainer_lib.OptimizerConfig(name="adamw")), mesh, partitioning.DATA_PARALLEL_RULES, shapes)
     ds = seqio.get_dataset(TASK, LENGTHS, dataset_split="train", shuffle=False, batch_size=BATCH,
@@ -117,22 +124,36 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--reference_steps", type=int, default=3,
+                        help="timed steps of the T5-small-shaped reference (0: skip it)")
     parser.add_argument("--prepared_clips", type=int, default=1024)
     args = parser.parse_args()
+    load_before = os.getloadavg()
     on_the_fly = pipeline_rate(TASK, args.batches)
     with tempfile.TemporaryDirectory() as tmp:
         prepared.register_prepared_task(PREPARED_TASK, prepare_clips(tmp, args.prepared_clips),
                                         shuffle_buffer_size=2048)  # as the demo task
         from_shards = pipeline_rate(PREPARED_TASK, args.batches * 3)
-    steps = step_rate(args.steps)
+    steps = step_rate(CONFIG, args.steps)
     print(f"on-the-fly composition: {on_the_fly:.1f} batches/s; prepared shards: "
-          f"{from_shards:.1f} batches/s; train step: {steps:.2f} steps/s (batch {BATCH})")
-    print(json.dumps({"bench": "input_pipeline", "batch_size": BATCH,
-                      "pipeline_batches_per_s": round(on_the_fly, 3),
-                      "prepared_batches_per_s": round(from_shards, 3),
-                      "train_steps_per_s": round(steps, 3),
-                      "ratio_pipeline_over_step": round(on_the_fly / steps, 3),
-                      "ratio_prepared_over_step": round(from_shards / steps, 3)}))
+          f"{from_shards:.1f} batches/s; demo train step: {steps:.2f} steps/s (batch {BATCH})",
+          flush=True)
+    result = {"bench": "input_pipeline", "batch_size": BATCH,
+              "pipeline_batches_per_s": round(on_the_fly, 3),
+              "prepared_batches_per_s": round(from_shards, 3),
+              "train_steps_per_s": round(steps, 3),
+              "ratio_pipeline_over_step": round(on_the_fly / steps, 3),
+              "ratio_prepared_over_step": round(from_shards / steps, 3)}
+    if args.reference_steps > 0:
+        reference = step_rate(REFERENCE_CONFIG, args.reference_steps)
+        print(f"T5-small-shaped train step: {reference:.3f} steps/s", flush=True)
+        result.update({
+            "reference_train_steps_per_s": round(reference, 4),
+            "ratio_pipeline_over_reference_step": round(on_the_fly / reference, 1),
+            "ratio_prepared_over_reference_step": round(from_shards / reference, 1)})
+    result["load_average_before"] = [round(x, 2) for x in load_before]
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
