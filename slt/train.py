@@ -189,7 +189,10 @@ def train(
             if saved and state_store:
                 # Synchronous, before the next batch is read: the saved iterator
                 # position is the one the checkpoint's step has consumed.
-                state_store.save(step, stream)
+                started = time.perf_counter()
+                if written := state_store.save(step, stream):
+                    print(f"input state: saved {written / 1e6:.1f} MB for step {step} in "
+                          f"{time.perf_counter() - started:.1f} s", flush=True)
                 collect_input_states(pending=step)
 
         def collect_input_states(pending: int | None = None) -> None:
