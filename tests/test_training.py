@@ -192,6 +192,17 @@ def test_input_state_mismatch_falls_back_to_replay(tmp_path, capsys):
     assert "batch_size: saved 8, now 16" in out
     np.testing.assert_array_equal(next(resumed)["x"], expected[4])
 
+    # A state that matches its JSON but cannot be read (a damaged file) also replays.
+    shard_dir = tmp_path / "input_state" / "step_4" / "shard_0-of-2"
+    for name in os.listdir(shard_dir):
+        if name.startswith("iterator.data"):
+            with open(shard_dir / name, "r+b") as f:
+                f.truncate(100)
+    resumed = train._open_stream(counting.dataset, [0], 2, 4, 4, store)
+    out = capsys.readouterr().out
+    assert f"(no iterator state restored: reading {shard_dir} failed: " in out
+    np.testing.assert_array_equal(next(resumed)["x"], expected[4])
+
 
 def test_input_state_garbage_collection_and_unsaveable_pipelines(tmp_path, capsys):
     store = input_state.InputStateStore(str(tmp_path), SPEC)
