@@ -86,6 +86,11 @@ def _final_params(model_dir, step):
     return state["params"]
 
 
+def jax_tree_equal(a, b):
+    import jax
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
 def test_sigterm_then_sigkill_then_resume_is_bit_identical(tmp_path):
     steps = 24
     rng = random.Random(int(time.time()))
@@ -94,6 +99,9 @@ def test_sigterm_then_sigkill_then_resume_is_bit_identical(tmp_path):
     periodic = ["--gin.train.checkpoint_period=4"]
     straight = tmp_path / "straight"
     _run(_command(straight, steps, *periodic))
+    # The interrupted run saves the input iterator state with its checkpoints (off by
+    # default) and restores it; the `replayed` run below replays instead.
+    periodic.append("--gin.train.checkpoint_input_state=True")
 
     interrupted = tmp_path / "interrupted"
     rc, output = _start_and_signal(_command(interrupted, steps, *periodic), interrupted,
@@ -107,15 +115,31 @@ def test_sigterm_then_sigkill_then_resume_is_bit_identical(tmp_path):
                                    sigkill_at, signal.SIGKILL)
     assert rc == -signal.SIGKILL, output[-3000:]
     assert f"resuming from checkpoint step {saved}" in output
+    # The SIGTERM save wrote the iterator state with the checkpoint: no replay.
+    assert (f"input: restored the iterator state of input shards [0] of 1 at batch {saved}"
+            in output), output[-3000:]
     output = _run(_command(interrupted, steps, *periodic))
     assert "resuming from checkpoint step" in output
+    # Restored, unless SIGKILL fell between orbax finishing a step and its input state.
+    assert "input: restored the iterator state" in output or "input: replaying" in output
+    # Only the input states of steps orbax keeps (3 newest) are left.
+    kept = {f"step_{s}" for s in os.listdir(interrupted / "checkpoints") if s.isdigit()}
+    assert set(os.listdir(interrupted / "input_state")) <= kept
 
-    a, b = _final_params(straight, steps), _final_params(interrupted, steps)
-    import jax
-    jax.tree.map(np.testing.assert_array_equal, a, b)
+    jax_tree_equal(_final_params(straight, steps), _final_params(interrupted, steps))
     losses = [(r["step"], r["loss"]) for r in _logged_steps(straight) if "loss" in r]
     assert losses == [(r["step"], r["loss"]) for r in _logged_steps(interrupted) if "loss" in r]
     assert [s for s, _ in losses] == list(range(1, steps + 1))
+
+    # Replaying (the input state off) resumes to the same params too.
+    replayed = tmp_path / "replayed"
+    no_state = ["--gin.train.checkpoint_period=4"]  # the default: no input state
+    _run(_command(replayed, 10, *no_state, f"--gin.slt.OptimizerConfig.decay_steps={steps}"))
+    output = _run(_command(replayed, steps, *no_state))
+    assert ("input: replaying 10 batches of input shards [0] of 1 (no iterator state "
+            "restored: train.checkpoint_input_state=False; with True") in output
+    assert not os.path.exists(replayed / "input_state")
+    jax_tree_equal(_final_params(straight, steps), _final_params(replayed, steps))
 
 
 def _free_port():
