@@ -181,6 +181,30 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
     np.testing.assert_allclose(la, lb, rtol=1e-5)
 
 
+def test_input_state_saved_by_two_hosts_restores_on_one(tmp_path):
+    """Input states are per input shard: 2 processes save one shard each, and 1
+    process reading both shards restores them (no replay), ending at the params of
+    an uninterrupted 1-process run."""
+    steps = 6
+    with_state = [*MULTI, "--gin.train.checkpoint_input_state=True"]
+    one = tmp_path / "one"
+    _run(_command(one, steps, *with_state), env=_env(8))
+    two = tmp_path / "two"
+    schedule = f"--gin.slt.OptimizerConfig.decay_steps={steps}"
+    processes = _start_two_processes(two, 3, *with_state, schedule)
+    for p in processes:
+        out, err = p.communicate(timeout=900)
+        assert p.returncode == 0, out[-2000:] + err[-3000:]
+    assert sorted(os.listdir(two / "input_state" / "step_3")) == [
+        "shard_0-of-2", "shard_1-of-2"]
+    output = _run(_command(two, steps, *with_state), env=_env(8))
+    assert ("input: restored the iterator state of input shards [0, 1] of 2 at batch 3"
+            in output), output[-3000:]
+    a, b = _final_params(one, steps), _final_params(two, steps)
+    import jax
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
+
+
 def test_killing_one_process_stops_the_other(tmp_path):
     model_dir = tmp_path / "run"
     processes = _start_two_processes(model_dir, 10_000, *MULTI,
