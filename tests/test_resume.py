@@ -3,7 +3,9 @@
 Slow (several full job starts each): run with `python -m pytest -m slow tests`.
 
 - A run stopped by SIGTERM (exit 0, saved), resumed, killed by SIGKILL at a random
-  step, and resumed again ends bit-identical to an uninterrupted run.
+  step, and resumed again ends bit-identical to an uninterrupted run, restoring the
+  saved input iterator state; replaying the input instead (the default) too.
+- Input states saved by 2 processes restore on 1 process reading both input shards.
 - 2 processes x 4 CPU devices end with the params of 1 process x 8 devices.
 - Killing one of 2 processes makes the other exit non-zero within a bounded time.
 """
