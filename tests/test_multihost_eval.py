@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import seqio
+from tiny_train_flags import TINY_TRAIN_FLAGS
 
 from slt import train as train_lib  # noqa: F401  (sets XLA flags before JAX starts)
 from slt import evaluation, features
@@ -81,12 +82,7 @@ def test_padding_batch_matches_the_converters_batches():
 # -- slow: real processes ---------------------------------------------------------------
 
 TINY = [
-    "--gin_file=gin/runs/demo.gin",
-    "--gin.slt.T5Config.emb_dim=32", "--gin.slt.T5Config.head_dim=8",
-    "--gin.slt.T5Config.num_heads=2",
-    "--gin.slt.T5Config.mlp_dim=64", "--gin.slt.T5Config.num_encoder_layers=1",
-    "--gin.slt.T5Config.num_decoder_layers=1", "--gin.slt.OptimizerConfig.warmup_steps=2",
-    "--gin.train.batch_size=8", "--gin.train.log_period=1", "--gin.train.train_steps=4",
+    *TINY_TRAIN_FLAGS, "--gin.train.train_steps=4",
     "--gin.slt.OptimizerConfig.decay_steps=4", "--gin.train.donate_state=False",
     # 131 validation examples: batches of 16 end ragged, and 2 shards are unequal.
     '--gin.train.eval_split="validation"', "--gin.train.eval_batch_size=16",

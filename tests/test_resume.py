@@ -20,16 +20,10 @@ import time
 
 import numpy as np
 import pytest
+from tiny_train_flags import TINY_TRAIN_FLAGS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = [
-    "--gin_file=gin/runs/demo.gin",
-    "--gin.slt.T5Config.emb_dim=32", "--gin.slt.T5Config.head_dim=8",
-    "--gin.slt.T5Config.num_heads=2",
-    "--gin.slt.T5Config.mlp_dim=64", "--gin.slt.T5Config.num_encoder_layers=1",
-    "--gin.slt.T5Config.num_decoder_layers=1", "--gin.slt.OptimizerConfig.warmup_steps=2",
-    "--gin.train.batch_size=8", "--gin.train.log_period=1", "--gin.train.final_eval=False",
-]
+TINY = [*TINY_TRAIN_FLAGS, "--gin.train.final_eval=False"]
 pytestmark = pytest.mark.slow
 
 
