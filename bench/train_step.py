@@ -37,8 +37,11 @@ They only change how XLA compiles for CPU; the model code has no CPU-specific pa
 
     python bench/train_step.py [--steps 5] [--rounds 2] [--no-xla-flags] [--skip-hf]
 
-Prints one line per measurement and a final JSON line with s/step, the ratio
-``hf_s_per_step / ours_s_per_step`` (> 1 means we are faster) and the FLOP/s fractions.
+Peers alternate step by step within each round, so a change of load on a shared machine
+hits both alike. Prints one line per measurement and a final JSON line with s/step, the
+ratio ``hf_s_per_step / ours_s_per_step`` of the medians (> 1 means we are faster), the
+median, min and max of the per-step paired ratios (each HF step over our step just
+before it) and the FLOP/s fractions.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=dot "
 
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per round and peer")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round and peer (peers alternate step by step)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="rounds; each times every peer in turn (median over all steps)")
     parser.add_argument("--no-xla-flags", action="store_true",
@@ -129,6 +132,51 @@ def matmul_flops_per_s(size: int = 2048, repeats: int = 5) -> float:
         f(a).block_until_ready()
         times.append(time.perf_counter() - t)
     return 2.0 * size ** 3 / min(times)
+
+
+def kernel_rates(calls: int = 8, repeats: int = 5) -> dict[str, dict[str, float]]:
+    """GFLOP/s of the step's two kinds of matmul, XLA (this run's flags) vs PyTorch.
+
+    * ``dense``: a projection as the encoder runs it, ``[2112, 512] x [512, 1024]``;
+    * ``attention``: the encoder's batched ``QK^T``, ``einsum('bqhd,bkhd->bhqk')`` on
+      ``[8, 264, 8, 64]`` operands, as our attention computes it (PyTorch: ``q @ k^T``
+      on the ``[b, h, len, d]`` views HF's T5 uses).
+
+    Each timing covers ``calls`` independent products (one jitted call for XLA, so its
+    threads stay busy as in a step); XLA and PyTorch alternate, best of ``repeats``.
+    """
+    import torch
+
+    rs = np.random.RandomState(2)
+    n = BATCH * (PROMPT + FRAMES)
+    length = n // BATCH
+    cases = {
+        "dense": ((n, D), (D, MLP), 2.0 * n * D * MLP,
+                  lambda a, b: a @ b, lambda a, b: a @ b),
+        "attention": ((BATCH, length, HEADS, HEAD_DIM), (BATCH, length, HEADS, HEAD_DIM),
+                      2.0 * BATCH * HEADS * length * length * HEAD_DIM,
+                      lambda q, k: jnp.einsum("bqhd,bkhd->bhqk", q, k),
+                      lambda q, k: q.transpose(1, 2) @ k.transpose(1, 2).transpose(2, 3)),
+    }
+    rates = {}
+    for name, (shape_a, shape_b, flops, xla_fn, torch_fn) in cases.items():
+        pairs = [(rs.randn(*shape_a).astype(np.float32), rs.randn(*shape_b).astype(np.float32))
+                 for _ in range(calls)]
+        xla_f = jax.jit(lambda operands: [xla_fn(a, b) for a, b in operands])  # noqa: B023
+        xla_pairs = [(jnp.asarray(a), jnp.asarray(b)) for a, b in pairs]
+        torch_pairs = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in pairs]
+        jax.block_until_ready(xla_f(xla_pairs))
+        best = {"xla": float("inf"), "torch": float("inf")}
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(xla_f(xla_pairs))
+            best["xla"] = min(best["xla"], time.perf_counter() - start)
+            start = time.perf_counter()
+            for a, b in torch_pairs:
+                torch_fn(a, b)
+            best["torch"] = min(best["torch"], time.perf_counter() - start)
+        rates[name] = {k: round(calls * flops / v / 1e9, 1) for k, v in best.items()}
+    return rates
 
 
 class Ours:
@@ -331,11 +379,16 @@ def main() -> None:
 
     times: dict[str, list[float]] = {p.name: [] for p in peers}
     for r in range(args.rounds):
+        round_times: dict[str, list[float]] = {p.name: [] for p in peers}
+        # Peers alternate step by step, so load changes on a shared machine hit both
+        # alike; each step's ratio is taken against the neighbouring step of the peer.
+        for _ in range(args.steps):
+            for peer in peers:
+                round_times[peer.name] += time_steps(peer, 1)
         for peer in peers:
-            t = time_steps(peer, args.steps)
-            times[peer.name] += t
-            print(f"round {r}: {peer.name} {statistics.median(t):.3f} s/step "
-                  f"(loss {peer.losses[-1]:.4f})", flush=True)
+            times[peer.name] += round_times[peer.name]
+            print(f"round {r}: {peer.name} {statistics.median(round_times[peer.name]):.3f} "
+                  f"s/step (loss {peer.losses[-1]:.4f})", flush=True)
     matmul = matmul_flops_per_s()
     flops = analytic_flops()
     xla_flops = ours.xla_flops()
@@ -356,10 +409,18 @@ def main() -> None:
         result[f"{name}_fraction_of_matmul"] = round(flops / s / matmul, 3)
     if "hf" in s_per_step:
         result["ratio_hf_over_ours"] = round(s_per_step["hf"] / s_per_step["ours"], 3)
+        paired = [h / o for h, o in zip(times["hf"], times["ours"])]
+        result["paired_ratio_hf_over_ours"] = {
+            "median": round(statistics.median(paired), 3), "min": round(min(paired), 3),
+            "max": round(max(paired), 3), "steps": len(paired)}
     if "t5x" in s_per_step:
         result["ratio_t5x_over_ours"] = round(s_per_step["t5x"] / s_per_step["ours"], 3)
     else:
         result["t5x"] = t5x_error or "skipped: T5X_DIR not set"
+    if not args.skip_hf:
+        # Where the gap comes from (README "Train-step speed"): the step's dense matmuls
+        # run as fast as PyTorch's, its batched attention matmuls do not.
+        result["kernel_gflop_per_s"] = kernel_rates()
     result.update(agreement)
     result["load_average_before"] = [round(x, 2) for x in load_before]
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
