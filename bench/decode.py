@@ -6,7 +6,10 @@ batch 8, 256 landmark frames (+ an 8-token prompt), 64 new tokens, greedy and be
 HF has no landmark input, so it gets our encoder input embeddings (prompt embeddings
 followed by the projected frames) as ``inputs_embeds``: the same computation.
 The EOS column of the output projection is zeroed, so that random weights decode all
-64 tokens in both. Prints a final JSON line with tokens/s and the ratios (ours / HF).
+64 tokens in both. The four runs (ours and HF, greedy and beam) take turns, so a change
+of load on a shared machine hits them alike. Prints a final JSON line with tokens/s,
+the ratios of the medians (HF time / ours) and the median, min and max of the paired
+per-run ratios.
 
     python bench/decode.py [--repeats 3] [--no-xla-flags]
 
@@ -63,14 +66,18 @@ CONFIG = T5Config(vocab_size=384, emb_dim=512, num_heads=8, head_dim=64,
 BATCH, PROMPT, FRAMES, NEW_TOKENS, BEAMS = 8, 8, 256, 64, 4
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # compile / warm up
-    times = []
+def timed_alternating(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Times each function ``repeats`` times, the functions taking turns, so a change of
+    load on a shared machine hits all of them alike."""
+    for fn in fns.values():
+        fn()  # compile / warm up
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
@@ -95,8 +102,6 @@ def main() -> None:
     greedy_fn = jax.jit(lambda p, b: model.predict_batch(p, b, NEW_TOKENS))
     beam_fn = jax.jit(lambda p, b: model.predict_batch(
         p, b, NEW_TOKENS, decode_method="beam", num_beams=BEAMS, alpha=0.6))
-    ours_greedy = timed(lambda: greedy_fn(params, batch).block_until_ready(), args.repeats)
-    ours_beam = timed(lambda: beam_fn(params, batch).block_until_ready(), args.repeats)
     our_tokens = np.asarray(greedy_fn(params, batch))
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -117,8 +122,16 @@ def main() -> None:
                                min_new_tokens=0, decoder_start_token_id=0, eos_token_id=1,
                                pad_token_id=0, length_penalty=0.6 if num_beams > 1 else 1.0)
 
-    hf_greedy = timed(lambda: hf_generate(1), args.repeats)
-    hf_beam = timed(lambda: hf_generate(BEAMS), args.repeats)
+    times = timed_alternating({
+        "ours_greedy": lambda: greedy_fn(params, batch).block_until_ready(),
+        "hf_greedy": lambda: hf_generate(1),
+        "ours_beam": lambda: beam_fn(params, batch).block_until_ready(),
+        "hf_beam": lambda: hf_generate(BEAMS),
+    }, args.repeats)
+    ours_greedy, hf_greedy, ours_beam, hf_beam = (
+        float(np.median(times[k])) for k in ("ours_greedy", "hf_greedy", "ours_beam", "hf_beam"))
+    paired = {kind: [h / o for h, o in zip(times[f"hf_{kind}"], times[f"ours_{kind}"])]
+              for kind in ("greedy", "beam")}
     hf_tokens = hf_generate(1).numpy()[:, 1:]
     hf_beam_length = hf_generate(BEAMS).shape[1] - 1
     our_beam_length = int((np.asarray(beam_fn(params, batch)) > 0).sum(axis=1).max())
@@ -137,6 +150,10 @@ def main() -> None:
         "hf_beam_tokens_per_s": round(new / hf_beam, 1),
         "greedy_ratio": round(hf_greedy / ours_greedy, 2),
         "beam_ratio": round(hf_beam / ours_beam, 2),
+        # Each HF run over our run just before it (the two alternate).
+        **{f"paired_{kind}_ratio": {"median": round(float(np.median(v)), 2),
+                                    "min": round(min(v), 2), "max": round(max(v), 2)}
+           for kind, v in paired.items()},
     }
     result["load_average_before"] = [round(x, 2) for x in load_before]
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
