@@ -57,6 +57,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from paired import alternate, ratio_summary  # noqa: E402  (bench/paired.py)
 from slt.models import weights  # noqa: E402
 from slt.models.model import EncoderDecoderModel  # noqa: E402
 from slt.models.network import T5Config, Transformer  # noqa: E402
@@ -64,20 +65,6 @@ from slt.models.network import T5Config, Transformer  # noqa: E402
 CONFIG = T5Config(vocab_size=384, emb_dim=512, num_heads=8, head_dim=64,
                   num_encoder_layers=6, num_decoder_layers=6, mlp_dim=1024)
 BATCH, PROMPT, FRAMES, NEW_TOKENS, BEAMS = 8, 8, 256, 64, 4
-
-
-def timed_alternating(fns: dict, repeats: int) -> dict[str, list[float]]:
-    """Times each function ``repeats`` times, the functions taking turns, so a change of
-    load on a shared machine hits all of them alike."""
-    for fn in fns.values():
-        fn()  # compile / warm up
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def main() -> None:
@@ -122,16 +109,17 @@ def main() -> None:
                                min_new_tokens=0, decoder_start_token_id=0, eos_token_id=1,
                                pad_token_id=0, length_penalty=0.6 if num_beams > 1 else 1.0)
 
-    times = timed_alternating({
+    runs = {
         "ours_greedy": lambda: greedy_fn(params, batch).block_until_ready(),
         "hf_greedy": lambda: hf_generate(1),
         "ours_beam": lambda: beam_fn(params, batch).block_until_ready(),
         "hf_beam": lambda: hf_generate(BEAMS),
-    }, args.repeats)
+    }
+    for run in runs.values():
+        run()  # compile / warm up
+    times = alternate(runs, args.repeats)
     ours_greedy, hf_greedy, ours_beam, hf_beam = (
         float(np.median(times[k])) for k in ("ours_greedy", "hf_greedy", "ours_beam", "hf_beam"))
-    paired = {kind: [h / o for h, o in zip(times[f"hf_{kind}"], times[f"ours_{kind}"])]
-              for kind in ("greedy", "beam")}
     hf_tokens = hf_generate(1).numpy()[:, 1:]
     hf_beam_length = hf_generate(BEAMS).shape[1] - 1
     our_beam_length = int((np.asarray(beam_fn(params, batch)) > 0).sum(axis=1).max())
@@ -150,10 +138,9 @@ def main() -> None:
         "hf_beam_tokens_per_s": round(new / hf_beam, 1),
         "greedy_ratio": round(hf_greedy / ours_greedy, 2),
         "beam_ratio": round(hf_beam / ours_beam, 2),
-        # Each HF run over our run just before it (the two alternate).
-        **{f"paired_{kind}_ratio": {"median": round(float(np.median(v)), 2),
-                                    "min": round(min(v), 2), "max": round(max(v), 2)}
-           for kind, v in paired.items()},
+        # Each HF run over our run of the same turn.
+        **{f"paired_{kind}_ratio": ratio_summary(times[f"hf_{kind}"], times[f"ours_{kind}"], 2)
+           for kind in ("greedy", "beam")},
     }
     result["load_average_before"] = [round(x, 2) for x in load_before]
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

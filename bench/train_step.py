@@ -40,8 +40,8 @@ They only change how XLA compiles for CPU; the model code has no CPU-specific pa
 Peers alternate step by step within each round, so a change of load on a shared machine
 hits both alike. Prints one line per measurement and a final JSON line with s/step, the
 ratio ``hf_s_per_step / ours_s_per_step`` of the medians (> 1 means we are faster), the
-median, min and max of the per-step paired ratios (each HF step over our step just
-before it) and the FLOP/s fractions.
+median, min and max of the per-step paired ratios (each HF step over our step of the
+same turn) and the FLOP/s fractions.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=dot "
 
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per round and peer (peers alternate step by step)")
+    parser.add_argument("--steps", type=int, default=5,
+                        help="timed steps per round and peer (peers alternate step by step)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="rounds; each times every peer in turn (median over all steps)")
     parser.add_argument("--no-xla-flags", action="store_true",
@@ -79,6 +80,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from paired import alternate, ratio_summary  # noqa: E402  (bench/paired.py)
 from slt import partitioning  # noqa: E402
 from slt import trainer as trainer_lib  # noqa: E402
 from slt.models import weights  # noqa: E402
@@ -321,15 +323,6 @@ def _unbox(tree):
     return nn.meta.unbox(tree)
 
 
-def time_steps(peer, steps: int) -> list[float]:
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        peer.step()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def main() -> None:
     args = ARGS or _parse()
     load_before = os.getloadavg()
@@ -379,12 +372,7 @@ def main() -> None:
 
     times: dict[str, list[float]] = {p.name: [] for p in peers}
     for r in range(args.rounds):
-        round_times: dict[str, list[float]] = {p.name: [] for p in peers}
-        # Peers alternate step by step, so load changes on a shared machine hit both
-        # alike; each step's ratio is taken against the neighbouring step of the peer.
-        for _ in range(args.steps):
-            for peer in peers:
-                round_times[peer.name] += time_steps(peer, 1)
+        round_times = alternate({p.name: p.step for p in peers}, args.steps)
         for peer in peers:
             times[peer.name] += round_times[peer.name]
             print(f"round {r}: {peer.name} {statistics.median(round_times[peer.name]):.3f} "
@@ -409,17 +397,14 @@ def main() -> None:
         result[f"{name}_fraction_of_matmul"] = round(flops / s / matmul, 3)
     if "hf" in s_per_step:
         result["ratio_hf_over_ours"] = round(s_per_step["hf"] / s_per_step["ours"], 3)
-        paired = [h / o for h, o in zip(times["hf"], times["ours"])]
-        result["paired_ratio_hf_over_ours"] = {
-            "median": round(statistics.median(paired), 3), "min": round(min(paired), 3),
-            "max": round(max(paired), 3), "steps": len(paired)}
+        result["paired_ratio_hf_over_ours"] = ratio_summary(times["hf"], times["ours"])
     if "t5x" in s_per_step:
         result["ratio_t5x_over_ours"] = round(s_per_step["t5x"] / s_per_step["ours"], 3)
     else:
         result["t5x"] = t5x_error or "skipped: T5X_DIR not set"
     if not args.skip_hf:
-        # Where the gap comes from (README "Train-step speed"): the step's dense matmuls
-        # run as fast as PyTorch's, its batched attention matmuls do not.
+        # Where the gap comes from (README "Train-step speed"): XLA:CPU's dense and,
+        # more so, batched attention matmuls against PyTorch's, in the same run.
         result["kernel_gflop_per_s"] = kernel_rates()
     result.update(agreement)
     result["load_average_before"] = [round(x, 2) for x in load_before]
