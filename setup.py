@@ -1,4 +1,5 @@
 """slt: sign language translation at scale, in JAX."""
+
 import setuptools
 
 # Versions installed and tested together on Python 3.11 (see README, "Environment").
@@ -41,7 +42,12 @@ setuptools.setup(
         # torch (CPU), transformers and safetensors: weight import/export and numerical
         # parity tests against transformers' PyTorch T5 only; the library never needs torch.
         # importlib_resources: TFDS needs it to write the small builder a test reads.
-        "test": ["pytest==9.2.0", "torch==2.13.0", "transformers==5.23.0",
-                 "safetensors==0.8.0", "importlib_resources==7.1.0"],
+        "test": [
+            "pytest==9.2.0",
+            "torch==2.13.0",
+            "transformers==5.23.0",
+            "safetensors==0.8.0",
+            "importlib_resources==7.1.0",
+        ],
     },
 )

@@ -17,6 +17,7 @@ alone, without sharing cores; in training they share the machine).
   python bench/input_pipeline.py [--batches 30] [--steps 20] [--reference_steps 3]
                                  [--prepared_clips 1024]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,17 +47,32 @@ PREPARED_TASK = "bench_prepared_slt_ase_en"
 LENGTHS = {"landmarks": 160, "inputs": 24, "targets": 24}
 BATCH = 32
 # gin/models/tiny.gin
-CONFIG = network.T5Config(emb_dim=128, num_heads=4, head_dim=32, num_encoder_layers=3,
-                          num_decoder_layers=2, mlp_dim=256, landmark_stride=2)
+CONFIG = network.T5Config(
+    emb_dim=128,
+    num_heads=4,
+    head_dim=32,
+    num_encoder_layers=3,
+    num_decoder_layers=2,
+    mlp_dim=256,
+    landmark_stride=2,
+)
 # bench/train_step.py's and bench/decode.py's T5-small-shaped reference.
-REFERENCE_CONFIG = network.T5Config(emb_dim=512, num_heads=8, head_dim=64,
-                                    num_encoder_layers=6, num_decoder_layers=6, mlp_dim=1024)
+REFERENCE_CONFIG = network.T5Config(
+    emb_dim=512, num_heads=8, head_dim=64, num_encoder_layers=6, num_decoder_layers=6, mlp_dim=1024
+)
 
 
 def pipeline_rate(task: str, num_batches: int) -> float:
-    ds = seqio.get_dataset(task, LENGTHS, dataset_split="train", shuffle=True, seed=0,
-                           num_epochs=None, batch_size=BATCH,
-                           feature_converter=features.LandmarkEncDecFeatureConverter())
+    ds = seqio.get_dataset(
+        task,
+        LENGTHS,
+        dataset_split="train",
+        shuffle=True,
+        seed=0,
+        num_epochs=None,
+        batch_size=BATCH,
+        feature_converter=features.LandmarkEncDecFeatureConverter(),
+    )
     it = ds.prefetch(2).as_numpy_iterator()  # as training reads it (slt.input_state.InputStream)
     for _ in range(3):  # fill the shuffle buffer and compute statistics first
         next(it)
@@ -82,16 +98,20 @@ def prepare_clips(out_dir: str, num_clips: int) -> str:
         rng = fingerspelling._variant_rng("ase", word, variant, fingerspelling_tasks.CORPUS_SEED)
         points, present = fingerspelling.compose_clip(lexicon, lexicon.spell(word), rng)
         path = os.path.join(out_dir, f"clip{i:05d}.npz")
-        np.savez(path, data=points, conf=present.astype(np.float32),
-                 fps=fingerspelling.BASE_FPS)
-        rows.append({"path": path, "text": word, "sign_language": "ase",
-                     "spoken_language": "en"})
+        np.savez(path, data=points, conf=present.astype(np.float32), fps=fingerspelling.BASE_FPS)
+        rows.append({"path": path, "text": word, "sign_language": "ase", "spoken_language": "en"})
     manifest = os.path.join(out_dir, "manifest.jsonl")
     with open(manifest, "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
     data_dir = os.path.join(out_dir, "prepared")
-    result = prepare.prepare(manifest, data_dir, clips.PrepareOptions(config=config),
-                             examples_per_shard=256, num_workers=1, progress=False)
+    result = prepare.prepare(
+        manifest,
+        data_dir,
+        clips.PrepareOptions(config=config),
+        examples_per_shard=256,
+        num_workers=1,
+        progress=False,
+    )
     if result.num_written != num_clips:
         raise RuntimeError(f"slt.prepare wrote {result.num_written} of {num_clips} clips.")
     return data_dir
@@ -103,10 +123,21 @@ def step_rate(config: network.T5Config, num_steps: int) -> float:
     shapes["encoder_landmarks"] += (landmarks.FRAME_DIM,)
     mesh = partitioning.make_mesh()
     model = model_lib.EncoderDecoderModel(network.Transformer(config))
-    trainer = trainer_lib.Trainer(model, trainer_lib.make_optimizer(
-        trainer_lib.OptimizerConfig(name="adamw")), mesh, partitioning.DATA_PARALLEL_RULES, shapes)
-    ds = seqio.get_dataset(TASK, LENGTHS, dataset_split="train", shuffle=False, batch_size=BATCH,
-                           feature_converter=converter)
+    trainer = trainer_lib.Trainer(
+        model,
+        trainer_lib.make_optimizer(trainer_lib.OptimizerConfig(name="adamw")),
+        mesh,
+        partitioning.DATA_PARALLEL_RULES,
+        shapes,
+    )
+    ds = seqio.get_dataset(
+        TASK,
+        LENGTHS,
+        dataset_split="train",
+        shuffle=False,
+        batch_size=BATCH,
+        feature_converter=converter,
+    )
     batch = next(ds.as_numpy_iterator())
     with jax.set_mesh(mesh):
         state = trainer.init_state(jax.random.key(0))
@@ -124,33 +155,46 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--reference_steps", type=int, default=3,
-                        help="timed steps of the T5-small-shaped reference (0: skip it)")
+    parser.add_argument(
+        "--reference_steps",
+        type=int,
+        default=3,
+        help="timed steps of the T5-small-shaped reference (0: skip it)",
+    )
     parser.add_argument("--prepared_clips", type=int, default=1024)
     args = parser.parse_args()
     load_before = os.getloadavg()
     on_the_fly = pipeline_rate(TASK, args.batches)
     with tempfile.TemporaryDirectory() as tmp:
-        prepared.register_prepared_task(PREPARED_TASK, prepare_clips(tmp, args.prepared_clips),
-                                        shuffle_buffer_size=2048)  # as the demo task
+        prepared.register_prepared_task(
+            PREPARED_TASK, prepare_clips(tmp, args.prepared_clips), shuffle_buffer_size=2048
+        )  # as the demo task
         from_shards = pipeline_rate(PREPARED_TASK, args.batches * 3)
     steps = step_rate(CONFIG, args.steps)
-    print(f"on-the-fly composition: {on_the_fly:.1f} batches/s; prepared shards: "
-          f"{from_shards:.1f} batches/s; demo train step: {steps:.2f} steps/s (batch {BATCH})",
-          flush=True)
-    result = {"bench": "input_pipeline", "batch_size": BATCH,
-              "pipeline_batches_per_s": round(on_the_fly, 3),
-              "prepared_batches_per_s": round(from_shards, 3),
-              "train_steps_per_s": round(steps, 3),
-              "ratio_pipeline_over_step": round(on_the_fly / steps, 3),
-              "ratio_prepared_over_step": round(from_shards / steps, 3)}
+    print(
+        f"on-the-fly composition: {on_the_fly:.1f} batches/s; prepared shards: "
+        f"{from_shards:.1f} batches/s; demo train step: {steps:.2f} steps/s (batch {BATCH})",
+        flush=True,
+    )
+    result = {
+        "bench": "input_pipeline",
+        "batch_size": BATCH,
+        "pipeline_batches_per_s": round(on_the_fly, 3),
+        "prepared_batches_per_s": round(from_shards, 3),
+        "train_steps_per_s": round(steps, 3),
+        "ratio_pipeline_over_step": round(on_the_fly / steps, 3),
+        "ratio_prepared_over_step": round(from_shards / steps, 3),
+    }
     if args.reference_steps > 0:
         reference = step_rate(REFERENCE_CONFIG, args.reference_steps)
         print(f"T5-small-shaped train step: {reference:.3f} steps/s", flush=True)
-        result.update({
-            "reference_train_steps_per_s": round(reference, 4),
-            "ratio_pipeline_over_reference_step": round(on_the_fly / reference, 1),
-            "ratio_prepared_over_reference_step": round(from_shards / reference, 1)})
+        result.update(
+            {
+                "reference_train_steps_per_s": round(reference, 4),
+                "ratio_pipeline_over_reference_step": round(on_the_fly / reference, 1),
+                "ratio_prepared_over_reference_step": round(from_shards / reference, 1),
+            }
+        )
     result["load_average_before"] = [round(x, 2) for x in load_before]
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result))

@@ -26,6 +26,9 @@ def alternate(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, l
 def ratio_summary(peer_times: list[float], our_times: list[float], digits: int = 3) -> dict:
     """Median, min and max of the per-turn ratios ``peer / ours`` (> 1: we are faster)."""
     ratios = [p / o for p, o in zip(peer_times, our_times, strict=True)]
-    return {"median": round(statistics.median(ratios), digits),
-            "min": round(min(ratios), digits), "max": round(max(ratios), digits),
-            "turns": len(ratios)}
+    return {
+        "median": round(statistics.median(ratios), digits),
+        "min": round(min(ratios), digits),
+        "max": round(max(ratios), digits),
+        "turns": len(ratios),
+    }

@@ -13,6 +13,7 @@ Prints a final JSON line with the figures and the ratio.
 
   python bench/prepare.py [--clips 300] [--workers 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,8 @@ from slt.io import pose_files  # noqa: E402
 
 def _files(count: int, spoken) -> list[tuple[str, str, str]]:
     from tasks import fingerspelling
-    rows = [(path, sign, text) for path, _, sign, text in fingerspelling._index()
-            if sign in spoken]
+
+    rows = [(path, sign, text) for path, _, sign, text in fingerspelling._index() if sign in spoken]
     return [rows[i % len(rows)] for i in range(count)]
 
 
@@ -45,12 +46,26 @@ def prepare_rate(files, workers: int, spoken) -> tuple[float, int]:
         manifest = os.path.join(tmp, "m.jsonl")
         with open(manifest, "w") as f:
             for path, sign, text in files:
-                f.write(json.dumps({"path": path, "text": text, "sign_language": sign,
-                                    "spoken_language": spoken[sign]}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "path": path,
+                            "text": text,
+                            "sign_language": sign,
+                            "spoken_language": spoken[sign],
+                        }
+                    )
+                    + "\n"
+                )
         start = time.perf_counter()
-        result = prepare.prepare(manifest, os.path.join(tmp, "out"), clips.PrepareOptions(),
-                                 examples_per_shard=100, num_workers=workers,
-                                 progress=False)
+        result = prepare.prepare(
+            manifest,
+            os.path.join(tmp, "out"),
+            clips.PrepareOptions(),
+            examples_per_shard=100,
+            num_workers=workers,
+            progress=False,
+        )
         seconds = time.perf_counter() - start
     assert result.num_inputs == len(files) == result.num_written + result.num_reported
     return len(files) / seconds, result.num_written
@@ -81,7 +96,7 @@ def peer_frames(pose: Pose, config: landmarks.LandmarkConfig) -> np.ndarray:
                     high[d] = max(high[d], value)
     scale = max(high[0] - low[0], high[1] - low[1], 1e-6)
     frames = []
-    for t in range(0, num_frames, config.frame_step)[:config.max_frames]:
+    for t in range(0, num_frames, config.frame_step)[: config.max_frames]:
         row = []
         for p in range(num_points):
             if confidence[t, 0, p] > 0:
@@ -97,8 +112,9 @@ def our_frames(pose: Pose, config: landmarks.LandmarkConfig) -> np.ndarray:
     present = np.asarray(pose.body.confidence)[:, 0] > 0
     components = tuple((c.name, len(c.points)) for c in pose.header.components)
     names = tuple(tuple(c.points) for c in pose.header.components)
-    subset, subset_present = landmarks.select_youtube_asl(points, present, components,
-                                                          point_names=names)
+    subset, subset_present = landmarks.select_youtube_asl(
+        points, present, components, point_names=names
+    )
     return landmarks.to_frames(subset, subset_present, config)
 
 
@@ -109,8 +125,7 @@ def frame_processing(files, repeats: int = 3) -> dict:
         with open(path, "rb") as f:
             poses.append(Pose.read(f.read()))
     for pose in poses[:20]:  # same output
-        np.testing.assert_allclose(our_frames(pose, config), peer_frames(pose, config),
-                                   atol=1e-5)
+        np.testing.assert_allclose(our_frames(pose, config), peer_frames(pose, config), atol=1e-5)
     timings = {}
     for name, fn in (("vectorised", our_frames), ("per_frame_loop", peer_frames)):
         best = np.inf
@@ -130,16 +145,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="0: one per core")
     args = parser.parse_args()
     from tasks import fingerspelling_tasks
+
     spoken = fingerspelling_tasks.SIGN_TO_SPOKEN
     files = _files(args.clips, spoken)
     frames = sum(pose_files.read_pose(p).num_frames for p, _, _ in files[:50]) / 50
     workers = args.workers or os.cpu_count() or 1
     one, written = prepare_rate(files, 1, spoken)
     many, _ = prepare_rate(files, workers, spoken)
-    timings = frame_processing(files[:args.frame_clips])
+    timings = frame_processing(files[: args.frame_clips])
     result = {
-        "clips": len(files), "written": written, "mean_input_frames": round(frames, 1),
-        "cores": os.cpu_count(), "workers": workers,
+        "clips": len(files),
+        "written": written,
+        "mean_input_frames": round(frames, 1),
+        "cores": os.cpu_count(),
+        "workers": workers,
         "prepare_clips_per_s_1_worker": round(one, 1),
         f"prepare_clips_per_s_{workers}_workers": round(many, 1),
         "prepare_clips_per_s_per_core": round(one, 1),

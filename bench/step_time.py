@@ -9,6 +9,7 @@ Prints one JSON line per measurement and a final JSON line with the ratio
 (8-device s/step over 1-device s/step). On a CPU the 8 "devices" share the same
 cores, so this measures the cost of partitioning and collectives, not a speed-up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,11 +61,19 @@ print(json.dumps({"devices": len(jax.devices()), "mesh": dict(mesh.shape), "layo
 
 
 def measure(devices: int, steps: int, batch: int, layout: str, mesh_shape: list[int]) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(steps), str(batch), layout,
-                          json.dumps(mesh_shape)], env=env, capture_output=True, text=True,
-                         check=True)
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(steps), str(batch), layout, json.dumps(mesh_shape)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     print(json.dumps(result), flush=True)
     return result
@@ -74,19 +83,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--layout", default="data_parallel",
-                        choices=["data_parallel", "fsdp", "tensor_parallel",
-                                 "fsdp_tensor_parallel"])
+    parser.add_argument(
+        "--layout",
+        default="data_parallel",
+        choices=["data_parallel", "fsdp", "tensor_parallel", "fsdp_tensor_parallel"],
+    )
     args = parser.parse_args()
-    shape8 = {"data_parallel": [8, 1, 1], "fsdp": [1, 8, 1], "tensor_parallel": [2, 1, 4],
-              "fsdp_tensor_parallel": [1, 2, 4]}[args.layout]
+    shape8 = {
+        "data_parallel": [8, 1, 1],
+        "fsdp": [1, 8, 1],
+        "tensor_parallel": [2, 1, 4],
+        "fsdp_tensor_parallel": [1, 2, 4],
+    }[args.layout]
     one = measure(1, args.steps, args.batch, args.layout, [1, 1, 1])
     eight = measure(8, args.steps, args.batch, args.layout, shape8)
-    print(json.dumps({"bench": "step_time", "layout": args.layout, "batch": args.batch,
-                      "one_device_s_per_step": one["median_step_s"],
-                      "eight_device_s_per_step": eight["median_step_s"],
-                      "eight_over_one": round(eight["median_step_s"] / one["median_step_s"], 3),
-                      "cpu_cores": os.cpu_count()}))
+    print(
+        json.dumps(
+            {
+                "bench": "step_time",
+                "layout": args.layout,
+                "batch": args.batch,
+                "one_device_s_per_step": one["median_step_s"],
+                "eight_device_s_per_step": eight["median_step_s"],
+                "eight_over_one": round(eight["median_step_s"] / one["median_step_s"], 3),
+                "cpu_cores": os.cpu_count(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

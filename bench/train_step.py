@@ -54,18 +54,29 @@ import sys
 import tempfile
 import time
 
-XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=dot "
-             "--xla_cpu_enable_concurrency_optimized_scheduler=true")
+XLA_FLAGS = (
+    "--xla_cpu_experimental_ynn_fusion_type=dot "
+    "--xla_cpu_enable_concurrency_optimized_scheduler=true"
+)
 
 
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=5,
-                        help="timed steps per round and peer (peers alternate step by step)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="rounds; each times every peer in turn (median over all steps)")
-    parser.add_argument("--no-xla-flags", action="store_true",
-                        help="do not add this bench's XLA flags")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=5,
+        help="timed steps per round and peer (peers alternate step by step)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds; each times every peer in turn (median over all steps)",
+    )
+    parser.add_argument(
+        "--no-xla-flags", action="store_true", help="do not add this bench's XLA flags"
+    )
     parser.add_argument("--skip-hf", action="store_true", help="time ours only")
     parser.add_argument("--dtype", default="float32", help="our compute dtype (float32, bfloat16)")
     return parser.parse_args()
@@ -101,7 +112,8 @@ def make_batch() -> dict[str, np.ndarray]:
         "encoder_landmarks": rs.randn(BATCH, FRAMES, 255).astype(np.float32),
         "encoder_landmark_mask": np.ones((BATCH, FRAMES), np.int32),
         "decoder_input_tokens": np.concatenate(
-            [np.zeros((BATCH, 1), np.int32), targets[:, :-1]], axis=1),
+            [np.zeros((BATCH, 1), np.int32), targets[:, :-1]], axis=1
+        ),
         "decoder_target_tokens": targets,
         "decoder_loss_weights": np.ones_like(targets),
     }
@@ -116,11 +128,17 @@ def analytic_flops() -> float:
     mlp = lambda n: 3 * mm(n, D, MLP)  # noqa: E731  wi_0, wi_1, wo
     attend = lambda q, k: 2 * mm(BATCH * HEADS * q, HEAD_DIM, k)  # noqa: E731  QK^T and AV
     enc_layer = 4 * mm(n_enc, D, inner) + attend(enc_len, enc_len) + mlp(n_enc)
-    dec_layer = (4 * mm(n_dec, D, inner) + attend(dec_len, dec_len)            # self
-                 + 2 * mm(n_dec, D, inner) + 2 * mm(n_enc, D, inner)           # cross q,o / k,v
-                 + attend(dec_len, enc_len) + mlp(n_dec))
-    forward = (mm(BATCH * FRAMES, 255, D) + LAYERS * enc_layer + LAYERS * dec_layer
-               + mm(n_dec, D, VOCAB))
+    dec_layer = (
+        4 * mm(n_dec, D, inner)
+        + attend(dec_len, dec_len)  # self
+        + 2 * mm(n_dec, D, inner)
+        + 2 * mm(n_enc, D, inner)  # cross q,o / k,v
+        + attend(dec_len, enc_len)
+        + mlp(n_dec)
+    )
+    forward = (
+        mm(BATCH * FRAMES, 255, D) + LAYERS * enc_layer + LAYERS * dec_layer + mm(n_dec, D, VOCAB)
+    )
     return 3.0 * forward
 
 
@@ -133,7 +151,7 @@ def matmul_flops_per_s(size: int = 2048, repeats: int = 5) -> float:
         t = time.perf_counter()
         f(a).block_until_ready()
         times.append(time.perf_counter() - t)
-    return 2.0 * size ** 3 / min(times)
+    return 2.0 * size**3 / min(times)
 
 
 def kernel_rates(calls: int = 8, repeats: int = 5) -> dict[str, dict[str, float]]:
@@ -153,17 +171,21 @@ def kernel_rates(calls: int = 8, repeats: int = 5) -> dict[str, dict[str, float]
     n = BATCH * (PROMPT + FRAMES)
     length = n // BATCH
     cases = {
-        "dense": ((n, D), (D, MLP), 2.0 * n * D * MLP,
-                  lambda a, b: a @ b, lambda a, b: a @ b),
-        "attention": ((BATCH, length, HEADS, HEAD_DIM), (BATCH, length, HEADS, HEAD_DIM),
-                      2.0 * BATCH * HEADS * length * length * HEAD_DIM,
-                      lambda q, k: jnp.einsum("bqhd,bkhd->bhqk", q, k),
-                      lambda q, k: q.transpose(1, 2) @ k.transpose(1, 2).transpose(2, 3)),
+        "dense": ((n, D), (D, MLP), 2.0 * n * D * MLP, lambda a, b: a @ b, lambda a, b: a @ b),
+        "attention": (
+            (BATCH, length, HEADS, HEAD_DIM),
+            (BATCH, length, HEADS, HEAD_DIM),
+            2.0 * BATCH * HEADS * length * length * HEAD_DIM,
+            lambda q, k: jnp.einsum("bqhd,bkhd->bhqk", q, k),
+            lambda q, k: q.transpose(1, 2) @ k.transpose(1, 2).transpose(2, 3),
+        ),
     }
     rates = {}
     for name, (shape_a, shape_b, flops, xla_fn, torch_fn) in cases.items():
-        pairs = [(rs.randn(*shape_a).astype(np.float32), rs.randn(*shape_b).astype(np.float32))
-                 for _ in range(calls)]
+        pairs = [
+            (rs.randn(*shape_a).astype(np.float32), rs.randn(*shape_b).astype(np.float32))
+            for _ in range(calls)
+        ]
         xla_f = jax.jit(lambda operands: [xla_fn(a, b) for a, b in operands])  # noqa: B023
         xla_pairs = [(jnp.asarray(a), jnp.asarray(b)) for a, b in pairs]
         torch_pairs = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in pairs]
@@ -185,17 +207,26 @@ class Ours:
     name = "ours"
 
     def __init__(self, dtype: str):
-        self.config = T5Config(vocab_size=VOCAB, emb_dim=D, num_heads=HEADS, head_dim=HEAD_DIM,
-                               num_encoder_layers=LAYERS, num_decoder_layers=LAYERS,
-                               mlp_dim=MLP, dtype=dtype)
+        self.config = T5Config(
+            vocab_size=VOCAB,
+            emb_dim=D,
+            num_heads=HEADS,
+            head_dim=HEAD_DIM,
+            num_encoder_layers=LAYERS,
+            num_decoder_layers=LAYERS,
+            mlp_dim=MLP,
+            dtype=dtype,
+        )
         batch = make_batch()
         shapes = {k: v.shape for k, v in batch.items()}
         self.mesh = partitioning.make_mesh((1, 1, 1), devices=jax.devices()[:1])
         model = EncoderDecoderModel(Transformer(self.config))
         optimizer = trainer_lib.make_optimizer(
-            trainer_lib.OptimizerConfig(name="adafactor", learning_rate=LR))
-        self.trainer = trainer_lib.Trainer(model, optimizer, self.mesh,
-                                           partitioning.DATA_PARALLEL_RULES, shapes)
+            trainer_lib.OptimizerConfig(name="adafactor", learning_rate=LR)
+        )
+        self.trainer = trainer_lib.Trainer(
+            model, optimizer, self.mesh, partitioning.DATA_PARALLEL_RULES, shapes
+        )
         with jax.set_mesh(self.mesh):
             self.state = self.trainer.init_state(jax.random.key(0))
             self.batch = partitioning.global_batch(batch, self.trainer.batch_sharding)
@@ -242,14 +273,26 @@ class HuggingFace:
                 module.p = 0.0
         self.landmarks = torch.nn.Linear(255, D)
         with torch.no_grad():
-            self.landmarks.weight.copy_(torch.from_numpy(
-                np.asarray(params["encoder"]["landmark_embedder"]["kernel"]).T.copy()))
-            self.landmarks.bias.copy_(torch.from_numpy(
-                np.asarray(params["encoder"]["landmark_embedder"]["bias"]).copy()))
+            self.landmarks.weight.copy_(
+                torch.from_numpy(
+                    np.asarray(params["encoder"]["landmark_embedder"]["kernel"]).T.copy()
+                )
+            )
+            self.landmarks.bias.copy_(
+                torch.from_numpy(np.asarray(params["encoder"]["landmark_embedder"]["bias"]).copy())
+            )
         trainable = list(self.model.parameters()) + list(self.landmarks.parameters())
-        self.optimizer = Adafactor(trainable, lr=LR, relative_step=False, warmup_init=False,
-                                   scale_parameter=True, clip_threshold=1.0, decay_rate=-0.8,
-                                   beta1=None, weight_decay=0.0)
+        self.optimizer = Adafactor(
+            trainable,
+            lr=LR,
+            relative_step=False,
+            warmup_init=False,
+            scale_parameter=True,
+            clip_threshold=1.0,
+            decay_rate=-0.8,
+            beta1=None,
+            weight_decay=0.0,
+        )
         batch = make_batch()
         self.tokens = torch.from_numpy(batch["encoder_input_tokens"]).long()
         self.frames = torch.from_numpy(batch["encoder_landmarks"])
@@ -260,9 +303,14 @@ class HuggingFace:
 
     def step(self) -> None:
         embeds = self.torch.cat(
-            [self.model.shared(self.tokens), self.landmarks(self.frames)], dim=1)
-        out = self.model(inputs_embeds=embeds, attention_mask=self.mask,
-                         decoder_input_ids=self.decoder_input, labels=self.labels)
+            [self.model.shared(self.tokens), self.landmarks(self.frames)], dim=1
+        )
+        out = self.model(
+            inputs_embeds=embeds,
+            attention_mask=self.mask,
+            decoder_input_ids=self.decoder_input,
+            labels=self.labels,
+        )
         out.loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -277,29 +325,43 @@ class T5XExample:
 
     def __init__(self, t5x_dir: str):
         import optax
+
         sys.path.insert(0, t5x_dir)
         from t5x.examples.t5 import network as t5x_network
 
         cfg = t5x_network.T5Config(
-            vocab_size=VOCAB, dtype=jnp.float32, emb_dim=D, num_heads=HEADS,
-            num_encoder_layers=LAYERS, num_decoder_layers=LAYERS, head_dim=HEAD_DIM,
-            mlp_dim=MLP, mlp_activations=("gelu", "linear"), dropout_rate=0.0,
-            logits_via_embedding=False)
+            vocab_size=VOCAB,
+            dtype=jnp.float32,
+            emb_dim=D,
+            num_heads=HEADS,
+            num_encoder_layers=LAYERS,
+            num_decoder_layers=LAYERS,
+            head_dim=HEAD_DIM,
+            mlp_dim=MLP,
+            mlp_activations=("gelu", "linear"),
+            dropout_rate=0.0,
+            logits_via_embedding=False,
+        )
         self.module = t5x_network.Transformer(cfg)
         rs = np.random.RandomState(0)
         batch = make_batch()
         enc = rs.randint(3, VOCAB, (BATCH, PROMPT + FRAMES)).astype(np.int32)
-        self.inputs = (jnp.asarray(enc), jnp.asarray(batch["decoder_input_tokens"]),
-                       jnp.asarray(batch["decoder_target_tokens"]))
+        self.inputs = (
+            jnp.asarray(enc),
+            jnp.asarray(batch["decoder_input_tokens"]),
+            jnp.asarray(batch["decoder_target_tokens"]),
+        )
         variables = self.module.init(jax.random.PRNGKey(0), *self.inputs, enable_dropout=False)
         params = _unbox(variables["params"])
         self.optimizer = trainer_lib.make_optimizer(
-            trainer_lib.OptimizerConfig(name="adafactor", learning_rate=LR))
+            trainer_lib.OptimizerConfig(name="adafactor", learning_rate=LR)
+        )
         self.state = (params, self.optimizer.init(params))
 
         def loss_fn(params, enc, dec_in, targets):
-            logits = self.module.apply({"params": params}, enc, dec_in, targets,
-                                       enable_dropout=False)
+            logits = self.module.apply(
+                {"params": params}, enc, dec_in, targets, enable_dropout=False
+            )
             log_z = jax.nn.logsumexp(logits, axis=-1)
             target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
             return jnp.mean(log_z - target_logit + 1e-4 * jnp.square(log_z))
@@ -320,6 +382,7 @@ class T5XExample:
 
 def _unbox(tree):
     import flax.linen as nn
+
     return nn.meta.unbox(tree)
 
 
@@ -345,19 +408,28 @@ def main() -> None:
         # differ in details (e.g. optax keeps [8, 32] relpos tables unfactored), so it is
         # only printed.
         agreement = {
-            "step0_cross_entropy": {"ours": round(ours.cross_entropies[0], 6),
-                                    "hf": round(hf.losses[0], 6)},
+            "step0_cross_entropy": {
+                "ours": round(ours.cross_entropies[0], 6),
+                "hf": round(hf.losses[0], 6),
+            },
             "step0_abs_diff": float(f"{abs(ours.cross_entropies[0] - hf.losses[0]):.2e}"),
-            "step1_cross_entropy": {"ours": round(ours.cross_entropies[1], 6),
-                                    "hf": round(hf.losses[1], 6)},
+            "step1_cross_entropy": {
+                "ours": round(ours.cross_entropies[1], 6),
+                "hf": round(hf.losses[1], 6),
+            },
             "ours_z_loss_step0": round(ours.losses[0] - ours.cross_entropies[0], 6),
         }
-        print(f"step 0 cross-entropy: ours {ours.cross_entropies[0]:.6f} hf {hf.losses[0]:.6f} "
-              f"(|diff| {agreement['step0_abs_diff']:.1e}); step 1: ours "
-              f"{ours.cross_entropies[1]:.6f} hf {hf.losses[1]:.6f}", flush=True)
+        print(
+            f"step 0 cross-entropy: ours {ours.cross_entropies[0]:.6f} hf {hf.losses[0]:.6f} "
+            f"(|diff| {agreement['step0_abs_diff']:.1e}); step 1: ours "
+            f"{ours.cross_entropies[1]:.6f} hf {hf.losses[1]:.6f}",
+            flush=True,
+        )
         if agreement["step0_abs_diff"] > 1e-4:
-            raise SystemExit("ours and HF disagree at step 0 on the same weights and batch: "
-                             "the comparison is not of the same model.")
+            raise SystemExit(
+                "ours and HF disagree at step 0 on the same weights and batch: "
+                "the comparison is not of the same model."
+            )
     t5x_dir = os.environ.get("T5X_DIR")
     t5x_error = None
     if t5x_dir:
@@ -375,16 +447,24 @@ def main() -> None:
         round_times = alternate({p.name: p.step for p in peers}, args.steps)
         for peer in peers:
             times[peer.name] += round_times[peer.name]
-            print(f"round {r}: {peer.name} {statistics.median(round_times[peer.name]):.3f} "
-                  f"s/step (loss {peer.losses[-1]:.4f})", flush=True)
+            print(
+                f"round {r}: {peer.name} {statistics.median(round_times[peer.name]):.3f} "
+                f"s/step (loss {peer.losses[-1]:.4f})",
+                flush=True,
+            )
     matmul = matmul_flops_per_s()
     flops = analytic_flops()
     xla_flops = ours.xla_flops()
     s_per_step = {k: statistics.median(v) for k, v in times.items()}
     result = {
-        "device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""), "dtype": args.dtype,
-        "batch": BATCH, "prompt_tokens": PROMPT, "frames": FRAMES, "target_len": TARGETS,
+        "device": jax.devices()[0].device_kind,
+        "cpu_count": os.cpu_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "dtype": args.dtype,
+        "batch": BATCH,
+        "prompt_tokens": PROMPT,
+        "frames": FRAMES,
+        "target_len": TARGETS,
         "steps_timed_per_peer": args.steps * args.rounds,
         "ours_compile_s": round(compile_s, 2),
         **{f"{k}_s_per_step": round(v, 3) for k, v in s_per_step.items()},

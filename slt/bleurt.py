@@ -13,6 +13,7 @@ Its `serving_default` signature takes int64 `input_ids`, `input_mask` and
 BERT style: `[CLS] reference [SEP] candidate [SEP]`, the longer side truncated first.
 No checkpoint can be downloaded at run time: pass the path of one on disk.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,8 @@ class BleurtScorer:
             raise FileNotFoundError(
                 f"BLEURT checkpoint {self.checkpoint_dir}: no {CONFIG_FILE} there. Pass the "
                 "directory of an unpacked BLEURT checkpoint (e.g. BLEURT-20), the one that "
-                "holds bleurt_config.json and saved_model.pb.")
+                "holds bleurt_config.json and saved_model.pb."
+            )
         with open(config_path, encoding="utf-8") as f:
             self.config = json.load(f)
         if "max_seq_length" not in self.config:
@@ -59,25 +61,31 @@ class BleurtScorer:
             if missing:
                 raise ValueError(f"{vocab_path}: the vocabulary lacks {missing}.")
             table = tf.lookup.StaticVocabularyTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    vocab, tf.range(len(vocab), dtype=tf.int64)), num_oov_buckets=1)
+                tf.lookup.KeyValueTensorInitializer(vocab, tf.range(len(vocab), dtype=tf.int64)),
+                num_oov_buckets=1,
+            )
             wordpiece = tf_text.BertTokenizer(
-                table, token_out_type=tf.int64,
-                lower_case=bool(self.config.get("do_lower_case", False)))
+                table,
+                token_out_type=tf.int64,
+                lower_case=bool(self.config.get("do_lower_case", False)),
+            )
             self._tokenize = lambda texts: wordpiece.tokenize(texts).merge_dims(-2, -1)
             self._cls, self._sep = vocab.index("[CLS]"), vocab.index("[SEP]")
         else:
-            raise ValueError(f"{config_path}: needs vocab_file (WordPiece) or sp_model "
-                             "(SentencePiece).")
+            raise ValueError(
+                f"{config_path}: needs vocab_file (WordPiece) or sp_model (SentencePiece)."
+            )
         try:
             self._model = tf.saved_model.load(self.checkpoint_dir)
         except (OSError, ValueError) as e:
-            raise ValueError(f"BLEURT checkpoint {self.checkpoint_dir}: not a loadable "
-                             f"SavedModel ({e}).") from e
+            raise ValueError(
+                f"BLEURT checkpoint {self.checkpoint_dir}: not a loadable SavedModel ({e})."
+            ) from e
         self._predict = self._model.signatures["serving_default"]
 
-    def encode(self, references: Sequence[str], candidates: Sequence[str]
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def encode(
+        self, references: Sequence[str], candidates: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """int64 (input_ids, input_mask, segment_ids), each [B, max_seq_length]."""
         refs = self._tokenize(list(references)).to_list()
         cands = self._tokenize(list(candidates)).to_list()
@@ -88,13 +96,14 @@ class BleurtScorer:
             while len(ref) + len(cand) > self.max_seq_length - 3:
                 (ref if len(ref) > len(cand) else cand).pop()
             tokens = [self._cls, *ref, self._sep, *cand, self._sep]
-            ids[row, :len(tokens)] = tokens
-            mask[row, :len(tokens)] = 1
-            segments[row, len(ref) + 2:len(tokens)] = 1
+            ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
+            segments[row, len(ref) + 2 : len(tokens)] = 1
         return ids, mask, segments
 
-    def score(self, references: Sequence[str], candidates: Sequence[str],
-              batch_size: int = 64) -> list[float]:
+    def score(
+        self, references: Sequence[str], candidates: Sequence[str], batch_size: int = 64
+    ) -> list[float]:
         """One BLEURT score per pair."""
         import tensorflow as tf
 
@@ -102,9 +111,13 @@ class BleurtScorer:
             raise ValueError(f"{len(candidates)} candidates for {len(references)} references.")
         scores: list[float] = []
         for start in range(0, len(references), batch_size):
-            ids, mask, segments = self.encode(references[start:start + batch_size],
-                                              candidates[start:start + batch_size])
-            out = self._predict(input_ids=tf.constant(ids), input_mask=tf.constant(mask),
-                                segment_ids=tf.constant(segments))["predictions"]
+            ids, mask, segments = self.encode(
+                references[start : start + batch_size], candidates[start : start + batch_size]
+            )
+            out = self._predict(
+                input_ids=tf.constant(ids),
+                input_mask=tf.constant(mask),
+                segment_ids=tf.constant(segments),
+            )["predictions"]
             scores.extend(float(s) for s in np.reshape(out.numpy(), [-1]))
         return scores

@@ -10,6 +10,7 @@ when every item (and every host) is done, and `latest_step` only lists finished
 steps; leftovers of a save that crashed are deleted when the manager starts.
 Keeps the newest `max_to_keep` steps plus every multiple of `keep_period`.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,15 +23,25 @@ import orbax.checkpoint as ocp
 class Checkpointer:
     """Saves and restores `TrainState`s under `directory` (one subdirectory per step)."""
 
-    def __init__(self, directory: str, max_to_keep: int | None = 3,
-                 async_save: bool = True, keep_period: int | None = None):
+    def __init__(
+        self,
+        directory: str,
+        max_to_keep: int | None = 3,
+        async_save: bool = True,
+        keep_period: int | None = None,
+    ):
         self.directory = os.path.abspath(directory)
         self._manager = ocp.CheckpointManager(
-            self.directory, item_names=("state", "metadata"),
+            self.directory,
+            item_names=("state", "metadata"),
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, keep_period=keep_period,
-                enable_async_checkpointing=async_save, create=True,
-                cleanup_tmp_directories=True))
+                max_to_keep=max_to_keep,
+                keep_period=keep_period,
+                enable_async_checkpointing=async_save,
+                create=True,
+                cleanup_tmp_directories=True,
+            ),
+        )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -40,9 +51,13 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def save(self, step: int, state: Any, metadata: dict[str, Any], force: bool = False) -> bool:
-        return self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)),
-            force=force)
+        return self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)
+            ),
+            force=force,
+        )
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
         """Restores onto the shardings of `abstract_state` (ShapeDtypeStructs with shardings).
@@ -50,25 +65,41 @@ class Checkpointer:
         Raises `CheckpointMismatchError` listing every missing, unexpected or
         differently shaped array before reading any data.
         """
-        check_tree_matches(self._stored_tree(step), abstract_state,
-                           f"checkpoint {os.path.join(self.directory, str(step))}")
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), metadata=ocp.args.JsonRestore()))
+        check_tree_matches(
+            self._stored_tree(step),
+            abstract_state,
+            f"checkpoint {os.path.join(self.directory, str(step))}",
+        )
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), metadata=ocp.args.JsonRestore()
+            ),
+        )
         return restored.state, restored.metadata
 
     def restore_params(self, step: int, abstract_params: Any) -> Any:
         """Only the `params` of a saved state (any optimizer), onto `abstract_params`'s
         shardings; every mismatch is listed first, as in `restore`."""
         state_dir = os.path.join(self.directory, str(step), "state")
-        check_tree_matches(self._stored_tree(step)["params"], abstract_params,
-                           f"checkpoint {state_dir}")
+        check_tree_matches(
+            self._stored_tree(step)["params"], abstract_params, f"checkpoint {state_dir}"
+        )
         reader = ocp.PyTreeCheckpointer()
         restore_args = jax.tree.map(
-            lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape,
-                                           dtype=a.dtype), abstract_params)
-        restored = reader.restore(state_dir, args=ocp.args.PyTreeRestore(
-            item={"params": abstract_params}, restore_args={"params": restore_args},
-            partial_restore=True))
+            lambda a: ocp.ArrayRestoreArgs(
+                sharding=a.sharding, global_shape=a.shape, dtype=a.dtype
+            ),
+            abstract_params,
+        )
+        restored = reader.restore(
+            state_dir,
+            args=ocp.args.PyTreeRestore(
+                item={"params": abstract_params},
+                restore_args={"params": restore_args},
+                partial_restore=True,
+            ),
+        )
         return restored["params"]
 
     def _stored_tree(self, step: int) -> Any:
@@ -80,8 +111,9 @@ class Checkpointer:
         return ocp.PyTreeCheckpointer().metadata(state_dir).item_metadata.tree
 
     def restore_metadata(self, step: int) -> dict[str, Any]:
-        return self._manager.restore(step, args=ocp.args.Composite(
-            metadata=ocp.args.JsonRestore())).metadata
+        return self._manager.restore(
+            step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())
+        ).metadata
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
@@ -93,7 +125,8 @@ class Checkpointer:
 def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
     """ShapeDtypeStructs carrying the target shardings, for `Checkpointer.restore`."""
     return jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )
 
 
 class CheckpointMismatchError(ValueError):
@@ -106,10 +139,11 @@ def _path_names(tree: Any) -> dict[str, Any]:
             if hasattr(k, attr):
                 return str(getattr(k, attr))
         return str(k)
+
     leaves = jax.tree_util.tree_flatten_with_path(
-        tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))[0]
-    return {"/".join(key(k) for k in path): leaf for path, leaf in leaves
-            if hasattr(leaf, "shape")}
+        tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype")
+    )[0]
+    return {"/".join(key(k) for k in path): leaf for path, leaf in leaves if hasattr(leaf, "shape")}
 
 
 def check_tree_matches(stored: Any, target: Any, source: str) -> None:
@@ -119,16 +153,22 @@ def check_tree_matches(stored: Any, target: Any, source: str) -> None:
     a dtype difference is converted by orbax and not an error.
     """
     have, want = _path_names(stored), _path_names(target)
-    problems = [f"  missing in checkpoint: {p} {tuple(want[p].shape)}"
-                for p in sorted(want.keys() - have.keys())]
-    problems += [f"  not in the model: {p} {tuple(have[p].shape)}"
-                 for p in sorted(have.keys() - want.keys())]
-    problems += [f"  shape differs: {p}: checkpoint {tuple(have[p].shape)}, model "
-                 f"{tuple(want[p].shape)}"
-                 for p in sorted(want.keys() & have.keys())
-                 if tuple(have[p].shape) != tuple(want[p].shape)]
+    problems = [
+        f"  missing in checkpoint: {p} {tuple(want[p].shape)}"
+        for p in sorted(want.keys() - have.keys())
+    ]
+    problems += [
+        f"  not in the model: {p} {tuple(have[p].shape)}" for p in sorted(have.keys() - want.keys())
+    ]
+    problems += [
+        f"  shape differs: {p}: checkpoint {tuple(have[p].shape)}, model {tuple(want[p].shape)}"
+        for p in sorted(want.keys() & have.keys())
+        if tuple(have[p].shape) != tuple(want[p].shape)
+    ]
     if problems:
         raise CheckpointMismatchError(
             f"{source} does not match the model ({len(problems)} difference(s)):\n"
-            + "\n".join(problems) + "\nRestore with the network config it was trained "
-            "with (its metadata item has it), or start a new MODEL_DIR.")
+            + "\n".join(problems)
+            + "\nRestore with the network config it was trained "
+            "with (its metadata item has it), or start a new MODEL_DIR."
+        )

@@ -8,6 +8,7 @@ The network and the preprocessing come from the checkpoint's metadata. Writes to
 chrF, language accuracy, empty rate, BLEURT with a BLEURT checkpoint; signatures),
 <task>.<split>.predictions.jsonl, metrics.md, metrics.png and TensorBoard events.
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,23 +66,39 @@ def evaluate(
         name = mixture_or_task_name or restored.mixture_or_task_name
         task_names = [t.name for t in seqio.get_subtasks(seqio.get_mixture_or_task(name))]
     evaluation.check_splits(task_names, split)
-    output_dir = output_dir or os.path.join(os.path.dirname(restored.checkpoint_dir)
-                                            if os.path.basename(restored.checkpoint_dir)
-                                            == "checkpoints" else restored.checkpoint_dir,
-                                            f"eval_{restored.step}_{split}")
+    output_dir = output_dir or os.path.join(
+        os.path.dirname(restored.checkpoint_dir)
+        if os.path.basename(restored.checkpoint_dir) == "checkpoints"
+        else restored.checkpoint_dir,
+        f"eval_{restored.step}_{split}",
+    )
     partitioning.check_batch_size(batch_size, restored.batch_sharding)
     if not bleurt_checkpoint:
-        print("BLEURT: not computed, no BLEURT checkpoint given "
-              "(--gin.evaluate.bleurt_checkpoint=\"/path/to/BLEURT-20\").", flush=True)
-    print(f"evaluating step {restored.step} of {restored.checkpoint_dir} on {len(task_names)} "
-          f"task(s), {split} split", flush=True)
+        print(
+            "BLEURT: not computed, no BLEURT checkpoint given "
+            '(--gin.evaluate.bleurt_checkpoint="/path/to/BLEURT-20").',
+            flush=True,
+        )
+    print(
+        f"evaluating step {restored.step} of {restored.checkpoint_dir} on {len(task_names)} "
+        f"task(s), {split} split",
+        flush=True,
+    )
     predict_fn = inference.make_predict_fn(restored, decode_options=decode_options)
     with jax.set_mesh(restored.mesh):
         results = evaluation.evaluate_tasks(
-            predict_fn, restored.params, task_names, split, restored.task_feature_lengths,
-            batch_size, restored.batch_sharding, output_dir,
-            bleurt_checkpoint=bleurt_checkpoint, step=restored.step,
-            show_progress=show_progress)
+            predict_fn,
+            restored.params,
+            task_names,
+            split,
+            restored.task_feature_lengths,
+            batch_size,
+            restored.batch_sharding,
+            output_dir,
+            bleurt_checkpoint=bleurt_checkpoint,
+            step=restored.step,
+            show_progress=show_progress,
+        )
     print_results(results, split)
     print(f"wrote {output_dir}/metrics.json, metrics.md, metrics.png and TensorBoard events")
     return results
@@ -89,15 +106,18 @@ def evaluate(
 
 def print_results(results: Mapping[str, Mapping[str, Any]], split: str) -> None:
     print(f"\nevaluation ({split} split)")
-    print(f"{'task':40s} {'BLEU':>7s} {'chrF':>7s} {'lang':>6s} {'empty':>6s} {'exact':>6s} "
-          f"{'n':>5s}" + (f" {'BLEURT':>7s}" if any("bleurt" in m for m in results.values())
-                          else ""))
+    print(
+        f"{'task':40s} {'BLEU':>7s} {'chrF':>7s} {'lang':>6s} {'empty':>6s} {'exact':>6s} "
+        f"{'n':>5s}" + (f" {'BLEURT':>7s}" if any("bleurt" in m for m in results.values()) else "")
+    )
     for name, m in results.items():
         lang = m.get("language_accuracy")
-        print(f"{name:40s} {m['bleu']:7.2f} {m['chrf']:7.2f} "
-              f"{'-' if lang is None else f'{lang:.3f}':>6s} {m['empty_rate']:6.3f} "
-              f"{m['exact_match']:6.3f} {m['num_examples']:5d}"
-              + (f" {m['bleurt']:7.4f}" if "bleurt" in m else ""))
+        print(
+            f"{name:40s} {m['bleu']:7.2f} {m['chrf']:7.2f} "
+            f"{'-' if lang is None else f'{lang:.3f}':>6s} {m['empty_rate']:6.3f} "
+            f"{m['exact_match']:6.3f} {m['num_examples']:5d}"
+            + (f" {m['bleurt']:7.4f}" if "bleurt" in m else "")
+        )
     first = next(iter(results.values()))
     print(f"BLEU signature: {first['bleu_signature']}\nchrF signature: {first['chrf_signature']}")
     if "language_id_signature" in first:

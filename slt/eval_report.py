@@ -1,5 +1,6 @@
 """What an evaluation writes besides metrics.json: a Markdown table, a PNG plot of the
 metrics per task and language, TensorBoard summaries, and progress bars."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,9 +11,14 @@ from typing import Any
 
 # Metrics on a 0-100 scale in the table and the plot; rates are shown as percentages.
 PERCENT_METRICS = ("language_accuracy", "empty_rate", "exact_match")
-TABLE_COLUMNS = (("bleu", "BLEU"), ("chrf", "chrF"), ("bleurt", "BLEURT"),
-                 ("language_accuracy", "language acc. %"), ("empty_rate", "empty %"),
-                 ("exact_match", "exact %"))
+TABLE_COLUMNS = (
+    ("bleu", "BLEU"),
+    ("chrf", "chrF"),
+    ("bleurt", "BLEURT"),
+    ("language_accuracy", "language acc. %"),
+    ("empty_rate", "empty %"),
+    ("exact_match", "exact %"),
+)
 SIGNATURES = ("bleu_signature", "chrf_signature", "language_id_signature", "bleurt_checkpoint")
 
 
@@ -24,8 +30,14 @@ def progress_bar(total: int | None, description: str, enabled: bool = True) -> I
         return
     from tqdm import tqdm
 
-    with tqdm(total=total, desc=description, unit="ex", file=sys.stderr,
-              mininterval=2.0, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=total,
+        desc=description,
+        unit="ex",
+        file=sys.stderr,
+        mininterval=2.0,
+        dynamic_ncols=True,
+    ) as bar:
         yield bar
 
 
@@ -37,14 +49,18 @@ def _cell(name: str, value: Any) -> str:
 
 def markdown_table(results: Mapping[str, Mapping[str, Any]], split: str) -> str:
     """One row per task; signatures and notes below the table."""
-    columns = [(k, title) for k, title in TABLE_COLUMNS
-               if any(k in m for m in results.values())]
-    lines = [f"| task ({split}) | language | n | " + " | ".join(t for _, t in columns) + " |",
-             "|---|---|---|" + "---|" * len(columns)]
+    columns = [(k, title) for k, title in TABLE_COLUMNS if any(k in m for m in results.values())]
+    lines = [
+        f"| task ({split}) | language | n | " + " | ".join(t for _, t in columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
+    ]
     for name, m in results.items():
         cells = [_cell(k, m.get(k)) for k, _ in columns]
-        lines.append(f"| {name} | {m.get('target_language', '-')} | {m['num_examples']} | "
-                     + " | ".join(cells) + " |")
+        lines.append(
+            f"| {name} | {m.get('target_language', '-')} | {m['num_examples']} | "
+            + " | ".join(cells)
+            + " |"
+        )
     lines.append("")
     for key in SIGNATURES:
         values = sorted({str(m[key]) for m in results.values() if key in m})
@@ -86,8 +102,9 @@ def plot_metrics(results: Mapping[str, Mapping[str, Any]], path: str, split: str
     plt.close(fig)
 
 
-def write_tensorboard(results: Mapping[str, Mapping[str, Any]], log_dir: str, split: str,
-                      step: int) -> None:
+def write_tensorboard(
+    results: Mapping[str, Mapping[str, Any]], log_dir: str, split: str, step: int
+) -> None:
     """Scalars `<split>/<task>/<metric>` and the signatures as text, at `step`."""
     from clu import metric_writers
 
@@ -105,8 +122,9 @@ def write_tensorboard(results: Mapping[str, Mapping[str, Any]], log_dir: str, sp
     writer.close()
 
 
-def write_reports(results: Mapping[str, Mapping[str, Any]], output_dir: str, split: str,
-                  step: int) -> None:
+def write_reports(
+    results: Mapping[str, Mapping[str, Any]], output_dir: str, split: str, step: int
+) -> None:
     """metrics.md, metrics.png and TensorBoard event files in `output_dir`."""
     with open(os.path.join(output_dir, "metrics.md"), "w", encoding="utf-8") as f:
         f.write(markdown_table(results, split))

@@ -11,6 +11,7 @@ feeds its rows of every global batch (ragged ends padded with empty rows, droppe
 afterwards), and the predictions are gathered to every process and put back into the
 split's order, so metrics equal a one-process run.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,7 @@ def tokens_to_text(tokens: np.ndarray, vocabulary: seqio.Vocabulary) -> str:
     """Decodes ids up to (not including) the first EOS."""
     ids = [int(t) for t in tokens]
     if vocabulary.eos_id in ids:
-        ids = ids[:ids.index(vocabulary.eos_id)]
+        ids = ids[: ids.index(vocabulary.eos_id)]
     return vocabulary.decode([i for i in ids if i != 0])
 
 
@@ -55,20 +56,26 @@ def check_splits(task_names: Sequence[str], split: str) -> None:
         if split not in task.splits:
             raise ValueError(
                 f"task {name} has no split {split!r}; it has {sorted(task.splits)}. Pick one "
-                f"of those (e.g. --gin.evaluate.split=\"{sorted(task.splits)[0]}\") or leave "
-                f"{name} out of the tasks.")
+                f'of those (e.g. --gin.evaluate.split="{sorted(task.splits)[0]}") or leave '
+                f"{name} out of the tasks."
+            )
 
 
-def task_dataset(task_name: str, split: str, task_feature_lengths: Mapping[str, int],
-                 shard_info: seqio.ShardInfo | None = None) -> tf.data.Dataset:
+def task_dataset(
+    task_name: str,
+    split: str,
+    task_feature_lengths: Mapping[str, int],
+    shard_info: seqio.ShardInfo | None = None,
+) -> tf.data.Dataset:
     """Every example of a task split (or of one input shard of it), in a fixed order,
     trimmed to the feature lengths."""
     check_splits([task_name], split)
     task = seqio.get_mixture_or_task(task_name)
     if shard_info is not None and shard_info.num_shards <= 1:
         shard_info = None
-    return task.get_dataset(dict(task_feature_lengths), split=split, shuffle=False,
-                            num_epochs=1, shard_info=shard_info)
+    return task.get_dataset(
+        dict(task_feature_lengths), split=split, shuffle=False, num_epochs=1, shard_info=shard_info
+    )
 
 
 def num_examples(ds: tf.data.Dataset) -> int | None:
@@ -90,8 +97,10 @@ def iterate_chunks(ds: tf.data.Dataset, chunk_size: int) -> Iterator[list[dict[s
 
 # -- several processes: each reads its input shard, process 0 gets every prediction ----
 
-def host_input_shard(batch_sharding: jax.sharding.NamedSharding, batch_size: int,
-                     process_index: int | None = None) -> seqio.ShardInfo:
+
+def host_input_shard(
+    batch_sharding: jax.sharding.NamedSharding, batch_size: int, process_index: int | None = None
+) -> seqio.ShardInfo:
     """The eval input shard of a process: its position on the mesh's batch axes, as
     in training (`partitioning.host_shard_info`). Processes that feed the same batch
     rows (model parallelism across hosts) read the same shard."""
@@ -105,8 +114,8 @@ def allgather_ints(values: Sequence[int]) -> np.ndarray:
     if jax.process_count() == 1:
         return local
     from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(local[0])).reshape(
-        jax.process_count(), -1)
+
+    return np.asarray(multihost_utils.process_allgather(local[0])).reshape(jax.process_count(), -1)
 
 
 def allgather_json(value: Any) -> list[Any]:
@@ -114,10 +123,11 @@ def allgather_json(value: Any) -> list[Any]:
     if jax.process_count() == 1:
         return [value]
     from jax.experimental import multihost_utils
+
     data = np.frombuffer(json.dumps(value, ensure_ascii=False).encode("utf-8"), np.uint8)
     lengths = allgather_ints([len(data)])[:, 0]
     padded = np.zeros(int(lengths.max()), np.uint8)
-    padded[:len(data)] = data
+    padded[: len(data)] = data
     gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(lengths), -1)
     return [json.loads(bytes(gathered[p, :n]).decode("utf-8")) for p, n in enumerate(lengths)]
 
@@ -129,8 +139,11 @@ def merge_shards(per_shard: Sequence[Sequence[Any]]) -> list[Any]:
     if sizes and (max(sizes) - min(sizes) > 1 or sizes != sorted(sizes, reverse=True)):
         # File-level sharding (a source with at least as many files as shards): every
         # example is still there once, but the split's own order is not recoverable.
-        logging.warning("input shards hold %s examples: not an example-level split, so "
-                        "predictions are in shard-interleaved order, not the split's.", sizes)
+        logging.warning(
+            "input shards hold %s examples: not an example-level split, so "
+            "predictions are in shard-interleaved order, not the split's.",
+            sizes,
+        )
     merged = []
     for k in range(max(sizes, default=0)):
         merged += [p[k] for p in per_shard if k < len(p)]
@@ -145,8 +158,9 @@ def shard_readers(batch_sharding: jax.sharding.NamedSharding, batch_size: int) -
     return [first_of_shard[s] for s in sorted(first_of_shard)]
 
 
-def gather_shards(local: Sequence[Any], batch_sharding: jax.sharding.NamedSharding,
-                  batch_size: int) -> list[Any]:
+def gather_shards(
+    local: Sequence[Any], batch_sharding: jax.sharding.NamedSharding, batch_size: int
+) -> list[Any]:
     """Every input shard's results, merged into split order, on every process."""
     per_process = allgather_json(list(local))
     return merge_shards([per_process[p] for p in shard_readers(batch_sharding, batch_size)])
@@ -171,15 +185,21 @@ def _host_rows(array: jax.Array, start: int, stop: int) -> np.ndarray:
     for shard in array.addressable_shards:
         rows = shard.index[0].indices(array.shape[0])
         if start <= rows[0] and rows[1] <= stop:
-            out[rows[0] - start:rows[1] - start] = np.asarray(shard.data)
+            out[rows[0] - start : rows[1] - start] = np.asarray(shard.data)
     return out
 
 
-def predict_examples(predict_fn: PredictFn, params: Any, examples: Sequence[Mapping[str, Any]],
-                     element_spec: Any, task_feature_lengths: Mapping[str, int],
-                     batch_size: int, batch_sharding: jax.sharding.NamedSharding,
-                     vocabulary: seqio.Vocabulary, progress: Any | None = None
-                     ) -> list[dict[str, Any]]:
+def predict_examples(
+    predict_fn: PredictFn,
+    params: Any,
+    examples: Sequence[Mapping[str, Any]],
+    element_spec: Any,
+    task_feature_lengths: Mapping[str, int],
+    batch_size: int,
+    batch_sharding: jax.sharding.NamedSharding,
+    vocabulary: seqio.Vocabulary,
+    progress: Any | None = None,
+) -> list[dict[str, Any]]:
     """Predictions for this process's task-level examples (as the task yields them).
 
     Each process feeds its rows of the global batch (`partitioning.host_batch_rows`)
@@ -201,8 +221,9 @@ def predict_examples(predict_fn: PredictFn, params: Any, examples: Sequence[Mapp
         num_real = 0 if batch is None else len(batch["decoder_target_tokens"])
         if num_real < rows:
             pad = padding_batch(task_feature_lengths, rows - num_real)
-            batch = pad if batch is None else {
-                k: np.concatenate([v, pad[k]]) for k, v in batch.items()}
+            batch = (
+                pad if batch is None else {k: np.concatenate([v, pad[k]]) for k, v in batch.items()}
+            )
         outputs = predict_fn(params, partitioning.global_batch(batch, batch_sharding))
         if not isinstance(outputs, Mapping):
             outputs = {"tokens": outputs}
@@ -224,16 +245,22 @@ def predict_examples(predict_fn: PredictFn, params: Any, examples: Sequence[Mapp
     return results
 
 
-def number_missing_ids(predictions: list[dict[str, Any]], first: int = 0
-                       ) -> list[dict[str, Any]]:
+def number_missing_ids(predictions: list[dict[str, Any]], first: int = 0) -> list[dict[str, Any]]:
     """Gives examples without an id their position in the split."""
     return [p if "id" in p else {"id": first + i, **p} for i, p in enumerate(predictions)]
 
 
-def predict_task(predict_fn: PredictFn, params: Any, task_name: str, split: str,
-                 task_feature_lengths: Mapping[str, int], batch_size: int,
-                 batch_sharding: jax.sharding.NamedSharding, chunk_size: int = 1024,
-                 show_progress: bool = True) -> list[dict[str, Any]]:
+def predict_task(
+    predict_fn: PredictFn,
+    params: Any,
+    task_name: str,
+    split: str,
+    task_feature_lengths: Mapping[str, int],
+    batch_size: int,
+    batch_sharding: jax.sharding.NamedSharding,
+    chunk_size: int = 1024,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
     """Predictions for every example of a task split, in dataset order.
 
     With several processes each reads only its input shard of the split and decodes
@@ -241,8 +268,7 @@ def predict_task(predict_fn: PredictFn, params: Any, task_name: str, split: str,
     """
     shard_info = host_input_shard(batch_sharding, batch_size)
     ds = task_dataset(task_name, split, task_feature_lengths, shard_info)
-    vocabulary = seqio.get_mixture_or_task(task_name).output_features[
-        features.TARGETS].vocabulary
+    vocabulary = seqio.get_mixture_or_task(task_name).output_features[features.TARGETS].vocabulary
     local: list[dict[str, Any]] = []
     chunks = iterate_chunks(ds, max(1, chunk_size // shard_info.num_shards))
     show = show_progress and jax.process_index() == 0
@@ -251,9 +277,17 @@ def predict_task(predict_fn: PredictFn, params: Any, task_name: str, split: str,
             chunk = next(chunks, [])
             if not allgather_ints([len(chunk)]).any():  # every shard is done
                 break
-            local += predict_examples(predict_fn, params, chunk, ds.element_spec,
-                                      task_feature_lengths, batch_size, batch_sharding,
-                                      vocabulary, bar)
+            local += predict_examples(
+                predict_fn,
+                params,
+                chunk,
+                ds.element_spec,
+                task_feature_lengths,
+                batch_size,
+                batch_sharding,
+                vocabulary,
+                bar,
+            )
     return number_missing_ids(gather_shards(local, batch_sharding, batch_size))
 
 
@@ -261,34 +295,46 @@ def _text(value: Any) -> Any:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def score_predictions(predictions: Sequence[Mapping[str, Any]],
-                      bleurt_scorer: Any | None = None) -> dict[str, Any]:
+def score_predictions(
+    predictions: Sequence[Mapping[str, Any]], bleurt_scorer: Any | None = None
+) -> dict[str, Any]:
     """Metrics of written predictions (`prediction`, `target`, `prompt` per example).
 
     Language accuracy needs every prompt to name its target language (`<t> <s> <tgt>`);
     otherwise it is left out and `language_accuracy_note` says why.
     """
     languages = [target_language(p["prompt"]) for p in predictions]
-    unknown = sum(lang is None or lang not in metrics.LANGUAGE_ID_CANDIDATES
-                  for lang in languages)
+    unknown = sum(lang is None or lang not in metrics.LANGUAGE_ID_CANDIDATES for lang in languages)
     result = metrics.translation_metrics(
-        [p["prediction"] for p in predictions], [p["target"] for p in predictions],
-        target_languages=None if unknown else languages, bleurt_scorer=bleurt_scorer)
+        [p["prediction"] for p in predictions],
+        [p["target"] for p in predictions],
+        target_languages=None if unknown else languages,
+        bleurt_scorer=bleurt_scorer,
+    )
     distinct = sorted({lang or "?" for lang in languages})
     result["target_language"] = distinct[0] if len(distinct) == 1 else ",".join(distinct)
     if unknown:
         result["language_accuracy_note"] = (
             f"left out: {unknown} prompts name no target language the identifier knows "
-            f"({', '.join(metrics.LANGUAGE_ID_CANDIDATES)}).")
+            f"({', '.join(metrics.LANGUAGE_ID_CANDIDATES)})."
+        )
     return result
 
 
-def evaluate_tasks(predict_fn: PredictFn, params: Any, task_names: Sequence[str], split: str,
-                   task_feature_lengths: Mapping[str, int], batch_size: int,
-                   batch_sharding: jax.sharding.NamedSharding,
-                   output_dir: str | None = None, *, bleurt_checkpoint: str | None = None,
-                   step: int | None = None, show_progress: bool = True
-                   ) -> dict[str, dict[str, Any]]:
+def evaluate_tasks(
+    predict_fn: PredictFn,
+    params: Any,
+    task_names: Sequence[str],
+    split: str,
+    task_feature_lengths: Mapping[str, int],
+    batch_size: int,
+    batch_sharding: jax.sharding.NamedSharding,
+    output_dir: str | None = None,
+    *,
+    bleurt_checkpoint: str | None = None,
+    step: int | None = None,
+    show_progress: bool = True,
+) -> dict[str, dict[str, Any]]:
     """{task: metrics}. With `output_dir` also writes, on process 0:
 
     `metrics.json`, `<task>.<split>.predictions.jsonl`, `metrics.md` (a Markdown
@@ -299,6 +345,7 @@ def evaluate_tasks(predict_fn: PredictFn, params: Any, task_names: Sequence[str]
     bleurt_scorer = None
     if bleurt_checkpoint:
         from slt import bleurt
+
         bleurt_scorer = bleurt.BleurtScorer(bleurt_checkpoint)
     else:
         logging.info("BLEURT not computed: no BLEURT checkpoint given.")
@@ -307,14 +354,29 @@ def evaluate_tasks(predict_fn: PredictFn, params: Any, task_names: Sequence[str]
         os.makedirs(output_dir, exist_ok=True)
     results = {}
     for name in task_names:
-        predictions = predict_task(predict_fn, params, name, split, task_feature_lengths,
-                                   batch_size, batch_sharding, show_progress=show_progress)
+        predictions = predict_task(
+            predict_fn,
+            params,
+            name,
+            split,
+            task_feature_lengths,
+            batch_size,
+            batch_sharding,
+            show_progress=show_progress,
+        )
         results[name] = score_predictions(predictions, bleurt_scorer)
-        logging.info("eval %s/%s: BLEU %.2f chrF %.2f (%d examples)", name, split,
-                     results[name]["bleu"], results[name]["chrf"], len(predictions))
+        logging.info(
+            "eval %s/%s: BLEU %.2f chrF %.2f (%d examples)",
+            name,
+            split,
+            results[name]["bleu"],
+            results[name]["chrf"],
+            len(predictions),
+        )
         if write:
-            with open(os.path.join(output_dir, f"{name}.{split}.predictions.jsonl"), "w",
-                      encoding="utf-8") as f:
+            with open(
+                os.path.join(output_dir, f"{name}.{split}.predictions.jsonl"), "w", encoding="utf-8"
+            ) as f:
                 for p in predictions:
                     f.write(json.dumps(p, ensure_ascii=False) + "\n")
     if write:

@@ -12,6 +12,7 @@ Both hold the text model only (token embedding, encoder, decoder). Parameters th
 text T5 has no place for (the landmark projection, the CTC head) are left out and
 listed; keep the slt checkpoint to translate sign language.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,15 +31,16 @@ from slt import inference  # noqa: E402
 from slt.models import weights  # noqa: E402
 
 
-def export(checkpoint: str, output: str, format: str = "hf", dtype: str = "float32"
-           ) -> list[str]:
+def export(checkpoint: str, output: str, format: str = "hf", dtype: str = "float32") -> list[str]:
     """Writes the text model of ``checkpoint`` to ``output``; returns the param names
     left out. ``dtype`` applies to T5X zarr arrays ("float32" or "bfloat16")."""
     if format not in ("hf", "t5x"):
         raise ValueError(f"--format {format!r}: use 'hf' or 't5x'.")
     if os.path.exists(output) and os.listdir(output):
-        raise FileExistsError(f"--output {output} exists and is not empty; choose a new "
-                              "directory (an export never overwrites files).")
+        raise FileExistsError(
+            f"--output {output} exists and is not empty; choose a new "
+            "directory (an export never overwrites files)."
+        )
     restored = inference.restore(checkpoint)
     params = jax.tree.map(np.asarray, jax.device_get(restored.params))
     if format == "hf":
@@ -52,12 +54,19 @@ def export(checkpoint: str, output: str, format: str = "hf", dtype: str = "float
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True,
-                        help="MODEL_DIR of slt.train, its checkpoints/ dir or a step dir")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="MODEL_DIR of slt.train, its checkpoints/ dir or a step dir",
+    )
     parser.add_argument("--output", required=True, help="new directory to write")
     parser.add_argument("--format", choices=("hf", "t5x"), default="hf")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                        help="array dtype of a T5X export (HF exports are float32)")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="array dtype of a T5X export (HF exports are float32)",
+    )
     args = parser.parse_args(argv)
     try:
         left_out = export(args.checkpoint, args.output, args.format, args.dtype)

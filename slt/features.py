@@ -22,6 +22,7 @@ count of cut examples reaches 1, 10, 100, ...: in the tasks before seqio trims
 (`tasks.preprocessors.count_truncation`), and in the converter when it is built with
 `apply_length_check=False` (with the check, seqio refuses longer inputs instead).
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,7 +47,7 @@ class TruncationStats:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self.examples = 0                       # examples with any feature cut
+        self.examples = 0  # examples with any feature cut
         self.examples_by_feature: dict[str, int] = {}
         self.amount_by_feature: dict[str, int] = {}  # frames or tokens cut
         self._next_log = 1
@@ -62,19 +63,22 @@ class TruncationStats:
                 self.amount_by_feature[key] = self.amount_by_feature.get(key, 0) + amount
             if self.examples >= self._next_log:
                 self._next_log *= 10
-                logging.warning("truncation%s: %s", f" ({where})" if where else "",
-                                self.summary())
+                logging.warning("truncation%s: %s", f" ({where})" if where else "", self.summary())
 
     def snapshot(self) -> dict:
         with self._lock:
-            return {"examples": self.examples,
-                    "examples_by_feature": dict(self.examples_by_feature),
-                    "amount_by_feature": dict(self.amount_by_feature)}
+            return {
+                "examples": self.examples,
+                "examples_by_feature": dict(self.examples_by_feature),
+                "amount_by_feature": dict(self.amount_by_feature),
+            }
 
     def summary(self) -> str:
-        parts = [f"{key}: {self.examples_by_feature[key]} examples, "
-                 f"{self.amount_by_feature[key]} {'frames' if key == LANDMARKS else 'tokens'}"
-                 for key in sorted(self.examples_by_feature)]
+        parts = [
+            f"{key}: {self.examples_by_feature[key]} examples, "
+            f"{self.amount_by_feature[key]} {'frames' if key == LANDMARKS else 'tokens'}"
+            for key in sorted(self.examples_by_feature)
+        ]
         return f"{self.examples} examples cut so far ({'; '.join(parts)})"
 
     def reset(self) -> None:
@@ -86,8 +90,12 @@ class TruncationStats:
 TRUNCATION = TruncationStats()
 
 
-def count_cuts(features: dict, max_lengths: Mapping[str, int], where: str = "",
-               stats: TruncationStats | None = None) -> dict:
+def count_cuts(
+    features: dict,
+    max_lengths: Mapping[str, int],
+    where: str = "",
+    stats: TruncationStats | None = None,
+) -> dict:
     """Records in `stats` how much of each feature exceeds its length (graph code).
 
     `max_lengths` maps feature -> the most rows it may keep. Returns `features` with
@@ -97,16 +105,22 @@ def count_cuts(features: dict, max_lengths: Mapping[str, int], where: str = "",
     keys = [k for k in sorted(max_lengths) if k in features]
     if not keys:
         return features
-    cuts = tf.stack([tf.maximum(tf.cast(tf.shape(features[k])[0], tf.int64)
-                                - int(max_lengths[k]), 0) for k in keys])
+    cuts = tf.stack(
+        [
+            tf.maximum(tf.cast(tf.shape(features[k])[0], tf.int64) - int(max_lengths[k]), 0)
+            for k in keys
+        ]
+    )
 
     def note(values):
         stats.record(dict(zip(keys, values.tolist())), where)
         return np.int64(0)
 
-    done = tf.cond(tf.reduce_any(cuts > 0),
-                   lambda: tf.numpy_function(note, [cuts], tf.int64, stateful=True),
-                   lambda: tf.constant(0, tf.int64))
+    done = tf.cond(
+        tf.reduce_any(cuts > 0),
+        lambda: tf.numpy_function(note, [cuts], tf.int64, stateful=True),
+        lambda: tf.constant(0, tf.int64),
+    )
     features = dict(features)
     with tf.control_dependencies([done]):
         features[keys[0]] = tf.identity(features[keys[0]])
@@ -127,8 +141,7 @@ def byte_vocabulary() -> seqio.Vocabulary:
     return seqio.ByteVocabulary()
 
 
-def task_output_features(vocabulary: seqio.Vocabulary | None = None
-                         ) -> dict[str, seqio.Feature]:
+def task_output_features(vocabulary: seqio.Vocabulary | None = None) -> dict[str, seqio.Feature]:
     """The seqio output features every task declares."""
     vocabulary = vocabulary or byte_vocabulary()
     return {
@@ -160,12 +173,14 @@ class LandmarkEncDecFeatureConverter(seqio.FeatureConverter):
         if pack:
             raise ValueError(
                 "LandmarkEncDecFeatureConverter cannot pack: seqio packs only rank-1 "
-                "features and frames are [T, 255]. Use pack=False.")
+                "features and frames are [T, 255]. Use pack=False."
+            )
         self._bos_id = bos_id
         super().__init__(pack=False, **kwargs)
 
-    def _convert_features(self, ds: tf.data.Dataset,
-                          task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+    def _convert_features(
+        self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]
+    ) -> tf.data.Dataset:
         def add_mask(features):
             features = dict(features)
             frames = tf.ensure_shape(features[LANDMARKS], [None, landmark_lib.FRAME_DIM])
@@ -174,8 +189,10 @@ class LandmarkEncDecFeatureConverter(seqio.FeatureConverter):
             return features
 
         ds = ds.map(add_mask, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.map(lambda f: count_cuts(f, task_feature_lengths, "feature converter"),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(
+            lambda f: count_cuts(f, task_feature_lengths, "feature converter"),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
         lengths = dict(task_feature_lengths)
         lengths["landmark_mask"] = task_feature_lengths[LANDMARKS]
         ds = seqio.utils.trim_and_pad_dataset(ds, lengths)
@@ -187,7 +204,8 @@ class LandmarkEncDecFeatureConverter(seqio.FeatureConverter):
                 "encoder_landmarks": features[LANDMARKS],
                 "encoder_landmark_mask": features["landmark_mask"],
                 "decoder_input_tokens": seqio.utils.make_autoregressive_inputs(
-                    targets, bos_id=self._bos_id),
+                    targets, bos_id=self._bos_id
+                ),
                 "decoder_target_tokens": targets,
                 "decoder_loss_weights": seqio.non_padding_position(targets),
             }
@@ -196,8 +214,7 @@ class LandmarkEncDecFeatureConverter(seqio.FeatureConverter):
         # Per-example maps (these, the task's and seqio's validation) run fused.
         return ds.with_options(pipeline_options())
 
-    def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]
-                                  ) -> dict[str, int]:
+    def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
         frames = task_feature_lengths[LANDMARKS]
         return {
             "encoder_input_tokens": task_feature_lengths[INPUTS],

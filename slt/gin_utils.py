@@ -2,6 +2,7 @@
 
 Library code takes plain arguments; only entry points import this module.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,10 +22,14 @@ def quiet_tensorflow() -> None:
 # they only affect the CPU backend. Training: YNNPACK's dot fusions plus the scheduler
 # that overlaps independent ops. Decoding jobs turn the YNNPACK fusions off: they fuse
 # each attention (QK^T, softmax, AV) into one kernel that ran the encoder 2x slower.
-CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=dot",
-                 "--xla_cpu_enable_concurrency_optimized_scheduler=true")
-CPU_DECODING_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",
-                          "--xla_cpu_enable_concurrency_optimized_scheduler=true")
+CPU_XLA_FLAGS = (
+    "--xla_cpu_experimental_ynn_fusion_type=dot",
+    "--xla_cpu_enable_concurrency_optimized_scheduler=true",
+)
+CPU_DECODING_XLA_FLAGS = (
+    "--xla_cpu_experimental_ynn_fusion_type=",
+    "--xla_cpu_enable_concurrency_optimized_scheduler=true",
+)
 
 
 def add_cpu_xla_flags(decoding: bool = False) -> None:
@@ -47,37 +52,44 @@ def register_configurables() -> None:
     from slt import landmarks, partitioning, trainer
     from slt.models import decoding, network
 
-    for cls, name in ((network.T5Config, "T5Config"),
-                      (decoding.DecodingConfig, "DecodingConfig"),
-                      (trainer.OptimizerConfig, "OptimizerConfig"),
-                      (landmarks.LandmarkConfig, "LandmarkConfig")):
+    for cls, name in (
+        (network.T5Config, "T5Config"),
+        (decoding.DecodingConfig, "DecodingConfig"),
+        (trainer.OptimizerConfig, "OptimizerConfig"),
+        (landmarks.LandmarkConfig, "LandmarkConfig"),
+    ):
         try:
             gin.external_configurable(cls, name=name, module="slt")
         except ValueError:
             pass  # already registered
     global _MIXTURE_SETTINGS
     from tasks import mixing
+
     try:  # slt.mixture_settings.p_mt = 0.3 etc.; applied by parse_gin_args
         _MIXTURE_SETTINGS = gin.external_configurable(
-            mixing.configure, name="mixture_settings", module="slt")
+            mixing.configure, name="mixture_settings", module="slt"
+        )
     except ValueError:
         pass  # already registered
     from tasks import prepared
+
     try:  # train.mixture_or_task_name = @slt.prepared_task() (a prepared dataset)
         gin.external_configurable(prepared.prepared_task, name="prepared_task", module="slt")
     except ValueError:
         pass  # already registered
     from slt.models import weights
+
     for loader in (weights.t5x_params_loader, weights.hf_params_loader):
         try:  # train.initial_params_loader = @slt.t5x_params_loader (pretrained ByT5/mT5)
             gin.external_configurable(loader, module="slt")
         except ValueError:
             pass  # already registered
-    for name, rules in (("DATA_PARALLEL_RULES", partitioning.DATA_PARALLEL_RULES),
-                        ("FSDP_RULES", partitioning.FSDP_RULES),
-                        ("TENSOR_PARALLEL_RULES", partitioning.TENSOR_PARALLEL_RULES),
-                        ("FSDP_TENSOR_PARALLEL_RULES",
-                         partitioning.FSDP_TENSOR_PARALLEL_RULES)):
+    for name, rules in (
+        ("DATA_PARALLEL_RULES", partitioning.DATA_PARALLEL_RULES),
+        ("FSDP_RULES", partitioning.FSDP_RULES),
+        ("TENSOR_PARALLEL_RULES", partitioning.TENSOR_PARALLEL_RULES),
+        ("FSDP_TENSOR_PARALLEL_RULES", partitioning.FSDP_TENSOR_PARALLEL_RULES),
+    ):
         try:
             gin.constant(f"slt.{name}", rules)
         except ValueError:
@@ -96,16 +108,17 @@ def parse_gin_args(argv: Sequence[str]) -> None:
         if arg.startswith("--gin_file="):
             files.append(arg.split("=", 1)[1])
         elif arg.startswith("--gin."):
-            name, _, value = arg[len("--gin."):].partition("=")
+            name, _, value = arg[len("--gin.") :].partition("=")
             if not value:
-                raise SystemExit(f"bad argument {arg!r}: expected --gin.NAME=VALUE, e.g. "
-                                 '--gin.MODEL_DIR=\\"/tmp/run\\"')
+                raise SystemExit(
+                    f"bad argument {arg!r}: expected --gin.NAME=VALUE, e.g. "
+                    '--gin.MODEL_DIR=\\"/tmp/run\\"'
+                )
             bindings.append(f"{name} = {value}")
         elif arg.startswith("--gin_bindings="):
             bindings.append(arg.split("=", 1)[1])
         else:
-            raise SystemExit(f"unknown argument {arg!r}: use --gin_file=FILE and "
-                             "--gin.NAME=VALUE.")
+            raise SystemExit(f"unknown argument {arg!r}: use --gin_file=FILE and --gin.NAME=VALUE.")
     if not files:
         raise SystemExit("no --gin_file given; e.g. --gin_file=gin/runs/demo.gin")
     register_configurables()
@@ -118,5 +131,4 @@ def parse_gin_args(argv: Sequence[str]) -> None:
 
 def dataclass_dict(value: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config dataclass."""
-    return {k: list(v) if isinstance(v, tuple) else v
-            for k, v in dataclasses.asdict(value).items()}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(value).items()}

@@ -8,6 +8,7 @@ of the model's log-probabilities of the predicted tokens, EOS included). Shards 
 `chunk_size` examples, `<task>.<split>.predictions-00000.jsonl`, ...; a restart with
 the same OUTPUT_DIR skips the shards already written.
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,22 +60,39 @@ def infer(
         task_names = [t.name for t in seqio.get_subtasks(seqio.get_mixture_or_task(name))]
     evaluation.check_splits(task_names, split)
     partitioning.check_batch_size(batch_size, restored.batch_sharding)
-    predict_fn = inference.make_predict_fn(restored, with_scores=True,
-                                           decode_options=decode_options)
-    run_info = {"checkpoint": restored.checkpoint_dir, "step": restored.step,
-                "decode_options": dict(decode_options or {})}
+    predict_fn = inference.make_predict_fn(
+        restored, with_scores=True, decode_options=decode_options
+    )
+    run_info = {
+        "checkpoint": restored.checkpoint_dir,
+        "step": restored.step,
+        "decode_options": dict(decode_options or {}),
+    }
     summary = {}
     with jax.set_mesh(restored.mesh):
         for task_name in task_names:
             counts = inference.write_task_predictions(
-                predict_fn, restored.params, task_name, split, restored.task_feature_lengths,
-                batch_size, restored.batch_sharding, output_dir, chunk_size, run_info,
-                show_progress, on_chunk_written)
+                predict_fn,
+                restored.params,
+                task_name,
+                split,
+                restored.task_feature_lengths,
+                batch_size,
+                restored.batch_sharding,
+                output_dir,
+                chunk_size,
+                run_info,
+                show_progress,
+                on_chunk_written,
+            )
             summary[task_name] = counts
-            print(f"{task_name}/{split}: {counts['examples']} examples in "
-                  f"{counts['shards_written'] + counts['shards_skipped']} shards "
-                  f"({counts['shards_written']} written, {counts['shards_skipped']} already "
-                  f"there), {counts['examples_decoded']} decoded", flush=True)
+            print(
+                f"{task_name}/{split}: {counts['examples']} examples in "
+                f"{counts['shards_written'] + counts['shards_skipped']} shards "
+                f"({counts['shards_written']} written, {counts['shards_skipped']} already "
+                f"there), {counts['examples_decoded']} decoded",
+                flush=True,
+            )
     return summary
 
 

@@ -5,6 +5,7 @@
 from the checkpoint's metadata alone: no training gin files are needed. Only the
 parameters are read (the optimizer state stays on disk).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,81 +51,118 @@ class RestoredModel:
 
 def _is_step_dir(path: str) -> bool:
     return os.path.basename(os.path.normpath(path)).isdigit() and os.path.isdir(
-        os.path.join(path, "metadata"))
+        os.path.join(path, "metadata")
+    )
 
 
 def resolve_checkpoint(path: str) -> tuple[str, int]:
     """(checkpoints directory, step) for a MODEL_DIR, checkpoints dir or step dir."""
     path = os.path.abspath(path)
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"checkpoint {path}: no such directory. Pass a MODEL_DIR of "
-                                "slt.train, its checkpoints/ directory or one step in it.")
+        raise FileNotFoundError(
+            f"checkpoint {path}: no such directory. Pass a MODEL_DIR of "
+            "slt.train, its checkpoints/ directory or one step in it."
+        )
     if _is_step_dir(path):
         return os.path.dirname(path), int(os.path.basename(os.path.normpath(path)))
     if os.path.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
     steps = sorted(int(d) for d in os.listdir(path) if _is_step_dir(os.path.join(path, d)))
     if not steps:
-        raise FileNotFoundError(f"checkpoint {path}: holds no finished checkpoint step "
-                                "(numbered directories with state/ and metadata/).")
+        raise FileNotFoundError(
+            f"checkpoint {path}: holds no finished checkpoint step "
+            "(numbered directories with state/ and metadata/)."
+        )
     return path, steps[-1]
 
 
 def model_from_metadata(metadata: Mapping[str, Any]) -> model_lib.EncoderDecoderModel:
-    config = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in metadata["network_config"].items()}
+    config = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in metadata["network_config"].items()
+    }
     known = {f.name for f in dataclasses.fields(network.T5Config)}
     unknown = sorted(set(config) - known)
     if unknown:
-        raise ValueError(f"checkpoint metadata network_config has fields {unknown} that this "
-                         "version's T5Config does not know; use the code it was trained with.")
+        raise ValueError(
+            f"checkpoint metadata network_config has fields {unknown} that this "
+            "version's T5Config does not know; use the code it was trained with."
+        )
     # The decoding the run was configured with (e.g. joint CTC/attention); older
     # checkpoints have none and decode greedily.
     decoding_config = decoding.DecodingConfig(**metadata.get("decoding_config", {}))
-    return model_lib.EncoderDecoderModel(network.Transformer(network.T5Config(**config)),
-                                         decoding_config=decoding_config)
+    return model_lib.EncoderDecoderModel(
+        network.Transformer(network.T5Config(**config)), decoding_config=decoding_config
+    )
 
 
-def batch_shapes(task_feature_lengths: Mapping[str, int], batch_size: int
-                 ) -> dict[str, tuple[int, ...]]:
+def batch_shapes(
+    task_feature_lengths: Mapping[str, int], batch_size: int
+) -> dict[str, tuple[int, ...]]:
     lengths = features.LandmarkEncDecFeatureConverter().get_model_feature_lengths(
-        task_feature_lengths)
+        task_feature_lengths
+    )
     shapes = {name: (batch_size, length) for name, length in lengths.items()}
     shapes["encoder_landmarks"] += (landmarks.FRAME_DIM,)
     return shapes
 
 
-def restore(path: str, mesh_shape: Sequence[int] = (-1,),
-            mesh_axis_names: Sequence[str] = ("data",),
-            logical_axis_rules: partitioning.LogicalRules = partitioning.DATA_PARALLEL_RULES,
-            ) -> RestoredModel:
+def restore(
+    path: str,
+    mesh_shape: Sequence[int] = (-1,),
+    mesh_axis_names: Sequence[str] = ("data",),
+    logical_axis_rules: partitioning.LogicalRules = partitioning.DATA_PARALLEL_RULES,
+) -> RestoredModel:
     """The parameters and metadata of a checkpoint, sharded onto a new mesh."""
     directory, step = resolve_checkpoint(path)
-    manager = ocp.CheckpointManager(directory, item_names=("state", "metadata"),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
-    metadata = manager.restore(step, args=ocp.args.Composite(
-        metadata=ocp.args.JsonRestore())).metadata
-    missing = [k for k in ("network_config", "landmark_config", "task_feature_lengths")
-               if k not in metadata]
+    manager = ocp.CheckpointManager(
+        directory,
+        item_names=("state", "metadata"),
+        options=ocp.CheckpointManagerOptions(read_only=True),
+    )
+    metadata = manager.restore(
+        step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())
+    ).metadata
+    missing = [
+        k
+        for k in ("network_config", "landmark_config", "task_feature_lengths")
+        if k not in metadata
+    ]
     if missing:
-        raise ValueError(f"checkpoint {directory}/{step}: metadata lacks {missing}; it was "
-                         "not written by slt.train.")
+        raise ValueError(
+            f"checkpoint {directory}/{step}: metadata lacks {missing}; it was "
+            "not written by slt.train."
+        )
     model = model_from_metadata(metadata)
     mesh = partitioning.make_mesh(mesh_shape, mesh_axis_names)
     shapes = batch_shapes(metadata["task_feature_lengths"], 1)
-    params_sharding = partitioning.param_shardings(model.logical_axes(shapes), mesh,
-                                                   logical_axis_rules)
+    params_sharding = partitioning.param_shardings(
+        model.logical_axes(shapes), mesh, logical_axis_rules
+    )
     abstract = jax.eval_shape(lambda rng: model.init_params(rng, shapes), jax.random.key(0))
-    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          abstract, params_sharding)
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item={"params": target}, restore_args=ocp.checkpoint_utils.construct_restore_args(
-            {"params": target}), partial_restore=True)))
+    target = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, params_sharding
+    )
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item={"params": target},
+                restore_args=ocp.checkpoint_utils.construct_restore_args({"params": target}),
+                partial_restore=True,
+            )
+        ),
+    )
     manager.close()
-    return RestoredModel(model=model, params=restored.state["params"], step=step,
-                         checkpoint_dir=directory, metadata=dict(metadata), mesh=mesh,
-                         params_sharding=params_sharding,
-                         batch_sharding=partitioning.batch_sharding(mesh, logical_axis_rules))
+    return RestoredModel(
+        model=model,
+        params=restored.state["params"],
+        step=step,
+        checkpoint_dir=directory,
+        metadata=dict(metadata),
+        mesh=mesh,
+        params_sharding=params_sharding,
+        batch_sharding=partitioning.batch_sharding(mesh, logical_axis_rules),
+    )
 
 
 def register_prepared(data_dir: str, restored: RestoredModel) -> str:
@@ -134,32 +172,46 @@ def register_prepared(data_dir: str, restored: RestoredModel) -> str:
     name = "prepared_" + re.sub(r"\W", "_", os.path.basename(os.path.normpath(data_dir)))
     dataset_config = prepared.landmark_config(data_dir)
     if dataset_config != restored.landmark_config:
-        differ = sorted(k for k, v in dataclasses.asdict(dataset_config).items()
-                        if getattr(restored.landmark_config, k) != v)
+        differ = sorted(
+            k
+            for k, v in dataclasses.asdict(dataset_config).items()
+            if getattr(restored.landmark_config, k) != v
+        )
         raise ValueError(
             f"{data_dir}: prepared with another landmark config than the checkpoint "
             f"{restored.checkpoint_dir} was trained with (fields {differ} differ); prepare "
-            "it again with the checkpoint's landmark_config.")
+            "it again with the checkpoint's landmark_config."
+        )
     prepared.register_prepared_task(name, data_dir)
     return name
 
 
-def predict_and_score(model: model_lib.EncoderDecoderModel, params: Any,
-                      batch: Mapping[str, jax.Array], decode_options: Mapping[str, Any]
-                      ) -> dict[str, jax.Array]:
+def predict_and_score(
+    model: model_lib.EncoderDecoderModel,
+    params: Any,
+    batch: Mapping[str, jax.Array],
+    decode_options: Mapping[str, Any],
+) -> dict[str, jax.Array]:
     """Decoded tokens [B, L] and their score [B]: the sum of the model's log-probs of
     the decoded tokens up to and including EOS (`model.score_batch`)."""
     tokens = model.predict_batch(params, batch, **decode_options)
     inputs = jnp.pad(tokens, ((0, 0), (1, 0)))[:, :-1]  # shift right; BOS is 0
-    scored = dict(batch, decoder_target_tokens=tokens, decoder_input_tokens=inputs,
-                  decoder_loss_weights=(tokens > 0).astype(jnp.int32))
+    scored = dict(
+        batch,
+        decoder_target_tokens=tokens,
+        decoder_input_tokens=inputs,
+        decoder_loss_weights=(tokens > 0).astype(jnp.int32),
+    )
     return {"tokens": tokens, "scores": model.score_batch(params, scored)}
 
 
-def make_predict_fn(restored_or_model: Any, params_sharding: Any = None,
-                    batch_sharding: jax.sharding.NamedSharding | None = None,
-                    with_scores: bool = False,
-                    decode_options: Mapping[str, Any] | None = None):
+def make_predict_fn(
+    restored_or_model: Any,
+    params_sharding: Any = None,
+    batch_sharding: jax.sharding.NamedSharding | None = None,
+    with_scores: bool = False,
+    decode_options: Mapping[str, Any] | None = None,
+):
     """The jitted, sharded `predict_fn(params, batch)` of `slt.evaluation`.
 
     `decode_options` are passed to `EncoderDecoderModel.predict_batch` as keywords
@@ -178,22 +230,30 @@ def make_predict_fn(restored_or_model: Any, params_sharding: Any = None,
     else:
         fn = functools.partial(model.predict_batch, **options)
         out_shardings = batch_sharding
-    return jax.jit(fn, in_shardings=(params_sharding, batch_sharding),
-                   out_shardings=out_shardings)
+    return jax.jit(fn, in_shardings=(params_sharding, batch_sharding), out_shardings=out_shardings)
 
 
 # -- sharded, resumable predictions -----------------------------------------------------
+
 
 def _shard_path(output_dir: str, task: str, split: str, chunk: int) -> str:
     return os.path.join(output_dir, f"{task}.{split}.predictions-{chunk:05d}.jsonl")
 
 
-def write_task_predictions(predict_fn: Any, params: Any, task_name: str, split: str,
-                           task_feature_lengths: Mapping[str, int], batch_size: int,
-                           batch_sharding: jax.sharding.NamedSharding, output_dir: str,
-                           chunk_size: int = 1024, run_info: Mapping[str, Any] | None = None,
-                           show_progress: bool = True,
-                           on_chunk_written: Any | None = None) -> dict[str, int]:
+def write_task_predictions(
+    predict_fn: Any,
+    params: Any,
+    task_name: str,
+    split: str,
+    task_feature_lengths: Mapping[str, int],
+    batch_size: int,
+    batch_sharding: jax.sharding.NamedSharding,
+    output_dir: str,
+    chunk_size: int = 1024,
+    run_info: Mapping[str, Any] | None = None,
+    show_progress: bool = True,
+    on_chunk_written: Any | None = None,
+) -> dict[str, int]:
     """Predictions of a task split as JSONL shards of `chunk_size` examples each.
 
     Shard k holds examples [k * chunk_size, (k + 1) * chunk_size) in dataset order, one
@@ -216,8 +276,12 @@ def write_task_predictions(predict_fn: Any, params: Any, task_name: str, split: 
     if _process_zero_says(os.path.isfile(prefix + ".done.json")):
         with open(prefix + ".done.json", encoding="utf-8") as f:
             done = json.load(f)
-        return {**done, "shards_written": 0, "shards_skipped": done["shards"],
-                "examples_decoded": 0}
+        return {
+            **done,
+            "shards_written": 0,
+            "shards_skipped": done["shards"],
+            "examples_decoded": 0,
+        }
     run = {"chunk_size": chunk_size, **dict(run_info or {})}
     previous = None
     if jax.process_index() == 0 and os.path.isfile(prefix + ".run.json"):
@@ -226,7 +290,8 @@ def write_task_predictions(predict_fn: Any, params: Any, task_name: str, split: 
     if _process_zero_says(previous is not None and previous != run):
         raise ValueError(
             f"{prefix}.run.json: the shards there were written with {previous or 'other settings'}, "
-            f"this run has {run}; use the same settings to resume, or another output_dir.")
+            f"this run has {run}; use the same settings to resume, or another output_dir."
+        )
     if jax.process_index() == 0 and previous is None:
         with open(prefix + ".run.json", "w", encoding="utf-8") as f:
             json.dump(run, f)
@@ -235,16 +300,17 @@ def write_task_predictions(predict_fn: Any, params: Any, task_name: str, split: 
     # (examples [k * chunk_size, (k + 1) * chunk_size)) is local chunk k of every one.
     shard_info = evaluation.host_input_shard(batch_sharding, batch_size)
     if chunk_size % shard_info.num_shards:
-        raise ValueError(f"infer.chunk_size={chunk_size} must be a multiple of the "
-                         f"{shard_info.num_shards} input shards of this job's processes.")
+        raise ValueError(
+            f"infer.chunk_size={chunk_size} must be a multiple of the "
+            f"{shard_info.num_shards} input shards of this job's processes."
+        )
     ds = evaluation.task_dataset(task_name, split, task_feature_lengths, shard_info)
     vocabulary = _target_vocabulary(task_name)
     counts = {"shards_written": 0, "shards_skipped": 0, "examples_decoded": 0, "examples": 0}
     chunk = 0
     chunks = evaluation.iterate_chunks(ds, chunk_size // shard_info.num_shards)
     show = show_progress and jax.process_index() == 0
-    with eval_report.progress_bar(evaluation.num_examples(ds), f"{task_name}/{split}",
-                                  show) as bar:
+    with eval_report.progress_bar(evaluation.num_examples(ds), f"{task_name}/{split}", show) as bar:
         while True:
             examples = next(chunks, [])
             sizes = evaluation.allgather_ints([len(examples)])[:, 0]
@@ -253,17 +319,27 @@ def write_task_predictions(predict_fn: Any, params: Any, task_name: str, split: 
             path = _shard_path(output_dir, task_name, split, chunk)
             if _process_zero_says(os.path.isfile(path)):
                 counts["shards_skipped"] += 1
-                counts["examples"] += int(sum(sizes[p] for p in evaluation.shard_readers(
-                    batch_sharding, batch_size)))
+                counts["examples"] += int(
+                    sum(sizes[p] for p in evaluation.shard_readers(batch_sharding, batch_size))
+                )
                 if bar is not None:
                     bar.update(len(examples))
             else:
                 local = evaluation.predict_examples(
-                    predict_fn, params, examples, ds.element_spec, task_feature_lengths,
-                    batch_size, batch_sharding, vocabulary, bar)
+                    predict_fn,
+                    params,
+                    examples,
+                    ds.element_spec,
+                    task_feature_lengths,
+                    batch_size,
+                    batch_sharding,
+                    vocabulary,
+                    bar,
+                )
                 predictions = evaluation.number_missing_ids(
                     evaluation.gather_shards(local, batch_sharding, batch_size),
-                    first=chunk * chunk_size)
+                    first=chunk * chunk_size,
+                )
                 if jax.process_index() == 0:
                     with open(path + ".tmp", "w", encoding="utf-8") as f:
                         for p in predictions:
@@ -299,8 +375,13 @@ def read_predictions(output_dir: str, task_name: str, split: str) -> list[dict[s
     import glob
     import json
 
-    paths = sorted(glob.glob(os.path.join(
-        output_dir, glob.escape(f"{task_name}.{split}.predictions-") + "[0-9]*.jsonl")))
+    paths = sorted(
+        glob.glob(
+            os.path.join(
+                output_dir, glob.escape(f"{task_name}.{split}.predictions-") + "[0-9]*.jsonl"
+            )
+        )
+    )
     rows = []
     for path in paths:
         with open(path, encoding="utf-8") as f:

@@ -15,6 +15,7 @@ States are saved per *input shard*, by the host that reads it, under
 the same number of input shards still restores. A state is written to a temporary
 name and renamed when complete; only complete states are ever read.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,7 @@ def checkpointable(ds: tf.data.Dataset) -> tf.data.Dataset:
     examples for reports, so re-running them after a restore gives the same data.
     """
     options = tf.data.Options()
-    options.experimental_external_state_policy = (
-        tf.data.experimental.ExternalStatePolicy.IGNORE)
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     return ds.with_options(options)
 
 
@@ -63,21 +63,30 @@ class InputStream:
     (reading and dropping) the first `start_batch` batches of every shard.
     """
 
-    def __init__(self, dataset_fn: DatasetFn, shard_ids: Sequence[int], num_shards: int,
-                 start_batch: int = 0, restore_dirs: Sequence[str] | None = None):
+    def __init__(
+        self,
+        dataset_fn: DatasetFn,
+        shard_ids: Sequence[int],
+        num_shards: int,
+        start_batch: int = 0,
+        restore_dirs: Sequence[str] | None = None,
+    ):
         self.shard_ids, self.num_shards = list(shard_ids), num_shards
         self.position = start_batch
         # The same pipeline graph whether restored, replayed or fresh: a saved state
         # fits only the graph it was saved from.
-        self.iterators = [iter(checkpointable(dataset_fn(i, num_shards)).prefetch(2))
-                          for i in self.shard_ids]
+        self.iterators = [
+            iter(checkpointable(dataset_fn(i, num_shards)).prefetch(2)) for i in self.shard_ids
+        ]
         if restore_dirs is not None:
             if len(restore_dirs) != len(self.iterators):
-                raise ValueError(f"{len(restore_dirs)} input states for "
-                                 f"{len(self.iterators)} input shards")
+                raise ValueError(
+                    f"{len(restore_dirs)} input states for {len(self.iterators)} input shards"
+                )
             for it, directory in zip(self.iterators, restore_dirs):
                 tf.train.Checkpoint(iterator=it).read(
-                    os.path.join(directory, "iterator")).assert_consumed()
+                    os.path.join(directory, "iterator")
+                ).assert_consumed()
         else:
             for it in self.iterators:
                 for _ in range(start_batch):
@@ -98,14 +107,16 @@ class InputStream:
         return {"batches_consumed": self.position, "num_input_shards": self.num_shards}
 
 
-def host_input_shards(host_shard: int, num_host_shards: int,
-                      num_input_shards: int | None) -> list[int]:
+def host_input_shards(
+    host_shard: int, num_host_shards: int, num_input_shards: int | None
+) -> list[int]:
     """The input shards a host reads: `num_input_shards / num_host_shards` consecutive ones."""
     total = num_input_shards or num_host_shards
     if total % num_host_shards:
         raise ValueError(
             f"num_input_shards={total} must be a multiple of the {num_host_shards} host "
-            "data shards of this mesh (gin: train.num_input_shards).")
+            "data shards of this mesh (gin: train.num_input_shards)."
+        )
     per_host = total // num_host_shards
     return list(range(host_shard * per_host, (host_shard + 1) * per_host))
 
@@ -144,24 +155,37 @@ class InputStateStore:
             except (tf.errors.OpError, ValueError, TypeError) as error:
                 shutil.rmtree(temporary, ignore_errors=True)
                 self.save_error = str(error).splitlines()[0][:300]
-                print(f"input state: tf.data cannot save this pipeline's iterator "
-                      f"({self.save_error}); not saving it, resumes will replay the "
-                      "input (same batches, slower). Set train.checkpoint_input_state="
-                      "False to skip the attempt.", flush=True)
+                print(
+                    f"input state: tf.data cannot save this pipeline's iterator "
+                    f"({self.save_error}); not saving it, resumes will replay the "
+                    "input (same batches, slower). Set train.checkpoint_input_state="
+                    "False to skip the attempt.",
+                    flush=True,
+                )
                 return 0
             with open(os.path.join(temporary, SPEC_FILE), "w") as f:
-                json.dump({**self.spec, "num_input_shards": stream.num_shards,
-                           "shard": shard, "step": step,
-                           "batches_consumed": stream.position}, f, indent=1)
-            written += sum(os.path.getsize(os.path.join(temporary, name))
-                           for name in os.listdir(temporary))
+                json.dump(
+                    {
+                        **self.spec,
+                        "num_input_shards": stream.num_shards,
+                        "shard": shard,
+                        "step": step,
+                        "batches_consumed": stream.position,
+                    },
+                    f,
+                    indent=1,
+                )
+            written += sum(
+                os.path.getsize(os.path.join(temporary, name)) for name in os.listdir(temporary)
+            )
             if os.path.exists(final):  # a run restored from an earlier step re-saves
                 shutil.rmtree(final)
             os.replace(temporary, final)  # atomic: a state is complete or absent
         return written
 
-    def find(self, step: int, shard_ids: Sequence[int], num_shards: int,
-             batches_consumed: int) -> tuple[list[str] | None, str]:
+    def find(
+        self, step: int, shard_ids: Sequence[int], num_shards: int, batches_consumed: int
+    ) -> tuple[list[str] | None, str]:
         """The state directories to restore `shard_ids` at `step`, or None and why not."""
         dirs = []
         for shard in shard_ids:
@@ -169,16 +193,27 @@ class InputStateStore:
             spec_path = os.path.join(directory, SPEC_FILE)
             if not os.path.exists(spec_path):
                 saved = self._saved_shard_counts(step)
-                return None, (f"no saved input state for shard {shard} of {num_shards} at "
-                              f"step {step} ({directory})"
-                              + (f"; step {step} has states for {sorted(saved)} input "
-                                 "shards" if saved else ""))
+                return None, (
+                    f"no saved input state for shard {shard} of {num_shards} at "
+                    f"step {step} ({directory})"
+                    + (
+                        f"; step {step} has states for {sorted(saved)} input shards"
+                        if saved
+                        else ""
+                    )
+                )
             with open(spec_path) as f:
                 saved = json.load(f)
-            want = {**self.spec, "num_input_shards": num_shards,
-                    "batches_consumed": batches_consumed}
-            differs = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in want.items()
-                       if saved.get(k) != v]
+            want = {
+                **self.spec,
+                "num_input_shards": num_shards,
+                "batches_consumed": batches_consumed,
+            }
+            differs = [
+                f"{k}: saved {saved.get(k)!r}, now {v!r}"
+                for k, v in want.items()
+                if saved.get(k) != v
+            ]
             if differs:
                 return None, f"the input state in {directory} differs: " + "; ".join(differs)
             dirs.append(directory)
@@ -187,8 +222,7 @@ class InputStateStore:
     def _saved_shard_counts(self, step: int) -> set[int]:
         step_dir = os.path.join(self.directory, f"step_{step}")
         names = os.listdir(step_dir) if os.path.isdir(step_dir) else []
-        return {int(m.group(1)) for m in map(re.compile(r"^shard_\d+-of-(\d+)$").match, names)
-                if m}
+        return {int(m.group(1)) for m in map(re.compile(r"^shard_\d+-of-(\d+)$").match, names) if m}
 
     def collect_garbage(self, keep: Iterable[int], below: int | None = None) -> list[int]:
         """Deletes the states of steps not in `keep` (the steps orbax still has);

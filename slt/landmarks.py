@@ -14,6 +14,7 @@ The pipeline (each step configurable through `LandmarkConfig`):
      target fps) and cut at `max_frames`;
   4. set missing points to a sentinel value and flatten to [T, 255].
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,41 +41,246 @@ POSE_WORLD_COMPONENT = "POSE_WORLD_LANDMARKS"
 # MediaPipe's point names (mp.solutions.pose.PoseLandmark / hands.HandLandmark order);
 # pose-format names face points by their mesh index ("0".."477").
 POSE_LANDMARK_NAMES = (
-    "NOSE", "LEFT_EYE_INNER", "LEFT_EYE", "LEFT_EYE_OUTER", "RIGHT_EYE_INNER",
-    "RIGHT_EYE", "RIGHT_EYE_OUTER", "LEFT_EAR", "RIGHT_EAR", "MOUTH_LEFT", "MOUTH_RIGHT",
-    "LEFT_SHOULDER", "RIGHT_SHOULDER", "LEFT_ELBOW", "RIGHT_ELBOW", "LEFT_WRIST",
-    "RIGHT_WRIST", "LEFT_PINKY", "RIGHT_PINKY", "LEFT_INDEX", "RIGHT_INDEX", "LEFT_THUMB",
-    "RIGHT_THUMB", "LEFT_HIP", "RIGHT_HIP", "LEFT_KNEE", "RIGHT_KNEE", "LEFT_ANKLE",
-    "RIGHT_ANKLE", "LEFT_HEEL", "RIGHT_HEEL", "LEFT_FOOT_INDEX", "RIGHT_FOOT_INDEX",
+    "NOSE",
+    "LEFT_EYE_INNER",
+    "LEFT_EYE",
+    "LEFT_EYE_OUTER",
+    "RIGHT_EYE_INNER",
+    "RIGHT_EYE",
+    "RIGHT_EYE_OUTER",
+    "LEFT_EAR",
+    "RIGHT_EAR",
+    "MOUTH_LEFT",
+    "MOUTH_RIGHT",
+    "LEFT_SHOULDER",
+    "RIGHT_SHOULDER",
+    "LEFT_ELBOW",
+    "RIGHT_ELBOW",
+    "LEFT_WRIST",
+    "RIGHT_WRIST",
+    "LEFT_PINKY",
+    "RIGHT_PINKY",
+    "LEFT_INDEX",
+    "RIGHT_INDEX",
+    "LEFT_THUMB",
+    "RIGHT_THUMB",
+    "LEFT_HIP",
+    "RIGHT_HIP",
+    "LEFT_KNEE",
+    "RIGHT_KNEE",
+    "LEFT_ANKLE",
+    "RIGHT_ANKLE",
+    "LEFT_HEEL",
+    "RIGHT_HEEL",
+    "LEFT_FOOT_INDEX",
+    "RIGHT_FOOT_INDEX",
 )
 HAND_LANDMARK_NAMES = (
-    "WRIST", "THUMB_CMC", "THUMB_MCP", "THUMB_IP", "THUMB_TIP", "INDEX_FINGER_MCP",
-    "INDEX_FINGER_PIP", "INDEX_FINGER_DIP", "INDEX_FINGER_TIP", "MIDDLE_FINGER_MCP",
-    "MIDDLE_FINGER_PIP", "MIDDLE_FINGER_DIP", "MIDDLE_FINGER_TIP", "RING_FINGER_MCP",
-    "RING_FINGER_PIP", "RING_FINGER_DIP", "RING_FINGER_TIP", "PINKY_MCP", "PINKY_PIP",
-    "PINKY_DIP", "PINKY_TIP",
+    "WRIST",
+    "THUMB_CMC",
+    "THUMB_MCP",
+    "THUMB_IP",
+    "THUMB_TIP",
+    "INDEX_FINGER_MCP",
+    "INDEX_FINGER_PIP",
+    "INDEX_FINGER_DIP",
+    "INDEX_FINGER_TIP",
+    "MIDDLE_FINGER_MCP",
+    "MIDDLE_FINGER_PIP",
+    "MIDDLE_FINGER_DIP",
+    "MIDDLE_FINGER_TIP",
+    "RING_FINGER_MCP",
+    "RING_FINGER_PIP",
+    "RING_FINGER_DIP",
+    "RING_FINGER_TIP",
+    "PINKY_MCP",
+    "PINKY_PIP",
+    "PINKY_DIP",
+    "PINKY_TIP",
 )
 # pose-format's `reduce_holistic`: 8 body points and the 128 face-contour points.
-REDUCED_POSE_NAMES = ("LEFT_SHOULDER", "RIGHT_SHOULDER", "LEFT_ELBOW", "RIGHT_ELBOW",
-                      "LEFT_WRIST", "RIGHT_WRIST", "LEFT_HIP", "RIGHT_HIP")
+REDUCED_POSE_NAMES = (
+    "LEFT_SHOULDER",
+    "RIGHT_SHOULDER",
+    "LEFT_ELBOW",
+    "RIGHT_ELBOW",
+    "LEFT_WRIST",
+    "RIGHT_WRIST",
+    "LEFT_HIP",
+    "RIGHT_HIP",
+)
 REDUCED_FACE_INDICES = (
-    0, 7, 10, 13, 14, 17, 21, 33, 37, 39, 40, 46, 52, 53, 54, 55, 58, 61, 63, 65, 66, 67,
-    70, 78, 80, 81, 82, 84, 87, 88, 91, 93, 95, 103, 105, 107, 109, 127, 132, 133, 136,
-    144, 145, 146, 148, 149, 150, 152, 153, 154, 155, 157, 158, 159, 160, 161, 162, 163,
-    172, 173, 176, 178, 181, 185, 191, 234, 246, 249, 251, 263, 267, 269, 270, 276, 282,
-    283, 284, 285, 288, 291, 293, 295, 296, 297, 300, 308, 310, 311, 312, 314, 317, 318,
-    321, 323, 324, 332, 334, 336, 338, 356, 361, 362, 365, 373, 374, 375, 377, 378, 379,
-    380, 381, 382, 384, 385, 386, 387, 388, 389, 390, 397, 398, 400, 402, 405, 409, 415,
-    454, 466,
+    0,
+    7,
+    10,
+    13,
+    14,
+    17,
+    21,
+    33,
+    37,
+    39,
+    40,
+    46,
+    52,
+    53,
+    54,
+    55,
+    58,
+    61,
+    63,
+    65,
+    66,
+    67,
+    70,
+    78,
+    80,
+    81,
+    82,
+    84,
+    87,
+    88,
+    91,
+    93,
+    95,
+    103,
+    105,
+    107,
+    109,
+    127,
+    132,
+    133,
+    136,
+    144,
+    145,
+    146,
+    148,
+    149,
+    150,
+    152,
+    153,
+    154,
+    155,
+    157,
+    158,
+    159,
+    160,
+    161,
+    162,
+    163,
+    172,
+    173,
+    176,
+    178,
+    181,
+    185,
+    191,
+    234,
+    246,
+    249,
+    251,
+    263,
+    267,
+    269,
+    270,
+    276,
+    282,
+    283,
+    284,
+    285,
+    288,
+    291,
+    293,
+    295,
+    296,
+    297,
+    300,
+    308,
+    310,
+    311,
+    312,
+    314,
+    317,
+    318,
+    321,
+    323,
+    324,
+    332,
+    334,
+    336,
+    338,
+    356,
+    361,
+    362,
+    365,
+    373,
+    374,
+    375,
+    377,
+    378,
+    379,
+    380,
+    381,
+    382,
+    384,
+    385,
+    386,
+    387,
+    388,
+    389,
+    390,
+    397,
+    398,
+    400,
+    402,
+    405,
+    409,
+    415,
+    454,
+    466,
 )
 
 # YouTube-ASL (Uthus et al. 2023): shoulders, elbows, hips.
 YOUTUBE_ASL_POSE_INDICES = (11, 12, 13, 14, 23, 24)
 # Eyes, eyebrows, lips and face outline, then the two iris centres (refined mesh only).
 YOUTUBE_ASL_FACE_INDICES = (
-    0, 4, 13, 14, 17, 33, 37, 39, 46, 52, 55, 61, 64, 81, 82, 93, 133, 151, 152,
-    159, 172, 178, 181, 263, 269, 276, 282, 285, 291, 294, 311, 323, 362, 386,
-    397, 468, 473,
+    0,
+    4,
+    13,
+    14,
+    17,
+    33,
+    37,
+    39,
+    46,
+    52,
+    55,
+    61,
+    64,
+    81,
+    82,
+    93,
+    133,
+    151,
+    152,
+    159,
+    172,
+    178,
+    181,
+    263,
+    269,
+    276,
+    282,
+    285,
+    291,
+    294,
+    311,
+    323,
+    362,
+    386,
+    397,
+    468,
+    473,
 )
 HAND_INDICES = tuple(range(HAND_POINTS))
 
@@ -117,40 +323,54 @@ _HANDS = ((LEFT_HAND_COMPONENT, HAND_LANDMARK_NAMES), (RIGHT_HAND_COMPONENT, HAN
 # used for arrays that carry no header (.npy, .npz, TFDS features). In file order.
 HOLISTIC_LAYOUTS: dict[int, tuple[tuple[str, tuple[str, ...]], ...]] = {
     543: _layout([(POSE_COMPONENT, POSE_LANDMARK_NAMES), (FACE_COMPONENT, _FACE), *_HANDS]),
-    553: _layout([(POSE_COMPONENT, POSE_LANDMARK_NAMES), (FACE_COMPONENT, _FACE_REFINED),
-                  *_HANDS]),
-    576: _layout([(POSE_COMPONENT, POSE_LANDMARK_NAMES), (FACE_COMPONENT, _FACE), *_HANDS,
-                  (POSE_WORLD_COMPONENT, POSE_LANDMARK_NAMES)]),
-    586: _layout([(POSE_COMPONENT, POSE_LANDMARK_NAMES), (FACE_COMPONENT, _FACE_REFINED),
-                  *_HANDS, (POSE_WORLD_COMPONENT, POSE_LANDMARK_NAMES)]),
+    553: _layout([(POSE_COMPONENT, POSE_LANDMARK_NAMES), (FACE_COMPONENT, _FACE_REFINED), *_HANDS]),
+    576: _layout(
+        [
+            (POSE_COMPONENT, POSE_LANDMARK_NAMES),
+            (FACE_COMPONENT, _FACE),
+            *_HANDS,
+            (POSE_WORLD_COMPONENT, POSE_LANDMARK_NAMES),
+        ]
+    ),
+    586: _layout(
+        [
+            (POSE_COMPONENT, POSE_LANDMARK_NAMES),
+            (FACE_COMPONENT, _FACE_REFINED),
+            *_HANDS,
+            (POSE_WORLD_COMPONENT, POSE_LANDMARK_NAMES),
+        ]
+    ),
     # pose-format's reduce_holistic (e.g. the pose repo's test files).
-    178: _layout([(POSE_COMPONENT, REDUCED_POSE_NAMES), (FACE_COMPONENT, _REDUCED_FACE),
-                  *_HANDS]),
+    178: _layout([(POSE_COMPONENT, REDUCED_POSE_NAMES), (FACE_COMPONENT, _REDUCED_FACE), *_HANDS]),
     # sign-language-datasets' wmt_slt: full pose, face contours, hands.
-    203: _layout([(POSE_COMPONENT, POSE_LANDMARK_NAMES), (FACE_COMPONENT, _REDUCED_FACE),
-                  *_HANDS]),
+    203: _layout([(POSE_COMPONENT, POSE_LANDMARK_NAMES), (FACE_COMPONENT, _REDUCED_FACE), *_HANDS]),
 }
 
 
-def holistic_layout(num_points: int, source: str = "<array>"
-                    ) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, ...], ...]]:
+def holistic_layout(
+    num_points: int, source: str = "<array>"
+) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, ...], ...]]:
     """(components, point names) of a header-less holistic array with N points.
 
     Raises:
       ValueError: N is not one of the known holistic layouts.
     """
     if num_points == NUM_POINTS:  # already the 85-point subset
-        return (tuple((name, len(idx)) for name, idx in YOUTUBE_ASL_SUBSET),
-                tuple(tuple(_subset_name(name, i) for i in idx)
-                      for name, idx in YOUTUBE_ASL_SUBSET))
+        return (
+            tuple((name, len(idx)) for name, idx in YOUTUBE_ASL_SUBSET),
+            tuple(tuple(_subset_name(name, i) for i in idx) for name, idx in YOUTUBE_ASL_SUBSET),
+        )
     if num_points not in HOLISTIC_LAYOUTS:
         raise ValueError(
             f"{source}: {num_points} points per frame is not a MediaPipe Holistic layout "
             f"this reader knows ({sorted([NUM_POINTS, *HOLISTIC_LAYOUTS])}); store "
-            "landmarks in one of them, or as a .pose file whose header names the points.")
+            "landmarks in one of them, or as a .pose file whose header names the points."
+        )
     layout = HOLISTIC_LAYOUTS[num_points]
-    return (tuple((name, len(points)) for name, points in layout),
-            tuple(points for _, points in layout))
+    return (
+        tuple((name, len(points)) for name, points in layout),
+        tuple(points for _, points in layout),
+    )
 
 
 def _subset_name(component: str, index: int) -> str:
@@ -207,21 +427,24 @@ class LandmarkConfig:
             if value is not None:
                 object.__setattr__(self, name, tuple(float(v) for v in value))
                 if len(getattr(self, name)) != FRAME_DIM:
-                    raise ValueError(f"LandmarkConfig.{name} needs {FRAME_DIM} values, "
-                                     f"got {len(value)}.")
+                    raise ValueError(
+                        f"LandmarkConfig.{name} needs {FRAME_DIM} values, got {len(value)}."
+                    )
         if (self.feature_mean is None) != (self.feature_std is None):
             raise ValueError("LandmarkConfig: give both feature_mean and feature_std, or neither.")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"LandmarkConfig.normalization={self.normalization!r} is not one of "
-                f"{NORMALIZATIONS}.")
+                f"{NORMALIZATIONS}."
+            )
         if self.frame_step < 1:
             raise ValueError(f"LandmarkConfig.frame_step must be >= 1, got {self.frame_step}.")
         if self.max_frames < 1:
             raise ValueError(f"LandmarkConfig.max_frames must be >= 1, got {self.max_frames}.")
         if self.target_fps is not None and not self.target_fps > 0:
             raise ValueError(
-                f"LandmarkConfig.target_fps must be > 0 or None, got {self.target_fps}.")
+                f"LandmarkConfig.target_fps must be > 0 or None, got {self.target_fps}."
+            )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -235,8 +458,7 @@ class _LayoutError(ValueError):
     """A layout the subset cannot be read from; the message lacks the source."""
 
 
-def _subset_gather(components, point_names, source: str
-                   ) -> tuple[np.ndarray, tuple[str, ...]]:
+def _subset_gather(components, point_names, source: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """Flat indices [85] of the subset in a layout (-1: absent), and the absent names.
 
     Cached per layout (not per file), so a corpus of one layout computes it once.
@@ -248,16 +470,18 @@ def _subset_gather(components, point_names, source: str
 
 
 @functools.lru_cache(maxsize=64)
-def _subset_gather_cached(components: tuple[tuple[str, int], ...],
-                          point_names: tuple[tuple[str, ...], ...] | None
-                          ) -> tuple[np.ndarray, tuple[str, ...]]:
+def _subset_gather_cached(
+    components: tuple[tuple[str, int], ...], point_names: tuple[tuple[str, ...], ...] | None
+) -> tuple[np.ndarray, tuple[str, ...]]:
     offsets, names, total = {}, {}, 0
     for k, (name, size) in enumerate(components):
         offsets[name] = total
         given = point_names[k] if point_names is not None else None
         if given is not None and len(given) != size:
-            raise _LayoutError(f"component {name} has {size} points but "
-                               f"{len(given)} point names; the header is inconsistent.")
+            raise _LayoutError(
+                f"component {name} has {size} points but "
+                f"{len(given)} point names; the header is inconsistent."
+            )
         names[name] = given if given is not None else _component_names(name, size)
         total += size
     gather, absent = [], []
@@ -266,23 +490,28 @@ def _subset_gather_cached(components: tuple[tuple[str, int], ...],
             raise _LayoutError(
                 f"the pose has no {name} component (it has "
                 f"{sorted(offsets)}); the YouTube-ASL subset needs MediaPipe "
-                f"Holistic landmarks with pose, face and both hands.")
+                f"Holistic landmarks with pose, face and both hands."
+            )
         size = dict(components)[name]
         if names[name] is None:
             raise _LayoutError(
                 f"component {name} has {size} points and no point names, so "
                 f"the YouTube-ASL points cannot be found in it; give a full MediaPipe "
-                f"component or a .pose header that names its points.")
+                f"component or a .pose header that names its points."
+            )
         where = {point: i for i, point in enumerate(names[name])}
         wanted = [_subset_name(name, i) for i in indices]
         lacking = [w for w in wanted if w not in where]
         if lacking and name != FACE_COMPONENT:
             raise _LayoutError(
                 f"component {name} ({size} points) lacks {lacking}; the "
-                f"YouTube-ASL subset needs all of {wanted}.")
+                f"YouTube-ASL subset needs all of {wanted}."
+            )
         if len(lacking) == len(wanted):
-            raise _LayoutError(f"{FACE_COMPONENT} holds none of the YouTube-ASL "
-                               "face points; it is not a MediaPipe face mesh.")
+            raise _LayoutError(
+                f"{FACE_COMPONENT} holds none of the YouTube-ASL "
+                "face points; it is not a MediaPipe face mesh."
+            )
         for w in wanted:
             gather.append(offsets[name] + where[w] if w in where else -1)
         absent += [f"{name}:{w}" for w in lacking]
@@ -291,14 +520,17 @@ def _subset_gather_cached(components: tuple[tuple[str, int], ...],
 
 def _as_key(components, point_names):
     comps = tuple((str(n), int(s)) for n, s in components)
-    names = None if point_names is None else tuple(
-        None if p is None else tuple(p) for p in point_names)
+    names = (
+        None if point_names is None else tuple(None if p is None else tuple(p) for p in point_names)
+    )
     return comps, names
 
 
-def absent_youtube_asl_points(components: Sequence[tuple[str, int]],
-                              point_names: Sequence[Sequence[str]] | None = None,
-                              source: str = "<array>") -> tuple[str, ...]:
+def absent_youtube_asl_points(
+    components: Sequence[tuple[str, int]],
+    point_names: Sequence[Sequence[str]] | None = None,
+    source: str = "<array>",
+) -> tuple[str, ...]:
     """The subset points a layout lacks, as "COMPONENT:point" (always marked missing).
 
     A 468-point face lacks the iris centres ("FACE_LANDMARKS:468", ":473");
@@ -345,7 +577,8 @@ def select_youtube_asl(
         raise ValueError(
             f"{source}: landmarks have shape {points.shape}, but the components "
             f"{[c for c, _ in components]} hold {total} points with at least "
-            f"{NUM_DIMS} dims; the file's header and body disagree.")
+            f"{NUM_DIMS} dims; the file's header and body disagree."
+        )
     gather, _ = _subset_gather(*_as_key(components, point_names), source)
     have = gather >= 0
     safe = np.where(have, gather, 0)
@@ -371,8 +604,9 @@ def normalize_unit_box(points: np.ndarray, present: np.ndarray) -> np.ndarray:
     return ((points - low) / scale).astype(np.float32)
 
 
-def normalize_shoulders(points: np.ndarray, present: np.ndarray, per_frame: bool = True,
-                        source: str = "<array>") -> np.ndarray:
+def normalize_shoulders(
+    points: np.ndarray, present: np.ndarray, per_frame: bool = True, source: str = "<array>"
+) -> np.ndarray:
     """Centres on the shoulder midpoint and scales the shoulder distance to 1.
 
     per_frame=False is pose-format's `Pose.normalize()` (one clip-wide centre and
@@ -388,9 +622,10 @@ def normalize_shoulders(points: np.ndarray, present: np.ndarray, per_frame: bool
     if not both.any():
         raise ValueError(
             f"{source}: no frame has both shoulders, so shoulder normalisation is "
-            "undefined; use normalization='unit_box' for this clip.")
-    centre = (left + right) / 2                                  # [T, 3]
-    distance = np.linalg.norm(left - right, axis=-1)             # [T]
+            "undefined; use normalization='unit_box' for this clip."
+        )
+    centre = (left + right) / 2  # [T, 3]
+    distance = np.linalg.norm(left - right, axis=-1)  # [T]
     clip_centre = centre[both].mean(axis=0)
     clip_distance = max(float(distance[both].mean()), 1e-6)
     if per_frame:
@@ -418,8 +653,9 @@ def bounds(points: np.ndarray, present: np.ndarray):
     return low, high
 
 
-def frame_indices(num_frames: int, config: LandmarkConfig, fps: float | None = None,
-                  source: str = "<array>") -> np.ndarray:
+def frame_indices(
+    num_frames: int, config: LandmarkConfig, fps: float | None = None, source: str = "<array>"
+) -> np.ndarray:
     """Which input frames the model sees, in order (before the `max_frames` cut).
 
     `frame_step`, or with `target_fps` the input frame nearest in time to each output
@@ -429,17 +665,23 @@ def frame_indices(num_frames: int, config: LandmarkConfig, fps: float | None = N
     if config.target_fps is None:
         return np.arange(0, num_frames, config.frame_step)
     if fps is None or not fps > 0:
-        raise ValueError(f"{source}: LandmarkConfig.target_fps={config.target_fps} needs "
-                         f"the clip's frame rate, got fps={fps}.")
+        raise ValueError(
+            f"{source}: LandmarkConfig.target_fps={config.target_fps} needs "
+            f"the clip's frame rate, got fps={fps}."
+        )
     count = int(np.floor(num_frames * config.target_fps / fps + 1e-9))
     times = np.arange(count) / config.target_fps
     # Nearest frame; a tie (exactly half-way) goes to the later frame.
     return np.minimum(np.floor(times * fps + 0.5 + 1e-9).astype(np.int64), num_frames - 1)
 
 
-def to_frames(points: np.ndarray, present: np.ndarray,
-              config: LandmarkConfig = LandmarkConfig(), fps: float | None = None,
-              source: str = "<array>") -> np.ndarray:
+def to_frames(
+    points: np.ndarray,
+    present: np.ndarray,
+    config: LandmarkConfig = LandmarkConfig(),
+    fps: float | None = None,
+    source: str = "<array>",
+) -> np.ndarray:
     """Normalises, reduces the frame rate and flattens 85-point landmarks.
 
     Args:
@@ -462,14 +704,14 @@ def to_frames(points: np.ndarray, present: np.ndarray,
         if low is None:
             points = np.zeros_like(points)
     elif config.normalization in ("shoulder", "shoulder_clip"):
-        points = normalize_shoulders(points, present,
-                                     per_frame=config.normalization == "shoulder",
-                                     source=source)
+        points = normalize_shoulders(
+            points, present, per_frame=config.normalization == "shoulder", source=source
+        )
     if config.target_fps is None:
-        points = points[::config.frame_step][:config.max_frames]
-        present = present[::config.frame_step][:config.max_frames]
+        points = points[:: config.frame_step][: config.max_frames]
+        present = present[:: config.frame_step][: config.max_frames]
     else:
-        keep = frame_indices(points.shape[0], config, fps, source)[:config.max_frames]
+        keep = frame_indices(points.shape[0], config, fps, source)[: config.max_frames]
         points, present = points[keep], present[keep]
     flat = points.reshape(points.shape[0], FRAME_DIM)
     if low is not None:
@@ -485,24 +727,26 @@ def to_frames(points: np.ndarray, present: np.ndarray,
 
 
 @functools.lru_cache(maxsize=16)
-def _standardisation(mean: tuple[float, ...], std: tuple[float, ...]
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def _standardisation(
+    mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     arrays = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     for a in arrays:
         a.setflags(write=False)
     return arrays
 
 
-def feature_statistics(clips: Sequence[tuple[np.ndarray, np.ndarray]],
-                       config: LandmarkConfig = LandmarkConfig(),
-                       min_std: float = 1e-3) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def feature_statistics(
+    clips: Sequence[tuple[np.ndarray, np.ndarray]],
+    config: LandmarkConfig = LandmarkConfig(),
+    min_std: float = 1e-3,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-feature mean and std of present points over (points, present) clips.
 
     Use them as `LandmarkConfig.feature_mean/feature_std`. Features never present
     get mean 0 and std 1.
     """
-    base = dataclasses.replace(config, feature_mean=None, feature_std=None,
-                               missing_value=np.nan)
+    base = dataclasses.replace(config, feature_mean=None, feature_std=None, missing_value=np.nan)
     frames = np.concatenate([to_frames(p, m, base) for p, m in clips])
     have = np.isfinite(frames)
     count = have.sum(axis=0)
@@ -511,4 +755,3 @@ def feature_statistics(clips: Sequence[tuple[np.ndarray, np.ndarray]],
     var = (np.where(have, frames - mean, 0.0) ** 2).sum(axis=0) / np.maximum(count, 1)
     std = np.where(count > 0, np.maximum(np.sqrt(var), min_std), 1.0)
     return tuple(mean.tolist()), tuple(std.tolist())
-

@@ -21,6 +21,7 @@ problem (bad JSON, empty or non-UTF-8 caption, unknown language, start after end
 found without touching a file. Non-UTF-8 bytes are kept (as surrogate escapes) until
 the caption check, so such a row is reported, not lost.
 """
+
 from __future__ import annotations
 
 import csv
@@ -87,8 +88,7 @@ def raw_rows(manifest_path: str, lines: list[str]) -> Iterator[tuple[str, dict |
                 continue
             cells = next(csv.reader(io.StringIO(line), delimiter="\t", quoting=csv.QUOTE_NONE))
             if len(cells) != len(header):
-                yield f"{name}:{number}", (f"has {len(cells)} cells, the header "
-                                           f"{len(header)}")
+                yield f"{name}:{number}", (f"has {len(cells)} cells, the header {len(header)}")
                 continue
             row = {k: v for k, v in zip(header, cells) if v != ""}
             yield f"{name}:{number}", row
@@ -122,9 +122,13 @@ def _seconds(row: dict, key: str) -> float | None:
     return float(value)
 
 
-def parse_row(row_id: str, row: dict | str, manifest_dir: str,
-              sign_languages: Collection[str], spoken_languages: Collection[str]
-              ) -> ClipSpec | RowError:
+def parse_row(
+    row_id: str,
+    row: dict | str,
+    manifest_dir: str,
+    sign_languages: Collection[str],
+    spoken_languages: Collection[str],
+) -> ClipSpec | RowError:
     """Validates one raw row; a RowError names the row, the field and the fix."""
     if isinstance(row, str):
         return RowError(row_id, "", "bad_manifest_row", f"{row_id}: the row {row}.")
@@ -132,9 +136,13 @@ def parse_row(row_id: str, row: dict | str, manifest_dir: str,
     row_id = str(row.get("id", row_id))
     lacking = [k for k in REQUIRED if not str(row.get(k, "")).strip()]
     if lacking:
-        return RowError(row_id, path, "bad_manifest_row",
-                        f"{row_id}: the row lacks {lacking}; every row needs {REQUIRED} "
-                        "and a `text` or `captions`.")
+        return RowError(
+            row_id,
+            path,
+            "bad_manifest_row",
+            f"{row_id}: the row lacks {lacking}; every row needs {REQUIRED} "
+            "and a `text` or `captions`.",
+        )
     if not os.path.isabs(path):
         path = os.path.normpath(os.path.join(manifest_dir, path))
     try:
@@ -143,53 +151,90 @@ def parse_row(row_id: str, row: dict | str, manifest_dir: str,
         captions_field = row.get("captions") or []
         if isinstance(captions_field, str):
             captions_field = json.loads(captions_field)
-        captions = tuple(Caption(str(c["text"]), float(c["start"]), float(c["end"]))
-                         for c in captions_field)
+        captions = tuple(
+            Caption(str(c["text"]), float(c["start"]), float(c["end"])) for c in captions_field
+        )
     except (ValueError, TypeError, KeyError) as e:
-        return RowError(row_id, path, "bad_manifest_row",
-                        f"{row_id}: start/end/fps must be numbers (seconds) and captions "
-                        f"a list of {{text, start, end}} ({type(e).__name__}: {e}).")
+        return RowError(
+            row_id,
+            path,
+            "bad_manifest_row",
+            f"{row_id}: start/end/fps must be numbers (seconds) and captions "
+            f"a list of {{text, start, end}} ({type(e).__name__}: {e}).",
+        )
     text = row.get("text")
     if text is None and captions:
         text = " ".join(c.text for c in captions)
     texts = [str(text or "")] + [c.text for c in captions]
     for t in texts:
         if not _utf8(t):
-            return RowError(row_id, path, "caption_not_utf8",
-                            f"{row_id}: the caption is not valid UTF-8 "
-                            f"({t.encode('utf-8', 'surrogateescape')[:40]!r}); re-encode "
-                            "the manifest as UTF-8.")
+            return RowError(
+                row_id,
+                path,
+                "caption_not_utf8",
+                f"{row_id}: the caption is not valid UTF-8 "
+                f"({t.encode('utf-8', 'surrogateescape')[:40]!r}); re-encode "
+                "the manifest as UTF-8.",
+            )
         if not t.strip():
-            return RowError(row_id, path, "empty_caption",
-                            f"{row_id}: the caption is empty; give `text` (or non-empty "
-                            "`captions`), or drop the row.")
+            return RowError(
+                row_id,
+                path,
+                "empty_caption",
+                f"{row_id}: the caption is empty; give `text` (or non-empty "
+                "`captions`), or drop the row.",
+            )
     sign, spoken = str(row["sign_language"]), str(row["spoken_language"])
     if sign not in sign_languages:
-        return RowError(row_id, path, "unknown_sign_language",
-                        f"{row_id}: sign_language {sign!r} is not one of "
-                        f"{sorted(sign_languages)}; use an ISO 639-3 code or add it to "
-                        "tasks/languages.py.")
+        return RowError(
+            row_id,
+            path,
+            "unknown_sign_language",
+            f"{row_id}: sign_language {sign!r} is not one of "
+            f"{sorted(sign_languages)}; use an ISO 639-3 code or add it to "
+            "tasks/languages.py.",
+        )
     if spoken not in spoken_languages:
-        return RowError(row_id, path, "unknown_spoken_language",
-                        f"{row_id}: spoken_language {spoken!r} is not one of "
-                        f"{sorted(spoken_languages)}; use a BCP-47 code or add it to "
-                        "tasks/languages.py.")
+        return RowError(
+            row_id,
+            path,
+            "unknown_spoken_language",
+            f"{row_id}: spoken_language {spoken!r} is not one of "
+            f"{sorted(spoken_languages)}; use a BCP-47 code or add it to "
+            "tasks/languages.py.",
+        )
     for label, (s, e) in [("start/end", (start, end))] + [
-            (f"caption {c.text[:20]!r}", (c.start, c.end)) for c in captions]:
+        (f"caption {c.text[:20]!r}", (c.start, c.end)) for c in captions
+    ]:
         if s is not None and e is not None and not s < e:
-            return RowError(row_id, path, "start_after_end",
-                            f"{row_id}: {label} start {s} is not before end {e} (seconds).")
+            return RowError(
+                row_id,
+                path,
+                "start_after_end",
+                f"{row_id}: {label} start {s} is not before end {e} (seconds).",
+            )
         if (s is not None and s < 0) or (e is not None and e < 0):
-            return RowError(row_id, path, "bad_manifest_row",
-                            f"{row_id}: {label} times must be >= 0 seconds, got {s}, {e}.")
-    return ClipSpec(id=row_id, path=path, text=str(text), sign_language=sign,
-                    spoken_language=spoken, start=start, end=end, fps=fps,
-                    captions=captions)
+            return RowError(
+                row_id,
+                path,
+                "bad_manifest_row",
+                f"{row_id}: {label} times must be >= 0 seconds, got {s}, {e}.",
+            )
+    return ClipSpec(
+        id=row_id,
+        path=path,
+        text=str(text),
+        sign_language=sign,
+        spoken_language=spoken,
+        start=start,
+        end=end,
+        fps=fps,
+        captions=captions,
+    )
 
 
 def bad_row_record(error: RowError) -> dict:
-    return {"id": error.id, "path": error.path, "reason": error.reason,
-            "message": error.message}
+    return {"id": error.id, "path": error.path, "reason": error.reason, "message": error.message}
 
 
 REASONS = errors.REASONS

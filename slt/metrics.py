@@ -4,6 +4,7 @@ BLEU and chrF come from sacrebleu; language accuracy from the offline identifier
 `lingua` (its models ship inside the wheel); BLEURT from a checkpoint on disk
 (`slt.bleurt`), only when one is given.
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,9 +19,48 @@ import sacrebleu
 # the 16 of the embedded corpus; a test keeps the two equal). Identification is among
 # these only, so a signature records them.
 LANGUAGE_ID_CANDIDATES = (
-    "ar", "bg", "bn", "ca", "cs", "da", "de", "el", "en", "es", "et", "fa", "fi", "fr",
-    "he", "hi", "hr", "hu", "id", "it", "ja", "ko", "lt", "lv", "ms", "nb", "nl", "pl",
-    "pt", "ro", "ru", "sk", "sl", "sr", "sv", "sw", "th", "tr", "uk", "ur", "vi", "zh",
+    "ar",
+    "bg",
+    "bn",
+    "ca",
+    "cs",
+    "da",
+    "de",
+    "el",
+    "en",
+    "es",
+    "et",
+    "fa",
+    "fi",
+    "fr",
+    "he",
+    "hi",
+    "hr",
+    "hu",
+    "id",
+    "it",
+    "ja",
+    "ko",
+    "lt",
+    "lv",
+    "ms",
+    "nb",
+    "nl",
+    "pl",
+    "pt",
+    "ro",
+    "ru",
+    "sk",
+    "sl",
+    "sr",
+    "sv",
+    "sw",
+    "th",
+    "tr",
+    "uk",
+    "ur",
+    "vi",
+    "zh",
 )
 
 
@@ -32,14 +72,17 @@ def _language_detector(candidates: tuple[str, ...]):
     for code in candidates:
         iso = getattr(IsoCode639_1, code.upper(), None)
         if iso is None:
-            raise ValueError(f"language {code!r} is not known to the lingua language "
-                             "identifier; remove it from the candidate languages.")
+            raise ValueError(
+                f"language {code!r} is not known to the lingua language "
+                "identifier; remove it from the candidate languages."
+            )
         languages.append(Language.from_iso_code_639_1(iso))
     return LanguageDetectorBuilder.from_languages(*languages).build()
 
 
-def identify_languages(texts: Sequence[str],
-                       candidates: Sequence[str] = LANGUAGE_ID_CANDIDATES) -> list[str | None]:
+def identify_languages(
+    texts: Sequence[str], candidates: Sequence[str] = LANGUAGE_ID_CANDIDATES
+) -> list[str | None]:
     """ISO 639-1 code of each text among `candidates`; None when empty or undecided."""
     detector = _language_detector(tuple(candidates))
     found = [None] * len(texts)
@@ -51,23 +94,31 @@ def identify_languages(texts: Sequence[str],
 
 
 def language_id_signature(candidates: Sequence[str] = LANGUAGE_ID_CANDIDATES) -> str:
-    return (f"lingua:{metadata.version('lingua-language-detector')}|"
-            f"candidates:{','.join(sorted(candidates))}")
+    return (
+        f"lingua:{metadata.version('lingua-language-detector')}|"
+        f"candidates:{','.join(sorted(candidates))}"
+    )
 
 
-def language_accuracy(predictions: Sequence[str], target_languages: Sequence[str],
-                      candidates: Sequence[str] = LANGUAGE_ID_CANDIDATES) -> float:
+def language_accuracy(
+    predictions: Sequence[str],
+    target_languages: Sequence[str],
+    candidates: Sequence[str] = LANGUAGE_ID_CANDIDATES,
+) -> float:
     """Share of predictions identified as their intended language.
 
     Empty predictions and ones the identifier cannot decide count as wrong.
     """
     if len(predictions) != len(target_languages):
-        raise ValueError(f"{len(predictions)} predictions for {len(target_languages)} "
-                         "target languages.")
+        raise ValueError(
+            f"{len(predictions)} predictions for {len(target_languages)} target languages."
+        )
     unknown = sorted(set(target_languages) - set(candidates))
     if unknown:
-        raise ValueError(f"target languages {unknown} are not among the language "
-                         f"identifier's candidates {sorted(candidates)}.")
+        raise ValueError(
+            f"target languages {unknown} are not among the language "
+            f"identifier's candidates {sorted(candidates)}."
+        )
     found = identify_languages(predictions, candidates)
     return sum(f == t for f, t in zip(found, target_languages)) / len(predictions)
 
@@ -79,8 +130,9 @@ def empty_rate(predictions: Sequence[str]) -> float:
     return sum(not p.strip() for p in predictions) / len(predictions)
 
 
-def language_metrics(targets: Sequence[str], predictions: Sequence[str], *,
-                     target_language: str) -> dict[str, float]:
+def language_metrics(
+    targets: Sequence[str], predictions: Sequence[str], *, target_language: str
+) -> dict[str, float]:
     """seqio metric function (bind `target_language` with functools.partial).
 
     Language accuracy and empty rate of a task whose outputs should all be in
@@ -89,14 +141,18 @@ def language_metrics(targets: Sequence[str], predictions: Sequence[str], *,
     if len(predictions) != len(targets):
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets.")
     predictions = [str(p) for p in predictions]
-    return {"language_accuracy": language_accuracy(
-                predictions, [target_language] * len(predictions)),
-            "empty_rate": empty_rate(predictions)}
+    return {
+        "language_accuracy": language_accuracy(predictions, [target_language] * len(predictions)),
+        "empty_rate": empty_rate(predictions),
+    }
 
 
-def translation_metrics(predictions: Sequence[str], references: Sequence[str],
-                        target_languages: Sequence[str] | None = None,
-                        bleurt_scorer: Any | None = None) -> dict[str, float | str | int]:
+def translation_metrics(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    target_languages: Sequence[str] | None = None,
+    bleurt_scorer: Any | None = None,
+) -> dict[str, float | str | int]:
     """BLEU and chrF (sacrebleu defaults: 13a tokenisation, mixed case) and empty rate.
 
     Returns values plus `bleu_signature` / `chrf_signature`, so numbers from

@@ -15,6 +15,7 @@ Switching strategy is a choice of rule set (one gin binding, see
 the mesh lacks are narrowed to the axes it has, so the 1-axis `("data",)` meshes of
 older configs keep working.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,13 +35,22 @@ MESH_AXES = ("data", "fsdp", "model")
 BATCH_AXES = ("data", "fsdp")
 
 # Activation axes that are never split (t5x keeps `length` and `kv` whole).
-_UNSPLIT = (("length", None), ("kv", None), ("relpos_buckets", None), ("landmark", None),
-            ("layers", None))
+_UNSPLIT = (
+    ("length", None),
+    ("kv", None),
+    ("relpos_buckets", None),
+    ("landmark", None),
+    ("layers", None),
+)
 
 # Data parallelism: only the batch is split; every parameter is replicated.
 DATA_PARALLEL_RULES: LogicalRules = (
     ("batch", BATCH_AXES),
-    ("vocab", None), ("embed", None), ("mlp", None), ("heads", None), ("joined_kv", None),
+    ("vocab", None),
+    ("embed", None),
+    ("mlp", None),
+    ("heads", None),
+    ("joined_kv", None),
 ) + _UNSPLIT
 
 # FSDP (1-D parameter partitioning over `fsdp`): every parameter's `embed` dimension is
@@ -49,14 +59,21 @@ DATA_PARALLEL_RULES: LogicalRules = (
 # taken), which is the ZeRO-3 pattern.
 FSDP_RULES: LogicalRules = (
     ("batch", BATCH_AXES),
-    ("vocab", None), ("embed", "fsdp"), ("mlp", None), ("heads", None), ("joined_kv", None),
+    ("vocab", None),
+    ("embed", "fsdp"),
+    ("mlp", None),
+    ("heads", None),
+    ("joined_kv", None),
 ) + _UNSPLIT
 
 # Tensor parallelism (t5x `parameter_partitioning_dims=1`): attention heads, the MLP
 # hidden dimension and the vocabulary are split over `model` (Megatron layout).
 TENSOR_PARALLEL_RULES: LogicalRules = (
     ("batch", BATCH_AXES),
-    ("vocab", "model"), ("embed", None), ("mlp", "model"), ("heads", "model"),
+    ("vocab", "model"),
+    ("embed", None),
+    ("mlp", "model"),
+    ("heads", "model"),
     ("joined_kv", "model"),
 ) + _UNSPLIT
 
@@ -64,13 +81,18 @@ TENSOR_PARALLEL_RULES: LogicalRules = (
 # over `model` plus `embed` over `fsdp`; what XL/XXL need.
 FSDP_TENSOR_PARALLEL_RULES: LogicalRules = (
     ("batch", BATCH_AXES),
-    ("vocab", "model"), ("embed", "fsdp"), ("mlp", "model"), ("heads", "model"),
+    ("vocab", "model"),
+    ("embed", "fsdp"),
+    ("mlp", "model"),
+    ("heads", "model"),
     ("joined_kv", "model"),
 ) + _UNSPLIT
 
 RULE_SETS: Mapping[str, LogicalRules] = {
-    "data_parallel": DATA_PARALLEL_RULES, "fsdp": FSDP_RULES,
-    "tensor_parallel": TENSOR_PARALLEL_RULES, "fsdp_tensor_parallel": FSDP_TENSOR_PARALLEL_RULES,
+    "data_parallel": DATA_PARALLEL_RULES,
+    "fsdp": FSDP_RULES,
+    "tensor_parallel": TENSOR_PARALLEL_RULES,
+    "fsdp_tensor_parallel": FSDP_TENSOR_PARALLEL_RULES,
 }
 
 
@@ -86,14 +108,17 @@ def _resolve_shape(shape: Sequence[int], num_devices: int, what: str) -> list[in
     if math.prod(shape) != num_devices:
         raise ValueError(
             f"{what} {tuple(shape)} needs {math.prod(shape)} devices, there are "
-            f"{num_devices}; use -1 for one axis to take the rest.")
+            f"{num_devices}; use -1 for one axis to take the rest."
+        )
     return shape
 
 
-def make_mesh(mesh_shape: Sequence[int] = (-1, 1, 1),
-              axis_names: Sequence[str] = MESH_AXES,
-              devices: Sequence[jax.Device] | None = None,
-              dcn_mesh_shape: Sequence[int] | None = None) -> Mesh:
+def make_mesh(
+    mesh_shape: Sequence[int] = (-1, 1, 1),
+    axis_names: Sequence[str] = MESH_AXES,
+    devices: Sequence[jax.Device] | None = None,
+    dcn_mesh_shape: Sequence[int] | None = None,
+) -> Mesh:
     """A mesh over all (or the given) devices; one size of -1 takes the rest.
 
     `dcn_mesh_shape` (multi-slice / multi-host over a data-centre network): the mesh
@@ -107,29 +132,38 @@ def make_mesh(mesh_shape: Sequence[int] = (-1, 1, 1),
     """
     devices = list(devices if devices is not None else jax.devices())
     if len(mesh_shape) != len(axis_names):
-        raise ValueError(f"mesh_shape {tuple(mesh_shape)} and axis_names {tuple(axis_names)} "
-                         "must have the same length.")
+        raise ValueError(
+            f"mesh_shape {tuple(mesh_shape)} and axis_names {tuple(axis_names)} "
+            "must have the same length."
+        )
     axis_types = (jax.sharding.AxisType.Auto,) * len(axis_names)
     if dcn_mesh_shape is None:
         shape = _resolve_shape(mesh_shape, len(devices), "mesh_shape")
-        return jax.make_mesh(tuple(shape), tuple(axis_names), devices=devices,
-                             axis_types=axis_types)
+        return jax.make_mesh(
+            tuple(shape), tuple(axis_names), devices=devices, axis_types=axis_types
+        )
     if len(dcn_mesh_shape) != len(axis_names):
-        raise ValueError(f"dcn_mesh_shape {tuple(dcn_mesh_shape)} and axis_names "
-                         f"{tuple(axis_names)} must have the same length.")
+        raise ValueError(
+            f"dcn_mesh_shape {tuple(dcn_mesh_shape)} and axis_names "
+            f"{tuple(axis_names)} must have the same length."
+        )
     num_slices = math.prod(dcn_mesh_shape)
     if len(devices) % num_slices:
-        raise ValueError(f"dcn_mesh_shape {tuple(dcn_mesh_shape)} asks for {num_slices} "
-                         f"slices; {len(devices)} devices do not split into that many.")
+        raise ValueError(
+            f"dcn_mesh_shape {tuple(dcn_mesh_shape)} asks for {num_slices} "
+            f"slices; {len(devices)} devices do not split into that many."
+        )
     ici_shape = _resolve_shape(mesh_shape, len(devices) // num_slices, "mesh_shape (per slice)")
     by_process = getattr(devices[0], "slice_index", None) is None
     device_array = mesh_utils.create_hybrid_device_mesh(
-        ici_shape, list(dcn_mesh_shape), devices, process_is_granule=by_process)
+        ici_shape, list(dcn_mesh_shape), devices, process_is_granule=by_process
+    )
     return Mesh(device_array, tuple(axis_names), axis_types=axis_types)
 
 
 def restrict_rules(rules: LogicalRules, mesh: Mesh) -> list[tuple[str, Any]]:
     """`rules` with every mesh axis the mesh lacks removed (a tuple keeps the rest)."""
+
     def keep(target):
         if target is None:
             return None
@@ -137,6 +171,7 @@ def restrict_rules(rules: LogicalRules, mesh: Mesh) -> list[tuple[str, Any]]:
             return target if target in mesh.shape else None
         kept = tuple(t for t in target if t in mesh.shape)
         return kept[0] if len(kept) == 1 else (kept or None)
+
     return [(name, keep(target)) for name, target in rules]
 
 
@@ -147,8 +182,7 @@ def param_shardings(logical_axes: Any, mesh: Mesh, rules: LogicalRules) -> Any:
 
 def batch_sharding(mesh: Mesh, rules: LogicalRules) -> NamedSharding:
     """Leading (batch) dimension split over whatever mesh axes `batch` maps to."""
-    return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch",),
-                                                       restrict_rules(rules, mesh)))
+    return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch",), restrict_rules(rules, mesh)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -167,7 +201,8 @@ def check_batch_size(batch_size: int, sharding: NamedSharding) -> None:
         raise ValueError(
             f"batch_size={batch_size} does not split over {ways} data shards of mesh "
             f"{dict(sharding.mesh.shape)}; use a multiple of {ways} (gin: "
-            "train.batch_size) or change train.mesh_shape.")
+            "train.batch_size) or change train.mesh_shape."
+        )
 
 
 def check_divisible(abstract_tree: Any, shardings: Any, what: str = "parameter") -> None:
@@ -178,18 +213,21 @@ def check_divisible(abstract_tree: Any, shardings: Any, what: str = "parameter")
         for dim, entry in enumerate(tuple(sharding.spec)):
             ways = _split_ways(sharding.mesh, entry)
             if ways > 1 and leaf.shape[dim] % ways:
-                problems.append(f"  {jax.tree_util.keystr(path)}: shape {tuple(leaf.shape)}, "
-                                f"dim {dim} ({leaf.shape[dim]}) split {ways} ways over {entry}")
+                problems.append(
+                    f"  {jax.tree_util.keystr(path)}: shape {tuple(leaf.shape)}, "
+                    f"dim {dim} ({leaf.shape[dim]}) split {ways} ways over {entry}"
+                )
     if problems:
         raise ValueError(
             f"{len(problems)} {what}(s) cannot be split over mesh {dict(jax.tree.leaves(shardings)[0].mesh.shape)}:\n"
-            + "\n".join(problems) + "\nChoose model dimensions divisible by the mesh axes, "
+            + "\n".join(problems)
+            + "\nChoose model dimensions divisible by the mesh axes, "
             "a smaller `model`/`fsdp` axis (gin: train.mesh_shape) or other rules "
-            "(gin: train.logical_axis_rules).")
+            "(gin: train.logical_axis_rules)."
+        )
 
 
-def optimizer_state_shardings(opt_state: Any, params: Any, params_sharding: Any,
-                              mesh: Mesh) -> Any:
+def optimizer_state_shardings(opt_state: Any, params: Any, params_sharding: Any, mesh: Mesh) -> Any:
     """Shardings for an optax state, following each slot's parameter.
 
     A slot with its parameter's shape (Adam moments, Adafactor's unfactored `v`)
@@ -200,8 +238,11 @@ def optimizer_state_shardings(opt_state: Any, params: Any, params_sharding: Any,
     Everything else (counts, placeholders) is replicated.
     """
     param_info = {}
-    for (path, param), sharding in zip(jax.tree_util.tree_flatten_with_path(params)[0],
-                                       jax.tree.leaves(params_sharding), strict=True):
+    for (path, param), sharding in zip(
+        jax.tree_util.tree_flatten_with_path(params)[0],
+        jax.tree.leaves(params_sharding),
+        strict=True,
+    ):
         param_info[tuple(path)] = (param, sharding)
     rep = replicated(mesh)
 
@@ -216,8 +257,10 @@ def optimizer_state_shardings(opt_state: Any, params: Any, params_sharding: Any,
         param, sharding = info
         if shape == tuple(param.shape):
             return sharding
-        field = next((k.name for k in reversed(path[:start])
-                      if isinstance(k, jax.tree_util.GetAttrKey)), None)
+        field = next(
+            (k.name for k in reversed(path[:start]) if isinstance(k, jax.tree_util.GetAttrKey)),
+            None,
+        )
         if field in ("v_row", "v_col") and len(shape) == param.ndim - 1 and param.ndim >= 2:
             order = np.argsort(param.shape)
             dim = int(order[-1] if field == "v_row" else order[-2])
@@ -230,8 +273,9 @@ def optimizer_state_shardings(opt_state: Any, params: Any, params_sharding: Any,
     return jax.tree_util.tree_map_with_path(pick, opt_state)
 
 
-def host_batch_rows(sharding: NamedSharding, global_batch_size: int,
-                    process_index: int | None = None) -> tuple[int, int]:
+def host_batch_rows(
+    sharding: NamedSharding, global_batch_size: int, process_index: int | None = None
+) -> tuple[int, int]:
     """The contiguous rows `[start, stop)` of the global batch this process feeds."""
     process_index = jax.process_index() if process_index is None else process_index
     rows = set()
@@ -243,20 +287,23 @@ def host_batch_rows(sharding: NamedSharding, global_batch_size: int,
         raise ValueError(
             f"process {process_index} holds batch rows that are not one contiguous block "
             f"on mesh {dict(sharding.mesh.shape)}; order the mesh so each host's devices "
-            "are adjacent on the data axes (e.g. put DCN/host axes first).")
+            "are adjacent on the data axes (e.g. put DCN/host axes first)."
+        )
     return min(rows), max(rows) + 1
 
 
-def host_shard_info(sharding: NamedSharding, global_batch_size: int,
-                    process_index: int | None = None) -> tuple[int, int]:
+def host_shard_info(
+    sharding: NamedSharding, global_batch_size: int, process_index: int | None = None
+) -> tuple[int, int]:
     """(shard index, number of shards) of this host's input data.
 
     Derived from the host's position on the batch (data) axes of the mesh: hosts
     whose devices hold the same batch rows (model parallelism across hosts) read
     the same shard; the number of shards is the number of distinct row blocks.
     """
-    blocks = sorted({host_batch_rows(sharding, global_batch_size, p)
-                     for p in range(jax.process_count())})
+    blocks = sorted(
+        {host_batch_rows(sharding, global_batch_size, p) for p in range(jax.process_count())}
+    )
     mine = host_batch_rows(sharding, global_batch_size, process_index)
     sizes = {stop - start for start, stop in blocks}
     if len(sizes) != 1 or any(a[1] > b[0] for a, b in zip(blocks, blocks[1:])):
@@ -264,17 +311,20 @@ def host_shard_info(sharding: NamedSharding, global_batch_size: int,
     return blocks.index(mine), len(blocks)
 
 
-def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+def global_batch(
+    local_batch: dict[str, np.ndarray], sharding: NamedSharding
+) -> dict[str, jax.Array]:
     """Assembles the global batch from this process's rows of it."""
-    return {k: jax.make_array_from_process_local_data(sharding, v)
-            for k, v in local_batch.items()}
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
 
-def initialize_distributed(coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None,
-                           initialization_timeout_s: int = 300,
-                           heartbeat_timeout_s: int = 100) -> bool:
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    initialization_timeout_s: int = 300,
+    heartbeat_timeout_s: int = 100,
+) -> bool:
     """`jax.distributed.initialize` from the arguments, else from the environment.
 
     Environment: `SLT_COORDINATOR_ADDRESS` (host:port of process 0),
@@ -291,14 +341,17 @@ def initialize_distributed(coordinator_address: str | None = None,
         num_processes = int(env["SLT_NUM_PROCESSES"])
     if process_id is None and env.get("SLT_PROCESS_ID"):
         process_id = int(env["SLT_PROCESS_ID"])
-    kwargs = dict(initialization_timeout=initialization_timeout_s,
-                  heartbeat_timeout_seconds=heartbeat_timeout_s)
+    kwargs = dict(
+        initialization_timeout=initialization_timeout_s,
+        heartbeat_timeout_seconds=heartbeat_timeout_s,
+    )
     if coordinator_address:
         if num_processes is None or process_id is None:
             raise ValueError(
                 f"coordinator address {coordinator_address!r} is set but the number of "
                 "processes or this process's id is not: set SLT_NUM_PROCESSES and "
-                "SLT_PROCESS_ID (or gin train.num_processes / train.process_id).")
+                "SLT_PROCESS_ID (or gin train.num_processes / train.process_id)."
+            )
         jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)
         return True
     if env.get("SLT_DISTRIBUTED_AUTO") == "1":

@@ -15,6 +15,7 @@ The manifest format is in `slt/manifest.py`, the shard format in `slt/shards.py`
 Workers fork from a fork server that imports `slt.clips` (numpy and the readers)
 and the caller's main script once; this module imports no TensorFlow at import time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,28 +47,38 @@ class PrepareResult:
     shards_written: int
     shards_skipped: int
     seconds: float
-    complete: bool        # dataset_info.json written for this split
+    complete: bool  # dataset_info.json written for this split
     messages: tuple[str, ...]  # of this split's reported inputs
 
 
-def _fingerprint(options: clips.PrepareOptions, split: str, manifest_dir: str,
-                 rows: list) -> str:
+def _fingerprint(options: clips.PrepareOptions, split: str, manifest_dir: str, rows: list) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps({"format": "slt.prepared/1", "split": split,
-                              "config": options.config.to_json(),
-                              "min_frames": options.min_frames,
-                              "truncate_long": options.truncate_long,
-                              "manifest_dir": manifest_dir}, sort_keys=True).encode())
+    digest.update(
+        json.dumps(
+            {
+                "format": "slt.prepared/1",
+                "split": split,
+                "config": options.config.to_json(),
+                "min_frames": options.min_frames,
+                "truncate_long": options.truncate_long,
+                "manifest_dir": manifest_dir,
+            },
+            sort_keys=True,
+        ).encode()
+    )
     for row_id, row in rows:
-        digest.update(json.dumps([row_id, row], sort_keys=True, default=str,
-                                 ensure_ascii=True).encode("utf-8", "surrogateescape"))
+        digest.update(
+            json.dumps([row_id, row], sort_keys=True, default=str, ensure_ascii=True).encode(
+                "utf-8", "surrogateescape"
+            )
+        )
     return digest.hexdigest()
 
 
 def _histogram(lengths: list[int]) -> dict:
     """Frame counts in power-of-two bins: counts[i] clips with edges[i] <= T < edges[i+1]."""
     top = max(lengths, default=1)
-    edges = [0] + [2 ** k for k in range(0, max(1, math.ceil(math.log2(top + 1))) + 1)]
+    edges = [0] + [2**k for k in range(0, max(1, math.ceil(math.log2(top + 1))) + 1)]
     counts = [0] * (len(edges) - 1)
     for t in lengths:
         for i in range(len(edges) - 1):
@@ -88,6 +99,7 @@ class _Progress:
         if enabled:
             try:
                 from tqdm import tqdm
+
                 self._bar = tqdm(total=total, desc=label, unit="clip", file=sys.stderr)
             except ImportError:
                 pass
@@ -100,8 +112,10 @@ class _Progress:
             elapsed = time.time() - self._start
             rate = self._done / max(elapsed, 1e-9)
             eta = (self._total - self._done) / max(rate, 1e-9)
-            print(f"{self._label}: {self._done}/{self._total} clips, {rate:.1f}/s, "
-                  f"ETA {eta:.0f}s", file=sys.stderr)
+            print(
+                f"{self._label}: {self._done}/{self._total} clips, {rate:.1f}/s, ETA {eta:.0f}s",
+                file=sys.stderr,
+            )
 
     def close(self) -> None:
         if self._bar is not None:
@@ -120,20 +134,29 @@ def _results(jobs: list, num_workers: int) -> Iterator:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["__main__", "slt.clips"])
     with context.Pool(num_workers) as pool:
-        yield from pool.imap(clips.prepare_or_reason, jobs,
-                             chunksize=max(1, min(16, len(jobs) // (8 * num_workers))))
+        yield from pool.imap(
+            clips.prepare_or_reason, jobs, chunksize=max(1, min(16, len(jobs) // (8 * num_workers)))
+        )
 
 
 def _language_sets() -> tuple[Collection[str], Collection[str]]:
     from tasks import languages  # registers the tasks package; parent process only
+
     return languages.SIGN_LANGUAGES, languages.SPOKEN_LANGUAGES
 
 
-def prepare(manifest_path: str, output_dir: str, options: clips.PrepareOptions,
-            split: str = "train", examples_per_shard: int = DEFAULT_EXAMPLES_PER_SHARD,
-            num_workers: int | None = None, strict: bool = False, progress: bool = True,
-            sign_languages: Collection[str] | None = None,
-            spoken_languages: Collection[str] | None = None) -> PrepareResult:
+def prepare(
+    manifest_path: str,
+    output_dir: str,
+    options: clips.PrepareOptions,
+    split: str = "train",
+    examples_per_shard: int = DEFAULT_EXAMPLES_PER_SHARD,
+    num_workers: int | None = None,
+    strict: bool = False,
+    progress: bool = True,
+    sign_languages: Collection[str] | None = None,
+    spoken_languages: Collection[str] | None = None,
+) -> PrepareResult:
     """Prepares one split of a manifest into `output_dir` (see the module docstring)."""
     from slt import shards  # TensorFlow: parent only
 
@@ -152,7 +175,7 @@ def prepare(manifest_path: str, output_dir: str, options: clips.PrepareOptions,
             os.remove(stale)  # from an earlier run with another shard count
     pending, skipped = [], 0
     for k, name in enumerate(names):
-        shard_rows = rows[k * examples_per_shard:(k + 1) * examples_per_shard]
+        shard_rows = rows[k * examples_per_shard : (k + 1) * examples_per_shard]
         fingerprint = _fingerprint(options, split, manifest_dir, shard_rows)
         marker = os.path.join(output_dir, name + ".done.json")
         if os.path.exists(marker) and os.path.exists(os.path.join(output_dir, name)):
@@ -169,27 +192,39 @@ def prepare(manifest_path: str, output_dir: str, options: clips.PrepareOptions,
     for k, _, shard_rows, _ in pending:
         for j, (row_id, row) in enumerate(shard_rows):
             index = k * examples_per_shard + j
-            spec = manifest.parse_row(row_id, row, manifest_dir, sign_languages,
-                                      spoken_languages)
+            spec = manifest.parse_row(row_id, row, manifest_dir, sign_languages, spoken_languages)
             parsed[index] = spec
             if isinstance(spec, manifest.ClipSpec):
                 jobs.append((index, spec, options))
     results = _results(jobs, num_workers)
     for k, name, shard_rows, fingerprint in pending:
-        summary = _write_shard(output_dir, name, split, k * examples_per_shard, shard_rows,
-                               parsed, results, shards, bar)
+        summary = _write_shard(
+            output_dir,
+            name,
+            split,
+            k * examples_per_shard,
+            shard_rows,
+            parsed,
+            results,
+            shards,
+            bar,
+        )
         summary["fingerprint"] = fingerprint
         with open(os.path.join(output_dir, name + ".done.json.tmp"), "w") as f:
             json.dump(summary, f)
-        os.replace(os.path.join(output_dir, name + ".done.json.tmp"),
-                   os.path.join(output_dir, name + ".done.json"))
+        os.replace(
+            os.path.join(output_dir, name + ".done.json.tmp"),
+            os.path.join(output_dir, name + ".done.json"),
+        )
     bar.close()
-    return _finish(output_dir, split, names, options, strict, len(pending), skipped,
-                   time.time() - began)
+    return _finish(
+        output_dir, split, names, options, strict, len(pending), skipped, time.time() - began
+    )
 
 
-def _write_shard(output_dir, name, split, first_index, shard_rows, parsed, results,
-                 shards, bar) -> dict:
+def _write_shard(
+    output_dir, name, split, first_index, shard_rows, parsed, results, shards, bar
+) -> dict:
     import tensorflow as tf
 
     reported, lengths = [], []
@@ -208,8 +243,15 @@ def _write_shard(output_dir, name, split, first_index, shard_rows, parsed, resul
             bar.update()
             if isinstance(outcome, tuple):
                 reason, message = outcome
-                reported.append({"split": split, "id": spec.id, "path": spec.path,
-                                 "reason": reason, "message": message})
+                reported.append(
+                    {
+                        "split": split,
+                        "id": spec.id,
+                        "path": spec.path,
+                        "reason": reason,
+                        "message": message,
+                    }
+                )
                 continue
             writer.write(shards.serialize(outcome))
             lengths.append(int(outcome.frames.shape[0]))
@@ -217,13 +259,21 @@ def _write_shard(output_dir, name, split, first_index, shard_rows, parsed, resul
             absent.update(outcome.absent_points)
             truncated += bool(outcome.truncated_from)
     os.replace(temporary, os.path.join(output_dir, name))
-    return {"shard": name, "num_inputs": len(shard_rows), "num_written": len(lengths),
-            "reported": reported, "frame_lengths": lengths, "languages": dict(languages),
-            "absent_points": dict(absent), "truncated": truncated}
+    return {
+        "shard": name,
+        "num_inputs": len(shard_rows),
+        "num_written": len(lengths),
+        "reported": reported,
+        "frame_lengths": lengths,
+        "languages": dict(languages),
+        "absent_points": dict(absent),
+        "truncated": truncated,
+    }
 
 
 def _check_config(output_dir: str, config: landmarks.LandmarkConfig) -> None:
     from slt import shards
+
     path = os.path.join(output_dir, shards.CONFIG_FILE)
     if os.path.exists(path):
         with open(path) as f:
@@ -231,27 +281,35 @@ def _check_config(output_dir: str, config: landmarks.LandmarkConfig) -> None:
         if existing != config:
             raise ValueError(
                 f"{output_dir} was prepared with another landmark config ({path}: "
-                f"{existing}); all splits of a dataset share one. Use a new --output_dir.")
+                f"{existing}); all splits of a dataset share one. Use a new --output_dir."
+            )
     else:
         with open(path, "w") as f:
             f.write(config.to_json())
 
 
-def _finish(output_dir, split, names, options, strict, written_now, skipped, seconds
-            ) -> PrepareResult:
+def _finish(
+    output_dir, split, names, options, strict, written_now, skipped, seconds
+) -> PrepareResult:
     from slt import shards
+
     markers = {}
     for marker in sorted(glob.glob(os.path.join(output_dir, "*.tfrecord-*.done.json"))):
         with open(marker) as f:
-            markers[os.path.basename(marker)[:-len(".done.json")]] = json.load(f)
+            markers[os.path.basename(marker)[: -len(".done.json")]] = json.load(f)
     with open(os.path.join(output_dir, shards.REPORT_FILE + ".tmp"), "w") as f:
         for summary in markers.values():
             for record in summary["reported"]:
-                f.write(json.dumps(record, ensure_ascii=False,
-                                   default=str).encode("utf-8", "surrogateescape")
-                        .decode("utf-8", "replace") + "\n")
-    os.replace(os.path.join(output_dir, shards.REPORT_FILE + ".tmp"),
-               os.path.join(output_dir, shards.REPORT_FILE))
+                f.write(
+                    json.dumps(record, ensure_ascii=False, default=str)
+                    .encode("utf-8", "surrogateescape")
+                    .decode("utf-8", "replace")
+                    + "\n"
+                )
+    os.replace(
+        os.path.join(output_dir, shards.REPORT_FILE + ".tmp"),
+        os.path.join(output_dir, shards.REPORT_FILE),
+    )
     mine = [markers[n] for n in names]
     reported = [r for s in mine for r in s["reported"]]
     by_reason = dict(collections.Counter(r["reason"] for r in reported))
@@ -263,15 +321,23 @@ def _finish(output_dir, split, names, options, strict, written_now, skipped, sec
         _write_info(output_dir, split, names, mine, options, by_reason)
     else:
         _drop_split(output_dir, split)  # an earlier, non-strict run's entry
-    return PrepareResult(split=split, num_inputs=num_inputs, num_written=num_written,
-                         num_reported=len(reported), reported_by_reason=by_reason,
-                         shards_written=written_now, shards_skipped=skipped,
-                         seconds=seconds, complete=complete,
-                         messages=tuple(r["message"] for r in reported))
+    return PrepareResult(
+        split=split,
+        num_inputs=num_inputs,
+        num_written=num_written,
+        num_reported=len(reported),
+        reported_by_reason=by_reason,
+        shards_written=written_now,
+        shards_skipped=skipped,
+        seconds=seconds,
+        complete=complete,
+        messages=tuple(r["message"] for r in reported),
+    )
 
 
 def _drop_split(output_dir: str, split: str) -> None:
     from slt import shards
+
     path = os.path.join(output_dir, shards.INFO_FILE)
     if not os.path.exists(path):
         return
@@ -289,6 +355,7 @@ def _drop_split(output_dir: str, split: str) -> None:
 
 def _write_info(output_dir, split, names, summaries, options, by_reason) -> None:
     from slt import shards
+
     path = os.path.join(output_dir, shards.INFO_FILE)
     info = {"format": shards.FORMAT, "splits": {}}
     if os.path.exists(path):
@@ -308,10 +375,13 @@ def _write_info(output_dir, split, names, summaries, options, by_reason) -> None
         "num_reported": sum(len(s["reported"]) for s in summaries),
         "reported_by_reason": by_reason,
         "num_truncated": sum(s["truncated"] for s in summaries),
-        "frames": {"total": sum(lengths), "min": min(lengths, default=0),
-                   "max": max(lengths, default=0),
-                   "mean": round(sum(lengths) / max(len(lengths), 1), 2),
-                   "histogram": _histogram(lengths)},
+        "frames": {
+            "total": sum(lengths),
+            "min": min(lengths, default=0),
+            "max": max(lengths, default=0),
+            "mean": round(sum(lengths) / max(len(lengths), 1), 2),
+            "histogram": _histogram(lengths),
+        },
         "languages": dict(sorted(languages.items())),
         "absent_points": dict(sorted(absent.items())),
         "min_frames": options.min_frames,
@@ -323,24 +393,32 @@ def _write_info(output_dir, split, names, summaries, options, by_reason) -> None
 
 
 def _parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m slt.prepare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m slt.prepare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--manifest", required=True, help="JSONL or TSV (see slt/manifest.py)")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--split", default="train")
     parser.add_argument("--examples_per_shard", type=int, default=DEFAULT_EXAMPLES_PER_SHARD)
     parser.add_argument("--num_workers", type=int, default=0, help="0: one per CPU core")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit 1 if any input is reported")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any input is reported")
     parser.add_argument("--min_frames", type=int, default=2)
-    parser.add_argument("--truncate_long", action="store_true",
-                        help="cut clips over --max_frames instead of reporting them")
-    parser.add_argument("--landmark_config", default=None,
-                        help="a landmark_config.json (e.g. from a checkpoint); the flags "
-                             "below are then ignored")
+    parser.add_argument(
+        "--truncate_long",
+        action="store_true",
+        help="cut clips over --max_frames instead of reporting them",
+    )
+    parser.add_argument(
+        "--landmark_config",
+        default=None,
+        help="a landmark_config.json (e.g. from a checkpoint); the flags below are then ignored",
+    )
     defaults = landmarks.LandmarkConfig()
-    parser.add_argument("--normalization", default=defaults.normalization,
-                        choices=landmarks.NORMALIZATIONS)
+    parser.add_argument(
+        "--normalization", default=defaults.normalization, choices=landmarks.NORMALIZATIONS
+    )
     parser.add_argument("--frame_step", type=int, default=defaults.frame_step)
     parser.add_argument("--target_fps", type=float, default=None)
     parser.add_argument("--max_frames", type=int, default=defaults.max_frames)
@@ -357,21 +435,34 @@ def main(argv: list[str] | None = None) -> int:
             config = landmarks.LandmarkConfig.from_json(f.read())
     else:
         config = landmarks.LandmarkConfig(
-            normalization=args.normalization, frame_step=args.frame_step,
-            target_fps=args.target_fps, max_frames=args.max_frames,
-            missing_value=args.missing_value)
-    options = clips.PrepareOptions(config=config, min_frames=args.min_frames,
-                                   truncate_long=args.truncate_long)
-    result = prepare(args.manifest, args.output_dir, options, split=args.split,
-                     examples_per_shard=args.examples_per_shard,
-                     num_workers=args.num_workers or None, strict=args.strict,
-                     progress=not args.no_progress)
+            normalization=args.normalization,
+            frame_step=args.frame_step,
+            target_fps=args.target_fps,
+            max_frames=args.max_frames,
+            missing_value=args.missing_value,
+        )
+    options = clips.PrepareOptions(
+        config=config, min_frames=args.min_frames, truncate_long=args.truncate_long
+    )
+    result = prepare(
+        args.manifest,
+        args.output_dir,
+        options,
+        split=args.split,
+        examples_per_shard=args.examples_per_shard,
+        num_workers=args.num_workers or None,
+        strict=args.strict,
+        progress=not args.no_progress,
+    )
     summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "messages"}
     summary["clips_per_second"] = round(result.num_inputs / max(result.seconds, 1e-9), 2)
     print(json.dumps(summary, sort_keys=True))
     if result.num_reported:
-        print(f"{result.num_reported} inputs not written; see "
-              f"{os.path.join(args.output_dir, 'report.jsonl')}", file=sys.stderr)
+        print(
+            f"{result.num_reported} inputs not written; see "
+            f"{os.path.join(args.output_dir, 'report.jsonl')}",
+            file=sys.stderr,
+        )
     if not result.complete:
         for message in result.messages:
             print(f"error: {message}", file=sys.stderr)

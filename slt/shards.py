@@ -21,6 +21,7 @@ Each example:
   caption_texts     bytes list; caption_start_frames, caption_end_frames: int64 lists
                     (indices into the stored frames; empty for single-caption clips)
 """
+
 from __future__ import annotations
 
 import tensorflow as tf

@@ -3,6 +3,7 @@
 The state is initialised under jit with its output shardings, so parameters are
 created where they live and never gathered on one host.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,11 +60,15 @@ def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
         decay = optax.constant_schedule(lr)
     elif config.schedule in ("linear", "cosine"):
         steps = max(config.decay_steps - warmup, 1)
-        decay = (optax.linear_schedule(lr, 0.0, steps) if config.schedule == "linear"
-                 else optax.cosine_decay_schedule(lr, steps))
+        decay = (
+            optax.linear_schedule(lr, 0.0, steps)
+            if config.schedule == "linear"
+            else optax.cosine_decay_schedule(lr, steps)
+        )
     else:
-        raise ValueError(f"unknown schedule {config.schedule!r}; use constant, rsqrt, "
-                         "linear or cosine.")
+        raise ValueError(
+            f"unknown schedule {config.schedule!r}; use constant, rsqrt, linear or cosine."
+        )
     if warmup <= 0:
         return decay
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
@@ -73,9 +78,13 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
     schedule = learning_rate_schedule(config)
     if config.name == "adafactor":
         optimizer = optax.adafactor(
-            learning_rate=schedule, decay_rate=0.8, clipping_threshold=1.0,
-            multiply_by_parameter_scale=True, weight_decay_rate=config.weight_decay or None,
-            min_dim_size_to_factor=config.min_dim_size_to_factor)
+            learning_rate=schedule,
+            decay_rate=0.8,
+            clipping_threshold=1.0,
+            multiply_by_parameter_scale=True,
+            weight_decay_rate=config.weight_decay or None,
+            min_dim_size_to_factor=config.min_dim_size_to_factor,
+        )
     elif config.name == "adamw":
         optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
     else:
@@ -95,11 +104,18 @@ class Trainer:
     `loss_normalizing_factor`).
     """
 
-    def __init__(self, model: EncoderDecoderModel, optimizer: optax.GradientTransformation,
-                 mesh: Mesh, rules: partitioning.LogicalRules,
-                 batch_shapes: Mapping[str, tuple[int, ...]], donate_state: bool = True,
-                 decoder_input_dropout: float = 0.0, unk_id: int = 2,
-                 num_microbatches: int = 1):
+    def __init__(
+        self,
+        model: EncoderDecoderModel,
+        optimizer: optax.GradientTransformation,
+        mesh: Mesh,
+        rules: partitioning.LogicalRules,
+        batch_shapes: Mapping[str, tuple[int, ...]],
+        donate_state: bool = True,
+        decoder_input_dropout: float = 0.0,
+        unk_id: int = 2,
+        num_microbatches: int = 1,
+    ):
         self.model = model
         self.decoder_input_dropout = decoder_input_dropout
         self.unk_id = unk_id
@@ -111,15 +127,18 @@ class Trainer:
         batch_size = next(iter(batch_shapes.values()))[0]
         partitioning.check_batch_size(batch_size, self.batch_sharding)
         if num_microbatches < 1 or batch_size % num_microbatches:
-            raise ValueError(f"num_microbatches={num_microbatches} must divide "
-                             f"batch_size={batch_size} (gin: train.num_microbatches).")
+            raise ValueError(
+                f"num_microbatches={num_microbatches} must divide "
+                f"batch_size={batch_size} (gin: train.num_microbatches)."
+            )
         if num_microbatches > 1:
             try:
-                partitioning.check_batch_size(batch_size // num_microbatches,
-                                              self.batch_sharding)
+                partitioning.check_batch_size(batch_size // num_microbatches, self.batch_sharding)
             except ValueError as e:
-                raise ValueError(f"with num_microbatches={num_microbatches}, each "
-                                 f"microbatch has {batch_size // num_microbatches} rows: {e}")
+                raise ValueError(
+                    f"with num_microbatches={num_microbatches}, each "
+                    f"microbatch has {batch_size // num_microbatches} rows: {e}"
+                )
         self.num_microbatches = num_microbatches
 
         param_axes = model.logical_axes(batch_shapes)
@@ -130,7 +149,8 @@ class Trainer:
             step=partitioning.replicated(mesh),
             params=self.params_sharding,
             opt_state=partitioning.optimizer_state_shardings(
-                abstract.opt_state, abstract.params, self.params_sharding, mesh),
+                abstract.opt_state, abstract.params, self.params_sharding, mesh
+            ),
         )
         self.abstract_state = abstract
         self.init_state = jax.jit(self._init, out_shardings=self.state_sharding)
@@ -138,25 +158,32 @@ class Trainer:
             self._train_step,
             in_shardings=(self.state_sharding, self.batch_sharding, None),
             out_shardings=(self.state_sharding, None),
-            donate_argnums=(0,) if donate_state else ())
+            donate_argnums=(0,) if donate_state else (),
+        )
         # Loss and gradients of one batch (for tests and tools), sharded like params.
         self.compute_grads = jax.jit(
-            self._grads, in_shardings=(self.params_sharding, self.batch_sharding, None),
-            out_shardings=(self.params_sharding, None))
+            self._grads,
+            in_shardings=(self.params_sharding, self.batch_sharding, None),
+            out_shardings=(self.params_sharding, None),
+        )
 
     def _init(self, rng: jax.Array) -> TrainState:
         params = self.model.init_params(rng, self.batch_shapes)
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=self.optimizer.init(params))
+        return TrainState(
+            step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params)
+        )
 
-    def _loss_and_grads(self, params: Any, batch: Mapping[str, jax.Array],
-                        rng: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
+    def _loss_and_grads(
+        self, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array
+    ) -> tuple[Any, dict[str, jax.Array]]:
         (loss, aux), grads = jax.value_and_grad(self.model.loss_fn, has_aux=True)(
-            params, batch, rng)
+            params, batch, rng
+        )
         return grads, {"loss": loss, **aux}
 
-    def _grads(self, params: Any, batch: Mapping[str, jax.Array],
-               rng: jax.Array | None) -> tuple[Any, dict[str, jax.Array]]:
+    def _grads(
+        self, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array | None
+    ) -> tuple[Any, dict[str, jax.Array]]:
         """Gradients and metrics of the whole batch, accumulated over microbatches."""
         with nn.logical_axis_rules(self.rules):
             if self.num_microbatches == 1:
@@ -175,8 +202,9 @@ class Trainer:
         tokens = jnp.sum(split(jnp.asarray(weights, jnp.float32)), axis=(1, 2))  # [M]
         total = jnp.maximum(jnp.sum(tokens), 1.0)
         token_share = tokens / total
-        loss_share = (token_share if self.model.loss_normalizing_factor is None
-                      else jnp.ones_like(tokens))
+        loss_share = (
+            token_share if self.model.loss_normalizing_factor is None else jnp.ones_like(tokens)
+        )
 
         def body(acc, xs):
             index, microbatch = xs
@@ -184,27 +212,37 @@ class Trainer:
             grads, metrics = self._loss_and_grads(params, microbatch, mb_rng)
             acc_grads, acc_metrics = acc
             acc_grads = jax.tree.map(lambda a, g: a + loss_share[index] * g, acc_grads, grads)
-            acc_metrics = {k: acc_metrics[k] + _metric_weight(k, index, loss_share,
-                                                               token_share, count) * v
-                           for k, v in metrics.items()}
+            acc_metrics = {
+                k: acc_metrics[k] + _metric_weight(k, index, loss_share, token_share, count) * v
+                for k, v in metrics.items()
+            }
             return (acc_grads, acc_metrics), None
 
         zero_grads = jax.tree.map(jnp.zeros_like, params)
         metric_shapes = jax.eval_shape(
-            lambda: self._loss_and_grads(params, jax.tree.map(lambda x: x[0], micro), rng)[1])
+            lambda: self._loss_and_grads(params, jax.tree.map(lambda x: x[0], micro), rng)[1]
+        )
         zero_metrics = jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metric_shapes)
         (grads, metrics), _ = jax.lax.scan(
-            body, (zero_grads, zero_metrics), (jnp.arange(count), micro))
+            body, (zero_grads, zero_metrics), (jnp.arange(count), micro)
+        )
         return grads, metrics
 
-    def _train_step(self, state: TrainState, batch: Mapping[str, jax.Array],
-                    dropout_rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    def _train_step(
+        self, state: TrainState, batch: Mapping[str, jax.Array], dropout_rng: jax.Array
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
         rng = jax.random.fold_in(dropout_rng, state.step)
         if self.decoder_input_dropout > 0:
             rng, token_rng = jax.random.split(rng)
-            batch = dict(batch, decoder_input_tokens=drop_decoder_inputs(
-                batch["decoder_input_tokens"], token_rng, self.decoder_input_dropout,
-                self.unk_id))
+            batch = dict(
+                batch,
+                decoder_input_tokens=drop_decoder_inputs(
+                    batch["decoder_input_tokens"],
+                    token_rng,
+                    self.decoder_input_dropout,
+                    self.unk_id,
+                ),
+            )
         grads, metrics = self._grads(state.params, batch, rng)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -212,8 +250,9 @@ class Trainer:
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def _metric_weight(name: str, index: jax.Array, loss_share: jax.Array,
-                   token_share: jax.Array, count: int) -> jax.Array:
+def _metric_weight(
+    name: str, index: jax.Array, loss_share: jax.Array, token_share: jax.Array, count: int
+) -> jax.Array:
     """How microbatch `index`'s value of metric `name` enters the batch's value."""
     if name == "num_tokens":
         return jnp.ones(())
@@ -224,8 +263,7 @@ def _metric_weight(name: str, index: jax.Array, loss_share: jax.Array,
     return jnp.full((), 1.0 / count)
 
 
-def drop_decoder_inputs(tokens: jax.Array, rng: jax.Array, rate: float,
-                        unk_id: int) -> jax.Array:
+def drop_decoder_inputs(tokens: jax.Array, rng: jax.Array, rate: float, unk_id: int) -> jax.Array:
     """Replaces teacher-forced decoder inputs by UNK with probability `rate`.
 
     Word dropout (Bowman et al. 2016): with a small target vocabulary (the

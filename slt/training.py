@@ -9,6 +9,7 @@
 
 The input stream and its checkpointed position are in `slt.input_state`.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,6 +44,7 @@ class PreemptionWatcher:
     def should_stop(self, step: int) -> bool:
         if self.multi_process:
             from jax.experimental import multihost_utils
+
             return multihost_utils.reached_preemption_sync_point(step)
         return self.signalled
 
@@ -56,21 +58,29 @@ class NonFiniteLossError(RuntimeError):
     """The loss or the gradient norm became NaN or Inf."""
 
 
-def check_finite(step: int, metrics: Mapping[str, float], last_checkpoint: int | None,
-                 checkpoint_dir: str) -> None:
+def check_finite(
+    step: int, metrics: Mapping[str, float], last_checkpoint: int | None, checkpoint_dir: str
+) -> None:
     """Raises `NonFiniteLossError` (with what to do) on a NaN/Inf loss or gradient."""
-    bad = {k: metrics[k] for k in ("loss", "grad_norm") if k in metrics
-           and not math.isfinite(float(metrics[k]))}
+    bad = {
+        k: metrics[k]
+        for k in ("loss", "grad_norm")
+        if k in metrics and not math.isfinite(float(metrics[k]))
+    }
     if not bad:
         return
-    kept = (f"the last good checkpoint is step {last_checkpoint} in {checkpoint_dir}; "
-            "a restart resumes from it" if last_checkpoint is not None
-            else "no checkpoint was saved yet")
+    kept = (
+        f"the last good checkpoint is step {last_checkpoint} in {checkpoint_dir}; "
+        "a restart resumes from it"
+        if last_checkpoint is not None
+        else "no checkpoint was saved yet"
+    )
     raise NonFiniteLossError(
         f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}: "
         f"training stopped without saving this state; {kept}. Lower the learning rate "
         "(gin: slt.OptimizerConfig.learning_rate), add warmup or gradient clipping "
-        "(slt.OptimizerConfig.gradient_clip_norm), or check the data of this step.")
+        "(slt.OptimizerConfig.gradient_clip_norm), or check the data of this step."
+    )
 
 
 class PeerProcessError(RuntimeError):
@@ -99,9 +109,12 @@ class StepWatchdog:
     def _run(self) -> None:
         while not self._stop.wait(min(1.0, self.timeout_s / 4)):
             if self._last is not None and time.monotonic() - self._last > self.timeout_s:
-                print(f"\nERROR: no train step finished in {self.timeout_s:.0f} s (last "
-                      f"finished step {self._step}). {self._describe()} Exiting.",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"\nERROR: no train step finished in {self.timeout_s:.0f} s (last "
+                    f"finished step {self._step}). {self._describe()} Exiting.",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 os._exit(3)
 
     def close(self) -> None:
@@ -113,8 +126,16 @@ class TrainLog:
     `log_period` steps a progress line and TensorBoard summaries (`train/` events,
     written by process 0 only)."""
 
-    def __init__(self, model_dir: str, train_steps: int, start_step: int, batch_size: int,
-                 log_period: int, write: bool = True, tensorboard: bool = True):
+    def __init__(
+        self,
+        model_dir: str,
+        train_steps: int,
+        start_step: int,
+        batch_size: int,
+        log_period: int,
+        write: bool = True,
+        tensorboard: bool = True,
+    ):
         self._dir = os.path.join(model_dir, "train")
         self._write = write
         self._file = None
@@ -125,6 +146,7 @@ class TrainLog:
             self._file = open(os.path.join(self._dir, "metrics.jsonl"), "a")
             if tensorboard:
                 from clu import metric_writers
+
                 self._summary = metric_writers.create_default_writer(self._dir, asynchronous=False)
         self._train_steps, self._batch_size, self._log_period = train_steps, batch_size, log_period
         self._last_step, self._last_time = start_step, time.time()
@@ -154,27 +176,36 @@ class TrainLog:
         now = time.time()
         elapsed = max(now - self._last_time, 1e-9)
         steps_per_s = (step - self._last_step) / elapsed
-        rates = {"steps_per_second": steps_per_s,
-                 "examples_per_second": steps_per_s * self._batch_size,
-                 "target_tokens_per_second": self._tokens / elapsed}
+        rates = {
+            "steps_per_second": steps_per_s,
+            "examples_per_second": steps_per_s * self._batch_size,
+            "target_tokens_per_second": self._tokens / elapsed,
+        }
         self._last_step, self._last_time, self._tokens = step, now, 0.0
         if self._summary:
-            self._summary.write_scalars(step, {**{k: v for k, v in record.items() if k != "step"},
-                                               **rates})
+            self._summary.write_scalars(
+                step, {**{k: v for k, v in record.items() if k != "step"}, **rates}
+            )
             self._summary.flush()
         if not self._write:
             return
         eta = (self._train_steps - step) / max(steps_per_s, 1e-9)
-        print(f"step {step}/{self._train_steps} loss {record['loss']:.4f} "
-              f"token_acc {record.get('accuracy', float('nan')):.3f} "
-              + (f"ctc {record['encoder_ctc']:.3f} " if "encoder_ctc" in record else "")
-              + f"{steps_per_s:.2f} step/s {rates['examples_per_second']:.0f} ex/s "
-              f"{rates['target_tokens_per_second']:.0f} tok/s eta {eta / 60:.1f} min",
-              flush=True)
+        print(
+            f"step {step}/{self._train_steps} loss {record['loss']:.4f} "
+            f"token_acc {record.get('accuracy', float('nan')):.3f} "
+            + (f"ctc {record['encoder_ctc']:.3f} " if "encoder_ctc" in record else "")
+            + f"{steps_per_s:.2f} step/s {rates['examples_per_second']:.0f} ex/s "
+            f"{rates['target_tokens_per_second']:.0f} tok/s eta {eta / 60:.1f} min",
+            flush=True,
+        )
 
     def write_eval(self, step: int, results: Mapping[str, Mapping[str, Any]]) -> None:
-        scalars = {f"eval/{task}/{k}": float(v) for task, m in results.items()
-                   for k, v in m.items() if isinstance(v, (int, float))}
+        scalars = {
+            f"eval/{task}/{k}": float(v)
+            for task, m in results.items()
+            for k, v in m.items()
+            if isinstance(v, (int, float))
+        }
         if self._file:
             self._file.write(json.dumps({"step": step, **scalars}) + "\n")
             self._file.flush()

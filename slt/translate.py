@@ -9,6 +9,7 @@ landmark config saved in the checkpoint's metadata; the prompt is
 one error line on stderr and the others go on; the exit status is then 1.
 Output: one line per file, `FILE<TAB>TRANSLATION`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,16 +49,17 @@ def preprocess(path: str, config: landmarks.LandmarkConfig) -> np.ndarray:
     return landmarks.to_frames(points, present, config, fps=pose.fps or None, source=path)
 
 
-def make_example(path: str, frames: np.ndarray, prompt: str,
-                 task_feature_lengths: dict[str, int]) -> dict[str, Any]:
+def make_example(
+    path: str, frames: np.ndarray, prompt: str, task_feature_lengths: dict[str, int]
+) -> dict[str, Any]:
     """A task-level example (what a seqio task yields after trimming)."""
     vocabulary = features.byte_vocabulary()
-    tokens = list(vocabulary.encode(prompt))[:task_feature_lengths[features.INPUTS] - 1]
+    tokens = list(vocabulary.encode(prompt))[: task_feature_lengths[features.INPUTS] - 1]
     return {
         "id": path,
         "inputs_pretokenized": prompt,
         features.INPUTS: np.asarray(tokens + [vocabulary.eos_id], np.int32),
-        features.LANDMARKS: frames[:task_feature_lengths[features.LANDMARKS]],
+        features.LANDMARKS: frames[: task_feature_lengths[features.LANDMARKS]],
         features.TARGETS: np.zeros([0], np.int32),
     }
 
@@ -71,9 +73,13 @@ ELEMENT_SPEC = {
 }
 
 
-def translate_files(restored: inference.RestoredModel, paths: Sequence[str], prompt: str,
-                    batch_size: int = 0, decode_options: dict | None = None
-                    ) -> tuple[dict[str, str], dict[str, str]]:
+def translate_files(
+    restored: inference.RestoredModel,
+    paths: Sequence[str],
+    prompt: str,
+    batch_size: int = 0,
+    decode_options: dict | None = None,
+) -> tuple[dict[str, str], dict[str, str]]:
     """({path: translation}, {path: error message}), in the order given."""
     config = restored.landmark_config
     lengths = restored.task_feature_lengths
@@ -88,9 +94,11 @@ def translate_files(restored: inference.RestoredModel, paths: Sequence[str], pro
             errors[path] = "no frames left after preprocessing."
             continue
         if len(frames) > lengths[features.LANDMARKS]:
-            print(f"{path}: warning: {len(frames)} frames after preprocessing, the model "
-                  f"reads the first {lengths[features.LANDMARKS]} (task_feature_lengths).",
-                  file=sys.stderr)
+            print(
+                f"{path}: warning: {len(frames)} frames after preprocessing, the model "
+                f"reads the first {lengths[features.LANDMARKS]} (task_feature_lengths).",
+                file=sys.stderr,
+            )
         examples.append(make_example(path, frames, prompt, lengths))
     translations = {}
     if examples:
@@ -100,23 +108,42 @@ def translate_files(restored: inference.RestoredModel, paths: Sequence[str], pro
         vocabulary = features.byte_vocabulary()
         with jax.set_mesh(restored.mesh):
             results = evaluation.predict_examples(
-                predict_fn, restored.params, examples, ELEMENT_SPEC, lengths, batch_size,
-                restored.batch_sharding, vocabulary)
+                predict_fn,
+                restored.params,
+                examples,
+                ELEMENT_SPEC,
+                lengths,
+                batch_size,
+                restored.batch_sharding,
+                vocabulary,
+            )
         translations = {r["id"]: r["prediction"] for r in results}
     return translations, errors
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m slt.translate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True,
-                        help="MODEL_DIR of slt.train, its checkpoints/ or one step in it")
-    parser.add_argument("--source_lang", help="sign language code (default: the "
-                        "checkpoint's task's, e.g. ase)")
-    parser.add_argument("--target_lang", help="spoken language code (default: the "
-                        "checkpoint's task's, e.g. en)")
-    parser.add_argument("--batch_size", type=int, default=0,
-                        help="files decoded together (default: all, rounded to devices)")
+    parser = argparse.ArgumentParser(
+        prog="python -m slt.translate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="MODEL_DIR of slt.train, its checkpoints/ or one step in it",
+    )
+    parser.add_argument(
+        "--source_lang", help="sign language code (default: the checkpoint's task's, e.g. ase)"
+    )
+    parser.add_argument(
+        "--target_lang", help="spoken language code (default: the checkpoint's task's, e.g. en)"
+    )
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=0,
+        help="files decoded together (default: all, rounded to devices)",
+    )
     parser.add_argument("files", nargs="+", metavar="FILE")
     args = parser.parse_args(argv)
 
@@ -124,8 +151,10 @@ def main(argv: Sequence[str]) -> int:
     sign, spoken = default_languages(restored.mixture_or_task_name)
     source, target = args.source_lang or sign, args.target_lang or spoken
     if not source or not target:
-        parser.error(f"the checkpoint was trained on {restored.mixture_or_task_name}, which "
-                     "names no single language pair: give --source_lang and --target_lang.")
+        parser.error(
+            f"the checkpoint was trained on {restored.mixture_or_task_name}, which "
+            "names no single language pair: give --source_lang and --target_lang."
+        )
     try:
         prompt = languages.prompt("slt", source, target)
     except ValueError as e:

@@ -1,4 +1,5 @@
 """seqio task and mixture registries. Importing this package registers them all."""
+
 from __future__ import annotations
 
 import seqio
@@ -18,6 +19,8 @@ def landmark_config(mixture_or_task_name: str) -> landmarks.LandmarkConfig:
     names = [t.name for t in seqio.get_subtasks(seqio.get_mixture_or_task(mixture_or_task_name))]
     configs = {LANDMARK_CONFIGS[n]() for n in names if n in LANDMARK_CONFIGS}
     if len(configs) > 1:
-        raise ValueError(f"{mixture_or_task_name} mixes tasks with different landmark "
-                         f"preprocessing ({configs}); a model needs one.")
+        raise ValueError(
+            f"{mixture_or_task_name} mixes tasks with different landmark "
+            f"preprocessing ({configs}); a model needs one."
+        )
     return configs.pop() if configs else landmarks.LandmarkConfig()

@@ -13,6 +13,7 @@ The clips are composed, not recorded: each letter is real signing, the sequence 
 not a real signer spelling the word. Everything is deterministic for a seed, and
 the train / validation / test split is by word (no word is in two splits).
 """
+
 from __future__ import annotations
 
 import collections
@@ -40,7 +41,7 @@ BASE_FPS = 25.0
 @dataclasses.dataclass(frozen=True)
 class Letter:
     text: str
-    points: np.ndarray   # [T, 85, 3], raw coordinates of the recording
+    points: np.ndarray  # [T, 85, 3], raw coordinates of the recording
     present: np.ndarray  # [T, 85]
     fps: float
     source: str
@@ -63,7 +64,7 @@ class Lexicon:
             for key in keys:
                 if text.startswith(key):
                     out.append(key)
-                    text = text[len(key):]
+                    text = text[len(key) :]
                     break
             else:
                 return None
@@ -83,11 +84,11 @@ class Lexicon:
 class AugmentConfig:
     """Perturbations that keep the composed motion plausible."""
 
-    speed_range: tuple[float, float] = (0.8, 1.25)    # per letter
-    transition_frames: tuple[int, int] = (2, 5)       # at BASE_FPS, inclusive
-    jitter: float = 0.003        # std of landmark noise, as a share of the clip extent
+    speed_range: tuple[float, float] = (0.8, 1.25)  # per letter
+    transition_frames: tuple[int, int] = (2, 5)  # at BASE_FPS, inclusive
+    jitter: float = 0.003  # std of landmark noise, as a share of the clip extent
     max_roll_degrees: float = 5.0  # camera roll around the clip centre
-    frame_drop: float = 0.05     # probability of dropping each frame
+    frame_drop: float = 0.05  # probability of dropping each frame
 
 
 @dataclasses.dataclass
@@ -103,8 +104,10 @@ class CorpusReport:
     def summary(self) -> str:
         skipped = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
         kept = ", ".join(f"{split} {n}" for split, n in self.kept.items())
-        return (f"{self.sign_language} ({self.spoken_language}): {self.candidates} CLDR words; "
-                f"kept {kept}; skipped {skipped or 'none'}")
+        return (
+            f"{self.sign_language} ({self.spoken_language}): {self.candidates} CLDR words; "
+            f"kept {kept}; skipped {skipped or 'none'}"
+        )
 
 
 def lexicon_dir() -> str:
@@ -112,7 +115,8 @@ def lexicon_dir() -> str:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             "the embedded corpus needs the `spoken-to-signed` package (its wheel ships "
-            "the letter recordings): pip install spoken-to-signed==0.4.0")
+            "the letter recordings): pip install spoken-to-signed==0.4.0"
+        )
     return os.path.join(spec.submodule_search_locations[0], "assets", "fingerspelling_lexicon")
 
 
@@ -158,11 +162,13 @@ def load_lexicon(sign_language: str) -> Lexicon:
         pose = pose_files.read_pose(path)
         points, present = pose.youtube_asl()
         letters[text.casefold()].append(
-            Letter(text=text, points=points, present=present, fps=pose.fps, source=path))
+            Letter(text=text, points=points, present=present, fps=pose.fps, source=path)
+        )
     if spoken is None:
         raise ValueError(
             f"no fingerspelling lexicon for sign language {sign_language!r}; "
-            f"available: {', '.join(sorted(sign_languages()))}.")
+            f"available: {', '.join(sorted(sign_languages()))}."
+        )
     return Lexicon(sign_language, spoken, dict(letters))
 
 
@@ -179,8 +185,9 @@ def cldr_words(spoken_language: str) -> list[str]:
     return sorted(words)
 
 
-def _split_of(word: str, sign_language: str, seed: int,
-              fractions: tuple[float, float] = (0.8, 0.1)) -> str:
+def _split_of(
+    word: str, sign_language: str, seed: int, fractions: tuple[float, float] = (0.8, 0.1)
+) -> str:
     digest = hashlib.sha256(f"{seed}:{sign_language}:{word}".encode()).digest()
     u = int.from_bytes(digest[:8], "little") / 2.0**64
     if u < fractions[0]:
@@ -191,8 +198,9 @@ def _split_of(word: str, sign_language: str, seed: int,
 
 
 @functools.lru_cache(maxsize=None)
-def word_splits(sign_language: str, seed: int = 0, min_letters: int = 2,
-                max_letters: int = 10) -> tuple[dict[str, tuple[str, ...]], CorpusReport]:
+def word_splits(
+    sign_language: str, seed: int = 0, min_letters: int = 2, max_letters: int = 10
+) -> tuple[dict[str, tuple[str, ...]], CorpusReport]:
     """The words of each split, and a report counting every word left out.
 
     A word is left out when it is not purely alphabetic, is an acronym or mixed-case
@@ -251,7 +259,7 @@ def _transition_weights(num_frames: int) -> np.ndarray:
 class _StackedLexicon:
     """A lexicon's recordings in one array, so a clip is composed with one gather."""
 
-    points: np.ndarray   # [F, 85, 3] all recordings, one after another
+    points: np.ndarray  # [F, 85, 3] all recordings, one after another
     present: np.ndarray  # [F, 85]
     # letter -> (first row in `points`, frames, fps) of each recording, in lexicon order
     recordings: dict[str, tuple[tuple[int, int, float], ...]]
@@ -268,12 +276,19 @@ def _stack(lexicon: "Lexicon") -> _StackedLexicon:
             row += letter.points.shape[0]
         recordings[key] = tuple(entries)
     # C order, so that [F, 255] rows are views (concatenate keeps the recordings' order).
-    return _StackedLexicon(np.ascontiguousarray(np.concatenate(points)),
-                           np.ascontiguousarray(np.concatenate(present)), recordings)
+    return _StackedLexicon(
+        np.ascontiguousarray(np.concatenate(points)),
+        np.ascontiguousarray(np.concatenate(present)),
+        recordings,
+    )
 
 
-def compose_clip(lexicon: Lexicon, spelled: Sequence[str], rng: np.random.Generator,
-                 augment: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, np.ndarray]:
+def compose_clip(
+    lexicon: Lexicon,
+    spelled: Sequence[str],
+    rng: np.random.Generator,
+    augment: AugmentConfig = AugmentConfig(),
+) -> tuple[np.ndarray, np.ndarray]:
     """Joins letter recordings into one clip at BASE_FPS: ([T, 85, 3], [T, 85]).
 
     Every frame is a linear interpolation (1 - w) * A + w * B: letter frames between
@@ -344,9 +359,14 @@ def _variant_rng(sign_language: str, word: str, variant: int, seed: int) -> np.r
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def clip_frames(sign_language: str, word: str, variant: int, seed: int = 0,
-                config: landmarks.LandmarkConfig = landmarks.LandmarkConfig(),
-                augment: AugmentConfig = AugmentConfig()) -> np.ndarray:
+def clip_frames(
+    sign_language: str,
+    word: str,
+    variant: int,
+    seed: int = 0,
+    config: landmarks.LandmarkConfig = landmarks.LandmarkConfig(),
+    augment: AugmentConfig = AugmentConfig(),
+) -> np.ndarray:
     """Model frames [T, 255] of one composed clip; the same inputs give the same clip."""
     lexicon = load_lexicon(sign_language)
     spelled = lexicon.spell(word)

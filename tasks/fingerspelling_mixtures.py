@@ -20,6 +20,7 @@ Mixtures:
                                             augmented pretraining covers only
                                             AUG_TRAIN_LANGUAGES, the rest are zero-shot
 """
+
 from __future__ import annotations
 
 import functools
@@ -68,32 +69,62 @@ def register() -> None:
     slt, timed, align, mt, aug = [], [], [], [], []
     for sign, spoken in SIGN_TO_SPOKEN.items():
         words = fs_sources.WordClipSource(sign, spoken, CORPUS_SEED, _config, TRAIN_VARIANTS)
-        paper_tasks.add_slt_task(word_name(sign), words, languages_=(sign, spoken),
-                                 metric_fns=paper_tasks.translation_metric_fns(spoken),
-                                 landmark_config=_config,
-                                 shuffle_buffer_size=buffer)
+        paper_tasks.add_slt_task(
+            word_name(sign),
+            words,
+            languages_=(sign, spoken),
+            metric_fns=paper_tasks.translation_metric_fns(spoken),
+            landmark_config=_config,
+            shuffle_buffer_size=buffer,
+        )
         slt.append(word_name(sign))
-        source = fs_sources.MultiWordClipSource(sign, spoken, CORPUS_SEED, _config,
-                                                train_variants=TRAIN_VARIANTS)
-        paper_tasks.add_slt_task(timed_name(sign), source, languages_=(sign, spoken), timed=True,
-                                 landmark_config=_config, shuffle_buffer_size=buffer)
-        paper_tasks.add_alignment_task(align_name(sign), source, languages_=(sign, spoken),
-                                       landmark_config=_config, shuffle_buffer_size=buffer)
+        source = fs_sources.MultiWordClipSource(
+            sign, spoken, CORPUS_SEED, _config, train_variants=TRAIN_VARIANTS
+        )
+        paper_tasks.add_slt_task(
+            timed_name(sign),
+            source,
+            languages_=(sign, spoken),
+            timed=True,
+            landmark_config=_config,
+            shuffle_buffer_size=buffer,
+        )
+        paper_tasks.add_alignment_task(
+            align_name(sign),
+            source,
+            languages_=(sign, spoken),
+            landmark_config=_config,
+            shuffle_buffer_size=buffer,
+        )
         timed.append(timed_name(sign))
         align.append(align_name(sign))
     for language in MT_LANGUAGES:
-        paper_tasks.add_mt_task(mt_name(language), fs_sources.CldrParallelText("en", language),
-                                metric_fns=[paper_tasks.bleu_chrf])
+        paper_tasks.add_mt_task(
+            mt_name(language),
+            fs_sources.CldrParallelText("en", language),
+            metric_fns=[paper_tasks.bleu_chrf],
+        )
         mt.append(mt_name(language))
         translations = fs_sources.CldrTranslations("en", language)
         source = fs_sources.WordClipSource(
-            "ase", "en", CORPUS_SEED, _config, TRAIN_VARIANTS,
-            only_words=functools.partial(lambda t: set(t.load()), translations))
+            "ase",
+            "en",
+            CORPUS_SEED,
+            _config,
+            TRAIN_VARIANTS,
+            only_words=functools.partial(lambda t: set(t.load()), translations),
+        )
         paper_tasks.add_augmented_slt_task(
-            aug_name(language), source, language, translations, sign_language="ase",
-            key_field="text", metric_fns=paper_tasks.translation_metric_fns(language),
+            aug_name(language),
+            source,
+            language,
+            translations,
+            sign_language="ase",
+            key_field="text",
+            metric_fns=paper_tasks.translation_metric_fns(language),
             landmark_config=_config,
-            shuffle_buffer_size=buffer)
+            shuffle_buffer_size=buffer,
+        )
         aug.append(aug_name(language))
     aug_train = [aug_name(x) for x in AUG_TRAIN_LANGUAGES]
 
@@ -103,15 +134,19 @@ def register() -> None:
     mixing.register_mixture("fingerspelling_aug", {"sign": aug_train})
     mixing.register_mixture("fingerspelling_pretrain_slt_align", {"sign": slt + align})
     mixing.register_mixture("fingerspelling_pretrain_slt_mt", {"sign": slt, "mt": mt})
-    mixing.register_mixture("fingerspelling_pretrain_slt_mt_aug",
-                            {"sign": slt + align + aug_train, "mt": mt})
+    mixing.register_mixture(
+        "fingerspelling_pretrain_slt_mt_aug", {"sign": slt + align + aug_train, "mt": mt}
+    )
     for sign, spoken in FINETUNE:
-        mixing.register_mixture(f"fingerspelling_finetune_{sign}_{spoken}",
-                                {"sign": [word_name(sign)]})
-    mixing.register_mixture("fingerspelling_finetune_all",
-                            {"sign": [word_name(s) for s, _ in FINETUNE]})
-    mixing.register_mixture("fingerspelling_eval_ase_multilingual",
-                            {"sign": [word_name("ase")] + aug})
+        mixing.register_mixture(
+            f"fingerspelling_finetune_{sign}_{spoken}", {"sign": [word_name(sign)]}
+        )
+    mixing.register_mixture(
+        "fingerspelling_finetune_all", {"sign": [word_name(s) for s, _ in FINETUNE]}
+    )
+    mixing.register_mixture(
+        "fingerspelling_eval_ase_multilingual", {"sign": [word_name("ase")] + aug}
+    )
 
 
 if "fingerspelling_pretrain_slt_mt_aug" not in seqio.MixtureRegistry.names():

@@ -5,6 +5,7 @@ One SLT task per sign language, `fingerspelling_slt_<sign>_<spoken>` (prompt
 Registering touches no file: the letter recordings are read when a dataset is
 first built.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,9 +28,24 @@ COMPOSE_CHUNK = 16
 # The 19 lexicons of spoken-to-signed 0.4.0 with their own recordings. Fixed here so
 # that registering needs no disk access; a test checks it against the package.
 SIGN_TO_SPOKEN = {
-    "ase": "en", "asq": "de", "bzs": "pt", "csq": "hr", "cse": "cs", "eso": "et",
-    "gsg": "de", "gss": "el", "ise": "it", "jos": "ar", "lls": "lt", "mfs": "es",
-    "psr": "pt", "sgg": "de", "ssp": "es", "svk": "sk", "swl": "sv", "tsm": "tr",
+    "ase": "en",
+    "asq": "de",
+    "bzs": "pt",
+    "csq": "hr",
+    "cse": "cs",
+    "eso": "et",
+    "gsg": "de",
+    "gss": "el",
+    "ise": "it",
+    "jos": "ar",
+    "lls": "lt",
+    "mfs": "es",
+    "psr": "pt",
+    "sgg": "de",
+    "ssp": "es",
+    "svk": "sk",
+    "swl": "sv",
+    "tsm": "tr",
     "ukl": "uk",
 }
 MIXTURE = "fingerspelling_slt"
@@ -43,8 +59,9 @@ def task_name(sign_language: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def standardized_config(corpus_seed: int = CORPUS_SEED, clips_per_language: int = 64
-                        ) -> landmarks.LandmarkConfig:
+def standardized_config(
+    corpus_seed: int = CORPUS_SEED, clips_per_language: int = 64
+) -> landmarks.LandmarkConfig:
     """The default preprocessing plus per-feature statistics of training clips.
 
     Pooled over all 19 languages (so every task shares one config) and computed from
@@ -70,11 +87,13 @@ class WordClipDataSource(seqio.DataSource):
     the source, would compose every clip on every host). Same examples, same order.
     """
 
-    def __init__(self, sign_language: str, corpus_seed: int,
-                 config: landmarks.LandmarkConfig | None):
+    def __init__(
+        self, sign_language: str, corpus_seed: int, config: landmarks.LandmarkConfig | None
+    ):
         self.sign_language, self.corpus_seed, self.config = sign_language, corpus_seed, config
-        super().__init__(splits=fingerspelling.SPLITS, num_input_examples=None,
-                         caching_permitted=False)
+        super().__init__(
+            splits=fingerspelling.SPLITS, num_input_examples=None, caching_permitted=False
+        )
 
     @property
     def supports_arbitrary_sharding(self) -> bool:
@@ -83,10 +102,17 @@ class WordClipDataSource(seqio.DataSource):
     def list_shards(self, split: str) -> list[str]:
         return [split]
 
-    def get_dataset(self, split: str = "train", shuffle: bool = True,
-                    seed: int | None = None, shard_info: seqio.ShardInfo | None = None,
-                    *, sequence_length=None, use_cached: bool = False,
-                    num_epochs: int | None = 1) -> tf.data.Dataset:
+    def get_dataset(
+        self,
+        split: str = "train",
+        shuffle: bool = True,
+        seed: int | None = None,
+        shard_info: seqio.ShardInfo | None = None,
+        *,
+        sequence_length=None,
+        use_cached: bool = False,
+        num_epochs: int | None = 1,
+    ) -> tf.data.Dataset:
         # The Task shuffles examples; composition is seeded per word and variant.
         del shuffle, seed, sequence_length, use_cached, num_epochs
         sign_language, corpus_seed = self.sign_language, self.corpus_seed
@@ -104,39 +130,54 @@ class WordClipDataSource(seqio.DataSource):
         prompt = languages.prompt("slt", sign_language, spoken)
 
         def compose(words: np.ndarray, variants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            clips = [fingerspelling.clip_frames(sign_language, word.decode("utf-8"),
-                                                int(variant), seed=corpus_seed, config=config)
-                     for word, variant in zip(words, variants)]
-            return (np.concatenate(clips),
-                    np.asarray([clip.shape[0] for clip in clips], np.int64))
+            clips = [
+                fingerspelling.clip_frames(
+                    sign_language,
+                    word.decode("utf-8"),
+                    int(variant),
+                    seed=corpus_seed,
+                    config=config,
+                )
+                for word, variant in zip(words, variants)
+            ]
+            return (np.concatenate(clips), np.asarray([clip.shape[0] for clip in clips], np.int64))
 
         def to_examples(words, variants):
             # One Python call composes a chunk of clips: a call per clip cost about as
             # much as composing it (tf.numpy_function overhead).
-            frames, lengths = tf.numpy_function(compose, [words, variants],
-                                                [tf.float32, tf.int64], stateful=False)
+            frames, lengths = tf.numpy_function(
+                compose, [words, variants], [tf.float32, tf.int64], stateful=False
+            )
             frames.set_shape([None, landmarks.FRAME_DIM])
             lengths.set_shape([None])
             example_ids = tf.strings.join(
-                [sign_language, "/", words, "/", tf.strings.as_string(variants)])
-            return {features.LANDMARKS: tf.RaggedTensor.from_row_lengths(frames, lengths),
-                    features.INPUTS: tf.fill(tf.shape(words), prompt),
-                    features.TARGETS: words, "id": example_ids}
+                [sign_language, "/", words, "/", tf.strings.as_string(variants)]
+            )
+            return {
+                features.LANDMARKS: tf.RaggedTensor.from_row_lengths(frames, lengths),
+                features.INPUTS: tf.fill(tf.shape(words), prompt),
+                features.TARGETS: words,
+                "id": example_ids,
+            }
 
         ds = tf.data.Dataset.from_tensor_slices(
-            (tf.constant(word_column.astype(str)), tf.constant(variant_column, tf.int64)))
+            (tf.constant(word_column.astype(str)), tf.constant(variant_column, tf.int64))
+        )
         if shard_info is not None and shard_info.num_shards > 1:
             ds = ds.shard(shard_info.num_shards, shard_info.index)
-        ds = ds.batch(COMPOSE_CHUNK).map(to_examples, num_parallel_calls=tf.data.AUTOTUNE,
-                                         deterministic=True)
+        ds = ds.batch(COMPOSE_CHUNK).map(
+            to_examples, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
         # Unbatched frames are typed as 0-ragged-dimension RaggedTensors; make them
         # plain tensors, as every other source yields (mixtures need equal specs).
-        return ds.unbatch().map(lambda ex: {**ex, features.LANDMARKS: tf.convert_to_tensor(
-            ex[features.LANDMARKS])})
+        return ds.unbatch().map(
+            lambda ex: {**ex, features.LANDMARKS: tf.convert_to_tensor(ex[features.LANDMARKS])}
+        )
 
 
-def register(corpus_seed: int = CORPUS_SEED, config: landmarks.LandmarkConfig | None = None,
-             suffix: str = "") -> None:
+def register(
+    corpus_seed: int = CORPUS_SEED, config: landmarks.LandmarkConfig | None = None, suffix: str = ""
+) -> None:
     """Registers the per-language tasks and their mixture (names get `suffix`).
 
     `config=None` uses `standardized_config(corpus_seed)`.
@@ -146,8 +187,11 @@ def register(corpus_seed: int = CORPUS_SEED, config: landmarks.LandmarkConfig | 
     for sign_language in SIGN_TO_SPOKEN:
         name = task_name(sign_language) + suffix
         names.append(name)
-        LANDMARK_CONFIGS[name] = (functools.partial(standardized_config, corpus_seed)
-                                  if config is None else (lambda c=config: c))
+        LANDMARK_CONFIGS[name] = (
+            functools.partial(standardized_config, corpus_seed)
+            if config is None
+            else (lambda c=config: c)
+        )
         seqio.TaskRegistry.add(
             name,
             source=WordClipDataSource(sign_language, corpus_seed, config),

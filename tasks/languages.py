@@ -11,6 +11,7 @@ its default `split_by_whitespace`) never makes a piece that crosses a word bound
 before or after it. `check_prompt_pieces(vocabulary)` verifies this for a vocabulary.
 Prompts never add vocabulary entries, so pretrained embedding tables load unchanged.
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,22 +48,93 @@ SIGN_LANGUAGES: dict[str, str] = {
 # paper names the count, not the list; these are 42 FLORES/FLEURS languages that
 # mT5 covers, English first. Replace the tuple to evaluate other directions.
 FLEURS_ASL0_LANGUAGES: tuple[str, ...] = (
-    "en", "ar", "bg", "bn", "ca", "cs", "da", "de", "el", "es", "et", "fa", "fi", "fr",
-    "he", "hi", "hr", "hu", "id", "it", "ja", "ko", "lt", "lv", "ms", "nb", "nl", "pl",
-    "pt", "ro", "ru", "sk", "sl", "sr", "sv", "sw", "th", "tr", "uk", "ur", "vi", "zh",
+    "en",
+    "ar",
+    "bg",
+    "bn",
+    "ca",
+    "cs",
+    "da",
+    "de",
+    "el",
+    "es",
+    "et",
+    "fa",
+    "fi",
+    "fr",
+    "he",
+    "hi",
+    "hr",
+    "hu",
+    "id",
+    "it",
+    "ja",
+    "ko",
+    "lt",
+    "lv",
+    "ms",
+    "nb",
+    "nl",
+    "pl",
+    "pt",
+    "ro",
+    "ru",
+    "sk",
+    "sl",
+    "sr",
+    "sv",
+    "sw",
+    "th",
+    "tr",
+    "uk",
+    "ur",
+    "vi",
+    "zh",
 )
 
 SPOKEN_LANGUAGES: dict[str, str] = {
-    "ar": "Arabic", "bg": "Bulgarian", "bn": "Bangla", "ca": "Catalan", "cs": "Czech",
-    "da": "Danish", "de": "German", "el": "Greek", "en": "English", "es": "Spanish",
-    "et": "Estonian", "fa": "Persian", "fi": "Finnish", "fr": "French", "he": "Hebrew",
-    "hi": "Hindi", "hr": "Croatian", "hu": "Hungarian", "id": "Indonesian",
-    "it": "Italian", "ja": "Japanese", "ko": "Korean", "lt": "Lithuanian",
-    "lv": "Latvian", "ms": "Malay", "nb": "Norwegian Bokmål", "nl": "Dutch",
-    "pl": "Polish", "pt": "Portuguese", "ro": "Romanian", "ru": "Russian",
-    "sk": "Slovak", "sl": "Slovenian", "sr": "Serbian", "sv": "Swedish",
-    "sw": "Swahili", "th": "Thai", "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu",
-    "vi": "Vietnamese", "zh": "Chinese",
+    "ar": "Arabic",
+    "bg": "Bulgarian",
+    "bn": "Bangla",
+    "ca": "Catalan",
+    "cs": "Czech",
+    "da": "Danish",
+    "de": "German",
+    "el": "Greek",
+    "en": "English",
+    "es": "Spanish",
+    "et": "Estonian",
+    "fa": "Persian",
+    "fi": "Finnish",
+    "fr": "French",
+    "he": "Hebrew",
+    "hi": "Hindi",
+    "hr": "Croatian",
+    "hu": "Hungarian",
+    "id": "Indonesian",
+    "it": "Italian",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "lt": "Lithuanian",
+    "lv": "Latvian",
+    "ms": "Malay",
+    "nb": "Norwegian Bokmål",
+    "nl": "Dutch",
+    "pl": "Polish",
+    "pt": "Portuguese",
+    "ro": "Romanian",
+    "ru": "Russian",
+    "sk": "Slovak",
+    "sl": "Slovenian",
+    "sr": "Serbian",
+    "sv": "Swedish",
+    "sw": "Swahili",
+    "th": "Thai",
+    "tr": "Turkish",
+    "uk": "Ukrainian",
+    "ur": "Urdu",
+    "vi": "Vietnamese",
+    "zh": "Chinese",
 }
 
 
@@ -71,7 +143,8 @@ def _check_language(code: str) -> None:
         raise ValueError(
             f"unknown language code {code!r}: use an ISO 639-3 sign language code "
             f"({', '.join(sorted(SIGN_LANGUAGES))}) or a BCP-47 spoken language code "
-            f"({', '.join(sorted(SPOKEN_LANGUAGES))}); add new ones to tasks/languages.py.")
+            f"({', '.join(sorted(SPOKEN_LANGUAGES))}); add new ones to tasks/languages.py."
+        )
 
 
 def prompt(task: str, source_language: str, target_language: str) -> str:
@@ -90,6 +163,7 @@ def prompt_tensor(task, source_language, target_language):
     they are prepared (`slt.prepare`), and `check_codes` checks other sources.
     """
     import tensorflow as tf
+
     return tf.strings.join(["<", task, "> <", source_language, "> <", target_language, ">"])
 
 
@@ -97,9 +171,11 @@ def check_codes(codes: Iterable[str], where: str) -> None:
     """Raises naming `where` if any code is not in the registry."""
     unknown = sorted({c for c in codes if c not in SIGN_LANGUAGES and c not in SPOKEN_LANGUAGES})
     if unknown:
-        raise ValueError(f"{where}: unknown language codes {unknown}; use ISO 639-3 for sign "
-                         "and BCP-47 for spoken languages, and add new ones to "
-                         "tasks/languages.py.")
+        raise ValueError(
+            f"{where}: unknown language codes {unknown}; use ISO 639-3 for sign "
+            "and BCP-47 for spoken languages, and add new ones to "
+            "tasks/languages.py."
+        )
 
 
 @functools.lru_cache(maxsize=None)
@@ -116,18 +192,24 @@ def check_prompt_pieces(vocabulary) -> dict[str, tuple[int, ...]]:
     the context it changed in. Also checks that decoding the ids gives the tag back.
     """
     ids = {tag: tuple(vocabulary.encode(tag)) for tag in all_tags()}
-    contexts = [prompt(t, "ase", "en") for t in TASKS] + [
-        prompt("slt", s, "en") for s in SIGN_LANGUAGES] + [
-        prompt("mt", "en", t) for t in SPOKEN_LANGUAGES] + [
-        prompt("mt", t, "en") + " Hello world." for t in SPOKEN_LANGUAGES]
+    contexts = (
+        [prompt(t, "ase", "en") for t in TASKS]
+        + [prompt("slt", s, "en") for s in SIGN_LANGUAGES]
+        + [prompt("mt", "en", t) for t in SPOKEN_LANGUAGES]
+        + [prompt("mt", t, "en") + " Hello world." for t in SPOKEN_LANGUAGES]
+    )
     for text in contexts:
         encoded = list(vocabulary.encode(text))
         for tag in text.split(" ")[:3]:
             tag_ids = list(ids[tag])
-            if not any(encoded[i:i + len(tag_ids)] == tag_ids
-                       for i in range(len(encoded) - len(tag_ids) + 1)):
-                raise ValueError(f"the prompt tag {tag} is not a stable piece sequence in "
-                                 f"{text!r}: {tag_ids} (alone) is not inside {encoded}.")
+            if not any(
+                encoded[i : i + len(tag_ids)] == tag_ids
+                for i in range(len(encoded) - len(tag_ids) + 1)
+            ):
+                raise ValueError(
+                    f"the prompt tag {tag} is not a stable piece sequence in "
+                    f"{text!r}: {tag_ids} (alone) is not inside {encoded}."
+                )
     for tag, tag_ids in ids.items():
         if vocabulary.decode(list(tag_ids)).strip() != tag:
             raise ValueError(f"{tag!r} does not decode back from its ids {tag_ids}.")

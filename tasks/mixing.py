@@ -12,6 +12,7 @@ groups (the paper's default 0.5). Within a group, task i gets a share proportion
 group can tell it cheaply (`size_weighted`), else 1. Temperature 1 samples in
 proportion to size; a large temperature samples the tasks uniformly.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,7 +28,8 @@ GROUPS = ("sign", "mt")
 @dataclasses.dataclass
 class MixtureSettings:
     data_root: str = dataclasses.field(
-        default_factory=lambda: os.environ.get("SLT_DATA_DIR", "data"))
+        default_factory=lambda: os.environ.get("SLT_DATA_DIR", "data")
+    )
     # dataset name -> its directory (overrides <data_root>/<name>); a TFDS builder
     # directory as "tfds:<path>".
     dataset_roots: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -42,17 +44,30 @@ class MixtureSettings:
 SETTINGS = MixtureSettings()
 
 
-def configure(data_root: str | None = None, dataset_roots: Mapping[str, str] | None = None,
-              translations_files: Mapping[str, str] | None = None, p_mt: float | None = None,
-              task_rates: Mapping[str, float] | None = None, temperature: float | None = None,
-              size_weighted: bool | None = None) -> MixtureSettings:
+def configure(
+    data_root: str | None = None,
+    dataset_roots: Mapping[str, str] | None = None,
+    translations_files: Mapping[str, str] | None = None,
+    p_mt: float | None = None,
+    task_rates: Mapping[str, float] | None = None,
+    temperature: float | None = None,
+    size_weighted: bool | None = None,
+) -> MixtureSettings:
     """Updates the process-wide settings (None leaves a field as it is)."""
     global SETTINGS
-    updates = {k: v for k, v in dict(
-        data_root=data_root, dataset_roots=dict(dataset_roots) if dataset_roots else None,
-        translations_files=dict(translations_files) if translations_files else None,
-        p_mt=p_mt, task_rates=dict(task_rates) if task_rates else None,
-        temperature=temperature, size_weighted=size_weighted).items() if v is not None}
+    updates = {
+        k: v
+        for k, v in dict(
+            data_root=data_root,
+            dataset_roots=dict(dataset_roots) if dataset_roots else None,
+            translations_files=dict(translations_files) if translations_files else None,
+            p_mt=p_mt,
+            task_rates=dict(task_rates) if task_rates else None,
+            temperature=temperature,
+            size_weighted=size_weighted,
+        ).items()
+        if v is not None
+    }
     if "p_mt" in updates and not 0.0 <= updates["p_mt"] <= 1.0:
         raise ValueError(f"p_mt must be in [0, 1], got {updates['p_mt']}.")
     if "temperature" in updates and not updates["temperature"] > 0:
@@ -78,22 +93,31 @@ def _size(task: seqio.Task) -> int | None:
         return None
 
 
-def group_shares(members: Sequence[str], settings: MixtureSettings | None = None,
-                 sizes: Mapping[str, int | None] | None = None) -> dict[str, float]:
+def group_shares(
+    members: Sequence[str],
+    settings: MixtureSettings | None = None,
+    sizes: Mapping[str, int | None] | None = None,
+) -> dict[str, float]:
     """Task -> share of its group (summing to 1), from rates, sizes and temperature."""
     settings = settings or SETTINGS
     sizes = dict(sizes or {})
     use_sizes = settings.size_weighted and all(sizes.get(m) for m in members)
-    weights = {m: (settings.task_rates.get(m, 1.0) * (sizes[m] if use_sizes else 1.0))
-               ** (1.0 / settings.temperature) for m in members}
+    weights = {
+        m: (settings.task_rates.get(m, 1.0) * (sizes[m] if use_sizes else 1.0))
+        ** (1.0 / settings.temperature)
+        for m in members
+    }
     total = sum(weights.values())
     if not total > 0:
         raise ValueError(f"the rates of {list(members)} sum to 0; check task_rates.")
     return {m: w / total for m, w in weights.items()}
 
 
-def mixture_rates(groups: Mapping[str, Sequence[str]], settings: MixtureSettings | None = None,
-                  sizes: Mapping[str, int | None] | None = None) -> dict[str, float]:
+def mixture_rates(
+    groups: Mapping[str, Sequence[str]],
+    settings: MixtureSettings | None = None,
+    sizes: Mapping[str, int | None] | None = None,
+) -> dict[str, float]:
     """Task -> its rate in a mixture of `groups` ({"sign": [...], "mt": [...]})."""
     settings = settings or SETTINGS
     present = [g for g in GROUPS if groups.get(g)]
@@ -130,4 +154,3 @@ def current_rates(mixture_name: str) -> dict[str, float]:
     """Task -> rate of a registered mixture under the current settings."""
     mixture = seqio.get_mixture_or_task(mixture_name)
     return {t.name: mixture.get_rate(t) for t in mixture.tasks}
-

@@ -23,6 +23,7 @@ length of the job (`task_feature_lengths["landmarks"]`) are dropped from timed a
 alignment examples and counted in `slt.features.TRUNCATION` as `captions`; a clip
 left with none is dropped and counted as `clips_without_captions`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -82,8 +83,11 @@ SKIPPED = sources.SKIPPED  # one counter for sources and tasks
 
 
 def _keep_or_count(keep: tf.Tensor, reason: str) -> tf.Tensor:
-    return tf.cond(keep, lambda: tf.constant(True),
-                   lambda: tf.numpy_function(SKIPPED(reason), [keep], tf.bool, stateful=True))
+    return tf.cond(
+        keep,
+        lambda: tf.constant(True),
+        lambda: tf.numpy_function(SKIPPED(reason), [keep], tf.bool, stateful=True),
+    )
 
 
 # --------------------------------------------------------------------- record maps
@@ -101,8 +105,7 @@ def _captions(record):
     has = tf.size(texts) > 0
     num_frames = tf.cast(tf.shape(record["landmarks"])[0], tf.int64)
     texts = tf.cond(has, lambda: texts, lambda: tf.reshape(record["text"], [1]))
-    starts = tf.cond(has, lambda: record["caption_start_frames"],
-                     lambda: tf.zeros([1], tf.int64))
+    starts = tf.cond(has, lambda: record["caption_start_frames"], lambda: tf.zeros([1], tf.int64))
     ends = tf.cond(has, lambda: record["caption_end_frames"], lambda: tf.reshape(num_frames, [1]))
     return texts, starts, ends
 
@@ -114,23 +117,37 @@ def _fit_captions(record, max_frames: int | None):
         return texts, starts, ends
     keep = ends <= max_frames
     record_cut = tf.reduce_sum(tf.cast(tf.logical_not(keep), tf.int64))
-    done = tf.cond(record_cut > 0, lambda: tf.numpy_function(
-        lambda n: (features.TRUNCATION.record({"captions": int(n)}, "captions past the "
-                                              "frame length"), np.int64(0))[1],
-        [record_cut], tf.int64, stateful=True), lambda: tf.constant(0, tf.int64))
+    done = tf.cond(
+        record_cut > 0,
+        lambda: tf.numpy_function(
+            lambda n: (
+                features.TRUNCATION.record({"captions": int(n)}, "captions past the frame length"),
+                np.int64(0),
+            )[1],
+            [record_cut],
+            tf.int64,
+            stateful=True,
+        ),
+        lambda: tf.constant(0, tf.int64),
+    )
     with tf.control_dependencies([done]):
         keep = tf.identity(keep)
     return tf.boolean_mask(texts, keep), tf.boolean_mask(starts, keep), tf.boolean_mask(ends, keep)
 
 
 def _example(frames, inputs, targets, record_id):
-    return {features.LANDMARKS: frames, features.INPUTS: inputs, features.TARGETS: targets,
-            "id": record_id}
+    return {
+        features.LANDMARKS: frames,
+        features.INPUTS: inputs,
+        features.TARGETS: targets,
+        "id": record_id,
+    }
 
 
 def slt_preprocessor(fixed_languages: tuple[str, str] | None, timed: bool):
-    def preprocess(dataset: tf.data.Dataset,
-                   sequence_length: Mapping[str, int] | None = None) -> tf.data.Dataset:
+    def preprocess(
+        dataset: tf.data.Dataset, sequence_length: Mapping[str, int] | None = None
+    ) -> tf.data.Dataset:
         max_frames = (sequence_length or {}).get(features.LANDMARKS)
 
         def to_example(record):
@@ -138,37 +155,59 @@ def slt_preprocessor(fixed_languages: tuple[str, str] | None, timed: bool):
             if not timed:
                 return _example(record["landmarks"], prompt, record["text"], record["id"])
             texts, starts, ends = _fit_captions(record, max_frames)
-            parts = tf.strings.join([tf.strings.as_string(starts), " ",
-                                     tf.strings.as_string(ends), " ", texts])
-            return _example(record["landmarks"], prompt,
-                            tf.strings.reduce_join(parts, separator=SEPARATOR), record["id"])
+            parts = tf.strings.join(
+                [tf.strings.as_string(starts), " ", tf.strings.as_string(ends), " ", texts]
+            )
+            return _example(
+                record["landmarks"],
+                prompt,
+                tf.strings.reduce_join(parts, separator=SEPARATOR),
+                record["id"],
+            )
 
         ds = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if timed:
-            ds = ds.filter(lambda ex: _keep_or_count(
-                tf.strings.length(ex[features.TARGETS]) > 0, "clips_without_captions"))
+            ds = ds.filter(
+                lambda ex: _keep_or_count(
+                    tf.strings.length(ex[features.TARGETS]) > 0, "clips_without_captions"
+                )
+            )
         return ds
+
     return preprocess
 
 
 def alignment_preprocessor(fixed_languages: tuple[str, str] | None):
-    def preprocess(dataset: tf.data.Dataset,
-                   sequence_length: Mapping[str, int] | None = None) -> tf.data.Dataset:
+    def preprocess(
+        dataset: tf.data.Dataset, sequence_length: Mapping[str, int] | None = None
+    ) -> tf.data.Dataset:
         max_frames = (sequence_length or {}).get(features.LANDMARKS)
 
         def to_example(record):
             texts, starts, ends = _fit_captions(record, max_frames)
-            inputs = tf.strings.join([_prompt("align", record, fixed_languages), " ",
-                                      tf.strings.reduce_join(texts, separator=SEPARATOR)])
-            spans = tf.strings.join([tf.strings.as_string(starts), " ",
-                                     tf.strings.as_string(ends)])
-            return _example(record["landmarks"], inputs,
-                            tf.strings.reduce_join(spans, separator=SEPARATOR), record["id"])
+            inputs = tf.strings.join(
+                [
+                    _prompt("align", record, fixed_languages),
+                    " ",
+                    tf.strings.reduce_join(texts, separator=SEPARATOR),
+                ]
+            )
+            spans = tf.strings.join([tf.strings.as_string(starts), " ", tf.strings.as_string(ends)])
+            return _example(
+                record["landmarks"],
+                inputs,
+                tf.strings.reduce_join(spans, separator=SEPARATOR),
+                record["id"],
+            )
 
-        return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE,
-                           deterministic=True).filter(lambda ex: _keep_or_count(
-                               tf.strings.length(ex[features.TARGETS]) > 0,
-                               "clips_without_captions"))
+        return dataset.map(
+            to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        ).filter(
+            lambda ex: _keep_or_count(
+                tf.strings.length(ex[features.TARGETS]) > 0, "clips_without_captions"
+            )
+        )
+
     return preprocess
 
 
@@ -187,37 +226,61 @@ def mt_preprocessor(directions: Sequence[str]):
         def both(record):
             examples = []
             if "forward" in directions:
-                examples.append(one(record["source_text"], record["target_text"],
-                                    record["source_language"], record["target_language"],
-                                    record["id"], ">"))
+                examples.append(
+                    one(
+                        record["source_text"],
+                        record["target_text"],
+                        record["source_language"],
+                        record["target_language"],
+                        record["id"],
+                        ">",
+                    )
+                )
             if "backward" in directions:
-                examples.append(one(record["target_text"], record["source_text"],
-                                    record["target_language"], record["source_language"],
-                                    record["id"], "<"))
+                examples.append(
+                    one(
+                        record["target_text"],
+                        record["source_text"],
+                        record["target_language"],
+                        record["source_language"],
+                        record["id"],
+                        "<",
+                    )
+                )
             stacked = {k: tf.stack([e[k] for e in examples]) for k in examples[0]}
             return tf.data.Dataset.from_tensor_slices(stacked)
 
         return dataset.flat_map(both)
+
     return preprocess
 
 
-def augmented_slt_preprocessor(table_fn: Callable[[], tf.lookup.StaticHashTable],
-                               target_language: str, key_field: str,
-                               fixed_sign_language: str | None):
+def augmented_slt_preprocessor(
+    table_fn: Callable[[], tf.lookup.StaticHashTable],
+    target_language: str,
+    key_field: str,
+    fixed_sign_language: str | None,
+):
     def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
         table = table_fn()
 
         def to_example(record):
-            sign = (tf.constant(fixed_sign_language) if fixed_sign_language
-                    else record["sign_language"])
+            sign = (
+                tf.constant(fixed_sign_language) if fixed_sign_language else record["sign_language"]
+            )
             prompt = languages.prompt_tensor("slt", sign, target_language)
-            return _example(record["landmarks"], prompt, table.lookup(record[key_field]),
-                            record["id"])
+            return _example(
+                record["landmarks"], prompt, table.lookup(record[key_field]), record["id"]
+            )
 
-        return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE,
-                           deterministic=True).filter(lambda ex: _keep_or_count(
-                               tf.strings.length(ex[features.TARGETS]) > 0,
-                               f"no {target_language} translation"))
+        return dataset.map(
+            to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        ).filter(
+            lambda ex: _keep_or_count(
+                tf.strings.length(ex[features.TARGETS]) > 0, f"no {target_language} translation"
+            )
+        )
+
     return preprocess
 
 
@@ -227,6 +290,7 @@ def augmented_slt_preprocessor(table_fn: Callable[[], tf.lookup.StaticHashTable]
 def bleu_chrf(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
     """seqio metric function: sacrebleu corpus BLEU and chrF (default signatures)."""
     from slt import metrics
+
     result = metrics.translation_metrics([str(p) for p in predictions], [str(t) for t in targets])
     return {"bleu": result["bleu"], "chrf": result["chrf"]}
 
@@ -237,14 +301,15 @@ def translation_metric_fns(target_language: str | None = None) -> list[Callable]
     rate). Tasks whose examples go into several languages (MT in both directions)
     pass None."""
     from slt import metrics
+
     fns: list[Callable] = [bleu_chrf]
     if target_language is not None:
         if target_language not in metrics.LANGUAGE_ID_CANDIDATES:
             raise ValueError(
                 f"{target_language!r} is not among the language identifier's candidates "
-                f"(slt.metrics.LANGUAGE_ID_CANDIDATES); add it there to score the task.")
-        fns.append(functools.partial(metrics.language_metrics,
-                                     target_language=target_language))
+                f"(slt.metrics.LANGUAGE_ID_CANDIDATES); add it there to score the task."
+            )
+        fns.append(functools.partial(metrics.language_metrics, target_language=target_language))
     return fns
 
 
@@ -256,8 +321,16 @@ def _decode_text(output, example=None, is_target=False):
 # ------------------------------------------------------------------------ factories
 
 
-def _register(name: str, source, preprocess, output_features, metric_fns, splits,
-              landmark_config, shuffle_buffer_size: int) -> seqio.Task:
+def _register(
+    name: str,
+    source,
+    preprocess,
+    output_features,
+    metric_fns,
+    splits,
+    landmark_config,
+    shuffle_buffer_size: int,
+) -> seqio.Task:
     if landmark_config is not None:
         LANDMARK_CONFIGS[name] = landmark_config
     return seqio.TaskRegistry.add(
@@ -276,53 +349,98 @@ def _register(name: str, source, preprocess, output_features, metric_fns, splits
     )
 
 
-def add_slt_task(name: str, source: sources.ClipSource, *,
-                 languages_: tuple[str, str] | None = None, timed: bool = False,
-                 output_features: Mapping[str, seqio.Feature] | None = None,
-                 metric_fns: Sequence[Callable] = (), splits: Sequence[str] | None = None,
-                 landmark_config: Callable[[], landmarks.LandmarkConfig] | None = None,
-                 shuffle_buffer_size: int = 2048) -> seqio.Task:
+def add_slt_task(
+    name: str,
+    source: sources.ClipSource,
+    *,
+    languages_: tuple[str, str] | None = None,
+    timed: bool = False,
+    output_features: Mapping[str, seqio.Feature] | None = None,
+    metric_fns: Sequence[Callable] = (),
+    splits: Sequence[str] | None = None,
+    landmark_config: Callable[[], landmarks.LandmarkConfig] | None = None,
+    shuffle_buffer_size: int = 2048,
+) -> seqio.Task:
     """SLT: frames -> caption (`timed`: every caption of the clip with its frames).
 
     `languages_=(sign, spoken)` fixes the prompt; None reads each record's languages.
     """
     if languages_ is not None:
         languages.prompt("slt", *languages_)  # checks the codes
-    return _register(name, source, slt_preprocessor(languages_, timed), output_features,
-                     metric_fns, splits, landmark_config, shuffle_buffer_size)
+    return _register(
+        name,
+        source,
+        slt_preprocessor(languages_, timed),
+        output_features,
+        metric_fns,
+        splits,
+        landmark_config,
+        shuffle_buffer_size,
+    )
 
 
-def add_alignment_task(name: str, source: sources.ClipSource, *,
-                       languages_: tuple[str, str] | None = None,
-                       output_features: Mapping[str, seqio.Feature] | None = None,
-                       splits: Sequence[str] | None = None,
-                       landmark_config: Callable[[], landmarks.LandmarkConfig] | None = None,
-                       shuffle_buffer_size: int = 2048) -> seqio.Task:
+def add_alignment_task(
+    name: str,
+    source: sources.ClipSource,
+    *,
+    languages_: tuple[str, str] | None = None,
+    output_features: Mapping[str, seqio.Feature] | None = None,
+    splits: Sequence[str] | None = None,
+    landmark_config: Callable[[], landmarks.LandmarkConfig] | None = None,
+    shuffle_buffer_size: int = 2048,
+) -> seqio.Task:
     """Alignment: frames + caption texts -> each caption's start and end frame."""
     if languages_ is not None:
         languages.prompt("align", *languages_)
-    return _register(name, source, alignment_preprocessor(languages_), output_features, (),
-                     splits, landmark_config, shuffle_buffer_size)
+    return _register(
+        name,
+        source,
+        alignment_preprocessor(languages_),
+        output_features,
+        (),
+        splits,
+        landmark_config,
+        shuffle_buffer_size,
+    )
 
 
-def add_mt_task(name: str, source: sources.TextPairSource, *,
-                directions: Sequence[str] = ("forward", "backward"),
-                output_features: Mapping[str, seqio.Feature] | None = None,
-                metric_fns: Sequence[Callable] = (), splits: Sequence[str] | None = None,
-                shuffle_buffer_size: int = 4096) -> seqio.Task:
+def add_mt_task(
+    name: str,
+    source: sources.TextPairSource,
+    *,
+    directions: Sequence[str] = ("forward", "backward"),
+    output_features: Mapping[str, seqio.Feature] | None = None,
+    metric_fns: Sequence[Callable] = (),
+    splits: Sequence[str] | None = None,
+    shuffle_buffer_size: int = 4096,
+) -> seqio.Task:
     """MT: each sentence pair gives `<mt> <src> <tgt> src` -> tgt and the reverse."""
-    return _register(name, source, mt_preprocessor(tuple(directions)), output_features,
-                     metric_fns, splits, None, shuffle_buffer_size)
+    return _register(
+        name,
+        source,
+        mt_preprocessor(tuple(directions)),
+        output_features,
+        metric_fns,
+        splits,
+        None,
+        shuffle_buffer_size,
+    )
 
 
-def add_augmented_slt_task(name: str, source: sources.ClipSource, target_language: str,
-                           translations, *, sign_language: str | None = None,
-                           key_field: str = "id",
-                           output_features: Mapping[str, seqio.Feature] | None = None,
-                           metric_fns: Sequence[Callable] = (),
-                           splits: Sequence[str] | None = None,
-                           landmark_config: Callable[[], landmarks.LandmarkConfig] | None = None,
-                           shuffle_buffer_size: int = 2048) -> seqio.Task:
+def add_augmented_slt_task(
+    name: str,
+    source: sources.ClipSource,
+    target_language: str,
+    translations,
+    *,
+    sign_language: str | None = None,
+    key_field: str = "id",
+    output_features: Mapping[str, seqio.Feature] | None = None,
+    metric_fns: Sequence[Callable] = (),
+    splits: Sequence[str] | None = None,
+    landmark_config: Callable[[], landmarks.LandmarkConfig] | None = None,
+    shuffle_buffer_size: int = 2048,
+) -> seqio.Task:
     """Augmented SLT: frames -> the caption in `target_language`.
 
     `translations` has `lookup() -> tf.lookup.StaticHashTable` from `key_field` of the
@@ -330,6 +448,13 @@ def add_augmented_slt_task(name: str, source: sources.ClipSource, target_languag
     `sources.TranslationTable`. Clips without one are dropped and counted in SKIPPED.
     """
     languages.prompt("slt", sign_language or "ase", target_language)
-    return _register(name, source, augmented_slt_preprocessor(
-        translations.lookup, target_language, key_field, sign_language), output_features,
-        metric_fns, splits, landmark_config, shuffle_buffer_size)
+    return _register(
+        name,
+        source,
+        augmented_slt_preprocessor(translations.lookup, target_language, key_field, sign_language),
+        output_features,
+        metric_fns,
+        splits,
+        landmark_config,
+        shuffle_buffer_size,
+    )

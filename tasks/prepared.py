@@ -12,6 +12,7 @@ subset of the shard files, so prepare at least as many shards per split as hosts
 landmark config the dataset was prepared with is recorded in
 `tasks.LANDMARK_CONFIGS`, so checkpoints save it and translation repeats it.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,8 @@ def dataset_info(data_dir: str) -> dict:
         raise FileNotFoundError(
             f"{path} does not exist: {data_dir} is not a complete prepared dataset. Run "
             "`python -m slt.prepare --manifest=... --output_dir=" + data_dir + "` (without "
-            "--strict failures) first.")
+            "--strict failures) first."
+        )
     with open(path) as f:
         info = json.load(f)
     if info.get("format") != shards.FORMAT:
@@ -54,16 +56,20 @@ class PreparedDataSource(seqio.FileDataSource):
         splits = list(splits or available)
         unknown = [s for s in splits if s not in available]
         if unknown:
-            raise ValueError(f"{data_dir}: no prepared split {unknown}; it has "
-                             f"{sorted(available)}.")
+            raise ValueError(
+                f"{data_dir}: no prepared split {unknown}; it has {sorted(available)}."
+            )
         self._data_dir = data_dir
-        self._files = {s: [os.path.join(data_dir, n) for n in available[s]["shards"]]
-                       for s in splits}
+        self._files = {
+            s: [os.path.join(data_dir, n) for n in available[s]["shards"]] for s in splits
+        }
         super().__init__(
             read_file_fn=lambda path: tf.data.TFRecordDataset(path).map(
-                shards.parse, num_parallel_calls=tf.data.AUTOTUNE),
+                shards.parse, num_parallel_calls=tf.data.AUTOTUNE
+            ),
             split_to_filepattern=self._files,
-            num_input_examples={s: available[s]["num_examples"] for s in splits})
+            num_input_examples={s: available[s]["num_examples"] for s in splits},
+        )
 
     def list_shards(self, split: str) -> Sequence[str]:
         # The exact files of dataset_info.json (no glob, no stale leftovers).
@@ -74,22 +80,32 @@ def _slt_examples(prompts: Mapping[str, str]):
     """A preprocessor: parsed shard examples -> {landmarks, inputs, targets, id}."""
     keys = tf.constant(list(prompts))
     values = tf.constant([prompts[k] for k in prompts])
-    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values),
-                                      default_value="")
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(keys, values), default_value=""
+    )
 
     def to_task_features(dataset: tf.data.Dataset) -> tf.data.Dataset:
         def convert(ex):
             pair = tf.strings.join([ex["sign_language"], "-", ex["spoken_language"]])
-            return {features.LANDMARKS: ex["landmarks"], features.INPUTS: table.lookup(pair),
-                    features.TARGETS: ex["text"], "id": ex["id"]}
+            return {
+                features.LANDMARKS: ex["landmarks"],
+                features.INPUTS: table.lookup(pair),
+                features.TARGETS: ex["text"],
+                "id": ex["id"],
+            }
+
         return dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
     return to_task_features
 
 
-def register_prepared_task(name: str, data_dir: str, splits: Sequence[str] | None = None,
-                           vocabulary: seqio.Vocabulary | None = None,
-                           shuffle_buffer_size: int = 10_000) -> seqio.Task:
+def register_prepared_task(
+    name: str,
+    data_dir: str,
+    splits: Sequence[str] | None = None,
+    vocabulary: seqio.Vocabulary | None = None,
+    shuffle_buffer_size: int = 10_000,
+) -> seqio.Task:
     """Registers a seqio SLT task over a prepared dataset, in one call.
 
     Args:
@@ -103,8 +119,9 @@ def register_prepared_task(name: str, data_dir: str, splits: Sequence[str] | Non
       The registered task, with features `landmarks`, `inputs`, `targets` (and `id`).
     """
     info = dataset_info(data_dir)
-    pairs = sorted({pair for s in (splits or info["splits"])
-                    for pair in info["splits"][s]["languages"]})
+    pairs = sorted(
+        {pair for s in (splits or info["splits"]) for pair in info["splits"][s]["languages"]}
+    )
     prompts = {pair: languages.prompt("slt", *pair.split("-", 1)) for pair in pairs}
     config = landmark_config(data_dir)
     if name in seqio.TaskRegistry.names():
@@ -127,9 +144,9 @@ def register_prepared_task(name: str, data_dir: str, splits: Sequence[str] | Non
 def prepared_task(name: str, data_dir: str) -> str:
     """`register_prepared_task` that returns the name, for gin files:
 
-        train.mixture_or_task_name = @slt.prepared_task()
-        slt.prepared_task.name = "mycorpus_slt"
-        slt.prepared_task.data_dir = "data/mycorpus"
+    train.mixture_or_task_name = @slt.prepared_task()
+    slt.prepared_task.name = "mycorpus_slt"
+    slt.prepared_task.data_dir = "data/mycorpus"
     """
     register_prepared_task(name, data_dir)
     return name

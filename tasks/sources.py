@@ -25,6 +25,7 @@ the embedded corpus's sources in `tasks/fingerspelling_sources.py`.
 
 Records a source or task drops on purpose are counted in `SKIPPED`, by reason.
 """
+
 from __future__ import annotations
 
 import abc
@@ -51,8 +52,11 @@ CLIP_SIGNATURE = {
     "caption_start_frames": tf.TensorSpec([None], tf.int64),
     "caption_end_frames": tf.TensorSpec([None], tf.int64),
 }
-TEXT_PAIR_SIGNATURE = {k: tf.TensorSpec([], tf.string) for k in (
-    "source_text", "target_text", "source_language", "target_language", "id")}
+TEXT_PAIR_SIGNATURE = {
+    k: tf.TensorSpec([], tf.string)
+    for k in ("source_text", "target_text", "source_language", "target_language", "id")
+}
+
 
 class SkipCounter:
     """Records dropped on purpose, by reason (e.g. "no de translation"); logged at
@@ -71,9 +75,11 @@ class SkipCounter:
 
     def __call__(self, reason: str):
         """A numpy_function body that counts one `reason` and returns False."""
+
         def note(_):
             self.add(reason)
             return np.bool_(False)
+
         return note
 
 
@@ -91,7 +97,8 @@ class MissingDataError(FileNotFoundError):
         super().__init__(
             f"dataset {dataset!r}: {what} under {where!r}. Prepare it with:\n  {command}\n"
             f"or point the mixtures at it (gin): slt.mixture_settings.dataset_roots = "
-            f"{{'{dataset}': '/path/to/{dataset}'}} or slt.mixture_settings.data_root.")
+            f"{{'{dataset}': '/path/to/{dataset}'}} or slt.mixture_settings.data_root."
+        )
 
 
 def _resolve(path: PathOrFn) -> str:
@@ -103,7 +110,7 @@ def shard_files(files: Sequence[str], shard_info: seqio.ShardInfo | None) -> lis
     if shard_info is None or shard_info.num_shards <= 1:
         return list(files)
     if len(files) >= shard_info.num_shards:
-        return list(files)[shard_info.index::shard_info.num_shards]
+        return list(files)[shard_info.index :: shard_info.num_shards]
     return None
 
 
@@ -113,9 +120,13 @@ def _shard_examples(ds: tf.data.Dataset, shard_info: seqio.ShardInfo | None) -> 
     return ds.shard(shard_info.num_shards, shard_info.index)
 
 
-def read_files(files: Sequence[str], reader: Callable[[str], tf.data.Dataset],
-               shuffle: bool, seed: int | None, shard_info: seqio.ShardInfo | None
-               ) -> tf.data.Dataset:
+def read_files(
+    files: Sequence[str],
+    reader: Callable[[str], tf.data.Dataset],
+    shuffle: bool,
+    seed: int | None,
+    shard_info: seqio.ShardInfo | None,
+) -> tf.data.Dataset:
     """Reads this host's part of `files`: whole files when there are enough, else
     every num_shards-th example. Shards are disjoint and together cover the files."""
     files = sorted(files)
@@ -125,8 +136,13 @@ def read_files(files: Sequence[str], reader: Callable[[str], tf.data.Dataset],
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(mine, tf.string))
     if shuffle and len(mine) > 1:
         ds = ds.shuffle(len(mine), seed=seed)
-    ds = ds.interleave(reader, cycle_length=min(8, len(mine)), block_length=16,
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.interleave(
+        reader,
+        cycle_length=min(8, len(mine)),
+        block_length=16,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     return ds if by_file else _shard_examples(ds, shard_info)
 
 
@@ -141,8 +157,9 @@ class ClipSource(abc.ABC):
         """Raises MissingDataError if `split` cannot be read."""
 
     @abc.abstractmethod
-    def dataset(self, split: str, shuffle: bool, seed: int | None,
-                shard_info: seqio.ShardInfo | None) -> tf.data.Dataset:
+    def dataset(
+        self, split: str, shuffle: bool, seed: int | None, shard_info: seqio.ShardInfo | None
+    ) -> tf.data.Dataset:
         """Clip records (CLIP_SIGNATURE) of this host's shard of `split`."""
 
     def num_examples(self, split: str) -> int | None:
@@ -160,8 +177,9 @@ class TextPairSource(abc.ABC):
     def check(self, split: str) -> None: ...
 
     @abc.abstractmethod
-    def dataset(self, split: str, shuffle: bool, seed: int | None,
-                shard_info: seqio.ShardInfo | None) -> tf.data.Dataset: ...
+    def dataset(
+        self, split: str, shuffle: bool, seed: int | None, shard_info: seqio.ShardInfo | None
+    ) -> tf.data.Dataset: ...
 
     def num_examples(self, split: str) -> int | None:
         return None
@@ -172,8 +190,9 @@ class SeqioSource(seqio.DataSource):
 
     def __init__(self, source: ClipSource | TextPairSource, splits: Sequence[str] | None = None):
         self.source = source
-        super().__init__(splits=tuple(splits or source.splits), num_input_examples=None,
-                         caching_permitted=False)
+        super().__init__(
+            splits=tuple(splits or source.splits), num_input_examples=None, caching_permitted=False
+        )
 
     @property
     def supports_arbitrary_sharding(self) -> bool:
@@ -185,10 +204,17 @@ class SeqioSource(seqio.DataSource):
     def num_input_examples(self, split: str) -> int | None:
         return None  # sizes are read only by the mixing rates, lazily
 
-    def get_dataset(self, split: str = "train", shuffle: bool = True,
-                    seed: int | None = None, shard_info: seqio.ShardInfo | None = None,
-                    *, sequence_length=None, use_cached: bool = False,
-                    num_epochs: int | None = 1) -> tf.data.Dataset:
+    def get_dataset(
+        self,
+        split: str = "train",
+        shuffle: bool = True,
+        seed: int | None = None,
+        shard_info: seqio.ShardInfo | None = None,
+        *,
+        sequence_length=None,
+        use_cached: bool = False,
+        num_epochs: int | None = 1,
+    ) -> tf.data.Dataset:
         del sequence_length, use_cached, num_epochs
         self.source.check(split)
         return self.source.dataset(split, shuffle, seed, shard_info)
@@ -204,8 +230,13 @@ class PreparedClipSource(ClipSource):
     `dataset_info.json` lists (read through `tasks.prepared`, when data is needed).
     """
 
-    def __init__(self, name: str, root: PathOrFn, prepare_command: str,
-                 splits: Sequence[str] = ("train", "validation", "test")):
+    def __init__(
+        self,
+        name: str,
+        root: PathOrFn,
+        prepare_command: str,
+        splits: Sequence[str] = ("train", "validation", "test"),
+    ):
         self.name, self._root, self.prepare_command = name, root, prepare_command
         self.splits = tuple(splits)
 
@@ -214,18 +245,23 @@ class PreparedClipSource(ClipSource):
         return _resolve(self._root)
 
     def _missing(self, what: str, split: str) -> MissingDataError:
-        return MissingDataError(self.name, self.root, what,
-                                self.prepare_command.format(split=split, root=self.root))
+        return MissingDataError(
+            self.name, self.root, what, self.prepare_command.format(split=split, root=self.root)
+        )
 
     def info(self, split: str = "train") -> dict:
         from tasks import prepared
+
         if not os.path.isdir(self.root):
             raise self._missing("no directory", split)
         try:
             return prepared.dataset_info(self.root)
         except FileNotFoundError:
-            raise self._missing("no dataset_info.json (preparation did not finish, or "
-                                "ran with --strict and reported inputs)", split) from None
+            raise self._missing(
+                "no dataset_info.json (preparation did not finish, or "
+                "ran with --strict and reported inputs)",
+                split,
+            ) from None
 
     def check(self, split: str) -> None:
         splits = self.info(split)["splits"]
@@ -240,11 +276,13 @@ class PreparedClipSource(ClipSource):
 
     def landmark_config(self) -> landmarks.LandmarkConfig:
         from tasks import prepared
+
         self.info()
         return prepared.landmark_config(self.root)
 
     def dataset(self, split, shuffle, seed, shard_info):
         from slt import shards  # the prepared-shard format
+
         files = [os.path.join(self.root, n) for n in self.info(split)["splits"][split]["shards"]]
 
         def parse(serialized):
@@ -252,7 +290,8 @@ class PreparedClipSource(ClipSource):
             return {k: ex[k] for k in CLIP_SIGNATURE}
 
         return read_files(files, tf.data.TFRecordDataset, shuffle, seed, shard_info).map(
-            parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
 
 
 # ------------------------------------------------------------------- parallel text
@@ -268,8 +307,13 @@ class ParallelTextFiles(TextPairSource):
     (`skipped()`), never silently.
     """
 
-    def __init__(self, name: str, root: PathOrFn, prepare_command: str,
-                 splits: Sequence[str] = ("train", "validation", "test")):
+    def __init__(
+        self,
+        name: str,
+        root: PathOrFn,
+        prepare_command: str,
+        splits: Sequence[str] = ("train", "validation", "test"),
+    ):
         self.name, self._root, self.prepare_command = name, root, prepare_command
         self.splits = tuple(splits)
         self._skipped = {}
@@ -279,16 +323,22 @@ class ParallelTextFiles(TextPairSource):
 
     def _files(self, split):
         root = os.path.join(_resolve(self._root), split)
-        return sorted(glob.glob(os.path.join(root, "*.tsv")) + glob.glob(
-            os.path.join(root, "*.tsv.gz")) + glob.glob(os.path.join(root, "*.jsonl")) +
-            glob.glob(os.path.join(root, "*.jsonl.gz")))
+        return sorted(
+            glob.glob(os.path.join(root, "*.tsv"))
+            + glob.glob(os.path.join(root, "*.tsv.gz"))
+            + glob.glob(os.path.join(root, "*.jsonl"))
+            + glob.glob(os.path.join(root, "*.jsonl.gz"))
+        )
 
     def check(self, split):
         root = _resolve(self._root)
         if not self._files(split):
-            raise MissingDataError(self.name, os.path.join(root, split),
-                                   "no <src>-<tgt>.tsv or .jsonl parallel text files",
-                                   self.prepare_command.format(root=root, split=split))
+            raise MissingDataError(
+                self.name,
+                os.path.join(root, split),
+                "no <src>-<tgt>.tsv or .jsonl parallel text files",
+                self.prepare_command.format(root=root, split=split),
+            )
 
     @staticmethod
     def _pair_of(path: str) -> tuple[str, str] | None:
@@ -298,6 +348,7 @@ class ParallelTextFiles(TextPairSource):
 
     def _records(self, path: str):
         import gzip
+
         pair = self._pair_of(path)
         opener = gzip.open if path.endswith(".gz") else open
         name = os.path.basename(path)
@@ -315,8 +366,12 @@ class ParallelTextFiles(TextPairSource):
                     else:
                         row = json.loads(line)
                         if "source" in row:
-                            record = (row["source"], row["target"], row["source_language"],
-                                      row["target_language"])
+                            record = (
+                                row["source"],
+                                row["target"],
+                                row["source_language"],
+                                row["target_language"],
+                            )
                         elif pair and pair[0] in row and pair[1] in row:
                             record = (row[pair[0]], row[pair[1]], pair[0], pair[1])
                 except (ValueError, KeyError, TypeError):
@@ -332,29 +387,46 @@ class ParallelTextFiles(TextPairSource):
 
         def reader(path):
             return tf.data.Dataset.from_generator(
-                lambda p: self._records(p.decode("utf-8")), args=(path,),
-                output_signature=tuple(tf.TensorSpec([], tf.string) for _ in keys))
+                lambda p: self._records(p.decode("utf-8")),
+                args=(path,),
+                output_signature=tuple(tf.TensorSpec([], tf.string) for _ in keys),
+            )
 
         ds = read_files(self._files(split), reader, shuffle, seed, shard_info)
-        return ds.map(lambda *values: dict(zip(keys, values)),
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.map(
+            lambda *values: dict(zip(keys, values)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
 
 
 class TfdsParallelText(TextPairSource):
     """A TFDS builder directory of `Translation` examples (`{lang: text}`)."""
 
-    def __init__(self, name: str, root: PathOrFn, source_language: str, target_language: str,
-                 prepare_command: str, splits: Sequence[str] = ("train", "validation", "test")):
+    def __init__(
+        self,
+        name: str,
+        root: PathOrFn,
+        source_language: str,
+        target_language: str,
+        prepare_command: str,
+        splits: Sequence[str] = ("train", "validation", "test"),
+    ):
         self.name, self._root, self.prepare_command = name, root, prepare_command
         self.languages = (source_language, target_language)
         self.splits = tuple(splits)
 
     def _builder(self):
         import tensorflow_datasets as tfds
+
         root = _resolve(self._root)
         if not os.path.exists(os.path.join(root, "dataset_info.json")):
-            raise MissingDataError(self.name, root, "no TFDS dataset_info.json",
-                                   self.prepare_command.format(root=root, split=""))
+            raise MissingDataError(
+                self.name,
+                root,
+                "no TFDS dataset_info.json",
+                self.prepare_command.format(root=root, split=""),
+            )
         return tfds.builder_from_directory(root)
 
     def check(self, split):
@@ -362,12 +434,18 @@ class TfdsParallelText(TextPairSource):
 
     def dataset(self, split, shuffle, seed, shard_info):
         src, tgt = self.languages
-        ds = _shard_examples(self._builder().as_dataset(split=split, shuffle_files=shuffle),
-                             shard_info)
-        return ds.enumerate().map(lambda i, ex: {
-            "source_text": ex[src], "target_text": ex[tgt], "source_language": tf.constant(src),
-            "target_language": tf.constant(tgt),
-            "id": tf.strings.join([self.name, ":", tf.strings.as_string(i)])})
+        ds = _shard_examples(
+            self._builder().as_dataset(split=split, shuffle_files=shuffle), shard_info
+        )
+        return ds.enumerate().map(
+            lambda i, ex: {
+                "source_text": ex[src],
+                "target_text": ex[tgt],
+                "source_language": tf.constant(src),
+                "target_language": tf.constant(tgt),
+                "id": tf.strings.join([self.name, ":", tf.strings.as_string(i)]),
+            }
+        )
 
 
 # ---------------------------------------------------------------------- translations
@@ -383,17 +461,27 @@ class TranslationTable:
     first use; captions without a translation are counted by the task, not hidden.
     """
 
-    def __init__(self, path: PathOrFn, language: str, column: str | None = None,
-                 dataset: str = "translations", prepare_command: str = ""):
+    def __init__(
+        self,
+        path: PathOrFn,
+        language: str,
+        column: str | None = None,
+        dataset: str = "translations",
+        prepare_command: str = "",
+    ):
         self._path, self.language, self.column = path, language, column
         self.dataset, self.prepare_command = dataset, prepare_command
 
     def load(self) -> dict[str, str]:
         path = _resolve(self._path)
         if not os.path.exists(path):
-            raise MissingDataError(self.dataset, path, "no translations file",
-                                   self.prepare_command or "write one JSONL line "
-                                   '{"id", "language", "text"} per translated caption')
+            raise MissingDataError(
+                self.dataset,
+                path,
+                "no translations file",
+                self.prepare_command
+                or 'write one JSONL line {"id", "language", "text"} per translated caption',
+            )
         table: dict[str, str] = {}
         name = os.path.basename(path)
         with open(path, encoding="utf-8") as f:
@@ -433,9 +521,11 @@ class TranslationTable:
         keys = np.asarray(list(table) or [""], dtype=object)
         values = np.asarray(list(table.values()) or [""], dtype=object)
         return tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(keys.astype(str)),
-                                                tf.constant(values.astype(str))),
-            default_value="")
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(keys.astype(str)), tf.constant(values.astype(str))
+            ),
+            default_value="",
+        )
 
 
 # ------------------------------------------------------------------------ in memory
@@ -453,8 +543,9 @@ class InMemoryClipSource(ClipSource):
 
     def check(self, split):
         if split not in self._records:
-            raise MissingDataError(self.name, "<memory>", f"no split {split!r}",
-                                   "pass the split's records")
+            raise MissingDataError(
+                self.name, "<memory>", f"no split {split!r}", "pass the split's records"
+            )
 
     def num_examples(self, split):
         return len(self._records.get(split, ()))
@@ -465,15 +556,20 @@ class InMemoryClipSource(ClipSource):
         def generate():
             for i, r in enumerate(records):
                 captions = r.get("captions", ())
-                yield {"landmarks": np.asarray(r["landmarks"], np.float32).reshape(
-                           -1, landmarks.FRAME_DIM),
-                       "text": r["text"], "sign_language": r["sign_language"],
-                       "spoken_language": r["spoken_language"],
-                       "id": r.get("id", f"{self.name}:{i}"),
-                       "caption_texts": np.asarray([c[0] for c in captions], object).astype(str)
-                       if captions else np.zeros([0], "U1"),
-                       "caption_start_frames": np.asarray([c[1] for c in captions], np.int64),
-                       "caption_end_frames": np.asarray([c[2] for c in captions], np.int64)}
+                yield {
+                    "landmarks": np.asarray(r["landmarks"], np.float32).reshape(
+                        -1, landmarks.FRAME_DIM
+                    ),
+                    "text": r["text"],
+                    "sign_language": r["sign_language"],
+                    "spoken_language": r["spoken_language"],
+                    "id": r.get("id", f"{self.name}:{i}"),
+                    "caption_texts": np.asarray([c[0] for c in captions], object).astype(str)
+                    if captions
+                    else np.zeros([0], "U1"),
+                    "caption_start_frames": np.asarray([c[1] for c in captions], np.int64),
+                    "caption_end_frames": np.asarray([c[2] for c in captions], np.int64),
+                }
 
         ds = tf.data.Dataset.from_generator(generate, output_signature=CLIP_SIGNATURE)
         return _shard_examples(ds, shard_info)
@@ -488,8 +584,9 @@ class InMemoryTextPairSource(TextPairSource):
 
     def check(self, split):
         if split not in self._pairs:
-            raise MissingDataError(self.name, "<memory>", f"no split {split!r}",
-                                   "pass the split's pairs")
+            raise MissingDataError(
+                self.name, "<memory>", f"no split {split!r}", "pass the split's pairs"
+            )
 
     def num_examples(self, split):
         return len(self._pairs.get(split, ()))
@@ -497,10 +594,13 @@ class InMemoryTextPairSource(TextPairSource):
     def dataset(self, split, shuffle, seed, shard_info):
         rows = self._pairs[split]
         columns = list(zip(*rows)) if rows else [[]] * 4
-        ds = tf.data.Dataset.from_tensor_slices({
-            "source_text": tf.constant(list(columns[0]), tf.string),
-            "target_text": tf.constant(list(columns[1]), tf.string),
-            "source_language": tf.constant(list(columns[2]), tf.string),
-            "target_language": tf.constant(list(columns[3]), tf.string),
-            "id": tf.constant([f"{self.name}:{i}" for i in range(len(rows))], tf.string)})
+        ds = tf.data.Dataset.from_tensor_slices(
+            {
+                "source_text": tf.constant(list(columns[0]), tf.string),
+                "target_text": tf.constant(list(columns[1]), tf.string),
+                "source_language": tf.constant(list(columns[2]), tf.string),
+                "target_language": tf.constant(list(columns[3]), tf.string),
+                "id": tf.constant([f"{self.name}:{i}" for i in range(len(rows))], tf.string),
+            }
+        )
         return _shard_examples(ds, shard_info)

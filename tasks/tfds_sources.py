@@ -45,6 +45,7 @@ than the dataset's, are skipped and counted in `sources.SKIPPED` (keys
 Reading a builder directory with `tfds.builder_from_directory` needs the
 sign-language-datasets package installed (its `PoseFeature` class decodes the pose).
 """
+
 from __future__ import annotations
 
 import abc
@@ -75,21 +76,42 @@ class BuilderSpec:
     splits: tuple[str, ...]
     # (pose feature, text feature, id suffix) per record an example gives.
     views: tuple[tuple[str, str, str], ...]
-    languages: tuple[str, str] | None   # fixed (sign, spoken), or None: per example
-    holistic_points: tuple[int, ...]    # point counts of the builder's holistic poses
+    languages: tuple[str, str] | None  # fixed (sign, spoken), or None: per example
+    holistic_points: tuple[int, ...]  # point counts of the builder's holistic poses
 
 
-BUILDERS: dict[str, BuilderSpec] = {s.name: s for s in (
-    BuilderSpec("rwth_phoenix2014_t", "3.0.0", ("train", "validation", "test"),
-                (("pose", "text", ""),), ("gsg", "de"), (543,)),
-    BuilderSpec("dgs_corpus", "3.0.0", ("train", "validation", "test"),
-                (("pose", "sentence/german", ""),), ("gsg", "de"), (543,)),
-    BuilderSpec("wmt_slt", "1.2.0", ("train",),
-                (("pose", "subtitle/text", ""),), ("sgg", "de"), (203,)),
-    BuilderSpec("signsuisse", "1.0.0", ("train",),
-                (("pose", "name", ""), ("examplePose", "exampleText", "_example")),
-                None, (543,)),
-)}
+BUILDERS: dict[str, BuilderSpec] = {
+    s.name: s
+    for s in (
+        BuilderSpec(
+            "rwth_phoenix2014_t",
+            "3.0.0",
+            ("train", "validation", "test"),
+            (("pose", "text", ""),),
+            ("gsg", "de"),
+            (543,),
+        ),
+        BuilderSpec(
+            "dgs_corpus",
+            "3.0.0",
+            ("train", "validation", "test"),
+            (("pose", "sentence/german", ""),),
+            ("gsg", "de"),
+            (543,),
+        ),
+        BuilderSpec(
+            "wmt_slt", "1.2.0", ("train",), (("pose", "subtitle/text", ""),), ("sgg", "de"), (203,)
+        ),
+        BuilderSpec(
+            "signsuisse",
+            "1.0.0",
+            ("train",),
+            (("pose", "name", ""), ("examplePose", "exampleText", "_example")),
+            None,
+            (543,),
+        ),
+    )
+}
 
 
 def builder_name(path: str) -> str:
@@ -97,9 +119,11 @@ def builder_name(path: str) -> str:
     for part in reversed(path.replace("\\", "/").split("/")):
         if part in BUILDERS:
             return part
-    raise ValueError(f"{path}: no known sign-language-datasets builder name "
-                     f"({sorted(BUILDERS)}) in the TFDS path; give the versioned builder "
-                     "directory, e.g. tfds:/data/tfds/wmt_slt/holistic/1.2.0.")
+    raise ValueError(
+        f"{path}: no known sign-language-datasets builder name "
+        f"({sorted(BUILDERS)}) in the TFDS path; give the versioned builder "
+        "directory, e.g. tfds:/data/tfds/wmt_slt/holistic/1.2.0."
+    )
 
 
 def _get(example, key: str):
@@ -120,9 +144,11 @@ def _count(dataset: str, reason: str, n: int = 1) -> None:
     SKIPPED.add(f"{dataset}: {reason}", n)
 
 
-def _frames(data: np.ndarray, conf: np.ndarray, fps: float, source: str,
-            config: landmarks.LandmarkConfig) -> np.ndarray:
+def _frames(
+    data: np.ndarray, conf: np.ndarray, fps: float, source: str, config: landmarks.LandmarkConfig
+) -> np.ndarray:
     from slt.io import arrays
+
     pose = arrays.from_tfds_pose({"data": data, "conf": conf, "fps": fps}, source=source)
     points, present = pose.youtube_asl()
     return landmarks.to_frames(points, present, config, fps=pose.fps or None)
@@ -151,18 +177,32 @@ def elan_sentences(eaf_path: str) -> list[dict]:
         tier = tiers.get(tier_id)
         if tier is None:
             return []
-        return [(a.get("ANNOTATION_ID"), a.get("TIME_SLOT_REF1"), a.get("TIME_SLOT_REF2"),
-                 a.findtext("ANNOTATION_VALUE") or "")
-                for a in tier.iter("ALIGNABLE_ANNOTATION")]
+        return [
+            (
+                a.get("ANNOTATION_ID"),
+                a.get("TIME_SLOT_REF1"),
+                a.get("TIME_SLOT_REF2"),
+                a.findtext("ANNOTATION_VALUE") or "",
+            )
+            for a in tier.iter("ALIGNABLE_ANNOTATION")
+        ]
 
     out = []
     for participant in ("A", "B"):
-        english = {(s, e): text for _, s, e, text in
-                   annotations(f"Translation_into_English_{participant}")}
+        english = {
+            (s, e): text for _, s, e, text in annotations(f"Translation_into_English_{participant}")
+        }
         for annotation_id, s, e, text in annotations(f"Deutsche_Übersetzung_{participant}"):
-            out.append({"id": annotation_id, "participant": participant,
-                        "start": slots.get(s), "end": slots.get(e), "german": text,
-                        "english": english.get((s, e), "")})
+            out.append(
+                {
+                    "id": annotation_id,
+                    "participant": participant,
+                    "start": slots.get(s),
+                    "end": slots.get(e),
+                    "german": text,
+                    "english": english.get((s, e), ""),
+                }
+            )
     return out
 
 
@@ -183,9 +223,14 @@ def sentence_span(start_ms, end_ms, fps: float, num_frames: int) -> tuple[int, i
     return first, last
 
 
-def segment_document(document_id: str, eaf_path: str, poses: Mapping[str, Mapping],
-                     config: landmarks.LandmarkConfig, dataset: str, text: str = "german"
-                     ) -> list[tuple[str, str, np.ndarray]]:
+def segment_document(
+    document_id: str,
+    eaf_path: str,
+    poses: Mapping[str, Mapping],
+    config: landmarks.LandmarkConfig,
+    dataset: str,
+    text: str = "german",
+) -> list[tuple[str, str, np.ndarray]]:
     """(sentence id, text, frames [T, 255]) of every usable sentence of a document.
 
     `poses` maps "a" / "b" to decoded PoseFeatures. Unusable sentences are counted.
@@ -195,14 +240,14 @@ def segment_document(document_id: str, eaf_path: str, poses: Mapping[str, Mappin
             f"{dataset}: document {document_id}: its ELAN file {eaf_path!r} (paths/eaf, "
             "recorded when the dgs_corpus builder was prepared) is not there. Keep the "
             "TFDS download directory where it was, or prepare a sentence-level config, "
-            "DgsCorpusConfig(name=..., data_type='sentence', include_pose='holistic').")
+            "DgsCorpusConfig(name=..., data_type='sentence', include_pose='holistic')."
+        )
     out = []
     for sentence in elan_sentences(eaf_path):
         caption = sentence[text].strip()
         pose = poses[sentence["participant"].lower()]
         data = np.asarray(pose["data"])
-        span = sentence_span(sentence["start"], sentence["end"], float(pose["fps"]),
-                             data.shape[0])
+        span = sentence_span(sentence["start"], sentence["end"], float(pose["fps"]), data.shape[0])
         if isinstance(span, str):
             _count(dataset, span)
             continue
@@ -211,8 +256,13 @@ def segment_document(document_id: str, eaf_path: str, poses: Mapping[str, Mappin
             continue
         first, last = span
         source = f"{dataset}:{document_id}_{sentence['id']}"
-        frames = _frames(data[first:last], np.asarray(pose["conf"])[first:last],
-                         float(pose["fps"]), source, config)
+        frames = _frames(
+            data[first:last],
+            np.asarray(pose["conf"])[first:last],
+            float(pose["fps"]),
+            source,
+            config,
+        )
         out.append((f"{document_id}_{sentence['id']}", caption, frames))
     return out
 
@@ -229,23 +279,34 @@ class TfdsExampleSource(sources.ClipSource, abc.ABC):
     a builder with other fixed languages is refused.
     """
 
-    def __init__(self, name: str, builder: str,
-                 config: Callable[[], landmarks.LandmarkConfig],
-                 languages: tuple[str, str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        builder: str,
+        config: Callable[[], landmarks.LandmarkConfig],
+        languages: tuple[str, str] | None = None,
+    ):
         if builder not in BUILDERS:
             raise ValueError(f"{name}: unknown builder {builder!r}; known: {sorted(BUILDERS)}.")
-        self.name, self.spec, self.config, self.languages = name, BUILDERS[builder], config, languages
+        self.name, self.spec, self.config, self.languages = (
+            name,
+            BUILDERS[builder],
+            config,
+            languages,
+        )
         fixed = self.spec.languages
         if languages and fixed and tuple(languages) != fixed:
             raise ValueError(
                 f"dataset {name!r} is {languages[0]}->{languages[1]}, but the {builder} "
                 f"builder holds {fixed[0]}->{fixed[1]}; point {name} at data of its "
                 "languages, or use the builder under a dataset whose records keep their "
-                "own languages (yt_full).")
+                "own languages (yt_full)."
+            )
 
     @abc.abstractmethod
-    def examples(self, split: str, shuffle: bool, seed: int | None,
-                 shard_info: seqio.ShardInfo | None) -> tf.data.Dataset:
+    def examples(
+        self, split: str, shuffle: bool, seed: int | None, shard_info: seqio.ShardInfo | None
+    ) -> tf.data.Dataset:
         """The builder's decoded examples of this host's shard of `split`."""
 
     def dataset(self, split, shuffle, seed, shard_info):
@@ -267,21 +328,26 @@ class TfdsExampleSource(sources.ClipSource, abc.ABC):
             f"{'/'.join(map(str, self.spec.holistic_points))} points per frame), e.g. "
             f"tfds.load('{self.spec.name}', builder_kwargs={{'config': "
             f"SignDatasetConfig(name='holistic', include_video=False, "
-            f"include_pose='holistic')}}).")
+            f"include_pose='holistic')}})."
+        )
 
     def _check_pose_spec(self, pose_spec, key: str) -> None:
         data = pose_spec["data"]
         if data.shape.rank != 4 or data.shape[-1] is None or data.shape[-1] < 3:
-            raise self._refuse(f"has `{key}` of shape {data.shape}; x, y, z holistic "
-                               "landmarks [T, 1, N, 3] are needed (OpenPose is 2-D)")
+            raise self._refuse(
+                f"has `{key}` of shape {data.shape}; x, y, z holistic "
+                "landmarks [T, 1, N, 3] are needed (OpenPose is 2-D)"
+            )
 
     def _check_poses(self, spec) -> None:
         for pose_key, text_key, _ in self.spec.views:
             if not _has(spec, pose_key):
                 raise self._refuse(f"has no `{pose_key}` feature (a config without poses)")
             if not _has(spec, text_key):
-                raise ValueError(f"{self.name}: the {self.spec.name} examples have no "
-                                 f"`{text_key}` feature (features: {sorted(spec)}).")
+                raise ValueError(
+                    f"{self.name}: the {self.spec.name} examples have no "
+                    f"`{text_key}` feature (features: {sorted(spec)})."
+                )
             self._check_pose_spec(_get(spec, pose_key), pose_key)
 
     # -- one record per view of each example
@@ -304,11 +370,17 @@ class TfdsExampleSource(sources.ClipSource, abc.ABC):
             out = None
             for pose_key, text_key, suffix in views:
                 pose = _get(example, pose_key)
-                one = tf.data.Dataset.from_tensors({
-                    "data": pose["data"], "conf": pose["conf"],
-                    "fps": tf.cast(pose["fps"], tf.float32), "text": _get(example, text_key),
-                    "id": tf.strings.join([example["id"], suffix]),
-                    "sign_language": sign, "spoken_language": spoken})
+                one = tf.data.Dataset.from_tensors(
+                    {
+                        "data": pose["data"],
+                        "conf": pose["conf"],
+                        "fps": tf.cast(pose["fps"], tf.float32),
+                        "text": _get(example, text_key),
+                        "id": tf.strings.join([example["id"], suffix]),
+                        "sign_language": sign,
+                        "spoken_language": spoken,
+                    }
+                )
                 out = one if out is None else out.concatenate(one)
             return out
 
@@ -330,16 +402,29 @@ class TfdsExampleSource(sources.ClipSource, abc.ABC):
 
         def to_record(view):
             frames = tf.numpy_function(
-                frames_of, [view["data"], view["conf"], view["fps"], view["text"], view["id"],
-                            view["sign_language"], view["spoken_language"]],
-                tf.float32, stateful=False)
+                frames_of,
+                [
+                    view["data"],
+                    view["conf"],
+                    view["fps"],
+                    view["text"],
+                    view["id"],
+                    view["sign_language"],
+                    view["spoken_language"],
+                ],
+                tf.float32,
+                stateful=False,
+            )
             frames.set_shape([None, landmarks.FRAME_DIM])
-            return _record(frames, view["text"], view["sign_language"],
-                           view["spoken_language"], view["id"])
+            return _record(
+                frames, view["text"], view["sign_language"], view["spoken_language"], view["id"]
+            )
 
-        return examples.flat_map(expand).map(
-            to_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).filter(
-            lambda r: tf.shape(r["landmarks"])[0] > 0)
+        return (
+            examples.flat_map(expand)
+            .map(to_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .filter(lambda r: tf.shape(r["landmarks"])[0] > 0)
+        )
 
     # -- dgs_corpus documents -> sentences
 
@@ -354,22 +439,36 @@ class TfdsExampleSource(sources.ClipSource, abc.ABC):
 
         def segment(doc_id, eaf, a_data, a_conf, a_fps, b_data, b_conf, b_fps):
             doc_id = doc_id.decode("utf-8")
-            poses = {"a": {"data": a_data, "conf": a_conf, "fps": a_fps},
-                     "b": {"data": b_data, "conf": b_conf, "fps": b_fps}}
-            sentences = segment_document(doc_id, eaf.decode("utf-8"), poses, config_fn(),
-                                         name)
-            frames = (np.concatenate([f for _, _, f in sentences]) if sentences
-                      else _EMPTY_FRAMES)
-            return (frames, np.asarray([len(f) for _, _, f in sentences], np.int64),
-                    np.asarray([t.encode() for _, t, _ in sentences], object),
-                    np.asarray([i.encode() for i, _, _ in sentences], object))
+            poses = {
+                "a": {"data": a_data, "conf": a_conf, "fps": a_fps},
+                "b": {"data": b_data, "conf": b_conf, "fps": b_fps},
+            }
+            sentences = segment_document(doc_id, eaf.decode("utf-8"), poses, config_fn(), name)
+            frames = np.concatenate([f for _, _, f in sentences]) if sentences else _EMPTY_FRAMES
+            return (
+                frames,
+                np.asarray([len(f) for _, _, f in sentences], np.int64),
+                np.asarray([t.encode() for _, t, _ in sentences], object),
+                np.asarray([i.encode() for i, _, _ in sentences], object),
+            )
 
         def split_sentences(example):
             a, b = example["poses"]["a"], example["poses"]["b"]
             frames, lengths, texts, ids = tf.numpy_function(
-                segment, [example["id"], example["paths"]["eaf"], a["data"], a["conf"],
-                          a["fps"], b["data"], b["conf"], b["fps"]],
-                (tf.float32, tf.int64, tf.string, tf.string), stateful=False)
+                segment,
+                [
+                    example["id"],
+                    example["paths"]["eaf"],
+                    a["data"],
+                    a["conf"],
+                    a["fps"],
+                    b["data"],
+                    b["conf"],
+                    b["fps"],
+                ],
+                (tf.float32, tf.int64, tf.string, tf.string),
+                stateful=False,
+            )
             frames.set_shape([None, landmarks.FRAME_DIM])
             lengths.set_shape([None])
             texts.set_shape([None])
@@ -377,28 +476,45 @@ class TfdsExampleSource(sources.ClipSource, abc.ABC):
             ends = tf.cumsum(lengths)
             starts = ends - lengths
             return tf.data.Dataset.range(tf.size(lengths, out_type=tf.int64)).map(
-                lambda i: _record(frames[starts[i]:ends[i]], texts[i], tf.constant(sign),
-                                  tf.constant(spoken), ids[i]))
+                lambda i: _record(
+                    frames[starts[i] : ends[i]],
+                    texts[i],
+                    tf.constant(sign),
+                    tf.constant(spoken),
+                    ids[i],
+                )
+            )
 
         return examples.flat_map(split_sentences)
 
 
 def _record(frames, text, sign, spoken, record_id):
-    return {"landmarks": frames, "text": text, "sign_language": sign,
-            "spoken_language": spoken, "id": record_id,
-            "caption_texts": tf.zeros([0], tf.string),
-            "caption_start_frames": tf.zeros([0], tf.int64),
-            "caption_end_frames": tf.zeros([0], tf.int64)}
+    return {
+        "landmarks": frames,
+        "text": text,
+        "sign_language": sign,
+        "spoken_language": spoken,
+        "id": record_id,
+        "caption_texts": tf.zeros([0], tf.string),
+        "caption_start_frames": tf.zeros([0], tf.int64),
+        "caption_end_frames": tf.zeros([0], tf.int64),
+    }
 
 
 class TfdsClipSource(TfdsExampleSource):
     """A prepared builder directory (`<data_dir>/<name>/<config>/<version>`, the one
     holding `dataset_info.json`), read with `tfds.builder_from_directory`."""
 
-    def __init__(self, name: str, root: sources.PathOrFn, builder: str,
-                 config: Callable[[], landmarks.LandmarkConfig], prepare_command: str,
-                 languages: tuple[str, str] | None = None,
-                 splits: Sequence[str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        root: sources.PathOrFn,
+        builder: str,
+        config: Callable[[], landmarks.LandmarkConfig],
+        prepare_command: str,
+        languages: tuple[str, str] | None = None,
+        splits: Sequence[str] | None = None,
+    ):
         super().__init__(name, builder, config, languages)
         self._root, self.prepare_command = root, prepare_command
         self.splits = tuple(splits or self.spec.splits)
@@ -409,25 +525,35 @@ class TfdsClipSource(TfdsExampleSource):
 
     def _builder(self):
         import tensorflow_datasets as tfds
+
         root = self.root
         if not os.path.exists(os.path.join(root, "dataset_info.json")):
-            raise sources.MissingDataError(self.name, root, "no TFDS dataset_info.json",
-                                           self.prepare_command.format(root=root, split=""))
+            raise sources.MissingDataError(
+                self.name,
+                root,
+                "no TFDS dataset_info.json",
+                self.prepare_command.format(root=root, split=""),
+            )
         try:
             return tfds.builder_from_directory(root)
         except ValueError as e:
             if "Unrecognized FeatureConnector" not in str(e):
                 raise
-            raise ImportError(f"{self.name}: {root} stores sign-language-datasets' "
-                              "PoseFeature; reading it needs that package: pip install "
-                              "sign-language-datasets") from e
+            raise ImportError(
+                f"{self.name}: {root} stores sign-language-datasets' "
+                "PoseFeature; reading it needs that package: pip install "
+                "sign-language-datasets"
+            ) from e
 
     def check(self, split):
         builder = self._builder()
         if split not in builder.info.splits:
             raise sources.MissingDataError(
-                self.name, self.root, f"no split {split!r} (has {list(builder.info.splits)})",
-                self.prepare_command.format(root=self.root, split=split))
+                self.name,
+                self.root,
+                f"no split {split!r} (has {list(builder.info.splits)})",
+                self.prepare_command.format(root=self.root, split=split),
+            )
 
     def num_examples(self, split):
         try:
@@ -437,31 +563,44 @@ class TfdsClipSource(TfdsExampleSource):
 
     def examples(self, split, shuffle, seed, shard_info):
         import tensorflow_datasets as tfds
+
         read_config = tfds.ReadConfig(shuffle_seed=seed)
         if shard_info is not None and shard_info.num_shards > 1:
-            read_config = tfds.ReadConfig(shuffle_seed=seed, input_context=(
-                tf.distribute.InputContext(num_input_pipelines=shard_info.num_shards,
-                                           input_pipeline_id=shard_info.index)))
-        return self._builder().as_dataset(split=split, shuffle_files=shuffle,
-                                          read_config=read_config)
+            read_config = tfds.ReadConfig(
+                shuffle_seed=seed,
+                input_context=(
+                    tf.distribute.InputContext(
+                        num_input_pipelines=shard_info.num_shards,
+                        input_pipeline_id=shard_info.index,
+                    )
+                ),
+            )
+        return self._builder().as_dataset(
+            split=split, shuffle_files=shuffle, read_config=read_config
+        )
 
 
 class InMemoryTfdsSource(TfdsExampleSource):
     """Decoded builder examples already in a `tf.data.Dataset` per split (e.g. from
     `tfds.load(...)` in the caller's process, or written by a test)."""
 
-    def __init__(self, name: str, builder: str,
-                 examples: Mapping[str, Callable[[], tf.data.Dataset]],
-                 config: Callable[[], landmarks.LandmarkConfig] = landmarks.LandmarkConfig,
-                 languages: tuple[str, str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        builder: str,
+        examples: Mapping[str, Callable[[], tf.data.Dataset]],
+        config: Callable[[], landmarks.LandmarkConfig] = landmarks.LandmarkConfig,
+        languages: tuple[str, str] | None = None,
+    ):
         super().__init__(name, builder, config, languages)
         self._examples = dict(examples)
         self.splits = tuple(self._examples)
 
     def check(self, split):
         if split not in self._examples:
-            raise sources.MissingDataError(self.name, "<memory>", f"no split {split!r}",
-                                           "pass the split's examples")
+            raise sources.MissingDataError(
+                self.name, "<memory>", f"no split {split!r}", "pass the split's examples"
+            )
 
     def examples(self, split, shuffle, seed, shard_info):
         del shuffle, seed  # the task shuffles

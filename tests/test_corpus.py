@@ -39,7 +39,9 @@ def test_clips_are_deterministic_per_variant_and_scale_with_word_length():
     b = fingerspelling.clip_frames("ase", "Peru", variant=3)
     c = fingerspelling.clip_frames("ase", "Peru", variant=4)
     np.testing.assert_array_equal(a, b)
-    assert a.shape[1] == 255 and not np.array_equal(a[: min(len(a), len(c))], c[: min(len(a), len(c))])
+    assert a.shape[1] == 255 and not np.array_equal(
+        a[: min(len(a), len(c))], c[: min(len(a), len(c))]
+    )
     long = fingerspelling.clip_frames("ase", "Bulgarian", variant=3)
     assert long.shape[0] > 1.5 * a.shape[0]
     xyz = a.reshape(-1, 85, 3)
@@ -51,10 +53,16 @@ def test_clips_are_deterministic_per_variant_and_scale_with_word_length():
 
 def test_composition_concatenates_letters_with_transitions():
     lexicon = fingerspelling.load_lexicon("ase")
-    no_noise = fingerspelling.AugmentConfig(speed_range=(1.0, 1.0), transition_frames=(3, 3),
-                                            jitter=0.0, max_roll_degrees=0.0, frame_drop=0.0)
-    points, present = fingerspelling.compose_clip(lexicon, ["a", "b"], np.random.default_rng(0),
-                                                  no_noise)
+    no_noise = fingerspelling.AugmentConfig(
+        speed_range=(1.0, 1.0),
+        transition_frames=(3, 3),
+        jitter=0.0,
+        max_roll_degrees=0.0,
+        frame_drop=0.0,
+    )
+    points, present = fingerspelling.compose_clip(
+        lexicon, ["a", "b"], np.random.default_rng(0), no_noise
+    )
     a, b = lexicon.letters["a"][0], lexicon.letters["b"][0]
     n_a = round(a.points.shape[0] * fingerspelling.BASE_FPS / a.fps)
     n_b = round(b.points.shape[0] * fingerspelling.BASE_FPS / b.fps)
@@ -74,6 +82,7 @@ def test_unknown_lexicon_error():
 
 def _compose_letter_by_letter(lexicon, spelled, rng, augment=fingerspelling.AugmentConfig()):
     """The straightforward composition: resample each letter, join with transitions."""
+
     def resample(points, present, n):
         src = np.linspace(0.0, points.shape[0] - 1, n)
         lo = np.floor(src).astype(int)
@@ -86,8 +95,9 @@ def _compose_letter_by_letter(lexicon, spelled, rng, augment=fingerspelling.Augm
         recordings = lexicon.letters[key]
         letter = recordings[rng.integers(len(recordings))]
         speed = rng.uniform(*augment.speed_range)
-        n = max(2, int(round(letter.points.shape[0] * fingerspelling.BASE_FPS / letter.fps
-                             / speed)))
+        n = max(
+            2, int(round(letter.points.shape[0] * fingerspelling.BASE_FPS / letter.fps / speed))
+        )
         points, present = resample(letter.points, letter.present, n)
         if i:
             k = int(rng.integers(augment.transition_frames[0], augment.transition_frames[1] + 1))
@@ -116,25 +126,33 @@ def test_fast_composition_equals_letter_by_letter_bit_for_bit(sign_language):
     clips must stay exactly those of the straightforward computation."""
     lexicon = fingerspelling.load_lexicon(sign_language)
     words = fingerspelling.word_splits(sign_language)[0]["train"][::40]
-    config = landmarks.LandmarkConfig(feature_mean=tuple(np.linspace(0.2, 0.8, 255)),
-                                      feature_std=tuple(np.linspace(0.05, 0.3, 255)))
+    config = landmarks.LandmarkConfig(
+        feature_mean=tuple(np.linspace(0.2, 0.8, 255)),
+        feature_std=tuple(np.linspace(0.05, 0.3, 255)),
+    )
     for word in words:
         for variant in (0, 7):
             fast = fingerspelling.compose_clip(
-                lexicon, lexicon.spell(word),
-                fingerspelling._variant_rng(sign_language, word, variant, 0))
+                lexicon,
+                lexicon.spell(word),
+                fingerspelling._variant_rng(sign_language, word, variant, 0),
+            )
             slow = _compose_letter_by_letter(
-                lexicon, lexicon.spell(word),
-                fingerspelling._variant_rng(sign_language, word, variant, 0))
+                lexicon,
+                lexicon.spell(word),
+                fingerspelling._variant_rng(sign_language, word, variant, 0),
+            )
             np.testing.assert_array_equal(fast[0], slow[0])
             np.testing.assert_array_equal(fast[1], slow[1])
             # to_frames selects frames before normalising; the peer normalises first.
             points, present = slow
             expected = landmarks.normalize_unit_box(points, present)[::2][:256].reshape(-1, 255)
             expected = (expected - np.asarray(config.feature_mean, np.float32)) / np.asarray(
-                config.feature_std, np.float32)
-            expected = np.where(np.repeat(present[::2][:256], 3, axis=1), expected,
-                                np.float32(-10.0))
+                config.feature_std, np.float32
+            )
+            expected = np.where(
+                np.repeat(present[::2][:256], 3, axis=1), expected, np.float32(-10.0)
+            )
             frames = landmarks.to_frames(points, present, config)
             assert frames.dtype == np.float32
             np.testing.assert_array_equal(frames, expected)

@@ -1,5 +1,6 @@
 """The entry points' XLA CPU flags: training and decoding jobs get different ones, and a
 flag the user already set is never overridden."""
+
 import os
 
 from slt import gin_utils
@@ -26,4 +27,5 @@ def test_user_flags_win(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", user)
     gin_utils.add_cpu_xla_flags(decoding=True)
     assert os.environ["XLA_FLAGS"] == (
-        user + " --xla_cpu_enable_concurrency_optimized_scheduler=true")
+        user + " --xla_cpu_enable_concurrency_optimized_scheduler=true"
+    )

@@ -37,7 +37,7 @@ def brute_force(log_probs: np.ndarray, length: int):
 
 
 def prefix_prob(table, prefix):
-    return sum(p for seq, p in table.items() if seq[:len(prefix)] == tuple(prefix))
+    return sum(p for seq, p in table.items() if seq[: len(prefix)] == tuple(prefix))
 
 
 extend = jax.jit(ctc.extend, static_argnums=3)
@@ -45,8 +45,12 @@ extend = jax.jit(ctc.extend, static_argnums=3)
 
 def advance(state, log_probs, token):
     log_prefix, r_nonblank, r_blank = extend(state, log_probs, jnp.array([[token]]), EOS)
-    return {"r_nonblank": r_nonblank[:, 0], "r_blank": r_blank[:, 0],
-            "last": jnp.array([token]), "log_prefix": log_prefix[:, 0]}
+    return {
+        "r_nonblank": r_nonblank[:, 0],
+        "r_blank": r_blank[:, 0],
+        "last": jnp.array([token]),
+        "log_prefix": log_prefix[:, 0],
+    }
 
 
 @pytest.mark.parametrize("real_frames", [5, 3])
@@ -60,31 +64,46 @@ def test_prefix_scores_match_enumeration(real_frames):
         state = ctc.initial_state(log_probs)
         for token in prefix:
             state = advance(state, log_probs, token)
-        np.testing.assert_allclose(np.exp(float(state["log_prefix"][0])),
-                                   prefix_prob(table, prefix) if prefix else 1.0, rtol=1e-4)
+        np.testing.assert_allclose(
+            np.exp(float(state["log_prefix"][0])),
+            prefix_prob(table, prefix) if prefix else 1.0,
+            rtol=1e-4,
+        )
         candidates = jnp.array([[2, 3, EOS, ctc.BLANK_ID]])
         scores = np.exp(np.asarray(extend(state, log_probs, candidates, EOS)[0][0]))
-        np.testing.assert_allclose(scores[:2], [prefix_prob(table, prefix + [2]),
-                                                prefix_prob(table, prefix + [3])], rtol=1e-4)
+        np.testing.assert_allclose(
+            scores[:2],
+            [prefix_prob(table, prefix + [2]), prefix_prob(table, prefix + [3])],
+            rtol=1e-4,
+        )
         # EOS: exactly the prefix and nothing more.
-        np.testing.assert_allclose(scores[2], table.get(tuple(prefix), 0.0), rtol=1e-4,
-                                   atol=1e-12)
+        np.testing.assert_allclose(scores[2], table.get(tuple(prefix), 0.0), rtol=1e-4, atol=1e-12)
         assert scores[3] == 0.0  # the blank is never an output
 
 
-TINY = T5Config(vocab_size=12, emb_dim=32, num_heads=2, head_dim=16, num_encoder_layers=1,
-                num_decoder_layers=1, mlp_dim=64, encoder_ctc_head=True)
+TINY = T5Config(
+    vocab_size=12,
+    emb_dim=32,
+    num_heads=2,
+    head_dim=16,
+    num_encoder_layers=1,
+    num_decoder_layers=1,
+    mlp_dim=64,
+    encoder_ctc_head=True,
+)
 
 
 def batch(cfg, b=3, p=3, t=8, l=6, seed=0):
     rs = np.random.RandomState(seed)
     mask = np.ones((b, t), np.int32)
     mask[1, 5:] = 0
-    return {"encoder_input_tokens": jnp.asarray(rs.randint(2, cfg.vocab_size, (b, p)), jnp.int32),
-            "encoder_landmarks": jnp.asarray(rs.randn(b, t, 255), jnp.float32),
-            "encoder_landmark_mask": jnp.asarray(mask),
-            "decoder_input_tokens": jnp.zeros((b, l), jnp.int32),
-            "decoder_target_tokens": jnp.zeros((b, l), jnp.int32)}
+    return {
+        "encoder_input_tokens": jnp.asarray(rs.randint(2, cfg.vocab_size, (b, p)), jnp.int32),
+        "encoder_landmarks": jnp.asarray(rs.randn(b, t, 255), jnp.float32),
+        "encoder_landmark_mask": jnp.asarray(mask),
+        "decoder_input_tokens": jnp.zeros((b, l), jnp.int32),
+        "decoder_target_tokens": jnp.zeros((b, l), jnp.int32),
+    }
 
 
 def test_joint_greedy_limits():
@@ -97,17 +116,23 @@ def test_joint_greedy_limits():
 
     def joint(weight, candidates=TINY.vocab_size):
         config = decoding.DecodingConfig(ctc_weight=weight, ctc_candidates=candidates)
-        return jax.jit(EncoderDecoderModel(Transformer(TINY), decoding_config=config)
-                       .predict_batch)(params, inputs)
+        return jax.jit(
+            EncoderDecoderModel(Transformer(TINY), decoding_config=config).predict_batch
+        )(params, inputs)
 
     # Weight 0: exactly attention greedy, and the same attention log-probabilities.
     encoded, mask = model.encode(params, inputs)
     log_probs = ctc.frame_log_probs(
-        model.network.apply({"params": params}, encoded, 3,
-                            method=Transformer.encoder_ctc_logits), inputs["encoder_landmark_mask"])
+        model.network.apply({"params": params}, encoded, 3, method=Transformer.encoder_ctc_logits),
+        inputs["encoder_landmark_mask"],
+    )
     tokens, att_scores = ctc.joint_greedy_search(
-        model._step_fn(params, encoded, mask, 6), model.init_cache(params, encoded, mask, 6),
-        log_probs, 6, ctc_weight=0.0)
+        model._step_fn(params, encoded, mask, 6),
+        model.init_cache(params, encoded, mask, 6),
+        log_probs,
+        6,
+        ctc_weight=0.0,
+    )
     want_tokens, want_scores = jax.jit(model.predict_batch_with_aux)(params, inputs)
     np.testing.assert_array_equal(tokens, want_tokens)
     np.testing.assert_allclose(att_scores, want_scores["scores"], rtol=1e-5)
@@ -117,15 +142,15 @@ def test_joint_greedy_limits():
     # "exactly this prefix" beats every extension.
     only_ctc = np.asarray(joint(1.0))
     for i in range(len(only_ctc)):
-        state = jax.tree.map(lambda x: x[i:i + 1], ctc.initial_state(log_probs))
+        state = jax.tree.map(lambda x: x[i : i + 1], ctc.initial_state(log_probs))
         for token in only_ctc[i]:
             if token == 0:
                 break
-            scores = extend(state, log_probs[i:i + 1], jnp.arange(TINY.vocab_size)[None], EOS)[0]
+            scores = extend(state, log_probs[i : i + 1], jnp.arange(TINY.vocab_size)[None], EOS)[0]
             assert int(jnp.argmax(scores[0])) == token
             if token == EOS:
                 break
-            state = advance(state, log_probs[i:i + 1], int(token))
+            state = advance(state, log_probs[i : i + 1], int(token))
     assert (only_ctc == EOS).any()  # and some end by choice
 
 
@@ -136,8 +161,9 @@ def test_joint_decoding_config_errors():
         decoding.DecodingConfig(ctc_weight=1.5)
     plain = dataclasses.replace(TINY, encoder_ctc_head=False)
     inputs = batch(plain)
-    model = EncoderDecoderModel(Transformer(plain),
-                                decoding_config=decoding.DecodingConfig(ctc_weight=0.5))
+    model = EncoderDecoderModel(
+        Transformer(plain), decoding_config=decoding.DecodingConfig(ctc_weight=0.5)
+    )
     params = model.init_params(jax.random.PRNGKey(0), inputs)
     with pytest.raises(ValueError, match="encoder CTC head"):
         model.predict_batch(params, inputs)

@@ -16,13 +16,23 @@ from slt.models.model import EncoderDecoderModel
 from slt.models.network import T5Config, Transformer
 
 TINY = T5Config(
-    vocab_size=24, emb_dim=32, num_heads=2, head_dim=16, num_encoder_layers=2,
-    num_decoder_layers=2, mlp_dim=64,
+    vocab_size=24,
+    emb_dim=32,
+    num_heads=2,
+    head_dim=16,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    mlp_dim=64,
 )
 # 4 ids (pad, EOS, two more) so that every output of length <= 3 can be enumerated.
 MICRO = T5Config(
-    vocab_size=4, emb_dim=16, num_heads=2, head_dim=8, num_encoder_layers=1,
-    num_decoder_layers=2, mlp_dim=32,
+    vocab_size=4,
+    emb_dim=16,
+    num_heads=2,
+    head_dim=8,
+    num_encoder_layers=1,
+    num_decoder_layers=2,
+    mlp_dim=32,
 )
 
 
@@ -46,7 +56,8 @@ def model_and_params(cfg: T5Config, seed: int, sharpen: float, eos_shift: float)
     model = EncoderDecoderModel(Transformer(cfg))
     batch = make_batch(cfg, 1, 2)
     params = jax.jit(lambda r: model.init_params(r, {k: v.shape for k, v in batch.items()}))(
-        jax.random.PRNGKey(seed))
+        jax.random.PRNGKey(seed)
+    )
     kernel = np.array(params["decoder"]["logits_dense"]["kernel"]) * sharpen
     kernel[:, decoding.EOS_ID] += eos_shift * kernel.std()
     params["decoder"]["logits_dense"]["kernel"] = jnp.asarray(kernel)
@@ -72,9 +83,12 @@ def _jitted(model: EncoderDecoderModel, method: str):
 def teacher_forced_log_prob(model, params, batch, tokens: np.ndarray) -> np.ndarray:
     """Sum of log p of ``tokens [B, L]`` (up to and including the first EOS)."""
     inputs = np.concatenate([np.zeros_like(tokens[:, :1]), tokens[:, :-1]], axis=1)
-    teacher = dict(batch, decoder_input_tokens=jnp.asarray(inputs),
-                   decoder_target_tokens=jnp.asarray(tokens),
-                   decoder_loss_weights=jnp.asarray(output_mask(tokens), jnp.float32))
+    teacher = dict(
+        batch,
+        decoder_input_tokens=jnp.asarray(inputs),
+        decoder_target_tokens=jnp.asarray(tokens),
+        decoder_loss_weights=jnp.asarray(output_mask(tokens), jnp.float32),
+    )
     return np.asarray(_jitted(model, "score_batch")(params, teacher))
 
 
@@ -99,8 +113,9 @@ def trap_step(token, cache):
     from_bos = jnp.log(jnp.array([1e-9, 1e-9, 0.6, 0.4] + [1e-9] * (vocab - 4)))
     after_2 = jnp.log(jnp.array([1e-9] + [0.1] * 10 + [1e-9]))
     after_3 = jnp.log(jnp.array([1e-9, 0.9] + [0.1 / (vocab - 2)] * (vocab - 2)))
-    logits = jnp.where((token == 0)[:, None], from_bos,
-                       jnp.where((token == 2)[:, None], after_2, after_3))
+    logits = jnp.where(
+        (token == 0)[:, None], from_bos, jnp.where((token == 2)[:, None], after_2, after_3)
+    )
     return logits, cache
 
 
@@ -108,8 +123,9 @@ def test_beam_search_escapes_the_greedy_trap():
     batch, beams = 3, 2
     greedy = decoding.greedy_search(trap_step, {}, batch, 4)
     np.testing.assert_array_equal(np.asarray(greedy), [[2, 1, 0, 0]] * batch)
-    seqs, scores = jax.jit(lambda: decoding.beam_search(
-        trap_step, {}, batch, beams, 4, alpha=0.0))()
+    seqs, scores = jax.jit(
+        lambda: decoding.beam_search(trap_step, {}, batch, beams, 4, alpha=0.0)
+    )()
     seqs, scores = np.asarray(seqs), np.asarray(scores)
     assert seqs.shape == (batch, beams, 4) and scores.shape == (batch, beams)
     np.testing.assert_array_equal(seqs[:, 0], [[3, 1, 0, 0]] * batch)
@@ -128,7 +144,8 @@ def test_sampling_frequencies_follow_temperature_and_top_k():
     n = 10000
     for temperature, top_k in ((1.0, 0), (2.0, 0), (1.0, 2), (0.5, 3)):
         tokens, log_p = decoding.temperature_sample(
-            step, {}, n, 1, jax.random.PRNGKey(7), temperature=temperature, top_k=top_k)
+            step, {}, n, 1, jax.random.PRNGKey(7), temperature=temperature, top_k=top_k
+        )
         want = np.where(probs > 0, probs ** (1 / temperature), 0.0)
         if top_k:
             want[np.argsort(-want)[top_k:]] = 0.0
@@ -136,8 +153,9 @@ def test_sampling_frequencies_follow_temperature_and_top_k():
         freq = np.bincount(np.asarray(tokens)[:, 0], minlength=5) / n
         np.testing.assert_allclose(freq, want, atol=0.02)
         # The reported score is the model's log p (temperature 1) of the drawn token.
-        np.testing.assert_allclose(np.asarray(log_p), np.log(probs[np.asarray(tokens)[:, 0]]),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(log_p), np.log(probs[np.asarray(tokens)[:, 0]]), rtol=1e-5
+        )
 
 
 def test_decoding_config_rejects_bad_values():
@@ -161,23 +179,26 @@ def test_one_beam_follows_the_greedy_path():
     model, params = model_and_params(TINY, 1, 8.0, 1.5)
     batch = make_batch(TINY, 6, 8, seed=1)
     greedy, greedy_scores = predict(model, params, batch)
-    np.testing.assert_allclose(greedy_scores,
-                               teacher_forced_log_prob(model, params, batch, greedy), rtol=1e-4)
-    beam, beam_scores = predict(model, params, batch, decode_method="beam", num_beams=1,
-                                alpha=0.0)
+    np.testing.assert_allclose(
+        greedy_scores, teacher_forced_log_prob(model, params, batch, greedy), rtol=1e-4
+    )
+    beam, beam_scores = predict(model, params, batch, decode_method="beam", num_beams=1, alpha=0.0)
     inputs = np.concatenate([np.zeros_like(greedy[:, :1]), greedy[:, :-1]], axis=1)
-    teacher = dict(batch, decoder_input_tokens=jnp.asarray(inputs),
-                   decoder_target_tokens=jnp.asarray(greedy))
+    teacher = dict(
+        batch, decoder_input_tokens=jnp.asarray(inputs), decoder_target_tokens=jnp.asarray(greedy)
+    )
     logits = np.asarray(_jitted(model, "_logits")(params, teacher, None))
     eos_rank = (logits > logits[..., 1:2]).sum(-1)  # [B, L]: 0 = EOS is the argmax
     same = 0
     for b in range(len(greedy)):
-        n_tokens = int(lengths(greedy[b:b + 1])[0])
+        n_tokens = int(lengths(greedy[b : b + 1])[0])
         candidates = [greedy[b]] + [
             np.concatenate([greedy[b, :n], [1], np.zeros(7 - n)])
-            for n in range(n_tokens) if eos_rank[b, n] == 1]
+            for n in range(n_tokens)
+            if eos_rank[b, n] == 1
+        ]
         candidates = np.asarray(candidates + [candidates[0]] * (9 - len(candidates)), np.int32)
-        single = {k: jnp.repeat(v[b:b + 1], len(candidates), axis=0) for k, v in batch.items()}
+        single = {k: jnp.repeat(v[b : b + 1], len(candidates), axis=0) for k, v in batch.items()}
         log_p = teacher_forced_log_prob(model, params, single, candidates)
         np.testing.assert_array_equal(beam[b], candidates[np.argmax(log_p)])
         np.testing.assert_allclose(beam_scores[b], log_p.max(), rtol=1e-4)
@@ -190,10 +211,12 @@ def test_beam_search_scores_at_least_greedy_and_its_cache_is_consistent():
     batch = make_batch(TINY, 6, 8, seed=3)
     alpha = 0.6
     greedy, _ = predict(model, params, batch)
-    greedy_score = (teacher_forced_log_prob(model, params, batch, greedy)
-                    / length_penalty(lengths(greedy), alpha))
-    beams, scores = predict(model, params, batch, decode_method="beam", num_beams=4,
-                            alpha=alpha, return_all_beams=True)
+    greedy_score = teacher_forced_log_prob(model, params, batch, greedy) / length_penalty(
+        lengths(greedy), alpha
+    )
+    beams, scores = predict(
+        model, params, batch, decode_method="beam", num_beams=4, alpha=alpha, return_all_beams=True
+    )
     assert beams.shape == (6, 4, 8) and scores.shape == (6, 4)
     assert (np.diff(scores, axis=1) <= 1e-6).all(), "beams are not sorted best first"
     assert (scores[:, 0] >= greedy_score - 1e-5).all(), (scores[:, 0], greedy_score)
@@ -201,14 +224,16 @@ def test_beam_search_scores_at_least_greedy_and_its_cache_is_consistent():
     # Every returned beam's score is its teacher-forced log p over the length penalty:
     # this fails if the per-beam KV cache is not reordered with its beam.
     for k in range(4):
-        recomputed = (teacher_forced_log_prob(model, params, batch, beams[:, k])
-                      / length_penalty(lengths(beams[:, k]), alpha))
+        recomputed = teacher_forced_log_prob(model, params, batch, beams[:, k]) / length_penalty(
+            lengths(beams[:, k]), alpha
+        )
         np.testing.assert_allclose(scores[:, k], recomputed, rtol=1e-4, atol=1e-5)
         for row in beams[:, k]:
             if decoding.EOS_ID in row:
-                assert (row[list(row).index(decoding.EOS_ID) + 1:] == 0).all()
-    best, best_scores = predict(model, params, batch, decode_method="beam", num_beams=4,
-                                alpha=alpha)
+                assert (row[list(row).index(decoding.EOS_ID) + 1 :] == 0).all()
+    best, best_scores = predict(
+        model, params, batch, decode_method="beam", num_beams=4, alpha=alpha
+    )
     np.testing.assert_array_equal(best, beams[:, 0])
 
 
@@ -226,12 +251,20 @@ def test_beam_search_equals_exhaustive_search(alpha):
     outputs += [list(p) for p in itertools.product([0, 2, 3], repeat=length)]
     assert len(outputs) == 40
     outputs = np.asarray(outputs, np.int32)
-    seqs, scores = predict(model, params, batch, decode_method="beam", num_beams=beams,
-                           alpha=alpha, return_all_beams=True)
+    seqs, scores = predict(
+        model,
+        params,
+        batch,
+        decode_method="beam",
+        num_beams=beams,
+        alpha=alpha,
+        return_all_beams=True,
+    )
     for b in range(2):
-        single = {k: jnp.repeat(v[b:b + 1], len(outputs), axis=0) for k, v in batch.items()}
-        exhaustive = (teacher_forced_log_prob(model, params, single, outputs)
-                      / length_penalty(lengths(outputs), alpha))
+        single = {k: jnp.repeat(v[b : b + 1], len(outputs), axis=0) for k, v in batch.items()}
+        exhaustive = teacher_forced_log_prob(model, params, single, outputs) / length_penalty(
+            lengths(outputs), alpha
+        )
         order = np.argsort(-exhaustive)[:beams]
         np.testing.assert_array_equal(seqs[b], outputs[order])
         np.testing.assert_allclose(scores[b], exhaustive[order], rtol=1e-4, atol=1e-5)
@@ -243,20 +276,24 @@ def test_sampling_near_zero_temperature_is_greedy_and_rng_determines_samples():
     greedy, greedy_scores = predict(model, params, batch)
     rng = jax.random.PRNGKey(0)
     for temperature in (0.0, 1e-6):
-        cold, cold_scores = predict(model, params, batch, decode_method="sample",
-                                    temperature=temperature, rng=rng)
+        cold, cold_scores = predict(
+            model, params, batch, decode_method="sample", temperature=temperature, rng=rng
+        )
         np.testing.assert_array_equal(cold, greedy)
         np.testing.assert_allclose(cold_scores, greedy_scores, rtol=1e-5)
     top1, _ = predict(model, params, batch, decode_method="sample", top_k=1, rng=rng)
     np.testing.assert_array_equal(top1, greedy)
 
-    first, first_scores = predict(model, params, batch, decode_method="sample",
-                                  temperature=4.0, rng=rng)
+    first, first_scores = predict(
+        model, params, batch, decode_method="sample", temperature=4.0, rng=rng
+    )
     again, _ = predict(model, params, batch, decode_method="sample", temperature=4.0, rng=rng)
     np.testing.assert_array_equal(first, again)
-    other, _ = predict(model, params, batch, decode_method="sample", temperature=4.0,
-                       rng=jax.random.PRNGKey(1))
+    other, _ = predict(
+        model, params, batch, decode_method="sample", temperature=4.0, rng=jax.random.PRNGKey(1)
+    )
     assert (first != other).any()
     assert (first != greedy).any()
-    np.testing.assert_allclose(first_scores,
-                               teacher_forced_log_prob(model, params, batch, first), rtol=1e-4)
+    np.testing.assert_allclose(
+        first_scores, teacher_forced_log_prob(model, params, batch, first), rtol=1e-4
+    )

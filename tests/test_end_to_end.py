@@ -1,4 +1,5 @@
 """The main job, shrunk: real corpus -> seqio -> T5 -> optax -> orbax -> greedy -> sacrebleu."""
+
 import json
 import os
 import subprocess
@@ -8,19 +9,31 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = [
-    "--gin.slt.T5Config.emb_dim=64", "--gin.slt.T5Config.head_dim=16",
-    "--gin.slt.T5Config.mlp_dim=128", "--gin.slt.T5Config.num_encoder_layers=1",
+    "--gin.slt.T5Config.emb_dim=64",
+    "--gin.slt.T5Config.head_dim=16",
+    "--gin.slt.T5Config.mlp_dim=128",
+    "--gin.slt.T5Config.num_encoder_layers=1",
     "--gin.slt.T5Config.num_decoder_layers=1",
-    "--gin.slt.OptimizerConfig.learning_rate=3e-3", "--gin.slt.OptimizerConfig.warmup_steps=5",
-    "--gin.train.batch_size=16", "--gin.train.log_period=5", "--gin.train.checkpoint_period=20",
+    "--gin.slt.OptimizerConfig.learning_rate=3e-3",
+    "--gin.slt.OptimizerConfig.warmup_steps=5",
+    "--gin.train.batch_size=16",
+    "--gin.train.log_period=5",
+    "--gin.train.checkpoint_period=20",
     "--gin.train.eval_period=30",
 ]
 
 
 def _run(model_dir, steps):
-    cmd = [sys.executable, "-m", "slt.train", "--gin_file=gin/runs/demo.gin",
-           f'--gin.MODEL_DIR="{model_dir}"', f"--gin.train.train_steps={steps}",
-           f"--gin.slt.OptimizerConfig.decay_steps={steps}", *SMALL]
+    cmd = [
+        sys.executable,
+        "-m",
+        "slt.train",
+        "--gin_file=gin/runs/demo.gin",
+        f'--gin.MODEL_DIR="{model_dir}"',
+        f"--gin.train.train_steps={steps}",
+        f"--gin.slt.OptimizerConfig.decay_steps={steps}",
+        *SMALL,
+    ]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout

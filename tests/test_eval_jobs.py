@@ -1,4 +1,5 @@
 """slt.eval, slt.infer and slt.translate on a checkpoint trained here (tiny, few steps)."""
+
 import glob
 import json
 import os
@@ -15,8 +16,9 @@ from slt.models import network
 from tasks import fingerspelling
 
 TASK = "fingerspelling_slt_ase_en"
-SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "..", "shared", "data")
+SHARED_DATA = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data"
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +26,25 @@ def model_dir(tmp_path_factory):
     """A checkpoint of a tiny model trained for a few steps, plus its final eval."""
     model_dir = str(tmp_path_factory.mktemp("run"))
     train_lib.train(
-        model_dir=model_dir, mixture_or_task_name=TASK,
+        model_dir=model_dir,
+        mixture_or_task_name=TASK,
         task_feature_lengths={"landmarks": 160, "inputs": 24, "targets": 24},
-        batch_size=16, train_steps=8, checkpoint_period=100, log_period=4,
-        network_config=network.T5Config(emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64,
-                                        num_encoder_layers=1, num_decoder_layers=1,
-                                        landmark_stride=2),
-        eval_split="test", eval_batch_size=32)
+        batch_size=16,
+        train_steps=8,
+        checkpoint_period=100,
+        log_period=4,
+        network_config=network.T5Config(
+            emb_dim=32,
+            num_heads=2,
+            head_dim=16,
+            mlp_dim=64,
+            num_encoder_layers=1,
+            num_decoder_layers=1,
+            landmark_stride=2,
+        ),
+        eval_split="test",
+        eval_batch_size=32,
+    )
     return model_dir
 
 
@@ -41,8 +55,9 @@ def _read_jsonl(path):
 
 def test_eval_writes_metrics_equal_to_sacrebleu_on_its_predictions(model_dir, tmp_path):
     out = str(tmp_path / "eval")
-    results = eval_lib.evaluate(checkpoint=model_dir, output_dir=out, batch_size=32,
-                                show_progress=False)
+    results = eval_lib.evaluate(
+        checkpoint=model_dir, output_dir=out, batch_size=32, show_progress=False
+    )
     with open(os.path.join(out, "metrics.json")) as f:
         written = json.load(f)[TASK]
     assert written == results[TASK]
@@ -65,17 +80,23 @@ def test_eval_writes_metrics_equal_to_sacrebleu_on_its_predictions(model_dir, tm
     assert f"| {TASK} | en | 127 | {written['bleu']:.2f} | {written['chrf']:.2f} |" in table
     assert "BLEURT: not computed" in table
     import matplotlib.image
+
     assert matplotlib.image.imread(os.path.join(out, "metrics.png")).shape[0] >= 400
     import tensorflow as tf
+
     events = glob.glob(os.path.join(out, "events.out.tfevents.*"))
-    tags = {v.tag: v for e in tf.compat.v1.train.summary_iterator(events[0])
-            for v in e.summary.value}
+    tags = {
+        v.tag: v for e in tf.compat.v1.train.summary_iterator(events[0]) for v in e.summary.value
+    }
     assert f"test/{TASK}/chrf" in tags and f"test/{TASK}/language_accuracy" in tags
 
 
 def test_missing_split_fails_before_decoding(model_dir, tmp_path):
-    with pytest.raises(ValueError, match=rf"task {TASK} has no split 'dev'; it has "
-                                         r"\['test', 'train', 'validation'\]"):
+    with pytest.raises(
+        ValueError,
+        match=rf"task {TASK} has no split 'dev'; it has "
+        r"\['test', 'train', 'validation'\]",
+    ):
         eval_lib.evaluate(checkpoint=model_dir, split="dev", output_dir=str(tmp_path))
     assert not os.listdir(tmp_path)
 
@@ -86,26 +107,34 @@ def test_infer_resumes_after_an_interruption(model_dir, tmp_path):
     def interrupt(chunk, path):
         raise KeyboardInterrupt(f"interrupted after shard {chunk}")
 
-    kwargs = dict(checkpoint=model_dir, output_dir=out, chunk_size=48, batch_size=16,
-                  show_progress=False)
+    kwargs = dict(
+        checkpoint=model_dir, output_dir=out, chunk_size=48, batch_size=16, show_progress=False
+    )
     with pytest.raises(KeyboardInterrupt):
         infer_lib.infer(on_chunk_written=interrupt, **kwargs)
     first = os.path.join(out, f"{TASK}.test.predictions-00000.jsonl")
-    assert sorted(os.listdir(out)) == [f"{TASK}.test.predictions-00000.jsonl",
-                                       f"{TASK}.test.run.json"]
+    assert sorted(os.listdir(out)) == [
+        f"{TASK}.test.predictions-00000.jsonl",
+        f"{TASK}.test.run.json",
+    ]
     stat = os.stat(first)
     # A shard cut off mid-write stays a temporary file and is redone.
     with open(os.path.join(out, f"{TASK}.test.predictions-00001.jsonl.tmp"), "w") as f:
         f.write('{"id": "cut')
 
     counts = infer_lib.infer(**kwargs)[TASK]
-    assert counts == {"shards_written": 2, "shards_skipped": 1, "examples_decoded": 127 - 48,
-                      "examples": 127}
+    assert counts == {
+        "shards_written": 2,
+        "shards_skipped": 1,
+        "examples_decoded": 127 - 48,
+        "examples": 127,
+    }
     assert os.stat(first).st_mtime_ns == stat.st_mtime_ns  # not rewritten
     rows = inference.read_predictions(out, TASK, "test")
     trained = _read_jsonl(os.path.join(model_dir, "eval", f"{TASK}.test.predictions.jsonl"))
     assert [(r["id"], r["prompt"], r["prediction"], r["target"]) for r in rows] == [
-        (p["id"], p["prompt"], p["prediction"], p["target"]) for p in trained]
+        (p["id"], p["prompt"], p["prediction"], p["target"]) for p in trained
+    ]
     scores = np.array([r["score"] for r in rows])
     assert np.isfinite(scores).all() and (scores < 0).all()
 
@@ -119,6 +148,7 @@ def test_infer_resumes_after_an_interruption(model_dir, tmp_path):
 def test_translate_reads_pose_and_npy_and_reports_bad_files(model_dir, tmp_path, capsys):
     letters = [path for path, _, sign, _ in fingerspelling._index() if sign == "ase"][:2]
     from slt.io import readers
+
     pose = readers.read_holistic(letters[0])
     # The same landmarks as an array file: undetected points are zeros there.
     npy = str(tmp_path / "letter.npy")
@@ -128,8 +158,19 @@ def test_translate_reads_pose_and_npy_and_reports_bad_files(model_dir, tmp_path,
         f.write(b"not an array")
     missing = str(tmp_path / "missing.pose")
 
-    status = translate.main(["--checkpoint", model_dir, "--target_lang", "en", letters[0],
-                             bad, npy, missing, letters[1]])
+    status = translate.main(
+        [
+            "--checkpoint",
+            model_dir,
+            "--target_lang",
+            "en",
+            letters[0],
+            bad,
+            npy,
+            missing,
+            letters[1],
+        ]
+    )
     out, err = capsys.readouterr()
     assert status == 1
     lines = dict(line.split("\t") for line in out.strip().split("\n"))
@@ -139,8 +180,7 @@ def test_translate_reads_pose_and_npy_and_reports_bad_files(model_dir, tmp_path,
 
     # The prompt is the one picked: a language the model never saw still decodes.
     restored = inference.restore(model_dir)
-    translations, errors = translate.translate_files(
-        restored, [letters[0]], "<slt> <ase> <de>")
+    translations, errors = translate.translate_files(restored, [letters[0]], "<slt> <ase> <de>")
     assert not errors and isinstance(translations[letters[0]], str)
 
 
@@ -159,41 +199,79 @@ def test_translate_video(model_dir, capsys):
 def test_infer_on_a_prepared_dataset(model_dir, tmp_path):
     from slt import clips, prepare
 
-    letters = [(path, text) for path, _, sign, text in fingerspelling._index()
-               if sign == "ase"][:3]
+    letters = [(path, text) for path, _, sign, text in fingerspelling._index() if sign == "ase"][:3]
     manifest = tmp_path / "clips.jsonl"
-    manifest.write_text("".join(json.dumps({
-        "path": path, "text": text, "sign_language": "ase", "spoken_language": "en",
-        "id": f"letter-{i}"}) + "\n" for i, (path, text) in enumerate(letters)))
+    manifest.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "path": path,
+                    "text": text,
+                    "sign_language": "ase",
+                    "spoken_language": "en",
+                    "id": f"letter-{i}",
+                }
+            )
+            + "\n"
+            for i, (path, text) in enumerate(letters)
+        )
+    )
     restored = inference.restore(model_dir)
     for name, config in (("data", restored.landmark_config), ("other", None)):
         options = clips.PrepareOptions(config=config) if config else clips.PrepareOptions()
-        result = prepare.prepare(str(manifest), str(tmp_path / name), options, split="test",
-                                 num_workers=1, progress=False)
+        result = prepare.prepare(
+            str(manifest),
+            str(tmp_path / name),
+            options,
+            split="test",
+            num_workers=1,
+            progress=False,
+        )
         assert result.num_written == 3, result.messages
 
     out = str(tmp_path / "infer")
-    counts = infer_lib.infer(checkpoint=model_dir, output_dir=out, batch_size=16,
-                             prepared_data_dir=str(tmp_path / "data"), show_progress=False)
-    assert counts == {"prepared_data": {"shards_written": 1, "shards_skipped": 0,
-                                        "examples_decoded": 3, "examples": 3}}
+    counts = infer_lib.infer(
+        checkpoint=model_dir,
+        output_dir=out,
+        batch_size=16,
+        prepared_data_dir=str(tmp_path / "data"),
+        show_progress=False,
+    )
+    assert counts == {
+        "prepared_data": {
+            "shards_written": 1,
+            "shards_skipped": 0,
+            "examples_decoded": 3,
+            "examples": 3,
+        }
+    }
     rows = inference.read_predictions(out, "prepared_data", "test")
     assert [(r["id"], r["prompt"], r["target"]) for r in rows] == [
-        (f"letter-{i}", "<slt> <ase> <en>", text) for i, (_, text) in enumerate(letters)]
+        (f"letter-{i}", "<slt> <ase> <en>", text) for i, (_, text) in enumerate(letters)
+    ]
     # The same clips through slt.translate decode to the same text.
     translations, errors = translate.translate_files(
-        restored, [path for path, _ in letters], "<slt> <ase> <en>")
+        restored, [path for path, _ in letters], "<slt> <ase> <en>"
+    )
     assert not errors
     assert [translations[path] for path, _ in letters] == [r["prediction"] for r in rows]
 
     # slt.eval reads the same prepared split; its metrics are sacrebleu's.
-    results = eval_lib.evaluate(checkpoint=model_dir, prepared_data_dir=str(tmp_path / "data"),
-                                output_dir=str(tmp_path / "eval"), batch_size=16,
-                                show_progress=False)["prepared_data"]
+    results = eval_lib.evaluate(
+        checkpoint=model_dir,
+        prepared_data_dir=str(tmp_path / "data"),
+        output_dir=str(tmp_path / "eval"),
+        batch_size=16,
+        show_progress=False,
+    )["prepared_data"]
     hyps, refs = [r["prediction"] for r in rows], [r["target"] for r in rows]
     assert results["num_examples"] == 3
     assert results["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
 
     with pytest.raises(ValueError, match=r"another landmark config .*feature_mean"):
-        infer_lib.infer(checkpoint=model_dir, output_dir=out,
-                        prepared_data_dir=str(tmp_path / "other"), show_progress=False)
+        infer_lib.infer(
+            checkpoint=model_dir,
+            output_dir=out,
+            prepared_data_dir=str(tmp_path / "other"),
+            show_progress=False,
+        )

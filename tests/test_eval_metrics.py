@@ -1,4 +1,5 @@
 """Language accuracy, BLEURT from a checkpoint on disk, and the sacrebleu figures."""
+
 import json
 
 import numpy as np
@@ -32,9 +33,16 @@ def make_tiny_bleurt_checkpoint(directory, max_seq_length=8):
     module = Tiny()
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
     (directory / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    (directory / "bleurt_config.json").write_text(json.dumps({
-        "name": "tiny-test", "max_seq_length": max_seq_length, "vocab_file": "vocab.txt",
-        "do_lower_case": True}))
+    (directory / "bleurt_config.json").write_text(
+        json.dumps(
+            {
+                "name": "tiny-test",
+                "max_seq_length": max_seq_length,
+                "vocab_file": "vocab.txt",
+                "do_lower_case": True,
+            }
+        )
+    )
     return directory
 
 
@@ -53,8 +61,10 @@ def test_bleurt_reads_a_checkpoint_and_encodes_pairs_as_bleurt(tmp_path):
     np.testing.assert_array_equal(segments[1], [0, 0, 0, 0, 0, 1, 1, 1])
     scores = scorer.score(*pairs, batch_size=1)
     weights = np.arange(len(VOCAB) + 1) / 10
-    expected = [weights[[2, 4, 3]].sum() + 2 * weights[[5, 6, 3]].sum(),
-                weights[[2, 7, 4, 5, 3]].sum() + 2 * weights[[5, 6, 3]].sum()]
+    expected = [
+        weights[[2, 4, 3]].sum() + 2 * weights[[5, 6, 3]].sum(),
+        weights[[2, 7, 4, 5, 3]].sum() + 2 * weights[[5, 6, 3]].sum(),
+    ]
     np.testing.assert_allclose(scores, expected, rtol=1e-6)
 
     m = metrics.translation_metrics(pairs[1], pairs[0], bleurt_scorer=scorer)
@@ -69,9 +79,12 @@ def test_bleurt_without_a_checkpoint_says_what_to_pass(tmp_path):
 
 
 def test_language_accuracy_counts_intended_languages_and_empties_as_wrong():
-    predictions = ["the weather is nice today and we go for a walk",
-                   "das Wetter ist heute schön und wir gehen spazieren",
-                   "el tiempo es bueno hoy y vamos a pasear", ""]
+    predictions = [
+        "the weather is nice today and we go for a walk",
+        "das Wetter ist heute schön und wir gehen spazieren",
+        "el tiempo es bueno hoy y vamos a pasear",
+        "",
+    ]
     assert metrics.identify_languages(predictions) == ["en", "de", "es", None]
     # The third should be German: wrong; the empty one is wrong too.
     assert metrics.language_accuracy(predictions, ["en", "de", "de", "en"]) == 0.5
@@ -82,12 +95,15 @@ def test_language_accuracy_counts_intended_languages_and_empties_as_wrong():
 def test_all_metrics_agree_with_sacrebleu_computed_independently():
     predictions = ["the cat sat on the mat", "der Hund", "", "Januar"]
     references = ["the cat sat on a mat", "der Hund bellt", "Chile", "January"]
-    m = metrics.translation_metrics(predictions, references, target_languages=["en", "de", "en", "en"])
+    m = metrics.translation_metrics(
+        predictions, references, target_languages=["en", "de", "en", "en"]
+    )
     assert m["bleu"] == pytest.approx(sacrebleu.corpus_bleu(predictions, [references]).score)
     assert m["chrf"] == pytest.approx(sacrebleu.corpus_chrf(predictions, [references]).score)
     assert m["empty_rate"] == 0.25
     found = metrics.identify_languages(predictions)
     assert found[0] == "en" and found[2] is None
-    assert m["language_accuracy"] == sum(
-        f == t for f, t in zip(found, ["en", "de", "en", "en"])) / 4
+    assert (
+        m["language_accuracy"] == sum(f == t for f, t in zip(found, ["en", "de", "en", "en"])) / 4
+    )
     assert m["language_id_signature"].startswith("lingua:2.1.1|candidates:ar,bg,bn,ca,cs")

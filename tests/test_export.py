@@ -1,5 +1,6 @@
 """`python -m slt.export`: a trained slt checkpoint out to Hugging Face and T5X files
 that transformers and our importers read back to the same text weights."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,22 +17,37 @@ def model_dir(tmp_path_factory):
     """A tiny scanned-layer model with a CTC head, trained 2 steps (no evaluation)."""
     model_dir = str(tmp_path_factory.mktemp("run"))
     train_lib.train(
-        model_dir=model_dir, mixture_or_task_name="fingerspelling_slt_ase_en",
+        model_dir=model_dir,
+        mixture_or_task_name="fingerspelling_slt_ase_en",
         task_feature_lengths={"landmarks": 64, "inputs": 24, "targets": 16},
-        batch_size=4, train_steps=2, checkpoint_period=100, log_period=1, final_eval=False,
-        network_config=network.T5Config(emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64,
-                                        num_encoder_layers=2, num_decoder_layers=1,
-                                        landmark_stride=2, encoder_ctc_head=True,
-                                        scan_layers=True))
+        batch_size=4,
+        train_steps=2,
+        checkpoint_period=100,
+        log_period=1,
+        final_eval=False,
+        network_config=network.T5Config(
+            emb_dim=32,
+            num_heads=2,
+            head_dim=16,
+            mlp_dim=64,
+            num_encoder_layers=2,
+            num_decoder_layers=1,
+            landmark_stride=2,
+            encoder_ctc_head=True,
+            scan_layers=True,
+        ),
+    )
     return model_dir
 
 
 def trained_text_params(model_dir: str) -> dict[str, np.ndarray]:
     restored = inference.restore(model_dir)
-    flat = weights.flatten(network.unstack_layers(
-        {k: v for k, v in restored.params.items()}))
-    return {k: np.asarray(v) for k, v in flat.items()
-            if not k.startswith(weights.NEW_PARAMETER_PREFIXES)}
+    flat = weights.flatten(network.unstack_layers({k: v for k, v in restored.params.items()}))
+    return {
+        k: np.asarray(v)
+        for k, v in flat.items()
+        if not k.startswith(weights.NEW_PARAMETER_PREFIXES)
+    }
 
 
 def test_hf_export_loads_in_transformers(model_dir, tmp_path, capsys):
@@ -42,7 +58,8 @@ def test_hf_export_loads_in_transformers(model_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "encoder/landmark_embedder/kernel" in printed and "encoder_ctc/kernel" in printed
     model, info = transformers.T5ForConditionalGeneration.from_pretrained(
-        out, output_loading_info=True)
+        out, output_loading_info=True
+    )
     assert not info["missing_keys"] and not info["unexpected_keys"], info
     assert model.config.num_layers == 2 and model.config.num_decoder_layers == 1
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
@@ -53,8 +70,7 @@ def test_hf_export_loads_in_transformers(model_dir, tmp_path, capsys):
     assert len(text) == 1 + 2 * 9 + 14 + 2 + 2 + 1 == len(state) - 2
     for name, value in text.items():
         hf_name, transpose = weights.t5x_to_hf_name(name)
-        np.testing.assert_array_equal(state[hf_name], value.T if transpose else value,
-                                      err_msg=name)
+        np.testing.assert_array_equal(state[hf_name], value.T if transpose else value, err_msg=name)
 
 
 def test_t5x_export_reads_back_and_refuses_to_overwrite(model_dir, tmp_path, capsys):

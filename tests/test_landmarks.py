@@ -45,8 +45,12 @@ def test_unrefined_face_marks_iris_missing():
     t, n = 4, 33 + 468 + 21 + 21
     points = np.random.default_rng(0).random((t, n, 3)).astype(np.float32)
     present = np.ones((t, n), bool)
-    comps = [("POSE_LANDMARKS", 33), ("FACE_LANDMARKS", 468),
-             ("LEFT_HAND_LANDMARKS", 21), ("RIGHT_HAND_LANDMARKS", 21)]
+    comps = [
+        ("POSE_LANDMARKS", 33),
+        ("FACE_LANDMARKS", 468),
+        ("LEFT_HAND_LANDMARKS", 21),
+        ("RIGHT_HAND_LANDMARKS", 21),
+    ]
     out, out_present = landmarks.select_youtube_asl(points, present, comps)
     assert out_present[:, 6:41].all()
     assert not out_present[:, 41:43].any()
@@ -58,14 +62,24 @@ def test_nan_points_count_as_missing():
     t, n = 2, 33 + 478 + 42
     points = np.zeros((t, n, 3), np.float32)
     points[0, 11, 0] = np.nan
-    comps = [("POSE_LANDMARKS", 33), ("FACE_LANDMARKS", 478),
-             ("LEFT_HAND_LANDMARKS", 21), ("RIGHT_HAND_LANDMARKS", 21)]
+    comps = [
+        ("POSE_LANDMARKS", 33),
+        ("FACE_LANDMARKS", 478),
+        ("LEFT_HAND_LANDMARKS", 21),
+        ("RIGHT_HAND_LANDMARKS", 21),
+    ]
     _, present = landmarks.select_youtube_asl(points, np.ones((t, n), bool), comps)
     assert not present[0, 0] and present[1, 0]
 
 
-REDUCED_ABSENT = ("FACE_LANDMARKS:4", "FACE_LANDMARKS:64", "FACE_LANDMARKS:151",
-                  "FACE_LANDMARKS:294", "FACE_LANDMARKS:468", "FACE_LANDMARKS:473")
+REDUCED_ABSENT = (
+    "FACE_LANDMARKS:4",
+    "FACE_LANDMARKS:64",
+    "FACE_LANDMARKS:151",
+    "FACE_LANDMARKS:294",
+    "FACE_LANDMARKS:468",
+    "FACE_LANDMARKS:473",
+)
 
 
 def test_reduced_178_layout_selects_points_by_name():
@@ -74,8 +88,8 @@ def test_reduced_178_layout_selects_points_by_name():
     points, present = pose.youtube_asl()
     assert points.shape == (170, 85, 3)
     # Pose: 8 reduced points (shoulders, elbows, wrists, hips); hips are file 6 and 7.
-    np.testing.assert_array_equal(points[:, 0], pose.points[:, 0])   # LEFT_SHOULDER
-    np.testing.assert_array_equal(points[:, 5], pose.points[:, 7])   # RIGHT_HIP
+    np.testing.assert_array_equal(points[:, 0], pose.points[:, 0])  # LEFT_SHOULDER
+    np.testing.assert_array_equal(points[:, 5], pose.points[:, 7])  # RIGHT_HIP
     # Face column 6 is mesh point 0 = file point 8; column 7 is mesh point 4 (absent).
     np.testing.assert_array_equal(points[:, 6], pose.points[:, 8 + 0])
     face_names = pose.point_names[1]
@@ -110,20 +124,30 @@ def test_every_holistic_layout_gives_the_same_subset(num_points):
             flat_index[(name, point)] = offset + i
         offset += len(names)
     components, names = landmarks.holistic_layout(num_points)
-    take = [flat_index[(name, point)] for (name, _), pts in zip(components, names)
-            for point in pts]
+    take = [flat_index[(name, point)] for (name, _), pts in zip(components, names) for point in pts]
     assert len(take) == num_points
-    pose = pose_files.HolisticPose(points=full.points[:, take], present=full.present[:, take],
-                                   fps=full.fps, components=components, source="x.npy",
-                                   point_names=names)
+    pose = pose_files.HolisticPose(
+        points=full.points[:, take],
+        present=full.present[:, take],
+        fps=full.fps,
+        components=components,
+        source="x.npy",
+        point_names=names,
+    )
     expected_points, expected_present = full.youtube_asl()
     points, present = pose.youtube_asl()
     absent = set(pose.absent_points())
-    columns = {f"{c}:{landmarks._subset_name(c, i)}": k for k, (c, i) in enumerate(
-        (c, i) for c, idx in landmarks.YOUTUBE_ASL_SUBSET for i in idx)}
+    columns = {
+        f"{c}:{landmarks._subset_name(c, i)}": k
+        for k, (c, i) in enumerate((c, i) for c, idx in landmarks.YOUTUBE_ASL_SUBSET for i in idx)
+    }
     missing_columns = sorted(columns[a] for a in absent)
-    expected_absent = {553: set(), 586: set(), 543: set(REDUCED_ABSENT[4:]),
-                       576: set(REDUCED_ABSENT[4:])}.get(num_points, set(REDUCED_ABSENT))
+    expected_absent = {
+        553: set(),
+        586: set(),
+        543: set(REDUCED_ABSENT[4:]),
+        576: set(REDUCED_ABSENT[4:]),
+    }.get(num_points, set(REDUCED_ABSENT))
     assert absent == expected_absent
     keep = np.ones(85, bool)
     keep[missing_columns] = False
@@ -139,14 +163,18 @@ def test_every_holistic_layout_gives_the_same_subset(num_points):
 def test_reduced_component_without_names_is_an_error():
     with pytest.raises(ValueError, match="POSE_LANDMARKS has 8 points and no point names"):
         landmarks.select_youtube_asl(
-            np.zeros((1, 178, 3)), np.ones((1, 178), bool),
-            landmarks.holistic_layout(178)[0], source="clip.npy")
+            np.zeros((1, 178, 3)),
+            np.ones((1, 178), bool),
+            landmarks.holistic_layout(178)[0],
+            source="clip.npy",
+        )
     with pytest.raises(ValueError, match=r"x.npy: 100 points per frame is not"):
         landmarks.holistic_layout(100, source="x.npy")
 
 
 def test_shoulder_clip_matches_pose_format_normalize():
     from pose_format import Pose
+
     path = _letter_file("ase", "C")
     with open(path, "rb") as f:
         reference = Pose.read(f.read())
@@ -157,8 +185,12 @@ def test_shoulder_clip_matches_pose_format_normalize():
     frames = landmarks.to_frames(points, present, config).reshape(-1, 85, 3)
     normalised = pose_files.HolisticPose(
         points=np.ma.getdata(reference.body.data)[:, 0].astype(np.float32),
-        present=pose.present, fps=pose.fps, components=pose.components, source=path,
-        point_names=pose.point_names)
+        present=pose.present,
+        fps=pose.fps,
+        components=pose.components,
+        source=path,
+        point_names=pose.point_names,
+    )
     expected, _ = normalised.youtube_asl()
     np.testing.assert_allclose(frames[present], expected[present], atol=2e-4)
     # The mean shoulder distance is 1 afterwards.
@@ -175,8 +207,7 @@ def test_per_frame_shoulder_normalisation():
     out = landmarks.to_frames(points, present, config).reshape(6, 85, 3)
     both = [0, 1, 2, 3, 5]
     np.testing.assert_allclose((out[both, 0] + out[both, 1]) / 2, 0.0, atol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(out[both, 0] - out[both, 1], axis=-1), 1.0,
-                               rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(out[both, 0] - out[both, 1], axis=-1), 1.0, rtol=1e-5)
     # Frame 4 uses the clip-wide centre and distance of the other frames.
     centre = ((points[both, 0] + points[both, 1]) / 2).mean(axis=0)
     distance = np.linalg.norm(points[both, 0] - points[both, 1], axis=-1).mean()
@@ -197,27 +228,39 @@ def test_resampling_to_a_target_fps():
     taken = frames[:, 0].astype(int)
     np.testing.assert_array_equal(taken, np.floor(np.arange(25) * 30 / 25 + 0.5))
     # 50 -> 25 fps is exactly every second frame.
-    half = landmarks.to_frames(points, present, landmarks.LandmarkConfig(
-        normalization="none", target_fps=25.0), fps=50.0)
+    half = landmarks.to_frames(
+        points, present, landmarks.LandmarkConfig(normalization="none", target_fps=25.0), fps=50.0
+    )
     np.testing.assert_array_equal(
-        half, landmarks.to_frames(points, present, landmarks.LandmarkConfig(normalization="none")))
+        half, landmarks.to_frames(points, present, landmarks.LandmarkConfig(normalization="none"))
+    )
     # Upsampling repeats the nearest frame; max_frames still cuts.
-    up = landmarks.to_frames(points[:3], present[:3], landmarks.LandmarkConfig(
-        normalization="none", target_fps=20.0, max_frames=5), fps=10.0)
+    up = landmarks.to_frames(
+        points[:3],
+        present[:3],
+        landmarks.LandmarkConfig(normalization="none", target_fps=20.0, max_frames=5),
+        fps=10.0,
+    )
     np.testing.assert_array_equal(up[:, 0], [0, 1, 1, 2, 2])  # ties: the later frame
     with pytest.raises(ValueError, match="needs the clip's frame rate"):
         landmarks.to_frames(points, present, config)
     assert landmarks.LandmarkConfig.from_json(config.to_json()) == config
     # Old configs (saved before target_fps existed) still load with the default.
-    old = '{"feature_mean": null, "feature_std": null, "frame_step": 2, "max_frames": 256,' \
-          ' "missing_value": -10.0, "normalization": "unit_box"}'
+    old = (
+        '{"feature_mean": null, "feature_std": null, "frame_step": 2, "max_frames": 256,'
+        ' "missing_value": -10.0, "normalization": "unit_box"}'
+    )
     assert landmarks.LandmarkConfig.from_json(old) == landmarks.LandmarkConfig()
 
 
 def test_missing_component_error_names_the_source():
     with pytest.raises(ValueError, match=r"clip\.npy: the pose has no FACE_LANDMARKS"):
-        landmarks.select_youtube_asl(np.zeros((1, 33, 3)), np.ones((1, 33), bool),
-                                     [("POSE_LANDMARKS", 33)], source="clip.npy")
+        landmarks.select_youtube_asl(
+            np.zeros((1, 33, 3)),
+            np.ones((1, 33), bool),
+            [("POSE_LANDMARKS", 33)],
+            source="clip.npy",
+        )
 
 
 def test_unit_box_normalisation_and_frame_reduction():
@@ -239,8 +282,9 @@ def test_unit_box_normalisation_and_frame_reduction():
 
 def test_max_frames_and_config_roundtrip():
     config = landmarks.LandmarkConfig(frame_step=1, max_frames=3, missing_value=-5.0)
-    frames = landmarks.to_frames(np.zeros((10, 85, 3), np.float32), np.zeros((10, 85), bool),
-                                 config)
+    frames = landmarks.to_frames(
+        np.zeros((10, 85, 3), np.float32), np.zeros((10, 85), bool), config
+    )
     assert frames.shape == (3, 255) and (frames == -5.0).all()
     assert landmarks.LandmarkConfig.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match="normalization"):
@@ -256,8 +300,10 @@ def test_corrupt_pose_file_error(tmp_path):
 
 def test_feature_statistics_standardise_present_points():
     rng = np.random.default_rng(3)
-    clips = [(rng.normal(2.0, 0.5, (20, 85, 3)).astype(np.float32), rng.random((20, 85)) > 0.2)
-             for _ in range(4)]
+    clips = [
+        (rng.normal(2.0, 0.5, (20, 85, 3)).astype(np.float32), rng.random((20, 85)) > 0.2)
+        for _ in range(4)
+    ]
     clips[0][1][:, 50] = False
     for _, present in clips:
         present[:, 60] = False  # never present

@@ -17,8 +17,13 @@ from slt.models.model import EncoderDecoderModel, cross_entropy_with_z_loss, enc
 from slt.models.network import T5Config, Transformer
 
 TINY = T5Config(
-    vocab_size=40, emb_dim=32, num_heads=2, head_dim=16, num_encoder_layers=2,
-    num_decoder_layers=2, mlp_dim=64,
+    vocab_size=40,
+    emb_dim=32,
+    num_heads=2,
+    head_dim=16,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    mlp_dim=64,
 )
 
 
@@ -27,10 +32,10 @@ def make_batch(cfg: T5Config, b=3, p=4, t=6, l=7, seed=0):
     tokens = rs.randint(2, cfg.vocab_size, (b, p)).astype(np.int32)
     tokens[0, -2:] = 0
     frame_mask = np.ones((b, t), np.int32)
-    frame_mask[1, t // 2:] = 0
+    frame_mask[1, t // 2 :] = 0
     targets = rs.randint(2, cfg.vocab_size, (b, l)).astype(np.int32)
     targets[:, -1] = 1
-    targets[0, l // 2:] = 0  # padded example
+    targets[0, l // 2 :] = 0  # padded example
     targets[0, l // 2 - 1] = 1
     inputs = np.concatenate([np.zeros((b, 1), np.int32), targets[:, :-1]], axis=1)
     return {
@@ -80,8 +85,12 @@ def test_cross_entropy_with_z_loss_matches_numpy(ls):
     ce, zl = numpy_loss(logits, targets, weights, 1e-2, ls)
     n = weights.sum()
     loss, aux = cross_entropy_with_z_loss(
-        jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights), z_loss=1e-2,
-        label_smoothing=ls)
+        jnp.asarray(logits),
+        jnp.asarray(targets),
+        jnp.asarray(weights),
+        z_loss=1e-2,
+        label_smoothing=ls,
+    )
     np.testing.assert_allclose(float(loss), (ce + zl) / n, rtol=1e-5)
     np.testing.assert_allclose(float(aux["cross_entropy"]), ce / n, rtol=1e-5)
     np.testing.assert_allclose(float(aux["z_loss"]), zl / n, rtol=1e-5)
@@ -90,8 +99,13 @@ def test_cross_entropy_with_z_loss_matches_numpy(ls):
     np.testing.assert_allclose(float(aux["accuracy"]), acc, rtol=1e-6)
     # An explicit normalising factor replaces the token count (1.0 = T5X's raw sum).
     loss_sum, _ = cross_entropy_with_z_loss(
-        jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights), z_loss=1e-2,
-        label_smoothing=ls, loss_normalizing_factor=1.0)
+        jnp.asarray(logits),
+        jnp.asarray(targets),
+        jnp.asarray(weights),
+        z_loss=1e-2,
+        label_smoothing=ls,
+        loss_normalizing_factor=1.0,
+    )
     np.testing.assert_allclose(float(loss_sum), ce + zl, rtol=1e-5)
 
 
@@ -120,8 +134,10 @@ def test_model_loss_fn_and_score_batch():
     np.testing.assert_allclose(float(loss), (ce + zl) / weights.sum(), rtol=1e-4)
     scores = np.asarray(jax.jit(model.score_batch)(params, batch))
     log_p = np.asarray(jax.nn.log_softmax(logits))
-    want = [(np.take_along_axis(log_p[i], targets[i][:, None], -1)[:, 0] * weights[i]).sum()
-            for i in range(len(targets))]
+    want = [
+        (np.take_along_axis(log_p[i], targets[i][:, None], -1)[:, 0] * weights[i]).sum()
+        for i in range(len(targets))
+    ]
     np.testing.assert_allclose(scores, want, rtol=1e-5)
     np.testing.assert_allclose(-scores.sum() / weights.sum(), ce / weights.sum(), rtol=1e-4)
 
@@ -130,13 +146,18 @@ def test_encoder_ctc_loss_counts_alignments_and_flags_infeasible_examples():
     vocab = 10
     # Uniform logits: P(labels) = (#alignments) / vocab**T, so loss = T log V - log(#).
     logits = jnp.zeros((3, 3, vocab))
-    targets = jnp.asarray([[5, 6, 1, 0],    # "5 6": 556 566 _56 5_6 56_ -> 5 alignments
-                           [5, 5, 1, 0],    # "5 5" needs a blank between: 5_5 only
-                           [5, 5, 1, 0]])   # same, but only 2 real frames: infeasible
+    targets = jnp.asarray(
+        [
+            [5, 6, 1, 0],  # "5 6": 556 566 _56 5_6 56_ -> 5 alignments
+            [5, 5, 1, 0],  # "5 5" needs a blank between: 5_5 only
+            [5, 5, 1, 0],
+        ]
+    )  # same, but only 2 real frames: infeasible
     frame_mask = jnp.asarray([[1, 1, 1], [1, 1, 1], [1, 1, 0]])
     losses, feasible = encoder_ctc_loss(logits, frame_mask, targets)
-    np.testing.assert_allclose(np.asarray(losses),
-                               [3 * np.log(vocab) - np.log(5), 3 * np.log(vocab), 0.0], rtol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(losses), [3 * np.log(vocab) - np.log(5), 3 * np.log(vocab), 0.0], rtol=1e-4
+    )
     np.testing.assert_array_equal(np.asarray(feasible), [1.0, 1.0, 0.0])
 
 
@@ -152,14 +173,25 @@ def test_loss_fn_adds_weighted_encoder_ctc():
     assert "encoder_ctc" not in tiny_model_and_params()[1]  # T5X names stay exact without it
     base, _ = plain.loss_fn(params, batch, None)
     loss, aux = joint.loss_fn(params, batch, None)
-    _, ctc_logits = plain.network.apply({"params": params}, **{
-        k: batch[k] for k in ("encoder_input_tokens", "encoder_landmarks",
-                              "encoder_landmark_mask", "decoder_input_tokens")},
-        enable_dropout=False, return_encoder_ctc_logits=True)
+    _, ctc_logits = plain.network.apply(
+        {"params": params},
+        **{
+            k: batch[k]
+            for k in (
+                "encoder_input_tokens",
+                "encoder_landmarks",
+                "encoder_landmark_mask",
+                "decoder_input_tokens",
+            )
+        },
+        enable_dropout=False,
+        return_encoder_ctc_logits=True,
+    )
     assert ctc_logits.shape == (3, 3, cfg.vocab_size)  # 6 frames at stride 2
     assert float(aux["encoder_ctc"]) > 0
-    np.testing.assert_allclose(float(loss), float(base) + 0.5 * float(aux["encoder_ctc"]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        float(loss), float(base) + 0.5 * float(aux["encoder_ctc"]), rtol=1e-5
+    )
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -173,8 +205,11 @@ def greedy_by_full_forward(model, params, batch, length):
     done = np.zeros(b, bool)
     for i in range(length):
         shifted = np.concatenate([np.zeros((b, 1), np.int32), tokens[:, :-1]], axis=1)
-        step = dict(batch, decoder_input_tokens=jnp.asarray(shifted),
-                    decoder_target_tokens=jnp.asarray(tokens))
+        step = dict(
+            batch,
+            decoder_input_tokens=jnp.asarray(shifted),
+            decoder_target_tokens=jnp.asarray(tokens),
+        )
         nxt = np.array(jnp.argmax(logits_fn(params, step)[:, i], -1))
         nxt[done] = 0
         tokens[:, i] = nxt
@@ -209,7 +244,7 @@ def test_cached_greedy_equals_full_forward_and_stops_at_eos():
         assert cached.dtype == np.int32 and cached.shape == (4, 8)
         for row in cached:
             if 1 in row:
-                assert (row[list(row).index(1) + 1:] == 0).all()
+                assert (row[list(row).index(1) + 1 :] == 0).all()
 
     # A dominant EOS ends every sequence at once.
     k = kernel.copy()
@@ -231,12 +266,15 @@ def test_greedy_loop_stops_when_all_sequences_ended():
         ids = jnp.where(step >= eos_step, 1, 3 + (step % 2))
         return jax.nn.one_hot(ids, 5), {"step": step + 1}
 
-    out = jax.jit(lambda: decoding.greedy_search(
-        tokens_to_logits, {"step": jnp.array(0)}, 3, 10))()
+    out = jax.jit(lambda: decoding.greedy_search(tokens_to_logits, {"step": jnp.array(0)}, 3, 10))()
     np.testing.assert_array_equal(
         np.asarray(out),
-        [[3, 4, 1, 0, 0, 0, 0, 0, 0, 0], [3, 4, 3, 4, 1, 0, 0, 0, 0, 0],
-         [3, 1, 0, 0, 0, 0, 0, 0, 0, 0]])
+        [
+            [3, 4, 1, 0, 0, 0, 0, 0, 0, 0],
+            [3, 4, 3, 4, 1, 0, 0, 0, 0, 0],
+            [3, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+        ],
+    )
     assert calls == [0, 1, 2, 3, 4]
 
 
@@ -256,10 +294,12 @@ def test_kv_cache_layout():
     kernel = params["decoder"]["layers_1"]["encoder_decoder_attention"]
     want_key = (encoded @ kernel["key"]["kernel"]).reshape(3, -1, 2, 16)
     want_value = (encoded @ kernel["value"]["kernel"]).reshape(3, -1, 2, 16)
-    np.testing.assert_allclose(cross["cached_key"], want_key.transpose(0, 2, 3, 1),
-                               rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(cross["cached_value"], want_value.transpose(0, 2, 1, 3),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        cross["cached_key"], want_key.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        cross["cached_value"], want_value.transpose(0, 2, 1, 3), rtol=1e-5, atol=1e-5
+    )
 
 
 # ----------------------------------------------------------------------------- training
@@ -275,10 +315,10 @@ def test_tiny_model_overfits_one_batch():
     def train(params, state):
         def step(carry, rng):
             params, state = carry
-            (loss, _), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(
-                params, batch, None)
+            (loss, _), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(params, batch, None)
             updates, state = opt.update(grads, state, params)
             return (optax.apply_updates(params, updates), state), loss
+
         (params, state), losses = jax.lax.scan(step, (params, state), jnp.arange(100))
         return params, losses
 
@@ -297,10 +337,12 @@ def test_logical_axes_match_params():
     axes = model.logical_axes({k: v.shape for k, v in make_batch(TINY).items()})
     P = jax.sharding.PartitionSpec
     is_spec = lambda x: isinstance(x, P)  # noqa: E731
-    assert jax.tree_util.tree_structure(axes, is_leaf=is_spec) == \
-        jax.tree_util.tree_structure(params)
-    for spec, leaf in zip(jax.tree_util.tree_leaves(axes, is_leaf=is_spec),
-                          jax.tree_util.tree_leaves(params)):
+    assert jax.tree_util.tree_structure(axes, is_leaf=is_spec) == jax.tree_util.tree_structure(
+        params
+    )
+    for spec, leaf in zip(
+        jax.tree_util.tree_leaves(axes, is_leaf=is_spec), jax.tree_util.tree_leaves(params)
+    ):
         assert len(spec) == leaf.ndim
     assert axes["encoder"]["layers_0"]["attention"]["query"]["kernel"] == P("embed", "joined_kv")
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))

@@ -5,6 +5,7 @@ The fast tests check the sharding and reassembly in one process; the slow one ru
 `slt.train`'s final evaluation, `slt.eval` and `slt.infer` as 2 processes x 4 CPU
 devices against 1 process x 8 devices on the same checkpoint.
 """
+
 import json
 import os
 import shutil
@@ -31,15 +32,18 @@ def _ids(ds):
 
 def test_input_shards_are_disjoint_cover_the_split_and_merge_back_in_order():
     whole = _ids(evaluation.task_dataset(TASK, "validation", LENGTHS))
-    shards = [_ids(evaluation.task_dataset(TASK, "validation", LENGTHS,
-                                           seqio.ShardInfo(i, 3))) for i in range(3)]
+    shards = [
+        _ids(evaluation.task_dataset(TASK, "validation", LENGTHS, seqio.ShardInfo(i, 3)))
+        for i in range(3)
+    ]
     assert len(whole) > 100 and len(whole) % 3  # a ragged split: shards of unequal size
     assert sum(map(len, shards)) == len(whole) == len(set(whole))
     assert not set(shards[0]) & set(shards[1]) and not set(shards[1]) & set(shards[2])
     assert evaluation.merge_shards(shards) == whole
     # One shard of one: the split itself.
-    assert _ids(evaluation.task_dataset(TASK, "validation", LENGTHS,
-                                        seqio.ShardInfo(0, 1))) == whole
+    assert (
+        _ids(evaluation.task_dataset(TASK, "validation", LENGTHS, seqio.ShardInfo(0, 1))) == whole
+    )
 
 
 def test_merge_shards_interleaves_and_keeps_every_example():
@@ -55,23 +59,24 @@ def test_one_process_gathers_its_own_results_and_numbers_missing_ids():
     import jax
 
     from slt import partitioning
+
     mesh = partitioning.make_mesh((-1,), ("data",))
     sharding = partitioning.batch_sharding(mesh, partitioning.DATA_PARALLEL_RULES)
     assert evaluation.host_input_shard(sharding, 8) == seqio.ShardInfo(0, 1)
     assert evaluation.shard_readers(sharding, 8) == [0]
     rows = [{"prediction": "é"}, {"id": "x", "prediction": "b"}]
     assert evaluation.allgather_json(rows) == [rows]
-    assert evaluation.number_missing_ids(evaluation.gather_shards(rows, sharding, 8),
-                                         first=10) == [
-        {"id": 10, "prediction": "é"}, {"id": "x", "prediction": "b"}]
+    assert evaluation.number_missing_ids(evaluation.gather_shards(rows, sharding, 8), first=10) == [
+        {"id": 10, "prediction": "é"},
+        {"id": "x", "prediction": "b"},
+    ]
     assert evaluation.allgather_ints([3, 4]).tolist() == [[3, 4]]
     assert jax.process_count() == 1
 
 
 def test_padding_batch_matches_the_converters_batches():
     ds = evaluation.task_dataset(TASK, "validation", LENGTHS)
-    real = next(features.LandmarkEncDecFeatureConverter()(ds, LENGTHS).batch(3)
-                .as_numpy_iterator())
+    real = next(features.LandmarkEncDecFeatureConverter()(ds, LENGTHS).batch(3).as_numpy_iterator())
     pad = evaluation.padding_batch(LENGTHS, 5)
     assert set(pad) == set(real)
     for name, value in real.items():
@@ -82,19 +87,28 @@ def test_padding_batch_matches_the_converters_batches():
 # -- slow: real processes ---------------------------------------------------------------
 
 TINY = [
-    *TINY_TRAIN_FLAGS, "--gin.train.train_steps=4",
-    "--gin.slt.OptimizerConfig.decay_steps=4", "--gin.train.donate_state=False",
+    *TINY_TRAIN_FLAGS,
+    "--gin.train.train_steps=4",
+    "--gin.slt.OptimizerConfig.decay_steps=4",
+    "--gin.train.donate_state=False",
     # 131 validation examples: batches of 16 end ragged, and 2 shards are unequal.
-    '--gin.train.eval_split="validation"', "--gin.train.eval_batch_size=16",
+    '--gin.train.eval_split="validation"',
+    "--gin.train.eval_batch_size=16",
 ]
 
 
 def _env(devices, process_id=None, port=None):
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
     if process_id is not None:
-        env.update(SLT_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", SLT_NUM_PROCESSES="2",
-                   SLT_PROCESS_ID=str(process_id))
+        env.update(
+            SLT_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            SLT_NUM_PROCESSES="2",
+            SLT_PROCESS_ID=str(process_id),
+        )
     return env
 
 
@@ -106,9 +120,17 @@ def _free_port():
 
 def _run_two(args):
     port = _free_port()
-    processes = [subprocess.Popen([sys.executable, "-m", *args], cwd=REPO,
-                                  env=_env(4, i, port), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for i in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=REPO,
+            env=_env(4, i, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [p.communicate(timeout=900) for p in processes]
     for p, (out, err) in zip(processes, outputs):
         assert p.returncode == 0, out[-2000:] + err[-3000:]
@@ -128,9 +150,14 @@ def _metrics(path):
 @pytest.mark.slow
 def test_two_processes_evaluate_like_one_process_with_eight_devices(tmp_path):
     one = tmp_path / "one"
-    result = subprocess.run([sys.executable, "-m", "slt.train", *TINY,
-                             f'--gin.MODEL_DIR="{one}"'], cwd=REPO, env=_env(8),
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "slt.train", *TINY, f'--gin.MODEL_DIR="{one}"'],
+        cwd=REPO,
+        env=_env(8),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     reference = _jsonl(one / "eval" / f"{TASK}.validation.predictions.jsonl")
     reference_metrics = _metrics(one / "eval" / "metrics.json")
@@ -144,19 +171,35 @@ def test_two_processes_evaluate_like_one_process_with_eight_devices(tmp_path):
     assert _metrics(two / "eval" / "metrics.json") == reference_metrics
 
     # python -m slt.eval and slt.infer as 2 processes.
-    _run_two(["slt.eval", "--gin_file=gin/runs/eval.gin", f'--gin.CHECKPOINT="{one}"',
-              '--gin.evaluate.split="validation"', "--gin.evaluate.batch_size=16",
-              f'--gin.evaluate.output_dir="{tmp_path / "eval"}"',
-              "--gin.evaluate.show_progress=False"])
+    _run_two(
+        [
+            "slt.eval",
+            "--gin_file=gin/runs/eval.gin",
+            f'--gin.CHECKPOINT="{one}"',
+            '--gin.evaluate.split="validation"',
+            "--gin.evaluate.batch_size=16",
+            f'--gin.evaluate.output_dir="{tmp_path / "eval"}"',
+            "--gin.evaluate.show_progress=False",
+        ]
+    )
     assert _jsonl(tmp_path / "eval" / f"{TASK}.validation.predictions.jsonl") == reference
     assert _metrics(tmp_path / "eval" / "metrics.json") == reference_metrics
-    _run_two(["slt.infer", "--gin_file=gin/runs/infer.gin", f'--gin.CHECKPOINT="{one}"',
-              f'--gin.OUTPUT_DIR="{tmp_path / "infer"}"', '--gin.infer.split="validation"',
-              "--gin.infer.batch_size=16", "--gin.infer.chunk_size=50",
-              "--gin.infer.show_progress=False"])
+    _run_two(
+        [
+            "slt.infer",
+            "--gin_file=gin/runs/infer.gin",
+            f'--gin.CHECKPOINT="{one}"',
+            f'--gin.OUTPUT_DIR="{tmp_path / "infer"}"',
+            '--gin.infer.split="validation"',
+            "--gin.infer.batch_size=16",
+            "--gin.infer.chunk_size=50",
+            "--gin.infer.show_progress=False",
+        ]
+    )
     shards = sorted((tmp_path / "infer").glob(f"{TASK}.validation.predictions-*.jsonl"))
     assert len(shards) == 3
     inferred = [row for shard in shards for row in _jsonl(shard)]
     assert [(r["id"], r["prediction"]) for r in inferred] == [
-        (r["id"], r["prediction"]) for r in reference]
+        (r["id"], r["prediction"]) for r in reference
+    ]
     assert np.isfinite([r["score"] for r in inferred]).all()

@@ -17,12 +17,22 @@ from slt.models.network import T5Config, Transformer, encoder_mask
 
 # ByT5-style: deeper encoder, heads*head_dim (24) != emb_dim (40).
 SMALL = T5Config(
-    vocab_size=30, emb_dim=40, num_heads=2, head_dim=12, num_encoder_layers=3,
-    num_decoder_layers=1, mlp_dim=56,
+    vocab_size=30,
+    emb_dim=40,
+    num_heads=2,
+    head_dim=12,
+    num_encoder_layers=3,
+    num_decoder_layers=1,
+    mlp_dim=56,
 )
 TINY = T5Config(
-    vocab_size=40, emb_dim=32, num_heads=2, head_dim=16, num_encoder_layers=2,
-    num_decoder_layers=2, mlp_dim=64,
+    vocab_size=40,
+    emb_dim=32,
+    num_heads=2,
+    head_dim=16,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    mlp_dim=64,
 )
 
 
@@ -58,14 +68,22 @@ def _forward_fn(cfg: T5Config, enable_dropout: bool):
     def fn(v, x, r):
         rngs = None if r is None else {"dropout": r}
         return Transformer(cfg).apply(v, **x, enable_dropout=enable_dropout, rngs=rngs)
+
     return jax.jit(fn)
 
 
 @functools.lru_cache(maxsize=None)
 def _encode_fn(cfg: T5Config):
-    return jax.jit(lambda v, x: Transformer(cfg).apply(
-        v, x["encoder_input_tokens"], x["encoder_landmarks"], x["encoder_landmark_mask"],
-        enable_dropout=False, method=Transformer.encode))
+    return jax.jit(
+        lambda v, x: Transformer(cfg).apply(
+            v,
+            x["encoder_input_tokens"],
+            x["encoder_landmarks"],
+            x["encoder_landmark_mask"],
+            enable_dropout=False,
+            method=Transformer.encode,
+        )
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -181,8 +199,15 @@ def test_param_names_shapes_and_axes():
 
 
 def test_query_init_folds_attention_scaling():
-    cfg = T5Config(vocab_size=16, emb_dim=256, num_heads=4, head_dim=64,
-                   num_encoder_layers=1, num_decoder_layers=1, mlp_dim=64)
+    cfg = T5Config(
+        vocab_size=16,
+        emb_dim=256,
+        num_heads=4,
+        head_dim=64,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        mlp_dim=64,
+    )
     params = nn.meta.unbox(init(cfg, make_inputs(cfg, t=2, l=2)))["params"]
     att = params["encoder"]["layers_0"]["attention"]
     q_std = float(np.std(att["query"]["kernel"]))
@@ -201,19 +226,35 @@ def closed_form_param_count(cfg: T5Config) -> int:
     landmark = cfg.landmark_dim * d + d
     return (
         v * d
-        + cfg.num_encoder_layers * enc_layer + d + rel + landmark
-        + cfg.num_decoder_layers * dec_layer + d + rel + d * v
+        + cfg.num_encoder_layers * enc_layer
+        + d
+        + rel
+        + landmark
+        + cfg.num_decoder_layers * dec_layer
+        + d
+        + rel
+        + d * v
     )
 
 
 def test_byt5_small_param_count_without_allocation():
-    cfg = T5Config(vocab_size=384, emb_dim=1472, num_heads=6, head_dim=64,
-                   num_encoder_layers=12, num_decoder_layers=4, mlp_dim=3584)
-    inputs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
-              for k, v in make_inputs(cfg, b=1, p=2, t=2, l=2).items()}
+    cfg = T5Config(
+        vocab_size=384,
+        emb_dim=1472,
+        num_heads=6,
+        head_dim=64,
+        num_encoder_layers=12,
+        num_decoder_layers=4,
+        mlp_dim=3584,
+    )
+    inputs = {
+        k: jax.ShapeDtypeStruct(v.shape, v.dtype)
+        for k, v in make_inputs(cfg, b=1, p=2, t=2, l=2).items()
+    }
     shapes = jax.eval_shape(
         lambda rng, x: Transformer(cfg).init(rng, **x, enable_dropout=False),
-        jax.random.PRNGKey(0), inputs,
+        jax.random.PRNGKey(0),
+        inputs,
     )
     count = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(nn.meta.unbox(shapes)))
     assert count == closed_form_param_count(cfg)
@@ -231,7 +272,8 @@ def test_rmsnorm_matches_numpy():
     np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-5, atol=1e-6)
     # bf16 compute: statistics in float32, output in bf16.
     yb = layers.RMSNorm(dtype=jnp.bfloat16).apply(
-        {"params": {"scale": jnp.asarray(scale)}}, jnp.asarray(x, jnp.bfloat16))
+        {"params": {"scale": jnp.asarray(scale)}}, jnp.asarray(x, jnp.bfloat16)
+    )
     assert yb.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(yb, np.float32), ref, rtol=2e-2, atol=2e-2)
 
@@ -251,7 +293,8 @@ def numpy_t5_bucket(rel: int, bidirectional: bool, num_buckets=32, max_distance=
     if n < max_exact:
         return offset + n
     large = max_exact + int(
-        math.log(n / max_exact + 1.1920929e-07) / math.log(max_distance / max_exact)
+        math.log(n / max_exact + 1.1920929e-07)
+        / math.log(max_distance / max_exact)
         * (num_buckets - max_exact)
     )
     return offset + min(large, num_buckets - 1)
@@ -299,8 +342,9 @@ def test_encoder_ignores_padded_frames_and_extra_padding():
     variables = init(TINY, inputs)
     enc = lambda x: encode(TINY, variables, x)  # noqa: E731
     base = np.asarray(enc(inputs))
-    real = np.asarray(encoder_mask(inputs["encoder_input_tokens"],
-                                   inputs["encoder_landmark_mask"])).astype(bool)
+    real = np.asarray(
+        encoder_mask(inputs["encoder_input_tokens"], inputs["encoder_landmark_mask"])
+    ).astype(bool)
     assert real.sum() == 2 * (3 + 5)
 
     changed = dict(inputs)
@@ -316,8 +360,9 @@ def test_encoder_ignores_padded_frames_and_extra_padding():
     trimmed["encoder_landmarks"] = inputs["encoder_landmarks"][:, :6]
     trimmed["encoder_landmark_mask"] = inputs["encoder_landmark_mask"][:, :6]
     short = np.asarray(enc(trimmed))
-    np.testing.assert_allclose(short[:, :9][real[:, :9]], base[:, :9][real[:, :9]],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        short[:, :9][real[:, :9]], base[:, :9][real[:, :9]], rtol=1e-5, atol=1e-5
+    )
 
     # A real frame does affect the output.
     frames[:, 0] += 1.0
@@ -375,6 +420,7 @@ def test_dropout_needs_rng_and_changes_output():
 
 def test_landmark_stride_stacks_frames_and_masks():
     from slt.models.network import stack_frames
+
     frames = jnp.arange(2 * 5 * 3, dtype=jnp.float32).reshape(2, 5, 3)
     stacked = stack_frames(frames, 2)
     assert stacked.shape == (2, 3, 6)
@@ -385,26 +431,43 @@ def test_landmark_stride_stacks_frames_and_masks():
     mask = encoder_mask(tokens, frame_mask, landmark_stride=2)
     np.testing.assert_array_equal(mask, [[1, 1, 0, 1, 1, 0], [1, 0, 0, 1, 0, 0]])
 
-    cfg = T5Config(vocab_size=64, emb_dim=16, num_heads=2, head_dim=8, num_encoder_layers=1,
-                   num_decoder_layers=1, mlp_dim=32, landmark_stride=2)
+    cfg = T5Config(
+        vocab_size=64,
+        emb_dim=16,
+        num_heads=2,
+        head_dim=8,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        mlp_dim=32,
+        landmark_stride=2,
+    )
     net = Transformer(cfg)
     rng = np.random.default_rng(0)
     landmarks = rng.random((2, 5, 255)).astype(np.float32)
-    variables = net.init(jax.random.key(0), tokens, landmarks, frame_mask,
-                         jnp.ones((2, 4), jnp.int32), enable_dropout=False)
+    variables = net.init(
+        jax.random.key(0),
+        tokens,
+        landmarks,
+        frame_mask,
+        jnp.ones((2, 4), jnp.int32),
+        enable_dropout=False,
+    )
     assert variables["params"]["encoder"]["landmark_embedder"]["kernel"].value.shape == (510, 16)
-    out = net.apply(variables, tokens, landmarks, frame_mask, method=net.encode,
-                    enable_dropout=False)
+    out = net.apply(
+        variables, tokens, landmarks, frame_mask, method=net.encode, enable_dropout=False
+    )
     changed = landmarks.copy()
     changed[0, 4] += 7.0  # a padded frame in a fully padded group of example 0
-    out2 = net.apply(variables, tokens, changed, frame_mask, method=net.encode,
-                     enable_dropout=False)
+    out2 = net.apply(
+        variables, tokens, changed, frame_mask, method=net.encode, enable_dropout=False
+    )
     real = np.asarray(mask, bool)
     np.testing.assert_allclose(np.asarray(out)[real], np.asarray(out2)[real], atol=1e-5)
 
 
 def test_sinusoidal_landmark_positions():
     from slt.models.network import sinusoidal_positions
+
     table = sinusoidal_positions(50, 8)
     assert table.shape == (50, 8) and table.dtype == np.float32
     # First feature pair has wavelength 2*pi, the last 2*pi*10000.
@@ -416,13 +479,18 @@ def test_sinusoidal_landmark_positions():
     plain = dataclasses.replace(TINY, num_encoder_layers=1)
     with_pos = dataclasses.replace(plain, landmark_positions="sinusoidal")
     inputs = make_inputs(plain)
-    args = (inputs["encoder_input_tokens"], inputs["encoder_landmarks"],
-            inputs["encoder_landmark_mask"])
-    variables = Transformer(plain).init(jax.random.key(0), *args,
-                                        inputs["decoder_input_tokens"], enable_dropout=False)
+    args = (
+        inputs["encoder_input_tokens"],
+        inputs["encoder_landmarks"],
+        inputs["encoder_landmark_mask"],
+    )
+    variables = Transformer(plain).init(
+        jax.random.key(0), *args, inputs["decoder_input_tokens"], enable_dropout=False
+    )
     # Parameter-free: the same variables serve both configs.
-    encode = lambda cfg: np.asarray(Transformer(cfg).apply(
-        variables, *args, enable_dropout=False, method=Transformer.encode))
+    encode = lambda cfg: np.asarray(
+        Transformer(cfg).apply(variables, *args, enable_dropout=False, method=Transformer.encode)
+    )
     assert np.abs(encode(plain) - encode(with_pos)).max() > 1e-2
     with pytest.raises(ValueError, match="landmark_positions"):
         encode(dataclasses.replace(plain, landmark_positions="learned"))

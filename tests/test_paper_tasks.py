@@ -1,4 +1,5 @@
 """The paper's task factories, mixtures, sources and rates (tasks/paper_*.py, mixing.py)."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,15 @@ import tensorflow as tf
 
 import tasks
 from slt import clips, features, landmarks, metrics, prepare
-from tasks import (fingerspelling, fingerspelling_sources, languages, mixing, paper_mixtures,
-                   paper_tasks, sources)
+from tasks import (
+    fingerspelling,
+    fingerspelling_sources,
+    languages,
+    mixing,
+    paper_mixtures,
+    paper_tasks,
+    sources,
+)
 
 VOCAB = features.byte_vocabulary()
 LENGTHS = {"landmarks": 40, "inputs": 96, "targets": 64}
@@ -28,17 +36,25 @@ def _clips(n=6, seed=0):
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        out.append({"landmarks": rng.normal(size=(30, 255)), "text": f"word{i} more{i}",
-                    "sign_language": "ase", "spoken_language": "en", "id": f"clip{i}",
-                    "captions": [(f"word{i}", 0, 12), (f"more{i}", 14, 30)]})
+        out.append(
+            {
+                "landmarks": rng.normal(size=(30, 255)),
+                "text": f"word{i} more{i}",
+                "sign_language": "ase",
+                "spoken_language": "en",
+                "id": f"clip{i}",
+                "captions": [(f"word{i}", 0, 12), (f"more{i}", 14, 30)],
+            }
+        )
     return out
 
 
 def _register(prefix: str, n=6, pairs=4):
     """Small in-memory SLT, alignment and MT tasks; returns their names."""
     clip_source = sources.InMemoryClipSource(prefix, {"train": _clips(n)})
-    text_source = sources.InMemoryTextPairSource(prefix + "_text", {"train": [
-        (f"house {i}", f"Haus {i}", "en", "de") for i in range(pairs)]})
+    text_source = sources.InMemoryTextPairSource(
+        prefix + "_text", {"train": [(f"house {i}", f"Haus {i}", "en", "de") for i in range(pairs)]}
+    )
     names = {k: f"{prefix}_{k}" for k in ("slt", "timed", "align", "mt")}
     for name in names.values():
         if name in seqio.TaskRegistry.names():
@@ -53,8 +69,11 @@ def _register(prefix: str, n=6, pairs=4):
 
 def _examples(name, lengths=LENGTHS, **kwargs):
     kwargs.setdefault("shuffle", False)
-    return list(seqio.get_mixture_or_task(name).get_dataset(
-        lengths, split="train", **kwargs).as_numpy_iterator())
+    return list(
+        seqio.get_mixture_or_task(name)
+        .get_dataset(lengths, split="train", **kwargs)
+        .as_numpy_iterator()
+    )
 
 
 def test_each_task_yields_the_documented_features_and_prompt(tmp_path):
@@ -69,7 +88,9 @@ def test_each_task_yields_the_documented_features_and_prompt(tmp_path):
     timed = _examples(names["timed"])
     assert _text(timed[1]["targets"]) == "0 12 word1 <sep> 14 30 more1"
     assert paper_tasks.parse_timed_captions(_text(timed[1]["targets"])) == [
-        (0, 12, "word1"), (14, 30, "more1")]
+        (0, 12, "word1"),
+        (14, 30, "more1"),
+    ]
 
     align = _examples(names["align"])
     assert _text(align[2]["inputs"]) == "<align> <ase> <en> word2 <sep> more2"
@@ -80,16 +101,24 @@ def test_each_task_yields_the_documented_features_and_prompt(tmp_path):
     assert len(mt) == 8  # both directions of 4 pairs
     assert all(ex["landmarks"].shape == (0, 255) for ex in mt)
     assert [(_text(ex["inputs"]), _text(ex["targets"])) for ex in mt[:2]] == [
-        ("<mt> <en> <de> house 0", "Haus 0"), ("<mt> <de> <en> Haus 0", "house 0")]
+        ("<mt> <en> <de> house 0", "Haus 0"),
+        ("<mt> <de> <en> Haus 0", "house 0"),
+    ]
 
     # Augmented SLT from a translations file keyed by caption id; clip5 has none.
     path = tmp_path / "translations.jsonl"
-    path.write_text("\n".join(json.dumps({"id": f"clip{i}", "translations": {
-        "de": f"Wort{i}", "fr": f"mot{i}"}}) for i in range(5)) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            json.dumps({"id": f"clip{i}", "translations": {"de": f"Wort{i}", "fr": f"mot{i}"}})
+            for i in range(5)
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     source = sources.InMemoryClipSource("toy", {"train": _clips()})
-    paper_tasks.add_augmented_slt_task("toy_aug_de", source, "de",
-                                       sources.TranslationTable(str(path), "de"),
-                                       sign_language="ase")
+    paper_tasks.add_augmented_slt_task(
+        "toy_aug_de", source, "de", sources.TranslationTable(str(path), "de"), sign_language="ase"
+    )
     before = paper_tasks.SKIPPED.counts.get("no de translation", 0)
     aug = _examples("toy_aug_de")
     assert [_text(ex["targets"]) for ex in aug] == [f"Wort{i}" for i in range(5)]
@@ -114,11 +143,19 @@ def test_captions_past_the_frame_length_are_dropped_and_counted():
 
 def test_converter_mixes_text_only_examples_and_counts_truncation():
     names = _register("conv")
-    mixing.register_mixture("conv_mix", {"sign": [names["slt"], names["align"]],
-                                         "mt": [names["mt"]]})
+    mixing.register_mixture(
+        "conv_mix", {"sign": [names["slt"], names["align"]], "mt": [names["mt"]]}
+    )
     converter = features.LandmarkEncDecFeatureConverter()
-    ds = seqio.get_dataset("conv_mix", LENGTHS, dataset_split="train", shuffle=True, seed=1,
-                           num_epochs=None, feature_converter=converter)
+    ds = seqio.get_dataset(
+        "conv_mix",
+        LENGTHS,
+        dataset_split="train",
+        shuffle=True,
+        seed=1,
+        num_epochs=None,
+        feature_converter=converter,
+    )
     batch = next(ds.batch(48).as_numpy_iterator())
     prompts = [_text(row).split(" ")[0] for row in batch["encoder_input_tokens"]]
     assert {"<slt>", "<align>", "<mt>"} <= set(prompts)
@@ -130,9 +167,13 @@ def test_converter_mixes_text_only_examples_and_counts_truncation():
     # and counts (tasks count before seqio trims: see the caption test above).
     converter = features.LandmarkEncDecFeatureConverter(apply_length_check=False)
     features.TRUNCATION.reset()
-    long = tf.data.Dataset.from_tensors({
-        "landmarks": tf.zeros([50, 255]), "inputs": tf.ones([5], tf.int32),
-        "targets": tf.ones([70], tf.int32)})
+    long = tf.data.Dataset.from_tensors(
+        {
+            "landmarks": tf.zeros([50, 255]),
+            "inputs": tf.ones([5], tf.int32),
+            "targets": tf.ones([70], tf.int32),
+        }
+    )
     out = next(converter(long, LENGTHS).as_numpy_iterator())
     assert out["encoder_landmark_mask"].sum() == 40
     snap = features.TRUNCATION.snapshot()
@@ -142,8 +183,9 @@ def test_converter_mixes_text_only_examples_and_counts_truncation():
 
 def test_mixture_honours_p_mt_and_task_rates():
     names = _register("rate", n=4, pairs=3)
-    mixing.register_mixture("rate_mix", {"sign": [names["slt"], names["align"]],
-                                         "mt": [names["mt"]]})
+    mixing.register_mixture(
+        "rate_mix", {"sign": [names["slt"], names["align"]], "mt": [names["mt"]]}
+    )
     saved = mixing.SETTINGS
     try:
         mixing.configure(p_mt=0.3, task_rates={names["align"]: 3.0}, size_weighted=False)
@@ -153,7 +195,8 @@ def test_mixture_honours_p_mt_and_task_rates():
         assert rates[names["align"]] == pytest.approx(0.7 * 3 / 4)
         n = 3000
         ds = seqio.get_mixture_or_task("rate_mix").get_dataset(
-            LENGTHS, split="train", shuffle=True, seed=7, num_epochs=None)
+            LENGTHS, split="train", shuffle=True, seed=7, num_epochs=None
+        )
         counts = {"<mt>": 0, "<slt>": 0, "<align>": 0}
         for ex in ds.take(n).as_numpy_iterator():
             counts[_text(ex["inputs"]).split(" ")[0]] += 1
@@ -163,7 +206,8 @@ def test_mixture_honours_p_mt_and_task_rates():
         # Temperature: rates ** (1 / T) within a group; sizes weigh in when known.
         mixing.configure(temperature=2.0)
         assert mixing.current_rates("rate_mix")[names["align"]] == pytest.approx(
-            0.7 * math.sqrt(3) / (1 + math.sqrt(3)))
+            0.7 * math.sqrt(3) / (1 + math.sqrt(3))
+        )
         mixing.configure(temperature=1.0, task_rates={"x": 1.0}, size_weighted=True)
         shares = mixing.group_shares(["a", "b"], mixing.SETTINGS, {"a": 100, "b": 300})
         assert shares == pytest.approx({"a": 0.25, "b": 0.75})
@@ -173,12 +217,14 @@ def test_mixture_honours_p_mt_and_task_rates():
 
 def test_iteration_is_deterministic_for_a_seed():
     names = _register("det")
-    mixing.register_mixture("det_mix", {"sign": [names["slt"], names["align"]],
-                                        "mt": [names["mt"]]})
+    mixing.register_mixture(
+        "det_mix", {"sign": [names["slt"], names["align"]], "mt": [names["mt"]]}
+    )
 
     def run(seed):
         ds = seqio.get_mixture_or_task("det_mix").get_dataset(
-            LENGTHS, split="train", shuffle=True, seed=seed, num_epochs=None)
+            LENGTHS, split="train", shuffle=True, seed=seed, num_epochs=None
+        )
         return [(_text(e["inputs"]), _text(e["targets"])) for e in ds.take(40).as_numpy_iterator()]
 
     first = run(3)
@@ -203,28 +249,51 @@ def test_host_shards_are_disjoint_and_cover_the_data(tmp_path, num_hosts):
     paper_tasks.add_mt_task(name, source, directions=("forward",))
     seen = []
     for host in range(num_hosts):
-        ids = [e["inputs_pretokenized"].decode() for e in seqio.get_mixture_or_task(name)
-               .get_dataset(LENGTHS, split="train", shuffle=False,
-                            shard_info=seqio.ShardInfo(host, num_hosts)).as_numpy_iterator()]
+        ids = [
+            e["inputs_pretokenized"].decode()
+            for e in seqio.get_mixture_or_task(name)
+            .get_dataset(
+                LENGTHS, split="train", shuffle=False, shard_info=seqio.ShardInfo(host, num_hosts)
+            )
+            .as_numpy_iterator()
+        ]
         assert ids, f"host {host} got nothing"
         seen.append(ids)
     flat = [i for ids in seen for i in ids]
     assert len(flat) == len(set(flat)) == 15
-    assert set(source.skipped()) == {f"en-{x}.tsv: unreadable line (expected 2 cells)"
-                                     for x in ("de", "fr", "it")}
+    assert set(source.skipped()) == {
+        f"en-{x}.tsv: unreadable line (expected 2 cells)" for x in ("de", "fr", "it")
+    }
 
 
 def test_every_paper_and_offline_mixture_is_registered():
     names = set(seqio.MixtureRegistry.names())
-    paper = {"pretrain_yt_asl", "pretrain_yt_full", "pretrain_yt_full_mt_small",
-             "pretrain_yt_full_mt_large", "pretrain_yt_full_mt_large_aug", "finetune_how2sign",
-             "finetune_elementary23", "finetune_wmt23_dsgs", "finetune_wmt23_lsfch",
-             "finetune_wmt23_lisch", "finetune_all_benchmarks", "eval_fleurs_asl0"}
-    offline = {"fingerspelling_slt", "fingerspelling_pretrain_slt_mt_aug",
-               "fingerspelling_pretrain_slt_mt", "fingerspelling_pretrain_slt_align",
-               "fingerspelling_align", "fingerspelling_mt", "fingerspelling_aug",
-               "fingerspelling_slt_timed", "fingerspelling_finetune_all",
-               "fingerspelling_eval_ase_multilingual"}
+    paper = {
+        "pretrain_yt_asl",
+        "pretrain_yt_full",
+        "pretrain_yt_full_mt_small",
+        "pretrain_yt_full_mt_large",
+        "pretrain_yt_full_mt_large_aug",
+        "finetune_how2sign",
+        "finetune_elementary23",
+        "finetune_wmt23_dsgs",
+        "finetune_wmt23_lsfch",
+        "finetune_wmt23_lisch",
+        "finetune_all_benchmarks",
+        "eval_fleurs_asl0",
+    }
+    offline = {
+        "fingerspelling_slt",
+        "fingerspelling_pretrain_slt_mt_aug",
+        "fingerspelling_pretrain_slt_mt",
+        "fingerspelling_pretrain_slt_align",
+        "fingerspelling_align",
+        "fingerspelling_mt",
+        "fingerspelling_aug",
+        "fingerspelling_slt_timed",
+        "fingerspelling_finetune_all",
+        "fingerspelling_eval_ase_multilingual",
+    }
     assert paper | offline <= names
     fleurs = seqio.get_mixture_or_task("eval_fleurs_asl0")
     assert len(fleurs.tasks) == 42 == len(languages.FLEURS_ASL0_LANGUAGES)
@@ -235,8 +304,12 @@ def test_every_paper_and_offline_mixture_is_registered():
     assert set(metrics.LANGUAGE_ID_CANDIDATES) == set(languages.SPOKEN_LANGUAGES)
     # The languages of the finetuning benchmarks, in their prompts' task names.
     assert {t.name for t in seqio.get_mixture_or_task("finetune_all_benchmarks").tasks} == {
-        "how2sign_slt_ase_en", "elementary23_slt_gss_el", "wmt23_dsgs_slt_sgg_de",
-        "wmt23_lsfch_slt_ssr_fr", "wmt23_lisch_slt_slf_it"}
+        "how2sign_slt_ase_en",
+        "elementary23_slt_gss_el",
+        "wmt23_dsgs_slt_sgg_de",
+        "wmt23_lsfch_slt_ssr_fr",
+        "wmt23_lisch_slt_slf_it",
+    }
 
 
 def test_missing_data_root_names_the_dataset_and_the_command(tmp_path):
@@ -245,7 +318,8 @@ def test_missing_data_root_names_the_dataset_and_the_command(tmp_path):
         mixing.configure(data_root=str(tmp_path / "nowhere"))
         with pytest.raises(sources.MissingDataError) as error:
             seqio.get_mixture_or_task("finetune_how2sign").get_dataset(
-                LENGTHS, split="train", shuffle=False)
+                LENGTHS, split="train", shuffle=False
+            )
         message = str(error.value)
         assert "'how2sign'" in message and "python -m slt.prepare" in message
         assert str(tmp_path / "nowhere" / "how2sign") in message
@@ -260,43 +334,79 @@ def test_missing_data_root_names_the_dataset_and_the_command(tmp_path):
 def test_paper_mixtures_read_prepared_shards(tmp_path):
     """python -m slt.prepare output -> finetune and alignment tasks, with translations."""
     letters = {text: path for path, _, sign, text in fingerspelling._index() if sign == "ase"}
-    rows = [{"id": f"l{c}", "path": letters[c], "text": c, "sign_language": "ase",
-             "spoken_language": "en"} for c in "ABCDE"]
-    rows.append({"id": "multi", "path": os.path.join(SHARED_DATA, "mediapipe_reduced.pose"),
-                 "sign_language": "sgg", "spoken_language": "de", "end": 6.0,
-                 "captions": [{"text": "erster Satz", "start": 0.0, "end": 2.5},
-                              {"text": "zweiter", "start": 2.5, "end": 6.0}]})
+    rows = [
+        {
+            "id": f"l{c}",
+            "path": letters[c],
+            "text": c,
+            "sign_language": "ase",
+            "spoken_language": "en",
+        }
+        for c in "ABCDE"
+    ]
+    rows.append(
+        {
+            "id": "multi",
+            "path": os.path.join(SHARED_DATA, "mediapipe_reduced.pose"),
+            "sign_language": "sgg",
+            "spoken_language": "de",
+            "end": 6.0,
+            "captions": [
+                {"text": "erster Satz", "start": 0.0, "end": 2.5},
+                {"text": "zweiter", "start": 2.5, "end": 6.0},
+            ],
+        }
+    )
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = tmp_path / "prepared"
     config = landmarks.LandmarkConfig(max_frames=100)
-    result = prepare.prepare(str(manifest), str(out), clips.PrepareOptions(config=config),
-                             split="train", examples_per_shard=2, num_workers=1,
-                             progress=False)
+    result = prepare.prepare(
+        str(manifest),
+        str(out),
+        clips.PrepareOptions(config=config),
+        split="train",
+        examples_per_shard=2,
+        num_workers=1,
+        progress=False,
+    )
     assert result.num_written == 6
     (out / "translations.jsonl").write_text(
-        json.dumps({"id": "lA", "translations": {"de": "A auf Deutsch"}}) + "\n")
+        json.dumps({"id": "lA", "translations": {"de": "A auf Deutsch"}}) + "\n"
+    )
     saved = mixing.SETTINGS
     try:
-        mixing.configure(dataset_roots={"how2sign": str(out), "yt_full": str(out),
-                                        "yt_asl": str(out)})
+        mixing.configure(
+            dataset_roots={"how2sign": str(out), "yt_full": str(out), "yt_asl": str(out)}
+        )
         slt = _examples("how2sign_slt_ase_en", {"landmarks": 100, "inputs": 64, "targets": 64})
         assert len(slt) == 6 and _text(slt[0]["inputs"]) == "<slt> <ase> <en>"
         assert sorted(_text(e["targets"]) for e in slt)[:5] == list("ABCDE")
         assert tasks.landmark_config("finetune_how2sign") == config
-        align = [e for e in _examples("yt_full_align", {"landmarks": 100, "inputs": 64,
-                                                        "targets": 64})
-                 if _text(e["inputs"]).startswith("<align> <sgg>")]
+        align = [
+            e
+            for e in _examples("yt_full_align", {"landmarks": 100, "inputs": 64, "targets": 64})
+            if _text(e["inputs"]).startswith("<align> <sgg>")
+        ]
         assert _text(align[0]["inputs"]) == "<align> <sgg> <de> erster Satz <sep> zweiter"
         spans = paper_tasks.parse_alignment_target(_text(align[0]["targets"]))
         assert len(spans) == 2 and spans[0][0] == 0 and spans[0][1] <= spans[1][0]
         aug = _examples("yt_asl_aug_slt_ase_de", {"landmarks": 100, "inputs": 64, "targets": 64})
         assert [(_text(e["inputs"]), _text(e["targets"])) for e in aug] == [
-            ("<slt> <ase> <de>", "A auf Deutsch")]
+            ("<slt> <ase> <de>", "A auf Deutsch")
+        ]
         # Two hosts read disjoint shard files that together cover the split.
-        ids = [sorted(e["id"].decode() for e in _examples(
-            "how2sign_slt_ase_en", {"landmarks": 100, "inputs": 64, "targets": 64},
-            shard_info=seqio.ShardInfo(h, 2))) for h in range(2)]
+        ids = [
+            sorted(
+                e["id"].decode()
+                for e in _examples(
+                    "how2sign_slt_ase_en",
+                    {"landmarks": 100, "inputs": 64, "targets": 64},
+                    shard_info=seqio.ShardInfo(h, 2),
+                )
+            )
+            for h in range(2)
+        ]
         assert not set(ids[0]) & set(ids[1]) and len(ids[0]) + len(ids[1]) == 6
     finally:
         mixing.SETTINGS = saved
@@ -307,7 +417,9 @@ def test_offline_sources_from_cldr_and_multiword_clips():
     train = {key: (a, b) for key, a, b in pairs["train"] + pairs["validation"] + pairs["test"]}
     assert train["territory:DE"] == ("Germany", "Deutschland")
     keys = [set(k for k, _, _ in pairs[s]) for s in ("train", "validation", "test")]
-    assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and len(keys[0]) > 8 * len(keys[2]) / 2
+    assert (
+        not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and len(keys[0]) > 8 * len(keys[2]) / 2
+    )
     words = fingerspelling_sources.cldr_word_translations("en", "fr")
     assert words["Germany"] == "Allemagne" and words["January"] == "janvier"
 
@@ -320,11 +432,20 @@ def test_offline_sources_from_cldr_and_multiword_clips():
 
     # The same source drives an alignment task (fast: default preprocessing, ase only).
     source = fingerspelling_sources.MultiWordClipSource("ase", "en", 0, lambda: config, 1)
-    paper_tasks.add_alignment_task("fs_align_test", source, languages_=("ase", "en"),
-                                   splits=("validation",), shuffle_buffer_size=8)
-    ex = next(seqio.get_mixture_or_task("fs_align_test").get_dataset(
-        {"landmarks": 256, "inputs": 128, "targets": 64}, split="validation",
-        shuffle=False).as_numpy_iterator())
+    paper_tasks.add_alignment_task(
+        "fs_align_test",
+        source,
+        languages_=("ase", "en"),
+        splits=("validation",),
+        shuffle_buffer_size=8,
+    )
+    ex = next(
+        seqio.get_mixture_or_task("fs_align_test")
+        .get_dataset(
+            {"landmarks": 256, "inputs": 128, "targets": 64}, split="validation", shuffle=False
+        )
+        .as_numpy_iterator()
+    )
     captions = _text(ex["inputs"]).split(" ", 3)[3].split(" <sep> ")
     spans = paper_tasks.parse_alignment_target(_text(ex["targets"]))
     assert 2 <= len(captions) == len(spans) <= 4
@@ -333,18 +454,24 @@ def test_offline_sources_from_cldr_and_multiword_clips():
 
 def test_prompt_tags_are_stable_sentencepiece_pieces(tmp_path):
     spm = pytest.importorskip("sentencepiece")
-    corpus = [languages.prompt("mt", a, "en") + " the house is big and the sentence is long"
-              for a in languages.SPOKEN_LANGUAGES] + [
-        languages.prompt("slt", s, "de") + " ein Haus" for s in languages.SIGN_LANGUAGES]
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus * 3),
-                                   model_prefix=str(tmp_path / "spm"), vocab_size=120,
-                                   hard_vocab_limit=False,
-                                   model_type="unigram", minloglevel=2)
+    corpus = [
+        languages.prompt("mt", a, "en") + " the house is big and the sentence is long"
+        for a in languages.SPOKEN_LANGUAGES
+    ] + [languages.prompt("slt", s, "de") + " ein Haus" for s in languages.SIGN_LANGUAGES]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus * 3),
+        model_prefix=str(tmp_path / "spm"),
+        vocab_size=120,
+        hard_vocab_limit=False,
+        model_type="unigram",
+        minloglevel=2,
+    )
     vocabulary = seqio.SentencePieceVocabulary(str(tmp_path / "spm.model"))
     ids = languages.check_prompt_pieces(vocabulary)
     assert len(ids) == len(languages.all_tags())
     assert languages.check_prompt_pieces(features.byte_vocabulary())["<slt>"] == tuple(
-        b + 3 for b in b"<slt>")
+        b + 3 for b in b"<slt>"
+    )
     assert len(languages.FLEURS_ASL0_LANGUAGES) == 42
     assert {"gss", "sgg", "ssr", "slf", "ase"} <= set(languages.SIGN_LANGUAGES)
 
@@ -352,23 +479,32 @@ def test_prompt_tags_are_stable_sentencepiece_pieces(tmp_path):
 @pytest.mark.slow
 def test_fingerspelling_pretrain_batch_mixes_every_kind():
     converter = features.LandmarkEncDecFeatureConverter()
-    ds = seqio.get_dataset("fingerspelling_pretrain_slt_mt_aug",
-                           {"landmarks": 256, "inputs": 64, "targets": 32},
-                           dataset_split="train", shuffle=True, seed=0, num_epochs=None,
-                           feature_converter=converter)
+    ds = seqio.get_dataset(
+        "fingerspelling_pretrain_slt_mt_aug",
+        {"landmarks": 256, "inputs": 64, "targets": 32},
+        dataset_split="train",
+        shuffle=True,
+        seed=0,
+        num_epochs=None,
+        feature_converter=converter,
+    )
     batch = next(ds.batch(96).as_numpy_iterator())
     kinds = set()
     for row in batch["encoder_input_tokens"]:
         tags = _text(row).split(" ")
-        kinds.add("aug" if tags[0] == "<slt>" and tags[1] == "<ase>" and tags[2] != "<en>"
-                  else tags[0])
+        kinds.add(
+            "aug" if tags[0] == "<slt>" and tags[1] == "<ase>" and tags[2] != "<en>" else tags[0]
+        )
     assert {"<slt>", "<align>", "<mt>", "aug"} <= kinds
 
 
 def _metric_languages(task_name: str) -> list[str]:
     """Target languages of a task's language metric functions."""
-    return [fn.keywords["target_language"] for fn in seqio.get_mixture_or_task(task_name)
-            .predict_metric_fns if getattr(fn, "func", None) is metrics.language_metrics]
+    return [
+        fn.keywords["target_language"]
+        for fn in seqio.get_mixture_or_task(task_name).predict_metric_fns
+        if getattr(fn, "func", None) is metrics.language_metrics
+    ]
 
 
 def test_evaluation_tasks_score_language_accuracy_and_empty_rate():
@@ -382,17 +518,25 @@ def test_evaluation_tasks_score_language_accuracy_and_empty_rate():
     assert _metric_languages("fingerspelling_mt_en_de") == []  # both directions: no one language
 
     task = seqio.get_mixture_or_task("fleurs_asl0_slt_ase_de")
-    targets = ["Das Wetter ist heute schön.", "Wir gehen morgen spazieren.",
-               "Guten Morgen.", "Vielen Dank für die Hilfe."]
-    predictions = ["Das Wetter ist heute schön und warm.",
-                   "We are going for a walk tomorrow.", "",
-                   "Vielen Dank für Ihre Hilfe."]
+    targets = [
+        "Das Wetter ist heute schön.",
+        "Wir gehen morgen spazieren.",
+        "Guten Morgen.",
+        "Vielen Dank für die Hilfe.",
+    ]
+    predictions = [
+        "Das Wetter ist heute schön und warm.",
+        "We are going for a walk tomorrow.",
+        "",
+        "Vielen Dank für Ihre Hilfe.",
+    ]
     scores = {}
     for fn in task.predict_metric_fns:
         scores.update(fn(targets, predictions))
     # German, English (wrong language), empty (wrong, and empty), German.
     assert scores["language_accuracy"] == 0.5 and scores["empty_rate"] == 0.25
     import sacrebleu
+
     assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(predictions, [targets]).score)
     with pytest.raises(ValueError, match="not among the language identifier's candidates"):
         paper_tasks.translation_metric_fns("xx")

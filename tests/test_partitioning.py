@@ -4,6 +4,7 @@ The checks run in a subprocess started with XLA_FLAGS=--xla_force_host_platform_
 (the flag must be set before JAX starts). Donation is off there: with 4+ fake CPU
 devices donated, queued steps can deadlock in XLA's CPU all-reduce (ENVIRONMENT.md).
 """
+
 import os
 import subprocess
 import sys
@@ -106,29 +107,45 @@ print("OK")
 
 
 def _run_with_devices(script: str, devices: int, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu", PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=HERE,
-                          capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_mesh_layouts_give_equal_loss_and_gradients():
     result = _run_with_devices(EIGHT_DEVICE_CHECK, 8, "0")
-    assert result.returncode == 0 and "OK" in result.stdout, \
+    assert result.returncode == 0 and "OK" in result.stdout, (
         result.stdout[-2000:] + result.stderr[-4000:]
+    )
 
 
 @pytest.mark.slow
 def test_all_layouts_give_equal_adafactor_updates():
     result = _run_with_devices(EIGHT_DEVICE_CHECK, 8, "2")
-    assert result.returncode == 0 and "OK" in result.stdout, \
+    assert result.returncode == 0 and "OK" in result.stdout, (
         result.stdout[-2000:] + result.stderr[-4000:]
+    )
 
 
 def test_rule_sets_map_t5x_axes():
     mesh = partitioning.make_mesh((1, 1, 1), devices=jax.devices()[:1])
-    axes = {"kernel": P("embed", "mlp"), "query": P("embed", "joined_kv"),
-            "embedding": P("vocab", "embed"), "relpos": P("heads", "relpos_buckets")}
+    axes = {
+        "kernel": P("embed", "mlp"),
+        "query": P("embed", "joined_kv"),
+        "embedding": P("vocab", "embed"),
+        "relpos": P("heads", "relpos_buckets"),
+    }
 
     def specs(rules):
         return {k: v.spec for k, v in partitioning.param_shardings(axes, mesh, rules).items()}
@@ -136,8 +153,12 @@ def test_rule_sets_map_t5x_axes():
     assert set(specs(partitioning.DATA_PARALLEL_RULES).values()) == {P(None, None)}
     assert specs(partitioning.FSDP_RULES)["kernel"] == P("fsdp", None)
     tp = specs(partitioning.TENSOR_PARALLEL_RULES)
-    assert tp == {"kernel": P(None, "model"), "query": P(None, "model"),
-                  "embedding": P("model", None), "relpos": P("model", None)}
+    assert tp == {
+        "kernel": P(None, "model"),
+        "query": P(None, "model"),
+        "embedding": P("model", None),
+        "relpos": P("model", None),
+    }
     assert specs(partitioning.FSDP_TENSOR_PARALLEL_RULES)["kernel"] == P("fsdp", "model")
     # The batch goes over data and fsdp; on an old 1-axis mesh only over data.
     assert partitioning.batch_sharding(mesh, partitioning.FSDP_RULES).spec == P(("data", "fsdp"))
@@ -147,8 +168,11 @@ def test_rule_sets_map_t5x_axes():
 
 def test_mesh_shape_errors_and_minus_one():
     devices = jax.devices()[:1]
-    assert partitioning.make_mesh((-1, 1, 1), devices=devices).shape == \
-        {"data": 1, "fsdp": 1, "model": 1}
+    assert partitioning.make_mesh((-1, 1, 1), devices=devices).shape == {
+        "data": 1,
+        "fsdp": 1,
+        "model": 1,
+    }
     with pytest.raises(ValueError, match="at most one axis may be -1"):
         partitioning.make_mesh((-1, -1, 1), devices=devices)
     with pytest.raises(ValueError, match="needs 2 devices, there are 1"):
@@ -158,23 +182,29 @@ def test_mesh_shape_errors_and_minus_one():
     assert mesh.shape == {"data": 1, "fsdp": 1, "model": 1}
 
 
-@pytest.mark.parametrize("name,rules,mesh_shape", [
-    ("data_parallel", partitioning.DATA_PARALLEL_RULES, (-1, 1, 1)),
-    ("fsdp", partitioning.FSDP_RULES, (1, -1, 1)),
-    ("tensor_parallel", partitioning.TENSOR_PARALLEL_RULES, (-1, 1, 2)),
-    ("fsdp_tensor_parallel", partitioning.FSDP_TENSOR_PARALLEL_RULES, (1, -1, 2)),
-])
+@pytest.mark.parametrize(
+    "name,rules,mesh_shape",
+    [
+        ("data_parallel", partitioning.DATA_PARALLEL_RULES, (-1, 1, 1)),
+        ("fsdp", partitioning.FSDP_RULES, (1, -1, 1)),
+        ("tensor_parallel", partitioning.TENSOR_PARALLEL_RULES, (-1, 1, 2)),
+        ("fsdp_tensor_parallel", partitioning.FSDP_TENSOR_PARALLEL_RULES, (1, -1, 2)),
+    ],
+)
 def test_each_strategy_is_one_gin_file(name, rules, mesh_shape):
     import gin
 
     from slt import gin_utils, train  # noqa: F401  (registers `train`)
+
     gin.clear_config()
     gin_utils.parse_gin_args([f"--gin_file=gin/partitioning/{name}.gin"])
     try:
         # `%slt.X_RULES` is a gin constant: evaluate the reference.
         assert gin.query_parameter("train.logical_axis_rules").scoped_configurable_fn() == rules
-        shape = [getattr(v, "scoped_configurable_fn", lambda v=v: v)()  # %MODEL_PARALLEL
-                 for v in gin.query_parameter("train.mesh_shape")]
+        shape = [
+            getattr(v, "scoped_configurable_fn", lambda v=v: v)()  # %MODEL_PARALLEL
+            for v in gin.query_parameter("train.mesh_shape")
+        ]
         assert tuple(shape) == mesh_shape
     finally:
         gin.clear_config()

@@ -1,4 +1,5 @@
 """prepare -> register a seqio task -> a batch through the feature converter."""
+
 import json
 
 import numpy as np
@@ -17,15 +18,29 @@ def prepared_dir(tmp_path_factory):
     rows = []
     for path, _, sign, text in fingerspelling._index():
         if sign in ("ase", "gsg") and text in "ABCDE":
-            rows.append({"path": path, "text": text, "sign_language": sign,
-                         "spoken_language": "en" if sign == "ase" else "de"})
-    rows.append({"path": "missing.pose", "text": "x", "sign_language": "ase",
-                 "spoken_language": "en"})
+            rows.append(
+                {
+                    "path": path,
+                    "text": text,
+                    "sign_language": sign,
+                    "spoken_language": "en" if sign == "ase" else "de",
+                }
+            )
+    rows.append(
+        {"path": "missing.pose", "text": "x", "sign_language": "ase", "spoken_language": "en"}
+    )
     manifest = tmp / "m.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = str(tmp / "data")
-    result = prepare.prepare(str(manifest), out, clips.PrepareOptions(), split="train",
-                             examples_per_shard=3, num_workers=1, progress=False)
+    result = prepare.prepare(
+        str(manifest),
+        out,
+        clips.PrepareOptions(),
+        split="train",
+        examples_per_shard=3,
+        num_workers=1,
+        progress=False,
+    )
     assert result.num_written == 10 and result.num_reported == 1
     return out, rows[:-1]
 
@@ -35,11 +50,14 @@ def test_registered_task_yields_prompted_examples(prepared_dir):
     task = prepared.register_prepared_task("test_prepared_slt", out)
     assert tasks.landmark_config("test_prepared_slt") == landmarks.LandmarkConfig()
     lengths = {"landmarks": 64, "inputs": 24, "targets": 8}
-    examples = list(task.get_dataset(lengths, split="train", shuffle=False,
-                                     num_epochs=1).as_numpy_iterator())
+    examples = list(
+        task.get_dataset(lengths, split="train", shuffle=False, num_epochs=1).as_numpy_iterator()
+    )
     assert len(examples) == 10
-    by_text = {(ex["inputs_pretokenized"].decode(), ex["targets_pretokenized"].decode()): ex
-               for ex in examples}
+    by_text = {
+        (ex["inputs_pretokenized"].decode(), ex["targets_pretokenized"].decode()): ex
+        for ex in examples
+    }
     assert {k[0] for k in by_text} == {"<slt> <ase> <en>", "<slt> <gsg> <de>"}
     ex = by_text[("<slt> <gsg> <de>", "C")]
     assert ex["inputs"].tolist() == [b + 3 for b in b"<slt> <gsg> <de>"] + [1]
@@ -49,8 +67,11 @@ def test_registered_task_yields_prompted_examples(prepared_dir):
     np.testing.assert_array_equal(ex["landmarks"], landmarks.to_frames(*pose.youtube_asl()))
     # One batch through the model's feature converter.
     converter = features.LandmarkEncDecFeatureConverter()
-    batch = next(converter(task.get_dataset(lengths, split="train", shuffle=True, seed=0),
-                           lengths).batch(4).as_numpy_iterator())
+    batch = next(
+        converter(task.get_dataset(lengths, split="train", shuffle=True, seed=0), lengths)
+        .batch(4)
+        .as_numpy_iterator()
+    )
     assert batch["encoder_landmarks"].shape == (4, 64, 255)
     assert batch["encoder_input_tokens"].shape == (4, 24)
     assert batch["decoder_target_tokens"].shape == (4, 8)
@@ -64,8 +85,9 @@ def test_hosts_read_disjoint_files(prepared_dir):
     assert len(source.list_shards("train")) == 4
     ids = []
     for index in range(2):
-        ds = source.get_dataset("train", shuffle=False,
-                                shard_info=seqio.ShardInfo(index=index, num_shards=2))
+        ds = source.get_dataset(
+            "train", shuffle=False, shard_info=seqio.ShardInfo(index=index, num_shards=2)
+        )
         ids.append({ex["id"] for ex in ds.as_numpy_iterator()})
     assert not ids[0] & ids[1]
     assert len(ids[0] | ids[1]) == 10
@@ -81,6 +103,7 @@ def test_incomplete_dataset_is_refused(tmp_path):
 def test_gin_registers_a_prepared_task(prepared_dir):
     import gin
     from slt import gin_utils
+
     out, _ = prepared_dir
     gin_utils.register_configurables()
 
@@ -89,10 +112,13 @@ def test_gin_registers_a_prepared_task(prepared_dir):
         return seqio.get_mixture_or_task(mixture_or_task_name)
 
     with gin.unlock_config():
-        gin.parse_config([
-            "fake_train.mixture_or_task_name = @slt.prepared_task()",
-            "slt.prepared_task.name = 'gin_prepared_slt'",
-            f"slt.prepared_task.data_dir = '{out}'"])
+        gin.parse_config(
+            [
+                "fake_train.mixture_or_task_name = @slt.prepared_task()",
+                "slt.prepared_task.name = 'gin_prepared_slt'",
+                f"slt.prepared_task.data_dir = '{out}'",
+            ]
+        )
     try:
         assert fake_train().name == "gin_prepared_slt"
         assert tasks.landmark_config("gin_prepared_slt") == landmarks.LandmarkConfig()
@@ -105,19 +131,35 @@ def test_trainer_trains_on_prepared_shards(prepared_dir, tmp_path):
     from slt import train as train_lib
     from slt import trainer as trainer_lib
     from slt.models import network
+
     out, rows = prepared_dir
     prepared.register_prepared_task("prepared_train_slt", out)
     model_dir = str(tmp_path / "run")
     results = train_lib.train(
-        model_dir=model_dir, mixture_or_task_name="prepared_train_slt",
+        model_dir=model_dir,
+        mixture_or_task_name="prepared_train_slt",
         task_feature_lengths={"landmarks": 32, "inputs": 24, "targets": 8},
-        batch_size=10, train_steps=30, checkpoint_period=100, log_period=10,
-        network_config=network.T5Config(emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64,
-                                        num_encoder_layers=1, num_decoder_layers=1),
+        batch_size=10,
+        train_steps=30,
+        checkpoint_period=100,
+        log_period=10,
+        network_config=network.T5Config(
+            emb_dim=32,
+            num_heads=2,
+            head_dim=16,
+            mlp_dim=64,
+            num_encoder_layers=1,
+            num_decoder_layers=1,
+        ),
         optimizer_config=trainer_lib.OptimizerConfig(name="adamw", learning_rate=1e-2),
-        eval_split="train", eval_batch_size=10, tensorboard=False)
-    losses = [json.loads(line)["loss"]
-              for line in open(f"{model_dir}/train/metrics.jsonl", encoding="utf-8")]
+        eval_split="train",
+        eval_batch_size=10,
+        tensorboard=False,
+    )
+    losses = [
+        json.loads(line)["loss"]
+        for line in open(f"{model_dir}/train/metrics.jsonl", encoding="utf-8")
+    ]
     assert len(losses) == 30 and all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert results["prepared_train_slt"]["num_examples"] == len(rows)

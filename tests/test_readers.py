@@ -1,4 +1,5 @@
 """Readers on real files: .pose (full and reduced layouts), .npy, .npz, TFDS features."""
+
 import os
 
 import numpy as np
@@ -50,17 +51,25 @@ def test_npy_and_npz_round_trip_real_landmarks(tmp_path, path_fn):
     assert from_npy.fps == 0.0
     _same_subset(pose, from_npy)
     # [T, 1, N, D] with a fourth (visibility) coordinate reads the same.
-    np.save(npy, np.where(pose.present[..., None], np.concatenate(
-        [pose.points, np.ones_like(pose.points[..., :1])], -1), 0.0)[:, None])
+    np.save(
+        npy,
+        np.where(
+            pose.present[..., None],
+            np.concatenate([pose.points, np.ones_like(pose.points[..., :1])], -1),
+            0.0,
+        )[:, None],
+    )
     _same_subset(pose, readers.read_holistic(str(npy)))
 
 
 def test_tfds_pose_feature():
     pose = pose_files.read_pose(_letter_file("gsg", "B"))
     # sign-language-datasets' PoseFeature, as tfds.as_numpy yields it.
-    feature = {"data": pose.points[:, None].astype(np.float32),
-               "conf": pose.present[:, None].astype(np.float32),
-               "fps": np.int32(round(pose.fps))}
+    feature = {
+        "data": pose.points[:, None].astype(np.float32),
+        "conf": pose.present[:, None].astype(np.float32),
+        "fps": np.int32(round(pose.fps)),
+    }
     from_tfds = arrays.from_tfds_pose(feature, source="tfds:example")
     assert from_tfds.points.shape == pose.points.shape
     assert from_tfds.fps == round(pose.fps)
@@ -124,33 +133,51 @@ def test_tfds_examples_export_to_a_manifest_that_prepares(tmp_path):
 
     def generate():  # the shape of sign-language-datasets examples
         for text, pose in poses.items():
-            yield {"id": f"ex-{text}", "text": text,
-                   "pose": {"data": pose.points[:, None], "conf":
-                            pose.present[:, None].astype(np.float32),
-                            "fps": np.int32(round(pose.fps))}}
-        yield {"id": "no-text", "text": "",
-               "pose": {"data": poses["E"].points[:, None],
-                        "conf": poses["E"].present[:, None].astype(np.float32),
-                        "fps": np.int32(25)}}
+            yield {
+                "id": f"ex-{text}",
+                "text": text,
+                "pose": {
+                    "data": pose.points[:, None],
+                    "conf": pose.present[:, None].astype(np.float32),
+                    "fps": np.int32(round(pose.fps)),
+                },
+            }
+        yield {
+            "id": "no-text",
+            "text": "",
+            "pose": {
+                "data": poses["E"].points[:, None],
+                "conf": poses["E"].present[:, None].astype(np.float32),
+                "fps": np.int32(25),
+            },
+        }
 
     n = poses["E"].points.shape[1]
-    dataset = tf.data.Dataset.from_generator(generate, output_signature={
-        "id": tf.TensorSpec([], tf.string), "text": tf.TensorSpec([], tf.string),
-        "pose": {"data": tf.TensorSpec([None, 1, n, 3], tf.float32),
-                 "conf": tf.TensorSpec([None, 1, n], tf.float32),
-                 "fps": tf.TensorSpec([], tf.int32)}})
+    dataset = tf.data.Dataset.from_generator(
+        generate,
+        output_signature={
+            "id": tf.TensorSpec([], tf.string),
+            "text": tf.TensorSpec([], tf.string),
+            "pose": {
+                "data": tf.TensorSpec([None, 1, n, 3], tf.float32),
+                "conf": tf.TensorSpec([None, 1, n], tf.float32),
+                "fps": tf.TensorSpec([], tf.int32),
+            },
+        },
+    )
     from slt.io import tfds_export
+
     manifest, rows = tfds_export.export_examples(
-        tfds.as_numpy(dataset), str(tmp_path), "train", "gsg", "de")
+        tfds.as_numpy(dataset), str(tmp_path), "train", "gsg", "de"
+    )
     assert rows == 3
     out = str(tmp_path / "prepared")
-    result = prepare.prepare(manifest, out, clips.PrepareOptions(), num_workers=1,
-                             progress=False)
+    result = prepare.prepare(manifest, out, clips.PrepareOptions(), num_workers=1, progress=False)
     assert (result.num_written, result.num_reported) == (2, 1)
     assert result.reported_by_reason == {"empty_caption": 1}
     from_npz = readers.read_holistic(str(tmp_path / "train" / "0000000.npz"))
     assert from_npz.fps == round(poses["E"].fps)
     _same_subset(poses["E"], from_npz)
     np.testing.assert_array_equal(
-        landmarks.to_frames(*from_npz.youtube_asl()),
-        landmarks.to_frames(*poses["E"].youtube_asl()))
+        landmarks.to_frames(*from_npz.youtube_asl()), landmarks.to_frames(*poses["E"].youtube_asl())
+    )

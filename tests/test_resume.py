@@ -9,6 +9,7 @@ Slow (several full job starts each): run with `python -m pytest -m slow tests`.
 - 2 processes x 4 CPU devices end with the params of 1 process x 8 devices.
 - Killing one of 2 processes makes the other exit non-zero within a bounded time.
 """
+
 import json
 import os
 import random
@@ -28,21 +29,32 @@ pytestmark = pytest.mark.slow
 
 
 def _command(model_dir, steps, *extra):
-    return [sys.executable, "-m", "slt.train", *TINY, f'--gin.MODEL_DIR="{model_dir}"',
-            f"--gin.train.train_steps={steps}", f"--gin.slt.OptimizerConfig.decay_steps={steps}",
-            *extra]
+    return [
+        sys.executable,
+        "-m",
+        "slt.train",
+        *TINY,
+        f'--gin.MODEL_DIR="{model_dir}"',
+        f"--gin.train.train_steps={steps}",
+        f"--gin.slt.OptimizerConfig.decay_steps={steps}",
+        *extra,
+    ]
 
 
 def _env(devices=1, **extra):
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
     env.update(extra)
     return env
 
 
 def _run(cmd, env=None, timeout=900):
-    result = subprocess.run(cmd, cwd=REPO, env=env or _env(), capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        cmd, cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
@@ -57,8 +69,9 @@ def _logged_steps(model_dir):
 
 def _start_and_signal(cmd, model_dir, at_step, sig, timeout=900):
     """Starts a run, sends `sig` once step `at_step` is logged; returns (rc, stdout)."""
-    process = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None:
         steps = [r["step"] for r in _logged_steps(model_dir) if "loss" in r]
@@ -74,6 +87,7 @@ def _final_params(model_dir, step):
     """The saved params as numpy arrays (no mesh needed)."""
     import jax
     import orbax.checkpoint as ocp
+
     path = os.path.join(model_dir, "checkpoints", str(step), "state")
     reader = ocp.PyTreeCheckpointer()
     tree = reader.metadata(path).item_metadata.tree
@@ -84,6 +98,7 @@ def _final_params(model_dir, step):
 
 def jax_tree_equal(a, b):
     import jax
+
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
@@ -100,20 +115,23 @@ def test_sigterm_then_sigkill_then_resume_is_bit_identical(tmp_path):
     periodic.append("--gin.train.checkpoint_input_state=True")
 
     interrupted = tmp_path / "interrupted"
-    rc, output = _start_and_signal(_command(interrupted, steps, *periodic), interrupted,
-                                   sigterm_at, signal.SIGTERM)
+    rc, output = _start_and_signal(
+        _command(interrupted, steps, *periodic), interrupted, sigterm_at, signal.SIGTERM
+    )
     assert rc == 0, output[-3000:]
     saved = int(output.split("SIGTERM: saved step ")[1].split()[0])
     assert saved >= sigterm_at
     assert str(saved) in os.listdir(interrupted / "checkpoints")
 
-    rc, output = _start_and_signal(_command(interrupted, steps, *periodic), interrupted,
-                                   sigkill_at, signal.SIGKILL)
+    rc, output = _start_and_signal(
+        _command(interrupted, steps, *periodic), interrupted, sigkill_at, signal.SIGKILL
+    )
     assert rc == -signal.SIGKILL, output[-3000:]
     assert f"resuming from checkpoint step {saved}" in output
     # The SIGTERM save wrote the iterator state with the checkpoint: no replay.
-    assert (f"input: restored the iterator state of input shards [0] of 1 at batch {saved}"
-            in output), output[-3000:]
+    assert (
+        f"input: restored the iterator state of input shards [0] of 1 at batch {saved}" in output
+    ), output[-3000:]
     output = _run(_command(interrupted, steps, *periodic))
     assert "resuming from checkpoint step" in output
     # Restored, unless SIGKILL fell between orbax finishing a step and its input state.
@@ -132,8 +150,10 @@ def test_sigterm_then_sigkill_then_resume_is_bit_identical(tmp_path):
     no_state = ["--gin.train.checkpoint_period=4"]  # the default: no input state
     _run(_command(replayed, 10, *no_state, f"--gin.slt.OptimizerConfig.decay_steps={steps}"))
     output = _run(_command(replayed, steps, *no_state))
-    assert ("input: replaying 10 batches of input shards [0] of 1 (no iterator state "
-            "restored: train.checkpoint_input_state=False; with True") in output
+    assert (
+        "input: replaying 10 batches of input shards [0] of 1 (no iterator state "
+        "restored: train.checkpoint_input_state=False; with True"
+    ) in output
     assert not os.path.exists(replayed / "input_state")
     jax_tree_equal(_final_params(straight, steps), _final_params(replayed, steps))
 
@@ -146,17 +166,31 @@ def _free_port():
 
 def _start_two_processes(model_dir, steps, *extra):
     port = _free_port()
-    return [subprocess.Popen(
-        _command(model_dir, steps, *extra), cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-        env=_env(4, SLT_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", SLT_NUM_PROCESSES="2",
-                 SLT_PROCESS_ID=str(i))) for i in range(2)]
+    return [
+        subprocess.Popen(
+            _command(model_dir, steps, *extra),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(
+                4,
+                SLT_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                SLT_NUM_PROCESSES="2",
+                SLT_PROCESS_ID=str(i),
+            ),
+        )
+        for i in range(2)
+    ]
 
 
 # Fixing the number of input shards makes the data independent of the host count.
 # Donation off: 4+ fake CPU devices with donation can deadlock (ENVIRONMENT notes).
-MULTI = ["--gin.train.num_input_shards=2", "--gin.train.donate_state=False",
-         "--gin.train.checkpoint_period=1000"]
+MULTI = [
+    "--gin.train.num_input_shards=2",
+    "--gin.train.donate_state=False",
+    "--gin.train.checkpoint_period=1000",
+]
 
 
 def test_two_processes_match_one_process_with_eight_devices(tmp_path):
@@ -170,6 +204,7 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
         assert p.returncode == 0, out[-2000:] + err[-3000:]
     a, b = _final_params(one, steps), _final_params(two, steps)
     import jax
+
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
     la = [r["loss"] for r in _logged_steps(one) if "loss" in r]
     lb = [r["loss"] for r in _logged_steps(two) if "loss" in r]
@@ -191,24 +226,30 @@ def test_input_state_saved_by_two_hosts_restores_on_one(tmp_path):
     for p in processes:
         out, err = p.communicate(timeout=900)
         assert p.returncode == 0, out[-2000:] + err[-3000:]
-    assert sorted(os.listdir(two / "input_state" / "step_3")) == [
-        "shard_0-of-2", "shard_1-of-2"]
+    assert sorted(os.listdir(two / "input_state" / "step_3")) == ["shard_0-of-2", "shard_1-of-2"]
     output = _run(_command(two, steps, *with_state), env=_env(8))
-    assert ("input: restored the iterator state of input shards [0, 1] of 2 at batch 3"
-            in output), output[-3000:]
+    assert "input: restored the iterator state of input shards [0, 1] of 2 at batch 3" in output, (
+        output[-3000:]
+    )
     a, b = _final_params(one, steps), _final_params(two, steps)
     import jax
+
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
 
 
 def test_killing_one_process_stops_the_other(tmp_path):
     model_dir = tmp_path / "run"
-    processes = _start_two_processes(model_dir, 10_000, *MULTI,
-                                     "--gin.train.step_timeout_s=20",
-                                     "--gin.train.heartbeat_timeout_s=10")
+    processes = _start_two_processes(
+        model_dir,
+        10_000,
+        *MULTI,
+        "--gin.train.step_timeout_s=20",
+        "--gin.train.heartbeat_timeout_s=10",
+    )
     deadline = time.time() + 900
-    while time.time() < deadline and not [r for r in _logged_steps(model_dir) if "loss" in r
-                                          and r["step"] >= 2]:
+    while time.time() < deadline and not [
+        r for r in _logged_steps(model_dir) if "loss" in r and r["step"] >= 2
+    ]:
         assert processes[0].poll() is None, processes[0].communicate()[1][-3000:]
         time.sleep(0.5)
     processes[1].kill()
@@ -219,6 +260,9 @@ def test_killing_one_process_stops_the_other(tmp_path):
     assert processes[0].returncode != 0
     # Whichever notices first: our step watchdog, our collective-failure error, or
     # JAX's heartbeat; each says that a peer process is gone.
-    assert ("no train step finished" in err or "another process of this job probably died"
-            in err or "distributed service detected fatal errors" in err
-            or "heartbeat" in err.lower()), err[-3000:]
+    assert (
+        "no train step finished" in err
+        or "another process of this job probably died" in err
+        or "distributed service detected fatal errors" in err
+        or "heartbeat" in err.lower()
+    ), err[-3000:]

@@ -40,27 +40,32 @@ def test_task_examples_are_real_clips_with_byte_prompts():
         assert ex["targets"].tolist() == [b + 3 for b in word.encode()] + [1]
         assert ex["landmarks"].dtype == np.float32 and ex["landmarks"].shape[1] == 255
         np.testing.assert_array_equal(
-            ex["landmarks"], fingerspelling.clip_frames(
-                "ase", word, 10**6, config=fingerspelling_tasks.standardized_config()))
+            ex["landmarks"],
+            fingerspelling.clip_frames(
+                "ase", word, 10**6, config=fingerspelling_tasks.standardized_config()
+            ),
+        )
 
 
 def test_train_split_holds_no_test_word():
     task = seqio.get_mixture_or_task("fingerspelling_slt_ase_en")
     ds = task.get_dataset(LENGTHS, split="train", shuffle=False, num_epochs=1)
-    train_words = {ex["targets_pretokenized"].decode()
-                   for ex in ds.take(300).as_numpy_iterator()}
+    train_words = {ex["targets_pretokenized"].decode() for ex in ds.take(300).as_numpy_iterator()}
     assert len(train_words) == 300  # variant-major: the first pass has distinct words
     assert not train_words & set(fingerspelling.word_splits("ase")[0]["test"])
 
 
 def test_feature_converter_pads_masks_and_shifts():
     frames = np.arange(5 * 255, dtype=np.float32).reshape(5, 255)
-    ds = tf.data.Dataset.from_tensors({
-        "landmarks": frames, "inputs": np.array([7, 8, 1], np.int32),
-        "targets": np.array([4, 5, 6, 1], np.int32)})
+    ds = tf.data.Dataset.from_tensors(
+        {
+            "landmarks": frames,
+            "inputs": np.array([7, 8, 1], np.int32),
+            "targets": np.array([4, 5, 6, 1], np.int32),
+        }
+    )
     converter = features.LandmarkEncDecFeatureConverter()
-    out = next(iter(converter(ds, {"landmarks": 8, "inputs": 4, "targets": 6})
-                    .as_numpy_iterator()))
+    out = next(iter(converter(ds, {"landmarks": 8, "inputs": 4, "targets": 6}).as_numpy_iterator()))
     assert out["encoder_input_tokens"].tolist() == [7, 8, 1, 0]
     assert out["encoder_landmarks"].shape == (8, 255)
     np.testing.assert_array_equal(out["encoder_landmarks"][:5], frames)
@@ -73,11 +78,20 @@ def test_feature_converter_pads_masks_and_shifts():
 
 
 def test_text_only_examples_get_an_empty_frame_mask():
-    ds = tf.data.Dataset.from_tensors({
-        "landmarks": np.zeros((0, 255), np.float32), "inputs": np.array([9, 1], np.int32),
-        "targets": np.array([4, 1], np.int32)})
-    out = next(iter(features.LandmarkEncDecFeatureConverter()(
-        ds, {"landmarks": 4, "inputs": 4, "targets": 4}).as_numpy_iterator()))
+    ds = tf.data.Dataset.from_tensors(
+        {
+            "landmarks": np.zeros((0, 255), np.float32),
+            "inputs": np.array([9, 1], np.int32),
+            "targets": np.array([4, 1], np.int32),
+        }
+    )
+    out = next(
+        iter(
+            features.LandmarkEncDecFeatureConverter()(
+                ds, {"landmarks": 4, "inputs": 4, "targets": 4}
+            ).as_numpy_iterator()
+        )
+    )
     assert out["encoder_landmark_mask"].tolist() == [0, 0, 0, 0]
 
 

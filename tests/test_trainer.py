@@ -7,11 +7,23 @@ from slt import trainer as trainer_lib
 from slt.models import model as model_lib
 from slt.models import network
 
-CONFIG = network.T5Config(emb_dim=32, num_heads=2, head_dim=16, num_encoder_layers=1,
-                          num_decoder_layers=1, mlp_dim=64, landmark_stride=2)
-SHAPES = {"encoder_input_tokens": (4, 6), "encoder_landmarks": (4, 10, 255),
-          "encoder_landmark_mask": (4, 10), "decoder_input_tokens": (4, 7),
-          "decoder_target_tokens": (4, 7), "decoder_loss_weights": (4, 7)}
+CONFIG = network.T5Config(
+    emb_dim=32,
+    num_heads=2,
+    head_dim=16,
+    num_encoder_layers=1,
+    num_decoder_layers=1,
+    mlp_dim=64,
+    landmark_stride=2,
+)
+SHAPES = {
+    "encoder_input_tokens": (4, 6),
+    "encoder_landmarks": (4, 10, 255),
+    "encoder_landmark_mask": (4, 10),
+    "decoder_input_tokens": (4, 7),
+    "decoder_target_tokens": (4, 7),
+    "decoder_loss_weights": (4, 7),
+}
 
 
 def _batch(seed=0):
@@ -32,8 +44,9 @@ def _batch(seed=0):
 def _trainer(name="adamw"):
     mesh = partitioning.make_mesh()
     model = model_lib.EncoderDecoderModel(network.Transformer(CONFIG))
-    optimizer = trainer_lib.make_optimizer(trainer_lib.OptimizerConfig(name=name,
-                                                                       learning_rate=3e-3))
+    optimizer = trainer_lib.make_optimizer(
+        trainer_lib.OptimizerConfig(name=name, learning_rate=3e-3)
+    )
     return trainer_lib.Trainer(model, optimizer, mesh, partitioning.DATA_PARALLEL_RULES, SHAPES)
 
 
@@ -55,9 +68,13 @@ def test_train_step_lowers_the_loss(name):
 def test_schedules():
     def lr(**kw):
         return trainer_lib.learning_rate_schedule(trainer_lib.OptimizerConfig(**kw))
+
     cosine = lr(learning_rate=1.0, schedule="cosine", warmup_steps=10, decay_steps=110)
-    np.testing.assert_allclose([cosine(0), cosine(5), cosine(10), cosine(60), cosine(110)],
-                               [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+    np.testing.assert_allclose(
+        [cosine(0), cosine(5), cosine(10), cosine(60), cosine(110)],
+        [0.0, 0.5, 1.0, 0.5, 0.0],
+        atol=1e-6,
+    )
     rsqrt = lr(learning_rate=0.01, schedule="rsqrt", warmup_steps=100)
     np.testing.assert_allclose([rsqrt(1), rsqrt(100), rsqrt(400)], [0.01, 0.01, 0.005], rtol=1e-6)
     linear = lr(learning_rate=2.0, schedule="linear", decay_steps=4)
@@ -70,15 +87,17 @@ def test_checkpoint_restore_equals_saved_state(tmp_path):
     trainer = _trainer()
     with jax.set_mesh(trainer.mesh):
         state = trainer.init_state(jax.random.key(0))
-        state, _ = trainer.train_step(state, partitioning.global_batch(
-            _batch(), trainer.batch_sharding), jax.random.key(1))
+        state, _ = trainer.train_step(
+            state, partitioning.global_batch(_batch(), trainer.batch_sharding), jax.random.key(1)
+        )
         saved = jax.device_get(state)
         ckpt = checkpoints.Checkpointer(str(tmp_path / "ckpt"))
         ckpt.save(1, state, {"landmark_config": {"frame_step": 2}})
         ckpt.wait()
         assert ckpt.latest_step() == 1
         abstract = checkpoints.abstract_with_shardings(
-            jax.eval_shape(trainer.init_state, jax.random.key(0)), trainer.state_sharding)
+            jax.eval_shape(trainer.init_state, jax.random.key(0)), trainer.state_sharding
+        )
         restored, metadata = ckpt.restore(1, abstract)
         ckpt.close()
     assert metadata == {"landmark_config": {"frame_step": 2}}
@@ -127,11 +146,22 @@ def test_batch_split_and_optimizer_sharding_on_two_devices():
     import os
     import subprocess
     import sys
+
     here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu", PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, "-c", TWO_DEVICE_CHECK], env=env, cwd=here,
-                            capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", TWO_DEVICE_CHECK],
+        env=env,
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
 
 

@@ -1,5 +1,6 @@
 """Train-loop pieces: microbatches, the NaN guard, the resumable input stream,
 checkpoint mismatches, atomic saves and retention."""
+
 import json
 import os
 import time
@@ -17,11 +18,13 @@ from slt.models import network
 from test_trainer import CONFIG, SHAPES, _batch, _trainer
 
 
-@pytest.mark.parametrize("loss_normalizing_factor", [
-    None, pytest.param(37.0, marks=pytest.mark.slow)])  # (keeps the default run short)
+@pytest.mark.parametrize(
+    "loss_normalizing_factor", [None, pytest.param(37.0, marks=pytest.mark.slow)]
+)  # (keeps the default run short)
 def test_microbatch_gradients_equal_the_full_batch(loss_normalizing_factor):
-    model = model_lib.EncoderDecoderModel(network.Transformer(CONFIG),
-                                          loss_normalizing_factor=loss_normalizing_factor)
+    model = model_lib.EncoderDecoderModel(
+        network.Transformer(CONFIG), loss_normalizing_factor=loss_normalizing_factor
+    )
     optimizer = trainer_lib.make_optimizer(trainer_lib.OptimizerConfig(name="adamw"))
     mesh = partitioning.make_mesh()
     batch = _batch(3)
@@ -29,16 +32,19 @@ def test_microbatch_gradients_equal_the_full_batch(loss_normalizing_factor):
     batch["decoder_loss_weights"][2, 3:] = 0
     results = []
     for count in (1, 4):
-        trainer = trainer_lib.Trainer(model, optimizer, mesh, partitioning.DATA_PARALLEL_RULES,
-                                      SHAPES, num_microbatches=count)
+        trainer = trainer_lib.Trainer(
+            model, optimizer, mesh, partitioning.DATA_PARALLEL_RULES, SHAPES, num_microbatches=count
+        )
         with jax.set_mesh(mesh):
             params = trainer.init_state(jax.random.key(0)).params
             grads, metrics = trainer.compute_grads(
-                params, partitioning.global_batch(batch, trainer.batch_sharding), None)
+                params, partitioning.global_batch(batch, trainer.batch_sharding), None
+            )
         results.append((jax.device_get(grads), jax.device_get(metrics)))
     (full_grads, full), (micro_grads, micro) = results
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 micro_grads, full_grads)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), micro_grads, full_grads
+    )
     for key in ("loss", "cross_entropy", "z_loss", "accuracy", "num_tokens"):
         np.testing.assert_allclose(micro[key], full[key], rtol=1e-5, err_msg=key)
     assert float(full["num_tokens"]) == float(np.sum(batch["decoder_loss_weights"]))
@@ -48,8 +54,14 @@ def test_microbatches_must_divide_the_batch():
     model = model_lib.EncoderDecoderModel(network.Transformer(CONFIG))
     optimizer = trainer_lib.make_optimizer(trainer_lib.OptimizerConfig())
     with pytest.raises(ValueError, match="num_microbatches=3 must divide batch_size=4"):
-        trainer_lib.Trainer(model, optimizer, partitioning.make_mesh(),
-                            partitioning.DATA_PARALLEL_RULES, SHAPES, num_microbatches=3)
+        trainer_lib.Trainer(
+            model,
+            optimizer,
+            partitioning.make_mesh(),
+            partitioning.DATA_PARALLEL_RULES,
+            SHAPES,
+            num_microbatches=3,
+        )
 
 
 def test_nan_loss_stops_with_a_clear_message():
@@ -59,7 +71,8 @@ def test_nan_loss_stops_with_a_clear_message():
     with jax.set_mesh(trainer.mesh):
         state = trainer.init_state(jax.random.key(0))
         _, metrics = trainer.train_step(
-            state, partitioning.global_batch(batch, trainer.batch_sharding), jax.random.key(1))
+            state, partitioning.global_batch(batch, trainer.batch_sharding), jax.random.key(1)
+        )
     metrics = jax.device_get(metrics)
     assert not np.isfinite(metrics["loss"])
     with pytest.raises(training.NonFiniteLossError) as error:
@@ -86,8 +99,9 @@ def test_input_stream_resumes_exactly_and_is_independent_of_hosts():
     host0 = input_state.InputStream(_range_dataset, [0], 2)
     host1 = input_state.InputStream(_range_dataset, [1], 2)
     for expected in full[:5]:
-        np.testing.assert_array_equal(np.concatenate([next(host0)["x"], next(host1)["x"]]),
-                                      expected)
+        np.testing.assert_array_equal(
+            np.concatenate([next(host0)["x"], next(host1)["x"]]), expected
+        )
     assert input_state.host_input_shards(1, 2, 4) == [2, 3]
     with pytest.raises(ValueError, match="multiple of the 2 host data shards"):
         input_state.host_input_shards(0, 2, 3)
@@ -109,18 +123,35 @@ class _CountingTask:
             return x * x
 
         def preprocess(ds):
-            return ds.map(lambda ex: {"x": tf.ensure_shape(
-                tf.numpy_function(square, [ex["x"]], tf.int64, stateful=False), [])})
+            return ds.map(
+                lambda ex: {
+                    "x": tf.ensure_shape(
+                        tf.numpy_function(square, [ex["x"]], tf.int64, stateful=False), []
+                    )
+                }
+            )
 
         self.task = seqio.Task(
-            "counting_task", seqio.FunctionDataSource(source, splits=["train"]),
-            output_features={"x": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False,
-                                                dtype=tf.int64, rank=0)},
-            preprocessors=[preprocess], shuffle_buffer_size=16)
+            "counting_task",
+            seqio.FunctionDataSource(source, splits=["train"]),
+            output_features={
+                "x": seqio.Feature(
+                    seqio.PassThroughVocabulary(1), add_eos=False, dtype=tf.int64, rank=0
+                )
+            },
+            preprocessors=[preprocess],
+            shuffle_buffer_size=16,
+        )
 
     def dataset(self, index, count, batch=4):
-        return self.task.get_dataset(None, "train", shuffle=True, seed=5, num_epochs=None,
-                                     shard_info=seqio.ShardInfo(index, count)).batch(batch)
+        return self.task.get_dataset(
+            None,
+            "train",
+            shuffle=True,
+            seed=5,
+            num_epochs=None,
+            shard_info=seqio.ShardInfo(index, count),
+        ).batch(batch)
 
 
 SPEC = {"mixture_or_task_name": "counting_task", "seed": 5, "batch_size": 8}
@@ -128,6 +159,7 @@ SPEC = {"mixture_or_task_name": "counting_task", "seed": 5, "batch_size": 8}
 
 def test_input_state_restores_without_rerunning_the_pipeline(tmp_path, capsys):
     from slt import train
+
     counting = _CountingTask()
     uninterrupted = input_state.InputStream(counting.dataset, [0, 1], 2)
     expected = [next(uninterrupted)["x"] for _ in range(20)]
@@ -139,15 +171,23 @@ def test_input_state_restores_without_rerunning_the_pipeline(tmp_path, capsys):
     store = input_state.InputStateStore(str(tmp_path), SPEC)
     assert store.save(k, first) > 0
     assert sorted(os.listdir(tmp_path / "input_state" / f"step_{k}")) == [
-        "shard_0-of-2", "shard_1-of-2"]  # complete states only, no temporary names
+        "shard_0-of-2",
+        "shard_1-of-2",
+    ]  # complete states only, no temporary names
     with open(tmp_path / "input_state" / f"step_{k}" / "shard_1-of-2" / "input_state.json") as f:
-        assert json.load(f) == {**SPEC, "num_input_shards": 2, "shard": 1, "step": k,
-                                "batches_consumed": k}
+        assert json.load(f) == {
+            **SPEC,
+            "num_input_shards": 2,
+            "shard": 1,
+            "step": k,
+            "batches_consumed": k,
+        }
 
     counting.calls.clear()
     restored = train._open_stream(counting.dataset, [0, 1], 2, k, k, store)
     assert "input: restored the iterator state of input shards [0, 1] of 2 at batch 12" in (
-        capsys.readouterr().out)
+        capsys.readouterr().out
+    )
     assert counting.calls == []  # nothing of the first k batches was computed again
     for batch in expected[k:]:
         np.testing.assert_array_equal(next(restored)["x"], batch)
@@ -159,17 +199,19 @@ def test_input_state_restores_without_rerunning_the_pipeline(tmp_path, capsys):
     counting.calls.clear()
     replayed = train._open_stream(counting.dataset, [0, 1], 2, k, k, None)
     out = capsys.readouterr().out
-    assert ("input: replaying 12 batches of input shards [0, 1] of 2 (no iterator state "
-            "restored: train.checkpoint_input_state=False; with True") in out
+    assert (
+        "input: replaying 12 batches of input shards [0, 1] of 2 (no iterator state "
+        "restored: train.checkpoint_input_state=False; with True"
+    ) in out
     assert len(counting.calls) >= k * 8  # the replay composes every used example again
     np.testing.assert_array_equal(next(replayed)["x"], expected[k])
 
 
 def test_input_state_mismatch_falls_back_to_replay(tmp_path, capsys):
     from slt import train
+
     counting = _CountingTask()
-    expected = [b["x"] for b, _ in zip(input_state.InputStream(counting.dataset, [0], 2),
-                                       range(6))]
+    expected = [b["x"] for b, _ in zip(input_state.InputStream(counting.dataset, [0], 2), range(6))]
     stream = input_state.InputStream(counting.dataset, [0], 2)
     for _ in range(4):
         next(stream)
@@ -177,8 +219,10 @@ def test_input_state_mismatch_falls_back_to_replay(tmp_path, capsys):
 
     other_batch = input_state.InputStateStore(str(tmp_path), {**SPEC, "batch_size": 16})
     assert other_batch.find(4, [0], 2, 4) == (
-        None, f"the input state in {tmp_path}/input_state/step_4/shard_0-of-2 differs: "
-        "batch_size: saved 8, now 16")
+        None,
+        f"the input state in {tmp_path}/input_state/step_4/shard_0-of-2 differs: "
+        "batch_size: saved 8, now 16",
+    )
     store = input_state.InputStateStore(str(tmp_path), SPEC)
     dirs, why = store.find(4, [0, 1, 2, 3], 4, 4)
     assert dirs is None and "no saved input state for shard 0 of 4" in why
@@ -218,9 +262,14 @@ def test_input_state_garbage_collection_and_unsaveable_pipelines(tmp_path, capsy
 
     def generated(index, count):
         del index, count
-        return tf.data.Dataset.from_generator(
-            lambda: iter(range(100)), output_signature=tf.TensorSpec([], tf.int64)
-        ).map(lambda x: {"x": x}).batch(2)
+        return (
+            tf.data.Dataset.from_generator(
+                lambda: iter(range(100)), output_signature=tf.TensorSpec([], tf.int64)
+            )
+            .map(lambda x: {"x": x})
+            .batch(2)
+        )
+
     stream = input_state.InputStream(generated, [0], 1)
     next(stream)
     assert store.save(10, stream) == 0
@@ -254,8 +303,11 @@ def test_restore_lists_every_mismatch(tmp_path):
     norm = encoder.pop("encoder_norm")  # missing from the model -> "not in the model"
     encoder["new_layer"] = norm  # -> "missing in checkpoint"
     embed = params["token_embedder"]["embedding"]
-    params["token_embedder"] = {"embedding": jax.ShapeDtypeStruct(
-        (embed.shape[0] + 1, embed.shape[1]), embed.dtype, sharding=embed.sharding)}
+    params["token_embedder"] = {
+        "embedding": jax.ShapeDtypeStruct(
+            (embed.shape[0] + 1, embed.shape[1]), embed.dtype, sharding=embed.sharding
+        )
+    }
     params["encoder"] = encoder
     ckpt.close()
     fresh = checkpoints.Checkpointer(str(tmp_path / "ckpt"))  # as in a new process
@@ -269,8 +321,10 @@ def test_restore_lists_every_mismatch(tmp_path):
     assert "(3 difference(s))" in message, message
     assert "missing in checkpoint: params/encoder/new_layer/scale" in message
     assert "not in the model: params/encoder/encoder_norm/scale" in message
-    assert f"shape differs: params/token_embedder/embedding: checkpoint {tuple(embed.shape)}" \
+    assert (
+        f"shape differs: params/token_embedder/embedding: checkpoint {tuple(embed.shape)}"
         in message
+    )
 
 
 def test_unfinished_save_is_never_restored_and_retention(tmp_path):

@@ -3,6 +3,7 @@
 Needs that environment (`python -m slt.io.video --install`, or SLT_MEDIAPIPE_PYTHON);
 the tests that run MediaPipe skip, saying so, where it is absent.
 """
+
 import json
 import os
 
@@ -19,13 +20,15 @@ VIDEO = os.path.join(SHARED_DATA, "test_video.mp4")
 needs_mediapipe = pytest.mark.skipif(
     not video.backend_available(),
     reason=f"no MediaPipe environment at {video.mediapipe_python()}; install it with "
-           f"`{video.INSTALL_COMMAND}` (CI does this in .ci/run)")
+    f"`{video.INSTALL_COMMAND}` (CI does this in .ci/run)",
+)
 
 
 def test_missing_backend_is_a_reported_reason(monkeypatch, tmp_path):
     monkeypatch.setenv(video.PYTHON_ENV_VAR, str(tmp_path / "no" / "python"))
-    with pytest.raises(errors.BadInput, match="Install it with `python -m slt.io.video "
-                                              "--install`") as info:
+    with pytest.raises(
+        errors.BadInput, match="Install it with `python -m slt.io.video --install`"
+    ) as info:
         readers.read_holistic(VIDEO)
     assert info.value.reason == "video_backend_missing"
 
@@ -60,21 +63,45 @@ def test_video_gives_holistic_landmarks(extracted):
 
 @needs_mediapipe  # a second MediaPipe run (about 20 s); the issue's "done when" for video
 def test_prepare_mixes_video_pose_and_broken_inputs(extracted, tmp_path):
-    letter = next(p for p, _, sign, text in fingerspelling._index()
-                  if sign == "ase" and text == "A")
+    letter = next(
+        p for p, _, sign, text in fingerspelling._index() if sign == "ase" and text == "A"
+    )
     (tmp_path / "broken.mp4").write_bytes(b"\x00" * 100)
-    rows = [{"id": "video", "path": VIDEO, "text": "hello", "sign_language": "ase",
-             "spoken_language": "en"},
-            {"id": "pose", "path": letter, "text": "A", "sign_language": "ase",
-             "spoken_language": "en"},
-            {"id": "broken-video", "path": "broken.mp4", "text": "x",
-             "sign_language": "ase", "spoken_language": "en"},
-            {"id": "missing", "path": "missing.mp4", "text": "x", "sign_language": "ase",
-             "spoken_language": "en"}]
+    rows = [
+        {
+            "id": "video",
+            "path": VIDEO,
+            "text": "hello",
+            "sign_language": "ase",
+            "spoken_language": "en",
+        },
+        {
+            "id": "pose",
+            "path": letter,
+            "text": "A",
+            "sign_language": "ase",
+            "spoken_language": "en",
+        },
+        {
+            "id": "broken-video",
+            "path": "broken.mp4",
+            "text": "x",
+            "sign_language": "ase",
+            "spoken_language": "en",
+        },
+        {
+            "id": "missing",
+            "path": "missing.mp4",
+            "text": "x",
+            "sign_language": "ase",
+            "spoken_language": "en",
+        },
+    ]
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = prepare.prepare(str(manifest), str(tmp_path / "out"), clips.PrepareOptions(),
-                             num_workers=1, progress=False)
+    result = prepare.prepare(
+        str(manifest), str(tmp_path / "out"), clips.PrepareOptions(), num_workers=1, progress=False
+    )
     assert (result.num_inputs, result.num_written, result.num_reported) == (4, 2, 2)
     assert result.reported_by_reason == {"video_failed": 1, "missing_file": 1}
     info = json.load(open(tmp_path / "out" / "dataset_info.json"))

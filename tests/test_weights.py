@@ -19,22 +19,35 @@ from slt.models.model import EncoderDecoderModel
 from slt.models.network import T5Config, Transformer
 
 # ByT5-like asymmetry (3 encoder layers, 1 decoder layer) and heads*head_dim != d_model.
-CFG = T5Config(vocab_size=48, emb_dim=24, num_heads=2, head_dim=8, num_encoder_layers=3,
-               num_decoder_layers=1, mlp_dim=40)
+CFG = T5Config(
+    vocab_size=48,
+    emb_dim=24,
+    num_heads=2,
+    head_dim=8,
+    num_encoder_layers=3,
+    num_decoder_layers=1,
+    mlp_dim=40,
+)
 
 
 @functools.lru_cache(maxsize=None)
 def fresh_params(cfg: T5Config, seed: int) -> dict:
     model = EncoderDecoderModel(Transformer(cfg))
-    shapes = {"encoder_input_tokens": (1, 2), "encoder_landmarks": (1, 2, 255),
-              "decoder_input_tokens": (1, 2)}
+    shapes = {
+        "encoder_input_tokens": (1, 2),
+        "encoder_landmarks": (1, 2, 255),
+        "decoder_input_tokens": (1, 2),
+    }
     params = jax.jit(lambda r: model.init_params(r, shapes))(jax.random.PRNGKey(seed))
     return jax.tree_util.tree_map(np.asarray, params)
 
 
 def text_params(params: dict) -> dict[str, np.ndarray]:
-    return {k: v for k, v in weights.flatten(params).items()
-            if not k.startswith(weights.NEW_PARAMETER_PREFIXES)}
+    return {
+        k: v
+        for k, v in weights.flatten(params).items()
+        if not k.startswith(weights.NEW_PARAMETER_PREFIXES)
+    }
 
 
 def write_t5x_like_the_public_release(target: dict, step_dir: str) -> None:
@@ -45,13 +58,22 @@ def write_t5x_like_the_public_release(target: dict, step_dir: str) -> None:
 
     def zarr(name: str, value: np.ndarray, dtype: str) -> dict:
         directory = name.replace("/", ".")
-        spec = {"driver": "zarr", "dtype": dtype,
-                "kvstore": {"bucket": "t5x-dummy-bucket", "driver": "gcs", "path": directory},
-                "metadata": {"chunks": list(value.shape), "compressor": {"id": "gzip", "level": 1},
-                             "shape": list(value.shape)}}
-        local = {"driver": "zarr", "dtype": dtype,
-                 "kvstore": {"driver": "file", "path": os.path.join(step_dir, directory)},
-                 "metadata": spec["metadata"]}
+        spec = {
+            "driver": "zarr",
+            "dtype": dtype,
+            "kvstore": {"bucket": "t5x-dummy-bucket", "driver": "gcs", "path": directory},
+            "metadata": {
+                "chunks": list(value.shape),
+                "compressor": {"id": "gzip", "level": 1},
+                "shape": list(value.shape),
+            },
+        }
+        local = {
+            "driver": "zarr",
+            "dtype": dtype,
+            "kvstore": {"driver": "file", "path": os.path.join(step_dir, directory)},
+            "metadata": spec["metadata"],
+        }
         store = ts.open(local, create=True).result()
         store.write(value.astype(store.dtype.numpy_dtype)).result()
         return spec
@@ -61,20 +83,30 @@ def write_t5x_like_the_public_release(target: dict, step_dir: str) -> None:
         tree[name] = zarr("target/" + name, value, "bfloat16")
         slots = {"m": np.zeros((1,), np.float32), "v": np.zeros((1,), np.float32)}
         if value.ndim == 2:
-            slots["v_row"] = zarr(f"state/param_states/{name}/v_row",
-                                  np.ones(value.shape[:1], np.float32), "float32")
+            slots["v_row"] = zarr(
+                f"state/param_states/{name}/v_row", np.ones(value.shape[:1], np.float32), "float32"
+            )
             slots["v_col"] = np.ones(value.shape[1:], np.float32)
         param_states[name] = slots
-    state = {"version": 3, "optimizer": {
-        "target": weights.unflatten(tree),
-        "state": {"step": np.int32(1000000), "param_states": weights.unflatten(
-            {f"{k}/{s}": v for k, slots in param_states.items() for s, v in slots.items()})}}}
+    state = {
+        "version": 3,
+        "optimizer": {
+            "target": weights.unflatten(tree),
+            "state": {
+                "step": np.int32(1000000),
+                "param_states": weights.unflatten(
+                    {f"{k}/{s}": v for k, slots in param_states.items() for s, v in slots.items()}
+                ),
+            },
+        },
+    }
     with open(os.path.join(step_dir, "checkpoint"), "wb") as f:
         f.write(serialization.msgpack_serialize(state))
 
 
 def bf16(x: np.ndarray) -> np.ndarray:
     import ml_dtypes
+
     return np.asarray(x).astype(ml_dtypes.bfloat16).astype(np.float32)
 
 
@@ -89,10 +121,14 @@ def test_every_text_param_has_one_hf_name_and_back():
         assert weights.hf_to_t5x_name(hf_name) == (name, transpose)
         hf[hf_name] = name
     assert len(hf) == len(names)
-    assert hf["encoder.block.2.layer.1.DenseReluDense.wi_1.weight"] == \
-        "encoder/layers_2/mlp/wi_1/kernel"
-    assert hf["decoder.block.0.layer.1.EncDecAttention.o.weight"] == \
-        "decoder/layers_0/encoder_decoder_attention/out/kernel"
+    assert (
+        hf["encoder.block.2.layer.1.DenseReluDense.wi_1.weight"]
+        == "encoder/layers_2/mlp/wi_1/kernel"
+    )
+    assert (
+        hf["decoder.block.0.layer.1.EncDecAttention.o.weight"]
+        == "decoder/layers_0/encoder_decoder_attention/out/kernel"
+    )
     assert weights.t5x_to_hf_name("encoder/landmark_embedder/kernel") is None
 
 
@@ -138,8 +174,9 @@ def test_mismatches_are_all_listed(tmp_path):
     assert "(18 mismatch(es))" in message, message
     assert message.count("\n  ") == 18
     assert "not in the network: encoder/layers_2/attention/query/kernel (24, 16)" in message
-    assert ("shape differs: decoder/layers_0/mlp/wo/kernel: checkpoint (40, 24), network "
-            "(32, 24)") in message
+    assert (
+        "shape differs: decoder/layers_0/mlp/wo/kernel: checkpoint (40, 24), network (32, 24)"
+    ) in message
     with pytest.raises(FileNotFoundError, match="no T5X msgpack 'checkpoint' file"):
         weights.read_t5x_checkpoint(str(tmp_path))
 
@@ -153,8 +190,13 @@ transformers = pytest.importorskip("transformers")
 
 def hf_model(cfg: T5Config, seed: int):
     torch.manual_seed(seed)
-    hf_cfg = transformers.T5Config(**{k: v for k, v in weights.hf_config(cfg).items()
-                                      if k not in ("architectures", "model_type")})
+    hf_cfg = transformers.T5Config(
+        **{
+            k: v
+            for k, v in weights.hf_config(cfg).items()
+            if k not in ("architectures", "model_type")
+        }
+    )
     model = transformers.T5ForConditionalGeneration(hf_cfg).eval()
     # transformers 5 ties lm_head to the embedding on construction; T5.1.1 has its own.
     model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.lm_head.weight))
@@ -174,10 +216,12 @@ def test_reads_a_checkpoint_saved_by_transformers(tmp_path):
     np.testing.assert_array_equal(flat["decoder/logits_dense/kernel"], state["lm_head.weight"].T)
     np.testing.assert_array_equal(
         flat["encoder/relpos_bias/rel_embedding"],
-        state["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"].T)
+        state["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"].T,
+    )
     np.testing.assert_array_equal(
         flat["encoder/layers_2/attention/value/kernel"],
-        state["encoder.block.2.layer.0.SelfAttention.v.weight"].T)
+        state["encoder.block.2.layer.0.SelfAttention.v.weight"].T,
+    )
     assert len(report.loaded) == len(text_params(fresh_params(CFG, 0)))
 
 
@@ -188,7 +232,8 @@ def test_export_loads_in_transformers_without_missing_keys(tmp_path):
     with open(tmp_path / "out" / "config.json") as f:
         assert json.load(f)["num_decoder_layers"] == 1
     model, info = transformers.T5ForConditionalGeneration.from_pretrained(
-        tmp_path / "out", output_loading_info=True)
+        tmp_path / "out", output_loading_info=True
+    )
     assert not info["missing_keys"] and not info["unexpected_keys"], info
     assert not info["mismatched_keys"], info
     assert model.config.num_layers == 3 and model.config.num_decoder_layers == 1
@@ -199,8 +244,7 @@ def test_export_loads_in_transformers_without_missing_keys(tmp_path):
         np.testing.assert_array_equal(state[hf_name], value.T if transpose else value)
     # T5.1.1: the output projection is its own matrix, not the embedding.
     assert not np.array_equal(state["lm_head.weight"], state["shared.weight"])
-    np.testing.assert_array_equal(state["lm_head.weight"],
-                                  flat["decoder/logits_dense/kernel"].T)
+    np.testing.assert_array_equal(state["lm_head.weight"], flat["decoder/logits_dense/kernel"].T)
     # And back: the exported directory imports into the same text weights.
     back, _ = weights.read_hf_checkpoint(str(tmp_path / "out"))
     assert back.keys() == text_params(params).keys()
@@ -220,17 +264,19 @@ def corpus_batch(cfg: T5Config, num_words: int = 8) -> dict:
     frames = np.zeros((num_words, 48, cfg.landmark_dim), np.float32)
     mask = np.zeros((num_words, 48), np.int32)
     for i, clip in enumerate(clips):
-        frames[i, :len(clip)], mask[i, :len(clip)] = clip, 1
+        frames[i, : len(clip)], mask[i, : len(clip)] = clip, 1
     prompt = np.frombuffer(b"<slt> <ase> <en>", np.uint8).astype(np.int32) + 3
     targets = np.zeros((num_words, 12), np.int32)
     for i, w in enumerate(words):
         ids = list(np.frombuffer(w.encode(), np.uint8).astype(np.int32) + 3) + [1]
-        targets[i, :len(ids)] = ids
+        targets[i, : len(ids)] = ids
     return {
         "encoder_input_tokens": np.tile(prompt, (num_words, 1)),
-        "encoder_landmarks": frames, "encoder_landmark_mask": mask,
-        "decoder_input_tokens": np.concatenate([np.zeros((num_words, 1), np.int32),
-                                                targets[:, :-1]], axis=1),
+        "encoder_landmarks": frames,
+        "encoder_landmark_mask": mask,
+        "decoder_input_tokens": np.concatenate(
+            [np.zeros((num_words, 1), np.int32), targets[:, :-1]], axis=1
+        ),
         "decoder_target_tokens": targets,
         "decoder_loss_weights": (targets > 0).astype(np.float32),
     }
@@ -248,10 +294,10 @@ def test_imported_checkpoints_fine_tune_on_the_embedded_corpus(tmp_path):
     def train(params):
         def step(carry, _):
             params, state = carry
-            (loss, _), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(
-                params, batch, None)
+            (loss, _), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(params, batch, None)
             updates, state = optimizer.update(grads, state, params)
             return (optax.apply_updates(params, updates), state), loss
+
         (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), None, 15)
         return params, losses
 
@@ -273,10 +319,13 @@ def test_train_loaders_fill_abstract_params(tmp_path):
     pretrained = text_params(fresh_params(CFG, 7))
     weights.write_t5x_checkpoint(pretrained, str(tmp_path / "t5x"))
     weights.write_hf_checkpoint(weights.unflatten(pretrained), CFG, str(tmp_path / "hf"))
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                      fresh_params(CFG, 7))
-    for loader, path in ((weights.t5x_params_loader, tmp_path / "t5x"),
-                         (weights.hf_params_loader, tmp_path / "hf")):
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), fresh_params(CFG, 7)
+    )
+    for loader, path in (
+        (weights.t5x_params_loader, tmp_path / "t5x"),
+        (weights.hf_params_loader, tmp_path / "hf"),
+    ):
         flat = weights.flatten(loader(str(path), abstract))
         for name, value in pretrained.items():
             np.testing.assert_array_equal(flat[name], value, err_msg=name)

@@ -17,6 +17,7 @@ Accepted shapes (D >= 3; only x, y, z are read; person 0 when there is a people 
 NaN/Inf coordinates of detected points are kept so `readers.check_holistic` can
 refuse them.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,45 +44,61 @@ def _person_zero(array: np.ndarray, rank: int, name: str, source: str) -> np.nda
         raise errors.BadInput(
             "corrupt_array",
             f"{source}: `{name}` has shape {array.shape}; expected [T, N, D] or "
-            f"[T, 1, N, D] landmarks (T frames, N points, D >= 3 coordinates).")
+            f"[T, 1, N, D] landmarks (T frames, N points, D >= 3 coordinates).",
+        )
     return array
 
 
-def from_arrays(data: np.ndarray, confidence: np.ndarray | None, fps: float,
-                source: str) -> HolisticPose:
+def from_arrays(
+    data: np.ndarray, confidence: np.ndarray | None, fps: float, source: str
+) -> HolisticPose:
     """Builds a HolisticPose from header-less arrays (see the module docstring)."""
     if not np.issubdtype(data.dtype, np.number):
-        raise errors.BadInput("corrupt_array", f"{source}: landmarks have dtype {data.dtype}, "
-                              "expected floats.")
+        raise errors.BadInput(
+            "corrupt_array", f"{source}: landmarks have dtype {data.dtype}, expected floats."
+        )
     points = _person_zero(np.asarray(data), 3, "data", source)
     if points.shape[-1] < landmarks.NUM_DIMS:
         raise errors.BadInput(
-            "corrupt_array", f"{source}: landmarks have {points.shape[-1]} coordinates per "
-            f"point; x, y and z are needed (shape {data.shape}).")
-    points = points[..., :landmarks.NUM_DIMS].astype(np.float32)
+            "corrupt_array",
+            f"{source}: landmarks have {points.shape[-1]} coordinates per "
+            f"point; x, y and z are needed (shape {data.shape}).",
+        )
+    points = points[..., : landmarks.NUM_DIMS].astype(np.float32)
     if confidence is None:
         present = (points != 0).any(axis=-1)
     else:
         confidence = _person_zero(np.asarray(confidence), 2, "conf", source)
         if confidence.shape != points.shape[:2]:
             raise errors.BadInput(
-                "corrupt_array", f"{source}: `conf` has shape {confidence.shape}, the "
-                f"landmarks {points.shape[:2]} frames x points.")
+                "corrupt_array",
+                f"{source}: `conf` has shape {confidence.shape}, the "
+                f"landmarks {points.shape[:2]} frames x points.",
+            )
         present = confidence > 0
     try:
         components, names = landmarks.holistic_layout(points.shape[1], source)
     except ValueError as e:
         raise errors.BadInput("wrong_point_count", str(e)) from e
-    return HolisticPose(points=points, present=present, fps=float(fps),
-                        components=components, source=source, point_names=names)
+    return HolisticPose(
+        points=points,
+        present=present,
+        fps=float(fps),
+        components=components,
+        source=source,
+        point_names=names,
+    )
 
 
 def from_tfds_pose(feature: Mapping[str, np.ndarray], source: str = "<tfds>") -> HolisticPose:
     """A decoded sign-language-datasets `PoseFeature`: data [T,1,N,D], conf, fps."""
     missing = [k for k in ("data", "conf") if k not in feature]
     if missing:
-        raise errors.BadInput("corrupt_array", f"{source}: the pose feature lacks {missing}; "
-                              "expected sign-language-datasets' {data, conf, fps}.")
+        raise errors.BadInput(
+            "corrupt_array",
+            f"{source}: the pose feature lacks {missing}; "
+            "expected sign-language-datasets' {data, conf, fps}.",
+        )
     fps = float(np.asarray(feature.get("fps", 0.0)))
     return from_arrays(np.asarray(feature["data"]), np.asarray(feature["conf"]), fps, source)
 
@@ -93,11 +110,13 @@ def read_npy(path: str | os.PathLike) -> HolisticPose:
     except FileNotFoundError:
         raise
     except Exception as e:
-        raise errors.BadInput("corrupt_array", f"{path}: numpy cannot load it "
-                              f"({type(e).__name__}: {e}).") from e
+        raise errors.BadInput(
+            "corrupt_array", f"{path}: numpy cannot load it ({type(e).__name__}: {e})."
+        ) from e
     if not isinstance(data, np.ndarray):
-        raise errors.BadInput("corrupt_array", f"{path}: holds an archive, not one array; "
-                              "name it .npz.")
+        raise errors.BadInput(
+            "corrupt_array", f"{path}: holds an archive, not one array; name it .npz."
+        )
     return from_arrays(data, None, 0.0, path)
 
 
@@ -109,21 +128,28 @@ def read_npz(path: str | os.PathLike) -> HolisticPose:
     except FileNotFoundError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise errors.BadInput("corrupt_array", f"{path}: numpy cannot load it "
-                              f"({type(e).__name__}: {e}).") from e
+        raise errors.BadInput(
+            "corrupt_array", f"{path}: numpy cannot load it ({type(e).__name__}: {e})."
+        ) from e
     data_key = next((k for k in DATA_KEYS if k in arrays), None)
     if data_key is None:
         raise errors.BadInput(
-            "corrupt_array", f"{path}: has arrays {sorted(arrays)} but none named "
-            f"{DATA_KEYS}; store the landmarks as `data` [T, N, 3].")
+            "corrupt_array",
+            f"{path}: has arrays {sorted(arrays)} but none named "
+            f"{DATA_KEYS}; store the landmarks as `data` [T, N, 3].",
+        )
     conf_key = next((k for k in CONFIDENCE_KEYS if k in arrays), None)
     fps = float(arrays["fps"]) if "fps" in arrays else 0.0
-    return from_arrays(arrays[data_key], arrays.get(conf_key) if conf_key else None, fps,
-                       path)
+    return from_arrays(arrays[data_key], arrays.get(conf_key) if conf_key else None, fps, path)
 
 
-def write_npz(path: str | os.PathLike, points: np.ndarray, confidence: np.ndarray,
-              fps: float) -> None:
+def write_npz(
+    path: str | os.PathLike, points: np.ndarray, confidence: np.ndarray, fps: float
+) -> None:
     """Writes [T, N, 3] points, [T, N] confidence and fps as `read_npz` reads them."""
-    np.savez(path, data=np.asarray(points, np.float32),
-             conf=np.asarray(confidence, np.float32), fps=np.float32(fps))
+    np.savez(
+        path,
+        data=np.asarray(points, np.float32),
+        conf=np.asarray(confidence, np.float32),
+        fps=np.float32(fps),
+    )

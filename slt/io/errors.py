@@ -1,4 +1,5 @@
 """The one exception readers and `slt.prepare` raise for an input they cannot use."""
+
 from __future__ import annotations
 
 # Every reason an input can be refused, with what to do about it. `slt.prepare`

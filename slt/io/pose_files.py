@@ -1,4 +1,5 @@
 """Reads `.pose` files (pose-format) into holistic landmark arrays."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,9 +20,9 @@ from slt.io import errors
 class HolisticPose:
     """Landmarks of one person as read from a file, before any preprocessing."""
 
-    points: np.ndarray                    # float32 [T, N, 3]
-    present: np.ndarray                   # bool [T, N]; False: not detected
-    fps: float                            # 0.0: unknown (a bare .npy array)
+    points: np.ndarray  # float32 [T, N, 3]
+    present: np.ndarray  # bool [T, N]; False: not detected
+    fps: float  # 0.0: unknown (a bare .npy array)
     components: tuple[tuple[str, int], ...]  # (name, points) in file order
     source: str
     # Each component's point names (from a .pose header or a known layout); None:
@@ -31,13 +32,16 @@ class HolisticPose:
     def youtube_asl(self) -> tuple[np.ndarray, np.ndarray]:
         """The 85-point subset: ([T, 85, 3] points, [T, 85] presence)."""
         return landmarks.select_youtube_asl(
-            self.points, self.present, self.components, source=self.source,
-            point_names=self.point_names)
+            self.points,
+            self.present,
+            self.components,
+            source=self.source,
+            point_names=self.point_names,
+        )
 
     def absent_points(self) -> tuple[str, ...]:
         """Subset points this layout lacks (always missing), e.g. the iris centres."""
-        return landmarks.absent_youtube_asl_points(self.components, self.point_names,
-                                                   self.source)
+        return landmarks.absent_youtube_asl_points(self.components, self.point_names, self.source)
 
     @property
     def num_frames(self) -> int:
@@ -66,13 +70,15 @@ def read_pose(path: str | os.PathLike, person: int = 0) -> HolisticPose:
         raise errors.BadInput(
             "corrupt_pose",
             f"{path}: not a readable .pose file ({type(e).__name__}: {e}); "
-            "re-export it with pose-format (video_to_pose).") from e
+            "re-export it with pose-format (video_to_pose).",
+        ) from e
     data = pose.body.data
     num_people = data.shape[1]
     if person >= num_people:
         raise errors.BadInput(
             "zero_frames" if data.shape[0] == 0 else "corrupt_pose",
-            f"{path}: asked for person {person}, the file has {num_people}.")
+            f"{path}: asked for person {person}, the file has {num_people}.",
+        )
     coords = np.ma.getdata(data)[:, person].astype(np.float32)
     confidence = np.asarray(pose.body.confidence)[:, person]
     present = confidence > 0
@@ -81,8 +87,14 @@ def read_pose(path: str | os.PathLike, person: int = 0) -> HolisticPose:
         present &= ~mask.any(axis=-1)
     components = tuple((c.name, len(c.points)) for c in pose.header.components)
     point_names = tuple(tuple(str(p) for p in c.points) for c in pose.header.components)
-    return HolisticPose(points=coords, present=present, fps=float(pose.body.fps),
-                        components=components, source=path, point_names=point_names)
+    return HolisticPose(
+        points=coords,
+        present=present,
+        fps=float(pose.body.fps),
+        components=components,
+        source=path,
+        point_names=point_names,
+    )
 
 
 def _check_complete(buffer: bytes, path: str) -> None:
@@ -119,4 +131,5 @@ def _check_complete(buffer: bytes, path: str) -> None:
     raise errors.BadInput(
         "truncated_pose",
         f"{path}: the header promises {frames} frames ({expected} bytes), the file has "
-        f"{len(buffer)} bytes; it is truncated. Re-export it.")
+        f"{len(buffer)} bytes; it is truncated. Re-export it.",
+    )

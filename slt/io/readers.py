@@ -8,6 +8,7 @@ The reader is chosen by extension:
 Training (`slt.prepare`) and translation read files through this function, so both
 see the same landmarks.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,6 +45,7 @@ def read_holistic(path: str) -> HolisticPose:
             return arrays.read_npz(path)
         if extension in VIDEO_EXTENSIONS:
             from slt.io import video  # imported lazily: it starts a subprocess
+
             return video.extract_holistic(path)
     except FileNotFoundError as e:
         raise errors.BadInput("missing_file", f"{path}: no such file ({e}).") from e
@@ -51,7 +53,8 @@ def read_holistic(path: str) -> HolisticPose:
         "unsupported_format",
         f"{path}: extension {extension!r} is not one of "
         f"{POSE_EXTENSIONS + ARRAY_EXTENSIONS + VIDEO_EXTENSIONS}; convert it to .pose "
-        "or .npy.")
+        "or .npy.",
+    )
 
 
 def check_holistic(pose: HolisticPose) -> None:
@@ -70,7 +73,8 @@ def check_holistic(pose: HolisticPose) -> None:
             "non_finite",
             f"{pose.source}: {int(bad.sum())} detected points have NaN or Inf coordinates "
             f"(first: frame {frame}, point {point}); fix the extraction or mark them "
-            "undetected (confidence 0).")
+            "undetected (confidence 0).",
+        )
     try:
         pose.absent_points()
     except errors.BadInput:

@@ -14,6 +14,7 @@ reports them: nothing is dropped here.
 
 Loading a TFDS builder needs `pip install sign-language-datasets` and its download.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,9 +45,16 @@ def _text(value) -> str | None:
     return str(value)
 
 
-def export_examples(examples: Iterable[Mapping], output_dir: str, split: str,
-                    sign_language: str, spoken_language: str, text_key: str = "text",
-                    id_key: str = "id", pose_key: str = "pose") -> tuple[str, int]:
+def export_examples(
+    examples: Iterable[Mapping],
+    output_dir: str,
+    split: str,
+    sign_language: str,
+    spoken_language: str,
+    text_key: str = "text",
+    id_key: str = "id",
+    pose_key: str = "pose",
+) -> tuple[str, int]:
     """Writes <output_dir>/<split>/<n>.npz and <output_dir>/<split>.jsonl.
 
     Args:
@@ -67,22 +75,31 @@ def export_examples(examples: Iterable[Mapping], output_dir: str, split: str,
             path = ""
             if isinstance(pose, Mapping) and "data" in pose:
                 path = os.path.join(split, f"{n:07d}.npz")
-                np.savez(os.path.join(output_dir, path),
-                         **{k: np.asarray(v) for k, v in pose.items()
-                            if k in ("data", "conf", "fps")})
-            row = {"id": example_id, "path": path or f"{split}/{n:07d}.missing-pose",
-                   "text": _text(_field(example, text_key)) or "",
-                   "sign_language": sign_language, "spoken_language": spoken_language}
+                np.savez(
+                    os.path.join(output_dir, path),
+                    **{k: np.asarray(v) for k, v in pose.items() if k in ("data", "conf", "fps")},
+                )
+            row = {
+                "id": example_id,
+                "path": path or f"{split}/{n:07d}.missing-pose",
+                "text": _text(_field(example, text_key)) or "",
+                "sign_language": sign_language,
+                "spoken_language": spoken_language,
+            }
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             rows += 1
     return manifest, rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m slt.io.tfds_export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tfds_name", required=True, help="builder/config, e.g. "
-                        "rwth_phoenix2014_t/poses")
+    parser = argparse.ArgumentParser(
+        prog="python -m slt.io.tfds_export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--tfds_name", required=True, help="builder/config, e.g. rwth_phoenix2014_t/poses"
+    )
     parser.add_argument("--split", default="train")
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--text_key", default="text")
@@ -94,10 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import sign_language_datasets.datasets  # noqa: F401  (registers the builders)
     import tensorflow_datasets as tfds
+
     dataset = tfds.load(args.tfds_name, split=args.split, data_dir=args.data_dir)
     manifest, rows = export_examples(
-        tfds.as_numpy(dataset), args.output_dir, args.split, args.sign_language,
-        args.spoken_language, args.text_key, args.id_key, args.pose_key)
+        tfds.as_numpy(dataset),
+        args.output_dir,
+        args.split,
+        args.sign_language,
+        args.spoken_language,
+        args.text_key,
+        args.id_key,
+        args.pose_key,
+    )
     print(f"{manifest}: {rows} rows")
     return 0
 

@@ -17,6 +17,7 @@ Extract one video (writes .npz, which `read_holistic` reads):
 
     python -m slt.io.video VIDEO.mp4 OUT.npz
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,22 +65,35 @@ def extract_holistic(path: str, timeout_s: float | None = 3600) -> HolisticPose:
             "video_backend_missing",
             f"{path}: reading videos needs the MediaPipe environment, and {python} does "
             f"not exist. Install it with `{INSTALL_COMMAND}`, or set {PYTHON_ENV_VAR} to "
-            "the python of an environment with mediapipe==0.10.21.")
+            "the python of an environment with mediapipe==0.10.21.",
+        )
     with tempfile.TemporaryDirectory(prefix="slt-video-") as tmp:
         out = os.path.join(tmp, "landmarks.npz")
-        env = dict(os.environ, PYTHONNOUSERSITE="1", PYTHONPATH="",
-                   GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2")
+        env = dict(
+            os.environ,
+            PYTHONNOUSERSITE="1",
+            PYTHONPATH="",
+            GLOG_minloglevel="2",
+            TF_CPP_MIN_LOG_LEVEL="2",
+        )
         try:
-            done = subprocess.run([python, WORKER, path, out], capture_output=True,
-                                  text=True, timeout=timeout_s, env=env)
+            done = subprocess.run(
+                [python, WORKER, path, out],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env=env,
+            )
         except subprocess.TimeoutExpired as e:
-            raise errors.BadInput("video_failed", f"{path}: MediaPipe took over "
-                                  f"{timeout_s} s; split the video.") from e
+            raise errors.BadInput(
+                "video_failed", f"{path}: MediaPipe took over {timeout_s} s; split the video."
+            ) from e
         if done.returncode != 0 or not os.path.exists(out):
             tail = (done.stderr or "").strip().splitlines()[-5:]
             raise errors.BadInput(
-                "video_failed", f"{path}: MediaPipe extraction failed (exit "
-                f"{done.returncode}): {' | '.join(tail)}")
+                "video_failed",
+                f"{path}: MediaPipe extraction failed (exit {done.returncode}): {' | '.join(tail)}",
+            )
         pose = arrays.read_npz(out)
     return dataclasses.replace(pose, source=path)
 
@@ -89,21 +103,27 @@ def install(directory: str | None = None, python: str = "python3.11") -> str:
     # `venv` refuses a symlinked directory (e.g. a cache dir linked elsewhere): use its target.
     directory = os.path.realpath(os.path.expanduser(directory or venv_dir()))
     subprocess.run([python, "-m", "venv", directory], check=True)
-    subprocess.run([os.path.join(directory, "bin", "pip"), "install",
-                    *MEDIAPIPE_REQUIREMENTS], check=True)
+    subprocess.run(
+        [os.path.join(directory, "bin", "pip"), "install", *MEDIAPIPE_REQUIREMENTS], check=True
+    )
     return os.path.join(directory, "bin", "python")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m slt.io.video", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m slt.io.video",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("video", nargs="?")
     parser.add_argument("output", nargs="?", help="an .npz path")
-    parser.add_argument("--install", action="store_true",
-                        help="create the MediaPipe environment and exit")
+    parser.add_argument(
+        "--install", action="store_true", help="create the MediaPipe environment and exit"
+    )
     parser.add_argument("--venv", default=None, help="where --install puts it")
-    parser.add_argument("--python", default="python3.11",
-                        help="the interpreter --install builds the venv from")
+    parser.add_argument(
+        "--python", default="python3.11", help="the interpreter --install builds the venv from"
+    )
     args = parser.parse_args(argv)
     if args.install:
         print(install(args.venv, args.python))
@@ -112,8 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give VIDEO and OUTPUT.npz, or --install")
     pose = extract_holistic(args.video)
     arrays.write_npz(args.output, pose.points, pose.present.astype("float32"), pose.fps)
-    print(f"{args.output}: {pose.num_frames} frames, {pose.points.shape[1]} points, "
-          f"{pose.fps:.2f} fps", file=sys.stderr)
+    print(
+        f"{args.output}: {pose.num_frames} frames, {pose.points.shape[1]} points, "
+        f"{pose.fps:.2f} fps",
+        file=sys.stderr,
+    )
     return 0
 
 

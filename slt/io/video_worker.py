@@ -12,14 +12,19 @@ layout). Coordinates follow pose-format's `video_to_pose`: x and y in pixels, z 
 MediaPipe gives it; confidence is the pose points' visibility, and 1 for detected
 face and hand points (0 and zeros where MediaPipe found none).
 """
+
 import sys
 
 import cv2
 import mediapipe as mp
 import numpy as np
 
-COMPONENTS = (("pose_landmarks", 33, True), ("face_landmarks", 478, False),
-              ("left_hand_landmarks", 21, False), ("right_hand_landmarks", 21, False))
+COMPONENTS = (
+    ("pose_landmarks", 33, True),
+    ("face_landmarks", 478, False),
+    ("left_hand_landmarks", 21, False),
+    ("right_hand_landmarks", 21, False),
+)
 
 
 def _frame(results, width, height):
@@ -32,8 +37,11 @@ def _frame(results, width, height):
             continue
         points = component.landmark
         data.append(np.array([[p.x * width, p.y * height, p.z] for p in points], np.float32))
-        conf.append(np.array([p.visibility for p in points] if visibility
-                             else np.ones(len(points)), np.float32))
+        conf.append(
+            np.array(
+                [p.visibility for p in points] if visibility else np.ones(len(points)), np.float32
+            )
+        )
     return np.concatenate(data), np.concatenate(conf)
 
 
@@ -46,8 +54,9 @@ def main(video_path, out_path):
     datas, confs = [], []
     # model_complexity=1 is the only one whose model ships in the 0.10.21 wheel
     # (0 and 2 download at construction, which fails offline).
-    with mp.solutions.holistic.Holistic(static_image_mode=False, model_complexity=1,
-                                        refine_face_landmarks=True) as holistic:
+    with mp.solutions.holistic.Holistic(
+        static_image_mode=False, model_complexity=1, refine_face_landmarks=True
+    ) as holistic:
         while True:
             ok, frame = capture.read()
             if not ok:

@@ -51,8 +51,9 @@ def initial_state(log_probs: Array) -> dict[str, Array]:
     }
 
 
-def extend(state: dict[str, Array], log_probs: Array, candidates: Array, eos_id: int
-           ) -> tuple[Array, Array, Array]:
+def extend(
+    state: dict[str, Array], log_probs: Array, candidates: Array, eos_id: int
+) -> tuple[Array, Array, Array]:
     """Prefix scores of ``prefix + c`` for ``candidates [B, K]``.
 
     Returns ``log_prefix [B, K]`` (for EOS: log p_ctc of exactly the prefix; for the
@@ -80,7 +81,8 @@ def extend(state: dict[str, Array], log_probs: Array, candidates: Array, eos_id:
         return (new_nonblank, new_blank), (new_nonblank, new_blank, phi_prev + emit_t)
 
     _, (rest_nonblank, rest_blank, starts) = jax.lax.scan(
-        step, first, (phi[:-1], emit[1:], blank[1:]))
+        step, first, (phi[:-1], emit[1:], blank[1:])
+    )
     new_nonblank = jnp.concatenate([first[0][None], rest_nonblank], axis=0)
     new_blank = jnp.concatenate([first[1][None], rest_blank], axis=0)
     # p(prefix + c ...) sums over the frame at which c starts.
@@ -122,8 +124,10 @@ def joint_greedy_search(
         att = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         att_top, candidates = jax.lax.top_k(att, num_candidates)  # [B, K]
         log_prefix, r_nonblank, r_blank = extend(ctc_state, ctc_log_probs, candidates, eos_id)
-        score = (ctc_weight * (log_prefix - ctc_state["log_prefix"][:, None])
-                 + (1.0 - ctc_weight) * att_top)
+        score = (
+            ctc_weight * (log_prefix - ctc_state["log_prefix"][:, None])
+            + (1.0 - ctc_weight) * att_top
+        )
         pick = jnp.argmax(score, axis=-1)
         take = lambda x: jnp.take_along_axis(x, pick[:, None], axis=1)[:, 0]
         nxt = jnp.where(done, decoding.PAD_ID, take(candidates))
@@ -139,7 +143,8 @@ def joint_greedy_search(
         return i + 1, cache, tokens, nxt, done | (nxt == eos_id), ctc_state, att_log_prob
 
     carry = (
-        jnp.array(0, jnp.int32), cache,
+        jnp.array(0, jnp.int32),
+        cache,
         jnp.zeros((batch, max_decode_length), jnp.int32),
         jnp.full((batch,), bos_id, jnp.int32),
         jnp.zeros((batch,), jnp.bool_),

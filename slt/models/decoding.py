@@ -68,8 +68,10 @@ class DecodingConfig:
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError(f"DecodingConfig.ctc_weight={self.ctc_weight}: must lie in [0, 1].")
         if self.ctc_weight > 0 and self.method != "greedy":
-            raise ValueError(f"DecodingConfig.ctc_weight={self.ctc_weight} works with "
-                             f"method='greedy' only (got {self.method!r}).")
+            raise ValueError(
+                f"DecodingConfig.ctc_weight={self.ctc_weight} works with "
+                f"method='greedy' only (got {self.method!r})."
+            )
         if self.top_k < 0:
             raise ValueError(f"DecodingConfig.top_k={self.top_k}: must be >= 0 (0 = off).")
 
@@ -107,7 +109,8 @@ def _sequential_decode(
         logits = logits.astype(jnp.float32)
         nxt = choose(logits, i).astype(jnp.int32)
         token_log_prob = jnp.take_along_axis(
-            jax.nn.log_softmax(logits, axis=-1), nxt[:, None], axis=-1)[:, 0]
+            jax.nn.log_softmax(logits, axis=-1), nxt[:, None], axis=-1
+        )[:, 0]
         log_prob = log_prob + jnp.where(done, 0.0, token_log_prob)
         nxt = jnp.where(done, PAD_ID, nxt)
         tokens = jax.lax.dynamic_update_slice(tokens, nxt[:, None], (0, i))
@@ -138,8 +141,14 @@ def greedy_search(
     """Greedy decoding: int32 ``[B, max_decode_length]`` (and ``[B]`` sequence
     log-probabilities with ``return_log_probs``)."""
     tokens, log_prob = _sequential_decode(
-        tokens_to_logits, cache, batch_size, max_decode_length,
-        lambda logits, i: jnp.argmax(logits, axis=-1), eos_id, bos_id)
+        tokens_to_logits,
+        cache,
+        batch_size,
+        max_decode_length,
+        lambda logits, i: jnp.argmax(logits, axis=-1),
+        eos_id,
+        bos_id,
+    )
     return (tokens, log_prob) if return_log_probs else tokens
 
 
@@ -172,7 +181,8 @@ def temperature_sample(
         return jax.random.categorical(jax.random.fold_in(rng, i), logits / temperature, axis=-1)
 
     return _sequential_decode(
-        tokens_to_logits, cache, batch_size, max_decode_length, choose, eos_id, bos_id)
+        tokens_to_logits, cache, batch_size, max_decode_length, choose, eos_id, bos_id
+    )
 
 
 # ------------------------------------------------------------------------ beam search
@@ -193,7 +203,10 @@ def _gather_beams(x: Array, beam_indices: Array, batch_size: int, old_beams: int
 
 
 def _gather_cache(
-    cache: Cache, beam_indices: Array, batch_size: int, num_beams: int,
+    cache: Cache,
+    beam_indices: Array,
+    batch_size: int,
+    num_beams: int,
     gather_leaf: Callable[[tuple], bool] | None,
 ) -> Cache:
     flat = batch_size * num_beams
@@ -236,8 +249,9 @@ def beam_search(
         # Stop when no live prefix can beat the worst finished sequence of its example:
         # log p only falls as a prefix grows, so log p / max penalty bounds its future.
         best_live = state["live_log_probs"][:, 0] / max_penalty
-        worst_finished = jnp.where(
-            state["finished_flags"], state["finished_scores"], NEG_INF).min(axis=1)
+        worst_finished = jnp.where(state["finished_flags"], state["finished_scores"], NEG_INF).min(
+            axis=1
+        )
         all_full = state["finished_flags"].all(axis=1)
         done = all_full & (worst_finished >= best_live)
         return (state["i"] < length) & ~jnp.all(done)
@@ -274,9 +288,15 @@ def beam_search(
         parent = jnp.take_along_axis(cand_beam, keep, axis=1)
         cache = _gather_cache(cache, parent, batch, beams, gather_cache_leaf)
         return dict(
-            i=i + 1, cache=cache, live_seqs=live_seqs, live_log_probs=live_log_probs,
-            live_last=live_last, finished_seqs=finished_seqs,
-            finished_scores=finished_scores, finished_flags=finished_flags)
+            i=i + 1,
+            cache=cache,
+            live_seqs=live_seqs,
+            live_log_probs=live_log_probs,
+            live_last=live_last,
+            finished_seqs=finished_seqs,
+            finished_scores=finished_scores,
+            finished_flags=finished_flags,
+        )
 
     # Only beam 0 is alive at first, so the first step does not pick K copies of a token.
     initial_log_probs = np.full((batch, beams), NEG_INF, np.float32)

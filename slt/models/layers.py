@@ -208,8 +208,9 @@ def dropout(x: Array, rate: float, enable: bool, broadcast_dims: Sequence[int] =
     return nn.Dropout(rate=rate, broadcast_dims=broadcast_dims)(x, deterministic=not enable)
 
 
-def _attention_weights(spec: str, query: Array, key: Array, bias: Array | None,
-                       float32_logits: bool, dtype: DType) -> Array:
+def _attention_weights(
+    spec: str, query: Array, key: Array, bias: Array | None, float32_logits: bool, dtype: DType
+) -> Array:
     """softmax(query . key + bias) ``[b,h,q,k]``; ``spec`` names the key's layout."""
     if float32_logits:
         query = jnp.asarray(query, jnp.float32)
@@ -301,7 +302,8 @@ class MultiHeadDotProductAttention(nn.Module):
             cached_key = constrain(cached[0], ("batch", "heads", "kv", "length"))
             cached_value = constrain(cached[1], ("batch", "heads", "length", "kv"))
             x = cached_attention(
-                query, cached_key, cached_value, bias, self.float32_logits, self.dtype)
+                query, cached_key, cached_value, bias, self.float32_logits, self.dtype
+            )
         else:
             key = constrain(key, ("batch", "length", "heads", "kv"))
             value = constrain(value, ("batch", "length", "heads", "kv"))
@@ -313,8 +315,11 @@ class MultiHeadDotProductAttention(nn.Module):
             )
         x = x.reshape(x.shape[:-2] + (joined,))
         out = Dense(
-            inputs_q.shape[-1], ("joined_kv", "embed"), attention_kernel_init,
-            dtype=self.dtype, name="out",
+            inputs_q.shape[-1],
+            ("joined_kv", "embed"),
+            attention_kernel_init,
+            dtype=self.dtype,
+            name="out",
         )(x)
         return constrain(out, ("batch", "length", "embed"))
 
@@ -327,7 +332,8 @@ class MultiHeadDotProductAttention(nn.Module):
         b, length, h, d = key.shape
         cached_key = self.variable("cache", "cached_key", jnp.zeros, (b, h, d, length), key.dtype)
         cached_value = self.variable(
-            "cache", "cached_value", jnp.zeros, (b, h, length, d), value.dtype)
+            "cache", "cached_value", jnp.zeros, (b, h, length, d), value.dtype
+        )
         if not initialized:
             return None
         if length != 1:
@@ -335,11 +341,13 @@ class MultiHeadDotProductAttention(nn.Module):
         if cache_index is None:
             raise ValueError("cache_index is required for cached self-attention.")
         cached_key.value = jax.lax.dynamic_update_slice(
-            cached_key.value, key_layout(key).astype(cached_key.value.dtype),
-            (0, 0, 0, cache_index))
+            cached_key.value, key_layout(key).astype(cached_key.value.dtype), (0, 0, 0, cache_index)
+        )
         cached_value.value = jax.lax.dynamic_update_slice(
-            cached_value.value, value_layout(value).astype(cached_value.value.dtype),
-            (0, 0, cache_index, 0))
+            cached_value.value,
+            value_layout(value).astype(cached_value.value.dtype),
+            (0, 0, cache_index, 0),
+        )
         return cached_key.value, cached_value.value
 
     def _cross_kv(
@@ -349,8 +357,10 @@ class MultiHeadDotProductAttention(nn.Module):
         attends with them as usual), read from the cache by later calls."""
         if self.has_variable("cache", "cached_key"):
             # Keep the kernels in the param tree without recomputing the projection.
-            cached = (self.get_variable("cache", "cached_key"),
-                      self.get_variable("cache", "cached_value"))
+            cached = (
+                self.get_variable("cache", "cached_key"),
+                self.get_variable("cache", "cached_value"),
+            )
             return None, None, cached
         key = heads(dense("key", attention_kernel_init)(inputs_kv))
         value = heads(dense("value", attention_kernel_init)(inputs_kv))
@@ -389,11 +399,16 @@ def cached_attention(
     if n != b:
         if n % b:
             raise ValueError(f"cached_attention: {n} query rows for a cache of {b} rows.")
-        out = cached_attention(query.reshape(b, n // b * q, h, d), cached_key, cached_value,
-                               bias, float32_logits, dtype)
+        out = cached_attention(
+            query.reshape(b, n // b * q, h, d),
+            cached_key,
+            cached_value,
+            bias,
+            float32_logits,
+            dtype,
+        )
         return out.reshape(n, q, h, d)
-    weights = _attention_weights("bqhd,bhdk->bhqk", query, cached_key, bias, float32_logits,
-                                 dtype)
+    weights = _attention_weights("bqhd,bhdk->bhqk", query, cached_key, bias, float32_logits, dtype)
     return jnp.einsum("bhqk,bhkd->bqhd", weights, jnp.asarray(cached_value, dtype))
 
 
@@ -411,8 +426,11 @@ class MlpBlock(nn.Module):
         for i, act in enumerate(self.activations):
             name = f"wi_{i}" if len(self.activations) > 1 else "wi"
             x = Dense(
-                self.intermediate_dim, ("embed", "mlp"), mlp_kernel_init,
-                dtype=self.dtype, name=name,
+                self.intermediate_dim,
+                ("embed", "mlp"),
+                mlp_kernel_init,
+                dtype=self.dtype,
+                name=name,
             )(inputs)
             x = _activation(act)(x)
             h = x if h is None else h * x

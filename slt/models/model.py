@@ -124,7 +124,8 @@ class EncoderDecoderModel:
         if encoder_ctc_weight and not network.config.encoder_ctc_head:
             raise ValueError(
                 f"encoder_ctc_weight={encoder_ctc_weight} needs a CTC head: set "
-                "T5Config.encoder_ctc_head = True (gin: slt.T5Config.encoder_ctc_head).")
+                "T5Config.encoder_ctc_head = True (gin: slt.T5Config.encoder_ctc_head)."
+            )
         self.network = network
         self.encoder_ctc_weight = encoder_ctc_weight
         self.z_loss = z_loss
@@ -173,8 +174,13 @@ class EncoderDecoderModel:
 
     # -- training ---------------------------------------------------------------------
 
-    def _logits(self, params: Params, batch: Batch, dropout_rng: Array | None,
-                return_encoder_ctc_logits: bool = False) -> Array | tuple[Array, Array]:
+    def _logits(
+        self,
+        params: Params,
+        batch: Batch,
+        dropout_rng: Array | None,
+        return_encoder_ctc_logits: bool = False,
+    ) -> Array | tuple[Array, Array]:
         rngs = {"dropout": dropout_rng} if dropout_rng is not None else None
         return self.network.apply(
             {"params": params},
@@ -212,9 +218,12 @@ class EncoderDecoderModel:
         )
         if not use_ctc:
             return loss, aux
-        frame_mask = encoder_mask(batch["encoder_input_tokens"], batch["encoder_landmark_mask"],
-                                  self.network.config.landmark_stride)
-        frame_mask = frame_mask[:, batch["encoder_input_tokens"].shape[1]:]
+        frame_mask = encoder_mask(
+            batch["encoder_input_tokens"],
+            batch["encoder_landmark_mask"],
+            self.network.config.landmark_stride,
+        )
+        frame_mask = frame_mask[:, batch["encoder_input_tokens"].shape[1] :]
         ctc_losses, feasible = encoder_ctc_loss(ctc_logits, frame_mask, targets, self.eos_id)
         denom = self.loss_normalizing_factor
         if denom is None:
@@ -245,8 +254,11 @@ class EncoderDecoderModel:
             enable_dropout=False,
             method=Transformer.encode,
         )
-        mask = encoder_mask(batch["encoder_input_tokens"], batch["encoder_landmark_mask"],
-                            self.network.config.landmark_stride)
+        mask = encoder_mask(
+            batch["encoder_input_tokens"],
+            batch["encoder_landmark_mask"],
+            self.network.config.landmark_stride,
+        )
         return encoded, mask
 
     def init_cache(
@@ -305,8 +317,7 @@ class EncoderDecoderModel:
         ``predict_batch_with_aux`` (``decode_method``, ``num_beams``, ``alpha``,
         ``temperature``, ``top_k``, ``rng``).
         """
-        tokens, _ = self.predict_batch_with_aux(params, batch, max_decode_length,
-                                                **decode_options)
+        tokens, _ = self.predict_batch_with_aux(params, batch, max_decode_length, **decode_options)
         return tokens
 
     def predict_batch_with_aux(
@@ -331,11 +342,24 @@ class EncoderDecoderModel:
         """
         cfg = dataclasses.replace(
             self.decoding_config,
-            **{k: v for k, v in dict(method=decode_method, num_beams=num_beams, alpha=alpha,
-                                     temperature=temperature, top_k=top_k).items()
-               if v is not None})
+            **{
+                k: v
+                for k, v in dict(
+                    method=decode_method,
+                    num_beams=num_beams,
+                    alpha=alpha,
+                    temperature=temperature,
+                    top_k=top_k,
+                ).items()
+                if v is not None
+            },
+        )
         if max_decode_length is None:
-            key = "decoder_target_tokens" if "decoder_target_tokens" in batch else "decoder_input_tokens"
+            key = (
+                "decoder_target_tokens"
+                if "decoder_target_tokens" in batch
+                else "decoder_input_tokens"
+            )
             max_decode_length = batch[key].shape[1]
         encoded, mask = self.encode(params, batch)
         batch_size = encoded.shape[0]
@@ -349,8 +373,15 @@ class EncoderDecoderModel:
             cache = _expand_self_attention_cache(cache, cfg.num_beams)
             step = self._step_fn(params, encoded, mask, max_decode_length)
             tokens, scores = decoding.beam_search(
-                step, cache, batch_size, cfg.num_beams, max_decode_length, alpha=cfg.alpha,
-                eos_id=self.eos_id, gather_cache_leaf=_is_self_attention_cache)
+                step,
+                cache,
+                batch_size,
+                cfg.num_beams,
+                max_decode_length,
+                alpha=cfg.alpha,
+                eos_id=self.eos_id,
+                gather_cache_leaf=_is_self_attention_cache,
+            )
             if not return_all_beams:
                 tokens, scores = tokens[:, 0], scores[:, 0]
             return tokens, {"scores": scores}
@@ -360,26 +391,45 @@ class EncoderDecoderModel:
         if cfg.method == "sample":
             rng = jax.random.PRNGKey(cfg.seed) if rng is None else rng
             tokens, scores = decoding.temperature_sample(
-                step, cache, batch_size, max_decode_length, rng, temperature=cfg.temperature,
-                top_k=cfg.top_k, eos_id=self.eos_id)
+                step,
+                cache,
+                batch_size,
+                max_decode_length,
+                rng,
+                temperature=cfg.temperature,
+                top_k=cfg.top_k,
+                eos_id=self.eos_id,
+            )
         elif cfg.ctc_weight > 0:
             if not self.network.config.encoder_ctc_head:
                 raise ValueError(
                     f"DecodingConfig.ctc_weight={cfg.ctc_weight} needs a network with an "
                     "encoder CTC head (T5Config.encoder_ctc_head = True, trained with "
-                    "encoder_ctc_weight > 0).")
+                    "encoder_ctc_weight > 0)."
+                )
             num_prompt = batch["encoder_input_tokens"].shape[1]
             ctc_logits = self.network.apply(
-                {"params": params}, encoded, num_prompt,
-                method=Transformer.encoder_ctc_logits)
+                {"params": params}, encoded, num_prompt, method=Transformer.encoder_ctc_logits
+            )
             log_probs = ctc.frame_log_probs(ctc_logits, mask[:, num_prompt:])
             tokens, scores = ctc.joint_greedy_search(
-                step, cache, log_probs, max_decode_length, ctc_weight=cfg.ctc_weight,
-                num_candidates=cfg.ctc_candidates, eos_id=self.eos_id)
+                step,
+                cache,
+                log_probs,
+                max_decode_length,
+                ctc_weight=cfg.ctc_weight,
+                num_candidates=cfg.ctc_candidates,
+                eos_id=self.eos_id,
+            )
         else:
             tokens, scores = decoding.greedy_search(
-                step, cache, batch_size, max_decode_length, eos_id=self.eos_id,
-                return_log_probs=True)
+                step,
+                cache,
+                batch_size,
+                max_decode_length,
+                eos_id=self.eos_id,
+                return_log_probs=True,
+            )
         return tokens, {"scores": scores}
 
 

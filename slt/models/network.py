@@ -80,8 +80,9 @@ class T5Config:
         return jnp.dtype(jnp.float32) if self.float32_attention_logits else self.compute_dtype
 
 
-def encoder_mask(encoder_input_tokens: Array, encoder_landmark_mask: Array,
-                 landmark_stride: int = 1) -> Array:
+def encoder_mask(
+    encoder_input_tokens: Array, encoder_landmark_mask: Array, landmark_stride: int = 1
+) -> Array:
     """int32 ``[B, P+ceil(T/stride)]``, 1 at real positions: ``tokens > 0``, then frames.
 
     With a stride, a stacked position is real if any of its frames is.
@@ -110,11 +111,13 @@ def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
     angles = np.arange(length)[:, None] * inv_freq[None]
     table = np.zeros((length, dim), np.float32)
     table[:, :half] = np.sin(angles)
-    table[:, half:2 * half] = np.cos(angles)
+    table[:, half : 2 * half] = np.cos(angles)
     return table
 
 
-def _attention(cfg: T5Config, name: str, cross: bool = False) -> layers.MultiHeadDotProductAttention:
+def _attention(
+    cfg: T5Config, name: str, cross: bool = False
+) -> layers.MultiHeadDotProductAttention:
     return layers.MultiHeadDotProductAttention(
         num_heads=cfg.num_heads,
         head_dim=cfg.head_dim,
@@ -157,8 +160,13 @@ REMAT_POLICIES = {
 }
 
 
-def _layer_stack(cfg: T5Config, layer_cls: type[nn.Module], num_layers: int,
-                 static_argnums: tuple[int, ...], num_scan_args: int) -> list[nn.Module]:
+def _layer_stack(
+    cfg: T5Config,
+    layer_cls: type[nn.Module],
+    num_layers: int,
+    static_argnums: tuple[int, ...],
+    num_scan_args: int,
+) -> list[nn.Module]:
     """The layers of one stack, as T5X names them: ``layers_0..N-1``, or one scanned
     module ``layers`` (params stacked on axis 0 with logical axis ``layers``; decode
     caches stacked on axis 1, so that their batch axis stays first for beam gathers).
@@ -169,17 +177,27 @@ def _layer_stack(cfg: T5Config, layer_cls: type[nn.Module], num_layers: int,
     """
     if cfg.remat_policy != "none":
         if cfg.remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"T5Config.remat_policy={cfg.remat_policy!r}: use 'none', "
-                             f"{', '.join(repr(p) for p in REMAT_POLICIES)}.")
+            raise ValueError(
+                f"T5Config.remat_policy={cfg.remat_policy!r}: use 'none', "
+                f"{', '.join(repr(p) for p in REMAT_POLICIES)}."
+            )
         # Under scan, CSE across iterations cannot undo the remat, so it may stay on.
-        layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat_policy],
-                             prevent_cse=not cfg.scan_layers, static_argnums=static_argnums)
+        layer_cls = nn.remat(
+            layer_cls,
+            policy=REMAT_POLICIES[cfg.remat_policy],
+            prevent_cse=not cfg.scan_layers,
+            static_argnums=static_argnums,
+        )
     if not cfg.scan_layers:
         return [layer_cls(cfg, name=f"layers_{i}") for i in range(num_layers)]
-    scanned = nn.scan(layer_cls, variable_axes={"params": 0, "cache": 1},
-                      split_rngs={"params": True, "dropout": True},
-                      in_axes=(nn.broadcast,) * num_scan_args, length=num_layers,
-                      metadata_params={nn.PARTITION_NAME: "layers"})
+    scanned = nn.scan(
+        layer_cls,
+        variable_axes={"params": 0, "cache": 1},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast,) * num_scan_args,
+        length=num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
     return [scanned(cfg, scanned=True, name="layers")]
 
 
@@ -193,8 +211,7 @@ def stack_layers(params: dict) -> dict:
         if not count:
             continue
         per_layer = [sub.pop(f"layers_{i}") for i in range(count)]
-        sub["layers"] = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
-                                     *per_layer)
+        sub["layers"] = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *per_layer)
         out[stack] = sub
     return out
 
@@ -297,8 +314,10 @@ class Encoder(nn.Module):
         if cfg.landmark_positions == "sinusoidal":
             frames = frames + sinusoidal_positions(frames.shape[1], cfg.emb_dim)[None]
         elif cfg.landmark_positions != "none":
-            raise ValueError(f"T5Config.landmark_positions={cfg.landmark_positions!r}: "
-                             "use 'none' or 'sinusoidal'.")
+            raise ValueError(
+                f"T5Config.landmark_positions={cfg.landmark_positions!r}: "
+                "use 'none' or 'sinusoidal'."
+            )
         x = jnp.concatenate([tokens, frames.astype(cfg.compute_dtype)], axis=1)
         x = layers.constrain(x, ("batch", "length", "embed"))
 
@@ -306,13 +325,15 @@ class Encoder(nn.Module):
         length = x.shape[1]
         mask = encoder_mask(encoder_input_tokens, encoder_landmark_mask, cfg.landmark_stride)
         relpos = _relpos(cfg)(length, length, bidirectional=True)
-        bias = relpos.astype(cfg.bias_dtype) + layers.mask_to_bias(mask, cfg.bias_dtype)[
-            :, None, None, :
-        ]
+        bias = (
+            relpos.astype(cfg.bias_dtype)
+            + layers.mask_to_bias(mask, cfg.bias_dtype)[:, None, None, :]
+        )
 
         x = layers.dropout(x, cfg.dropout_rate, enable_dropout)
-        for layer in _layer_stack(cfg, EncoderLayer, cfg.num_encoder_layers,
-                                  static_argnums=(3,), num_scan_args=2):
+        for layer in _layer_stack(
+            cfg, EncoderLayer, cfg.num_encoder_layers, static_argnums=(3,), num_scan_args=2
+        ):
             x = layer(x, bias, enable_dropout)
         if cfg.scan_layers:
             x = x[0]
@@ -353,16 +374,15 @@ class Decoder(nn.Module):
                 self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
             causal = jnp.asarray(np.tril(np.ones((length, length), np.bool_)))[None, None]
             self_bias = relpos(length, length, False)
-        self_bias = self_bias.astype(cfg.bias_dtype) + layers.mask_to_bias(
-            causal, cfg.bias_dtype
-        )
+        self_bias = self_bias.astype(cfg.bias_dtype) + layers.mask_to_bias(causal, cfg.bias_dtype)
         cross_bias = layers.mask_to_bias(encoder_mask, cfg.bias_dtype)[:, None, None, :]
 
         y = self.shared_embedding(decoder_input_tokens.astype(jnp.int32))
         y = layers.constrain(y, ("batch", "length", "embed"))
         y = layers.dropout(y, cfg.dropout_rate, enable_dropout)
-        for layer in _layer_stack(cfg, DecoderLayer, cfg.num_decoder_layers,
-                                  static_argnums=(5, 6), num_scan_args=6):
+        for layer in _layer_stack(
+            cfg, DecoderLayer, cfg.num_decoder_layers, static_argnums=(5, 6), num_scan_args=6
+        ):
             y = layer(y, encoded, self_bias, cross_bias, enable_dropout, decode, cache_index)
         if cfg.scan_layers:
             y = y[0]
@@ -448,10 +468,15 @@ class Transformer(nn.Module):
         encoded = self.encode(
             encoder_input_tokens, encoder_landmarks, encoder_landmark_mask, enable_dropout
         )
-        mask = encoder_mask(encoder_input_tokens, encoder_landmark_mask,
-                            self.config.landmark_stride)
+        mask = encoder_mask(
+            encoder_input_tokens, encoder_landmark_mask, self.config.landmark_stride
+        )
         logits = self.decode(
-            encoded, mask, decoder_input_tokens, enable_dropout, decode,
+            encoded,
+            mask,
+            decoder_input_tokens,
+            enable_dropout,
+            decode,
             max_decode_length=decoder_input_tokens.shape[1] if decode else None,
         )
         if self.is_initializing() and self.config.encoder_ctc_head:
@@ -465,5 +490,6 @@ class Transformer(nn.Module):
         if not self.config.encoder_ctc_head:
             raise ValueError("the network has no CTC head: set T5Config.encoder_ctc_head=True.")
         frames = encoded[:, num_prompt_tokens:]
-        return layers.constrain(self.encoder_ctc(frames).astype(jnp.float32),
-                                ("batch", "length", "vocab"))
+        return layers.constrain(
+            self.encoder_ctc(frames).astype(jnp.float32), ("batch", "length", "vocab")
+        )

@@ -51,39 +51,75 @@ _MLP = ("wi_0", "wi_1", "wi", "wo")
 def _build_table() -> list[tuple[str, str, bool]]:
     table = [
         ("token_embedder/embedding", "shared.weight", False),
-        ("encoder/relpos_bias/rel_embedding",
-         "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", True),
+        (
+            "encoder/relpos_bias/rel_embedding",
+            "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+            True,
+        ),
         ("encoder/encoder_norm/scale", "encoder.final_layer_norm.weight", False),
-        ("decoder/relpos_bias/rel_embedding",
-         "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", True),
+        (
+            "decoder/relpos_bias/rel_embedding",
+            "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+            True,
+        ),
         ("decoder/decoder_norm/scale", "decoder.final_layer_norm.weight", False),
         ("decoder/logits_dense/kernel", "lm_head.weight", True),
-        ("encoder/layers_{i}/pre_attention_layer_norm/scale",
-         "encoder.block.{i}.layer.0.layer_norm.weight", False),
-        ("encoder/layers_{i}/pre_mlp_layer_norm/scale",
-         "encoder.block.{i}.layer.1.layer_norm.weight", False),
-        ("decoder/layers_{i}/pre_self_attention_layer_norm/scale",
-         "decoder.block.{i}.layer.0.layer_norm.weight", False),
-        ("decoder/layers_{i}/pre_cross_attention_layer_norm/scale",
-         "decoder.block.{i}.layer.1.layer_norm.weight", False),
-        ("decoder/layers_{i}/pre_mlp_layer_norm/scale",
-         "decoder.block.{i}.layer.2.layer_norm.weight", False),
+        (
+            "encoder/layers_{i}/pre_attention_layer_norm/scale",
+            "encoder.block.{i}.layer.0.layer_norm.weight",
+            False,
+        ),
+        (
+            "encoder/layers_{i}/pre_mlp_layer_norm/scale",
+            "encoder.block.{i}.layer.1.layer_norm.weight",
+            False,
+        ),
+        (
+            "decoder/layers_{i}/pre_self_attention_layer_norm/scale",
+            "decoder.block.{i}.layer.0.layer_norm.weight",
+            False,
+        ),
+        (
+            "decoder/layers_{i}/pre_cross_attention_layer_norm/scale",
+            "decoder.block.{i}.layer.1.layer_norm.weight",
+            False,
+        ),
+        (
+            "decoder/layers_{i}/pre_mlp_layer_norm/scale",
+            "decoder.block.{i}.layer.2.layer_norm.weight",
+            False,
+        ),
     ]
     for ours, theirs in _ATTENTION.items():
         table += [
-            (f"encoder/layers_{{i}}/attention/{ours}/kernel",
-             f"encoder.block.{{i}}.layer.0.SelfAttention.{theirs}.weight", True),
-            (f"decoder/layers_{{i}}/self_attention/{ours}/kernel",
-             f"decoder.block.{{i}}.layer.0.SelfAttention.{theirs}.weight", True),
-            (f"decoder/layers_{{i}}/encoder_decoder_attention/{ours}/kernel",
-             f"decoder.block.{{i}}.layer.1.EncDecAttention.{theirs}.weight", True),
+            (
+                f"encoder/layers_{{i}}/attention/{ours}/kernel",
+                f"encoder.block.{{i}}.layer.0.SelfAttention.{theirs}.weight",
+                True,
+            ),
+            (
+                f"decoder/layers_{{i}}/self_attention/{ours}/kernel",
+                f"decoder.block.{{i}}.layer.0.SelfAttention.{theirs}.weight",
+                True,
+            ),
+            (
+                f"decoder/layers_{{i}}/encoder_decoder_attention/{ours}/kernel",
+                f"decoder.block.{{i}}.layer.1.EncDecAttention.{theirs}.weight",
+                True,
+            ),
         ]
     for name in _MLP:
         table += [
-            (f"encoder/layers_{{i}}/mlp/{name}/kernel",
-             f"encoder.block.{{i}}.layer.1.DenseReluDense.{name}.weight", True),
-            (f"decoder/layers_{{i}}/mlp/{name}/kernel",
-             f"decoder.block.{{i}}.layer.2.DenseReluDense.{name}.weight", True),
+            (
+                f"encoder/layers_{{i}}/mlp/{name}/kernel",
+                f"encoder.block.{{i}}.layer.1.DenseReluDense.{name}.weight",
+                True,
+            ),
+            (
+                f"decoder/layers_{{i}}/mlp/{name}/kernel",
+                f"decoder.block.{{i}}.layer.2.DenseReluDense.{name}.weight",
+                True,
+            ),
         ]
     return table
 
@@ -105,8 +141,10 @@ def _translate(name: str, rules: list) -> tuple[str, bool] | None:
     for pattern, template, transpose in rules:
         match = pattern.match(name)
         if match:
-            return (template.replace("{i}", match.group(1)) if match.groups() else template,
-                    transpose)
+            return (
+                template.replace("{i}", match.group(1)) if match.groups() else template,
+                transpose,
+            )
     return None
 
 
@@ -164,11 +202,16 @@ class ImportReport:
     skipped: list[str] = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"{self.source}: loaded {len(self.loaded)} arrays; freshly initialised "
-                f"{len(self.freshly_initialised)} ({', '.join(self.freshly_initialised)}); "
-                f"skipped {len(self.skipped)} checkpoint entries"
-                + (f" ({', '.join(self.skipped[:5])}{' ...' if len(self.skipped) > 5 else ''})"
-                   if self.skipped else ""))
+        return (
+            f"{self.source}: loaded {len(self.loaded)} arrays; freshly initialised "
+            f"{len(self.freshly_initialised)} ({', '.join(self.freshly_initialised)}); "
+            f"skipped {len(self.skipped)} checkpoint entries"
+            + (
+                f" ({', '.join(self.skipped[:5])}{' ...' if len(self.skipped) > 5 else ''})"
+                if self.skipped
+                else ""
+            )
+        )
 
 
 # ------------------------------------------------------------------------ T5X (legacy)
@@ -184,8 +227,10 @@ def _local_spec(spec: Mapping[str, Any], step_dir: str) -> tuple[dict[str, Any],
     relative = kvstore.get("path") or spec.get("path")
     if not relative:
         raise ValueError(f"TensorStore spec without a path: {dict(spec)}")
-    candidates = [os.path.join(step_dir, relative), os.path.join(step_dir, os.path.basename(
-        relative.rstrip("/")))]
+    candidates = [
+        os.path.join(step_dir, relative),
+        os.path.join(step_dir, os.path.basename(relative.rstrip("/"))),
+    ]
     local = next((c for c in candidates if os.path.isdir(c)), candidates[-1])
     out = {k: v for k, v in spec.items() if k not in ("kvstore", "path", "metadata")}
     out["kvstore"] = {"driver": "file", "path": local}
@@ -203,16 +248,21 @@ def read_t5x_checkpoint(step_dir: str) -> tuple[FlatWeights, list[str]]:
 
     path = os.path.join(step_dir, "checkpoint")
     if not os.path.isfile(path):
-        hint = (" It looks like an Orbax-format T5X checkpoint; convert it with t5x or "
-                "export it to Hugging Face first." if os.path.isdir(
-                    os.path.join(step_dir, "state")) else "")
+        hint = (
+            " It looks like an Orbax-format T5X checkpoint; convert it with t5x or "
+            "export it to Hugging Face first."
+            if os.path.isdir(os.path.join(step_dir, "state"))
+            else ""
+        )
         raise FileNotFoundError(f"{path}: no T5X msgpack 'checkpoint' file in {step_dir}.{hint}")
     with open(path, "rb") as f:
         state = serialization.msgpack_restore(f.read())
     root = state.get("optimizer", state)
     if "target" not in root:
-        raise WeightsMismatchError(f"{path}: no 'target' params (top-level keys "
-                                   f"{sorted(state)}); is this a T5X checkpoint?")
+        raise WeightsMismatchError(
+            f"{path}: no 'target' params (top-level keys "
+            f"{sorted(state)}); is this a T5X checkpoint?"
+        )
     skipped = sorted(f"state/{k}" for k in flatten(root.get("state", {})))
     weights, errors = {}, []
     for name, leaf in flatten(root["target"]).items():
@@ -224,20 +274,24 @@ def read_t5x_checkpoint(step_dir: str) -> tuple[FlatWeights, list[str]]:
             array = ts.open(spec, open=True).result().read().result()
             want = (leaf.get("metadata") or {}).get("shape")
             if want is not None and list(array.shape) != list(want):
-                errors.append(f"  {name}: {local} holds shape {array.shape}, the "
-                              f"checkpoint file says {tuple(want)}")
+                errors.append(
+                    f"  {name}: {local} holds shape {array.shape}, the "
+                    f"checkpoint file says {tuple(want)}"
+                )
                 continue
             weights[name] = _float32(array)
         else:
             weights[name] = _float32(leaf)
     if errors:
-        raise WeightsMismatchError(f"{step_dir}: {len(errors)} unreadable array(s):\n"
-                                   + "\n".join(errors))
+        raise WeightsMismatchError(
+            f"{step_dir}: {len(errors)} unreadable array(s):\n" + "\n".join(errors)
+        )
     return weights, skipped
 
 
-def write_t5x_checkpoint(params: Mapping[str, Any], step_dir: str, step: int = 0,
-                         dtype: str = "float32") -> None:
+def write_t5x_checkpoint(
+    params: Mapping[str, Any], step_dir: str, step: int = 0, dtype: str = "float32"
+) -> None:
     """Writes ``params`` in the legacy T5X layout (msgpack + zarr via TensorStore).
 
     Every array of rank >= 1 goes to a gzip zarr directory named like T5X does
@@ -255,16 +309,27 @@ def write_t5x_checkpoint(params: Mapping[str, Any], step_dir: str, step: int = 0
             target[name] = value
             continue
         directory = "target." + name.replace("/", ".")
-        spec = {"driver": "zarr", "dtype": dtype,
-                "kvstore": {"driver": "file", "path": directory},
-                "metadata": {"shape": list(value.shape), "chunks": list(value.shape),
-                             "compressor": {"id": "gzip", "level": 1}}}
+        spec = {
+            "driver": "zarr",
+            "dtype": dtype,
+            "kvstore": {"driver": "file", "path": directory},
+            "metadata": {
+                "shape": list(value.shape),
+                "chunks": list(value.shape),
+                "compressor": {"id": "gzip", "level": 1},
+            },
+        }
         local = dict(spec, kvstore={"driver": "file", "path": os.path.join(step_dir, directory)})
         store = ts.open(local, create=True, delete_existing=True).result()
         store.write(value.astype(store.dtype.numpy_dtype)).result()
         target[name] = spec
-    state = {"version": 3, "optimizer": {"target": unflatten(target), "state": {
-        "step": np.asarray(step, np.int32), "param_states": {}}}}
+    state = {
+        "version": 3,
+        "optimizer": {
+            "target": unflatten(target),
+            "state": {"step": np.asarray(step, np.int32), "param_states": {}},
+        },
+    }
     with open(os.path.join(step_dir, "checkpoint"), "wb") as f:
         f.write(serialization.msgpack_serialize(state))
 
@@ -283,8 +348,10 @@ def _safetensors_files(path: str) -> list[str]:
     single = os.path.join(path, "model.safetensors")
     if os.path.isfile(single):
         return [single]
-    raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json "
-                            "(PyTorch .bin checkpoints are not read; re-save as safetensors).")
+    raise FileNotFoundError(
+        f"{path}: no model.safetensors or model.safetensors.index.json "
+        "(PyTorch .bin checkpoints are not read; re-save as safetensors)."
+    )
 
 
 def read_hf_checkpoint(path: str) -> tuple[FlatWeights, list[str]]:
@@ -305,8 +372,9 @@ def read_hf_checkpoint(path: str) -> tuple[FlatWeights, list[str]]:
     for name, value in raw.items():
         if name in HF_TIED_EMBEDDINGS and "shared.weight" in raw:
             if not np.array_equal(value, raw["shared.weight"]):
-                unknown.append(f"  {name}: differs from shared.weight (untied input "
-                               "embeddings are not T5)")
+                unknown.append(
+                    f"  {name}: differs from shared.weight (untied input embeddings are not T5)"
+                )
             skipped.append(name)
             continue
         translated = hf_to_t5x_name(name)
@@ -321,16 +389,19 @@ def read_hf_checkpoint(path: str) -> tuple[FlatWeights, list[str]]:
             weights["token_embedder/embedding"] = raw[tied[0]]
             skipped += tied[1:]
     if unknown:
-        raise WeightsMismatchError(f"{path}: {len(unknown)} weight(s) cannot be mapped:\n"
-                                   + "\n".join(unknown))
+        raise WeightsMismatchError(
+            f"{path}: {len(unknown)} weight(s) cannot be mapped:\n" + "\n".join(unknown)
+        )
     return weights, sorted(skipped)
 
 
 def hf_config(config: T5Config) -> dict[str, Any]:
     """``config.json`` for ``transformers.T5ForConditionalGeneration`` (T5.1.1 style)."""
     if tuple(config.mlp_activations) not in (("gelu", "linear"), ("relu",)):
-        raise ValueError(f"T5Config.mlp_activations={config.mlp_activations} has no Hugging "
-                         "Face equivalent: use ('gelu', 'linear') or ('relu',).")
+        raise ValueError(
+            f"T5Config.mlp_activations={config.mlp_activations} has no Hugging "
+            "Face equivalent: use ('gelu', 'linear') or ('relu',)."
+        )
     gated = len(config.mlp_activations) == 2
     return {
         "architectures": ["T5ForConditionalGeneration"],
@@ -364,16 +435,24 @@ def config_from_hf(hf: Mapping[str, Any], **overrides: Any) -> T5Config:
     proj = hf.get("feed_forward_proj", "relu")
     activations = {"gated-gelu": ("gelu", "linear"), "relu": ("relu",)}.get(proj)
     if activations is None:
-        raise ValueError(f"config.json feed_forward_proj={proj!r} is not supported: "
-                         "use 'gated-gelu' (T5.1.1, ByT5, mT5) or 'relu'.")
+        raise ValueError(
+            f"config.json feed_forward_proj={proj!r} is not supported: "
+            "use 'gated-gelu' (T5.1.1, ByT5, mT5) or 'relu'."
+        )
     return T5Config(
-        vocab_size=hf["vocab_size"], emb_dim=hf["d_model"], num_heads=hf["num_heads"],
-        head_dim=hf["d_kv"], mlp_dim=hf["d_ff"], num_encoder_layers=hf["num_layers"],
+        vocab_size=hf["vocab_size"],
+        emb_dim=hf["d_model"],
+        num_heads=hf["num_heads"],
+        head_dim=hf["d_kv"],
+        mlp_dim=hf["d_ff"],
+        num_encoder_layers=hf["num_layers"],
         num_decoder_layers=hf.get("num_decoder_layers") or hf["num_layers"],
         mlp_activations=activations,
         relpos_num_buckets=hf.get("relative_attention_num_buckets", 32),
         relpos_max_distance=hf.get("relative_attention_max_distance", 128),
-        logits_via_embedding=bool(hf.get("tie_word_embeddings", True)), **overrides)
+        logits_via_embedding=bool(hf.get("tie_word_embeddings", True)),
+        **overrides,
+    )
 
 
 def write_hf_checkpoint(params: Mapping[str, Any], config: T5Config, out_dir: str) -> list[str]:
@@ -388,8 +467,10 @@ def write_hf_checkpoint(params: Mapping[str, Any], config: T5Config, out_dir: st
         translated = t5x_to_hf_name(name)
         if translated is None:
             if not name.startswith(NEW_PARAMETER_PREFIXES):
-                raise WeightsMismatchError(f"param {name} has no Hugging Face name; add it "
-                                           "to slt.models.weights.HF_NAME_TABLE.")
+                raise WeightsMismatchError(
+                    f"param {name} has no Hugging Face name; add it "
+                    "to slt.models.weights.HF_NAME_TABLE."
+                )
             left_out.append(name)
             continue
         hf_name, transpose = translated
@@ -404,9 +485,12 @@ def write_hf_checkpoint(params: Mapping[str, Any], config: T5Config, out_dir: st
 # ------------------------------------------------------------------------------ merging
 
 
-def merge_pretrained(params: Mapping[str, Any], weights: Mapping[str, np.ndarray],
-                     source: str, skipped: list[str] | None = None
-                     ) -> tuple[dict[str, Any], ImportReport]:
+def merge_pretrained(
+    params: Mapping[str, Any],
+    weights: Mapping[str, np.ndarray],
+    source: str,
+    skipped: list[str] | None = None,
+) -> tuple[dict[str, Any], ImportReport]:
     """``params`` (freshly initialised, nested) with every pretrained array put in.
 
     Parameters under ``NEW_PARAMETER_PREFIXES`` keep their initialisation. Any param
@@ -425,16 +509,21 @@ def merge_pretrained(params: Mapping[str, Any], weights: Mapping[str, np.ndarray
         problems.append(f"  not in the network: {name} {tuple(weights[name].shape)}")
     for name in sorted(ours.keys() & weights.keys()):
         if tuple(np.shape(ours[name])) != tuple(weights[name].shape):
-            problems.append(f"  shape differs: {name}: checkpoint {tuple(weights[name].shape)}"
-                            f", network {tuple(np.shape(ours[name]))}")
+            problems.append(
+                f"  shape differs: {name}: checkpoint {tuple(weights[name].shape)}"
+                f", network {tuple(np.shape(ours[name]))}"
+            )
     if problems:
-        hint = ("\nUse the gin model config of the checkpoint's size (gin/models/"
-                "byt5_*.gin, mt5_*.gin) or check num_encoder_layers / num_decoder_layers.")
+        hint = (
+            "\nUse the gin model config of the checkpoint's size (gin/models/"
+            "byt5_*.gin, mt5_*.gin) or check num_encoder_layers / num_decoder_layers."
+        )
         if any("/layers/" in p for p in problems):
             hint += " Checkpoints with scanned (stacked) layers are not supported."
-        raise WeightsMismatchError(f"{source} does not fit the network "
-                                   f"({len(problems)} mismatch(es)):\n" + "\n".join(problems)
-                                   + hint)
+        raise WeightsMismatchError(
+            f"{source} does not fit the network "
+            f"({len(problems)} mismatch(es)):\n" + "\n".join(problems) + hint
+        )
     merged = dict(ours)
     for name, value in weights.items():
         merged[name] = value.astype(np.float32)
@@ -450,8 +539,10 @@ def load_pretrained(params: Mapping[str, Any], source: str) -> tuple[dict[str, A
     elif kind == "hf":
         weights, skipped = read_hf_checkpoint(path)
     else:
-        raise ValueError(f"pretrained source {source!r}: write 't5x:<checkpoint dir>' or "
-                         "'hf:<directory or .safetensors file>'.")
+        raise ValueError(
+            f"pretrained source {source!r}: write 't5x:<checkpoint dir>' or "
+            "'hf:<directory or .safetensors file>'."
+        )
     return merge_pretrained(params, weights, source, skipped)
 
 
@@ -467,7 +558,7 @@ def _fresh_new_parameter(name: str, shape: tuple[int, ...], seed: int) -> np.nda
     if name.endswith("/bias"):
         return np.zeros(shape, np.float32)
     # crc32, not hash(): every host must draw the same values.
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(name.encode()) % (2 ** 31))
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(name.encode()) % (2**31))
     return np.asarray(layers.mlp_kernel_init(key, shape, np.float32))
 
 
