@@ -34,7 +34,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 XLA_FLAGS = (
     "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_enable_concurrency_optimized_scheduler=true"
@@ -60,6 +59,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from paired import alternate, ratio_summary  # noqa: E402  (bench/paired.py)
+
 from slt.models import weights  # noqa: E402
 from slt.models.model import EncoderDecoderModel  # noqa: E402
 from slt.models.network import T5Config, Transformer  # noqa: E402

@@ -92,6 +92,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from paired import alternate, ratio_summary  # noqa: E402  (bench/paired.py)
+
 from slt import partitioning  # noqa: E402
 from slt import trainer as trainer_lib  # noqa: E402
 from slt.models import weights  # noqa: E402

@@ -22,10 +22,10 @@ from slt import gin_utils
 gin_utils.quiet_tensorflow()
 gin_utils.add_cpu_xla_flags(decoding=True)
 
-import gin  # noqa: E402
 import jax  # noqa: E402
 import seqio  # noqa: E402
 
+import gin  # noqa: E402
 import tasks  # noqa: E402,F401  (registers the tasks)
 from slt import evaluation, inference, partitioning  # noqa: E402
 

@@ -20,9 +20,8 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from slt import features, landmarks, partitioning
-from slt.models import decoding
+from slt.models import decoding, network
 from slt.models import model as model_lib
-from slt.models import network
 
 
 @dataclasses.dataclass

@@ -450,7 +450,7 @@ class LandmarkConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "LandmarkConfig":
+    def from_json(cls, text: str) -> LandmarkConfig:
         return cls(**json.loads(text))
 
 

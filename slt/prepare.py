@@ -32,7 +32,6 @@ import time
 from collections.abc import Collection, Iterator
 
 from slt import clips, landmarks, manifest
-from slt.io import errors
 
 DEFAULT_EXAMPLES_PER_SHARD = 1000
 

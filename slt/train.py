@@ -22,19 +22,27 @@ from slt import gin_utils
 gin_utils.quiet_tensorflow()
 gin_utils.add_cpu_xla_flags()
 
-import gin  # noqa: E402
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 import seqio  # noqa: E402
 
+import gin  # noqa: E402
 import tasks  # noqa: E402  (registers the tasks)
-from slt import checkpoints, evaluation, features, landmarks, partitioning  # noqa: E402
-from slt import inference, input_state  # noqa: E402
+from slt import (  # noqa: E402  # noqa: E402
+    checkpoints,
+    evaluation,
+    features,
+    inference,
+    input_state,
+    landmarks,
+    partitioning,
+    training,  # noqa: E402
+)
 from slt import trainer as trainer_lib  # noqa: E402
-from slt import training  # noqa: E402
-from slt.models import decoding  # noqa: E402
+from slt.models import (
+    decoding,  # noqa: E402
+    network,  # noqa: E402
+)
 from slt.models import model as model_lib  # noqa: E402
-from slt.models import network  # noqa: E402
 
 
 @gin.configurable(denylist=[])

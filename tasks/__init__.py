@@ -5,9 +5,11 @@ from __future__ import annotations
 import seqio
 
 from slt import landmarks
-from tasks import fingerspelling_tasks
-from tasks import fingerspelling_mixtures  # noqa: F401  (registers)
-from tasks import paper_mixtures  # noqa: F401  (registers)
+from tasks import (
+    fingerspelling_mixtures,  # noqa: F401  (registers)
+    fingerspelling_tasks,
+    paper_mixtures,  # noqa: F401  (registers)
+)
 
 # Landmark preprocessing of every registered task that reads landmark frames, so a
 # checkpoint can record it and translation can repeat it.

@@ -75,7 +75,7 @@ class Lexicon:
         return tuple(sorted(self.letters, key=len, reverse=True))
 
     @functools.cached_property
-    def stacked(self) -> "_StackedLexicon":
+    def stacked(self) -> _StackedLexicon:
         """All recordings in one array (built on first use), for `compose_clip`."""
         return _stack(self)
 
@@ -120,7 +120,7 @@ def lexicon_dir() -> str:
     return os.path.join(spec.submodule_search_locations[0], "assets", "fingerspelling_lexicon")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _index() -> tuple[tuple[str, str, str, str], ...]:
     """(path, spoken language, sign language, letter) rows of real recordings.
 
@@ -150,7 +150,7 @@ def sign_languages() -> dict[str, str]:
     return {sign: spoken for _, spoken, sign, _ in _index()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_lexicon(sign_language: str) -> Lexicon:
     """Reads a sign language's letter recordings as 85-point landmarks."""
     letters: dict[str, list[Letter]] = collections.defaultdict(list)
@@ -197,7 +197,7 @@ def _split_of(
     return "test"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def word_splits(
     sign_language: str, seed: int = 0, min_letters: int = 2, max_letters: int = 10
 ) -> tuple[dict[str, tuple[str, ...]], CorpusReport]:
@@ -265,7 +265,7 @@ class _StackedLexicon:
     recordings: dict[str, tuple[tuple[int, int, float], ...]]
 
 
-def _stack(lexicon: "Lexicon") -> _StackedLexicon:
+def _stack(lexicon: Lexicon) -> _StackedLexicon:
     points, present, recordings, row = [], [], {}, 0
     for key, letters in lexicon.letters.items():
         entries = []

@@ -53,7 +53,7 @@ def _cldr_tables(locale: babel.Locale) -> dict[str, dict]:
     return tables
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cldr_names(language: str) -> dict[str, str]:
     """CLDR key ("territory:DE", "month-format:1", ...) -> display name."""
     tables = _cldr_tables(babel.Locale.parse(language))
@@ -70,7 +70,7 @@ def _hash_split(text: str, seed: int, fractions=(0.8, 0.1)) -> str:
     return "train" if u < fractions[0] else "validation" if u < sum(fractions) else "test"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cldr_pairs(
     language_a: str, language_b: str, seed: int = 0
 ) -> dict[str, tuple[tuple[str, str, str], ...]]:
@@ -86,7 +86,7 @@ def cldr_pairs(
     return {s: tuple(v) for s, v in out.items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cldr_word_translations(source_language: str, target_language: str) -> dict[str, str]:
     """Single-word names in source_language -> the same key's name in target_language."""
     source, target = cldr_names(source_language), cldr_names(target_language)

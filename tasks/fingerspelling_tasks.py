@@ -58,7 +58,7 @@ def task_name(sign_language: str) -> str:
     return f"fingerspelling_slt_{sign_language}_{SIGN_TO_SPOKEN[sign_language]}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def standardized_config(
     corpus_seed: int = CORPUS_SEED, clips_per_language: int = 64
 ) -> landmarks.LandmarkConfig:

@@ -178,7 +178,7 @@ def check_codes(codes: Iterable[str], where: str) -> None:
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def all_tags() -> tuple[str, ...]:
     """Every prompt tag: `<slt>`, `<align>`, `<mt>` and one per language."""
     return tuple(f"<{name}>" for name in (*TASKS, *SIGN_LANGUAGES, *SPOKEN_LANGUAGES))

@@ -41,7 +41,6 @@ SEPARATOR = " <sep> "
 # Task name -> the landmark preprocessing of its frames (shared with tasks/__init__).
 from tasks.fingerspelling_tasks import LANDMARK_CONFIGS  # noqa: E402
 
-
 # ------------------------------------------------------------------------- formats
 
 

@@ -49,7 +49,7 @@ def make_batch(cfg: T5Config, b: int, l: int, seed: int = 0) -> dict:
     }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model_and_params(cfg: T5Config, seed: int, sharpen: float, eos_shift: float):
     """A random model whose output logits are scaled by ``sharpen`` (peaked, so that
     search matters) and whose EOS logit is raised (so that outputs end early)."""
@@ -64,7 +64,7 @@ def model_and_params(cfg: T5Config, seed: int, sharpen: float, eos_shift: float)
     return model, params
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _predict(model: EncoderDecoderModel, **options):
     return jax.jit(functools.partial(model.predict_batch_with_aux, **options))
 
@@ -75,7 +75,7 @@ def predict(model, params, batch, **options):
     return np.asarray(tokens), np.asarray(aux["scores"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted(model: EncoderDecoderModel, method: str):
     return jax.jit(getattr(model, method))
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from slt import train as train_lib  # sets XLA flags before JAX starts
 from slt import eval as eval_lib
 from slt import infer as infer_lib
 from slt import inference, translate
+from slt import train as train_lib  # sets XLA flags before JAX starts
 from slt.models import network
 from tasks import fingerspelling
 

@@ -1,14 +1,12 @@
-import glob
 import os
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from slt import landmarks
 from slt.io import pose_files
 from tasks import fingerspelling
-
-from conftest import SHARED_DATA
 
 
 def _letter_file(sign_language="ase", letter="A"):

@@ -48,7 +48,7 @@ def make_batch(cfg: T5Config, b=3, p=4, t=6, l=7, seed=0):
     }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_model_and_params(seed: int = 0):
     model = EncoderDecoderModel(Transformer(TINY))
     shapes = {k: v.shape for k, v in make_batch(TINY).items()}

@@ -18,8 +18,8 @@ import pytest
 import seqio
 from tiny_train_flags import TINY_TRAIN_FLAGS
 
-from slt import train as train_lib  # noqa: F401  (sets XLA flags before JAX starts)
 from slt import evaluation, features
+from slt import train as train_lib  # noqa: F401  (sets XLA flags before JAX starts)
 
 TASK = "fingerspelling_slt_ase_en"
 LENGTHS = {"landmarks": 160, "inputs": 24, "targets": 24}

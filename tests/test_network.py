@@ -58,12 +58,12 @@ def make_inputs(cfg: T5Config, b=2, p=4, t=6, l=5, seed=0, n_real_frames=None):
 
 # Jitted and cached per config: eager flax dispatches (and compiles) op by op, and a
 # fresh jax.jit per call recompiles, both several times slower on this CPU.
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _init_fn(cfg: T5Config):
     return jax.jit(lambda rng, x: Transformer(cfg).init(rng, **x, enable_dropout=False))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _forward_fn(cfg: T5Config, enable_dropout: bool):
     def fn(v, x, r):
         rngs = None if r is None else {"dropout": r}
@@ -72,7 +72,7 @@ def _forward_fn(cfg: T5Config, enable_dropout: bool):
     return jax.jit(fn)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _encode_fn(cfg: T5Config):
     return jax.jit(
         lambda v, x: Transformer(cfg).apply(
@@ -86,7 +86,7 @@ def _encode_fn(cfg: T5Config):
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _init_cached(cfg: T5Config, seed: int):
     # Param shapes do not depend on input shapes: one (slow to compile) init per config.
     return _init_fn(cfg)(jax.random.PRNGKey(seed), make_inputs(cfg, b=1, p=2, t=2, l=2))

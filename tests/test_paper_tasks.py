@@ -18,7 +18,6 @@ from tasks import (
     fingerspelling_sources,
     languages,
     mixing,
-    paper_mixtures,
     paper_tasks,
     sources,
 )

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import jax
-import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
@@ -193,7 +192,6 @@ def test_mesh_shape_errors_and_minus_one():
 )
 def test_each_strategy_is_one_gin_file(name, rules, mesh_shape):
     import gin
-
     from slt import gin_utils, train  # noqa: F401  (registers `train`)
 
     gin.clear_config()

@@ -6,12 +6,11 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import SHARED_DATA
 
 from slt import clips, landmarks, prepare, shards
 from slt.io import arrays, pose_files
 from tasks import fingerspelling
-
-from conftest import SHARED_DATA
 
 REDUCED = os.path.join(SHARED_DATA, "mediapipe_reduced.pose")
 CONFIG = landmarks.LandmarkConfig(max_frames=100)
@@ -265,7 +264,7 @@ def test_prepare_writes_or_reports_every_input(tmp_path):
                 os.path.basename(record["path"]) in record["message"]
                 or record["id"] in record["message"]
             )
-    assert result.reported_by_reason == {r: 1 for r in bad.values()}
+    assert result.reported_by_reason == dict.fromkeys(bad.values(), 1)
 
     info, examples = _read_split(out)
     split = info["splits"]["train"]

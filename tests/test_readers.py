@@ -4,11 +4,10 @@ import os
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from slt.io import arrays, errors, pose_files, readers
 from tasks import fingerspelling
-
-from conftest import SHARED_DATA
 
 REDUCED = os.path.join(SHARED_DATA, "mediapipe_reduced.pose")
 
@@ -126,6 +125,7 @@ def test_bad_inputs_each_have_a_reason(tmp_path):
 def test_tfds_examples_export_to_a_manifest_that_prepares(tmp_path):
     import tensorflow as tf
     import tensorflow_datasets as tfds
+
     from slt import clips, landmarks, prepare
 
     letters = {"E": _letter_file("gsg", "E"), "F": _letter_file("gsg", "F")}

@@ -45,7 +45,7 @@ def make_batch(seed: int = 0) -> dict:
     }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def per_layer_params() -> dict:
     model = EncoderDecoderModel(Transformer(CFG))
     shapes = {k: v.shape for k, v in make_batch().items()}

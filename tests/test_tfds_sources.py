@@ -202,7 +202,7 @@ def test_dgs_corpus_documents_are_cut_into_sentences(tmp_path):
     )
     signature = {
         "id": TEXT,
-        "paths": {k: TEXT for k in ("ilex", "eaf", "srt", "cmdi")},
+        "paths": dict.fromkeys(("ilex", "eaf", "srt", "cmdi"), TEXT),
         "poses": {"a": _pose_spec(543), "b": _pose_spec(543)},
     }
     documents = [
@@ -257,7 +257,7 @@ def test_dgs_corpus_sentence_config_examples():
     signature = {
         "id": TEXT,
         "document_id": TEXT,
-        "paths": {k: TEXT for k in ("ilex", "eaf", "srt", "cmdi")},
+        "paths": dict.fromkeys(("ilex", "eaf", "srt", "cmdi"), TEXT),
         "sentence": {
             "id": TEXT,
             "participant": TEXT,
@@ -381,7 +381,7 @@ def test_signsuisse_entries_give_sign_and_example_records_per_language():
         "exampleVideo",
     )
     signature = {
-        **{k: TEXT for k in keys},
+        **dict.fromkeys(keys, TEXT),
         "pose": _pose_spec(543, path=True),
         "examplePose": _pose_spec(543, path=True),
     }

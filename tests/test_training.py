@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
+from test_trainer import CONFIG, SHAPES, _batch, _trainer
 
 from slt import checkpoints, input_state, partitioning, training
 from slt import trainer as trainer_lib
 from slt.models import model as model_lib
 from slt.models import network
-from test_trainer import CONFIG, SHAPES, _batch, _trainer
 
 
 @pytest.mark.parametrize(

@@ -7,14 +7,12 @@ the tests that run MediaPipe skip, saying so, where it is absent.
 import json
 import os
 
-import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from slt import clips, landmarks, prepare
 from slt.io import errors, readers, video
 from tasks import fingerspelling
-
-from conftest import SHARED_DATA
 
 VIDEO = os.path.join(SHARED_DATA, "test_video.mp4")
 needs_mediapipe = pytest.mark.skipif(
@@ -54,8 +52,8 @@ def test_video_gives_holistic_landmarks(extracted):
     # x, y in pixels of the 720x540 video: the face lies inside the frame (the hips,
     # below it, are extrapolated off-screen).
     face = points[:, 6:43, :2]
-    assert 0 < face[..., 0].min() and face[..., 0].max() < 720
-    assert 0 < face[..., 1].min() and face[..., 1].max() < 540
+    assert face[..., 0].min() > 0 and face[..., 0].max() < 720
+    assert face[..., 1].min() > 0 and face[..., 1].max() < 540
     assert points[:, 4:6, 1].min() > 540
     frames = landmarks.to_frames(points, present)
     assert frames.shape == (29, 255)

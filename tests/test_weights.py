@@ -30,7 +30,7 @@ CFG = T5Config(
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fresh_params(cfg: T5Config, seed: int) -> dict:
     model = EncoderDecoderModel(Transformer(cfg))
     shapes = {
