@@ -42,12 +42,14 @@ setuptools.setup(
         # torch (CPU), transformers and safetensors: weight import/export and numerical
         # parity tests against transformers' PyTorch T5 only; the library never needs torch.
         # importlib_resources: TFDS needs it to write the small builder a test reads.
+        # ruff: the linter and formatter CI runs before the tests.
         "test": [
             "pytest==9.2.0",
             "torch==2.13.0",
             "transformers==5.23.0",
             "safetensors==0.8.0",
             "importlib_resources==7.1.0",
+            "ruff==0.17.6",
         ],
     },
 )

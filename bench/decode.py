@@ -1,7 +1,7 @@
 """Batch decoding speed: our jitted KV-cache greedy and beam search against Hugging Face
 PyTorch ``generate`` on the same weights, shapes and machine, in one run.
 
-The T5-small-shaped reference of issue 3: d_model 512, 6+6 layers, d_ff 1024 gated,
+The T5-small-shaped reference model of the benches: d_model 512, 6+6 layers, d_ff 1024 gated,
 batch 8, 256 landmark frames (+ an 8-token prompt), 64 new tokens, greedy and beam 4.
 HF has no landmark input, so it gets our encoder input embeddings (prompt embeddings
 followed by the projected frames) as ``inputs_embeds``: the same computation.

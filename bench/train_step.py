@@ -2,7 +2,7 @@ r"""Train-step speed: our jitted step against Hugging Face PyTorch eager T5 (and
 ``T5X_DIR`` points at a t5x source tree, t5x's example network), in one run, on the same
 weights and shapes.
 
-The T5-small-shaped reference of issue 3: d_model 512, 6+6 layers, 8 heads x 64, d_ff
+The T5-small-shaped reference model of the benches: d_model 512, 6+6 layers, 8 heads x 64, d_ff
 1024 gated GELU, ByT5 vocabulary 384; batch 8, an 8-token prompt followed by 256 landmark
 frames (encoder length 264), 128 target bytes. One step = forward, backward and an
 Adafactor update.
@@ -437,7 +437,7 @@ def main() -> None:
         try:
             peers.append(T5XExample(t5x_dir))
             peers[-1].step()
-        except Exception as e:  # reported in the JSON, never silently dropped
+        except Exception as e:  # noqa: BLE001 (reported in the JSON, never dropped)
             t5x_error = f"{type(e).__name__}: {e}"
             print(f"t5x: could not run from T5X_DIR={t5x_dir}: {t5x_error}", flush=True)
     else:
