@@ -3,7 +3,3 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Keep TensorFlow (used by seqio's data pipeline) off the accelerator JAX may want.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-
-SHARED_DATA = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data"
-)

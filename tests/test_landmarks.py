@@ -2,7 +2,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from helpers import TEST_DATA
 
 from slt import landmarks
 from slt.io import pose_files
@@ -81,7 +81,7 @@ REDUCED_ABSENT = (
 
 
 def test_reduced_178_layout_selects_points_by_name():
-    pose = pose_files.read_pose(os.path.join(SHARED_DATA, "mediapipe_reduced.pose"))
+    pose = pose_files.read_pose(os.path.join(TEST_DATA, "mediapipe_reduced.pose"))
     assert pose.points.shape == (170, 178, 3)
     points, present = pose.youtube_asl()
     assert points.shape == (170, 85, 3)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
+from helpers import TEST_DATA
 
 import tasks
 from slt import clips, features, landmarks, metrics, prepare
@@ -24,7 +25,6 @@ from tasks import (
 
 VOCAB = features.byte_vocabulary()
 LENGTHS = {"landmarks": 40, "inputs": 96, "targets": 64}
-SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 
 def _text(ids) -> str:
@@ -346,7 +346,7 @@ def test_paper_mixtures_read_prepared_shards(tmp_path):
     rows.append(
         {
             "id": "multi",
-            "path": os.path.join(SHARED_DATA, "mediapipe_reduced.pose"),
+            "path": os.path.join(TEST_DATA, "mediapipe_reduced.pose"),
             "sign_language": "sgg",
             "spoken_language": "de",
             "end": 6.0,

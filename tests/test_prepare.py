@@ -6,13 +6,13 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SHARED_DATA
+from helpers import TEST_DATA
 
 from slt import clips, landmarks, prepare, shards
 from slt.io import arrays, pose_files
 from tasks import fingerspelling
 
-REDUCED = os.path.join(SHARED_DATA, "mediapipe_reduced.pose")
+REDUCED = os.path.join(TEST_DATA, "mediapipe_reduced.pose")
 CONFIG = landmarks.LandmarkConfig(max_frames=100)
 OPTIONS = clips.PrepareOptions(config=CONFIG, min_frames=2)
 

@@ -4,12 +4,12 @@ import os
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from helpers import TEST_DATA
 
 from slt.io import arrays, errors, pose_files, readers
 from tasks import fingerspelling
 
-REDUCED = os.path.join(SHARED_DATA, "mediapipe_reduced.pose")
+REDUCED = os.path.join(TEST_DATA, "mediapipe_reduced.pose")
 
 
 def _letter_file(sign_language="ase", letter="D"):

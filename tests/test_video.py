@@ -8,13 +8,13 @@ import json
 import os
 
 import pytest
-from conftest import SHARED_DATA
+from helpers import TEST_DATA
 
 from slt import clips, landmarks, prepare
 from slt.io import errors, readers, video
 from tasks import fingerspelling
 
-VIDEO = os.path.join(SHARED_DATA, "test_video.mp4")
+VIDEO = os.path.join(TEST_DATA, "test_video.mp4")
 needs_mediapipe = pytest.mark.skipif(
     not video.backend_available(),
     reason=f"no MediaPipe environment at {video.mediapipe_python()}; install it with "
