@@ -1,3 +1,5 @@
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -156,3 +158,70 @@ def test_fast_composition_equals_letter_by_letter_bit_for_bit(sign_language):
             frames = landmarks.to_frames(points, present, config)
             assert frames.dtype == np.float32
             np.testing.assert_array_equal(frames, expected)
+
+
+def _example_digest(example: dict) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(example):
+        value = np.asarray(example[key])
+        digest.update(f"{key}:{value.dtype}:{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()[:16]
+
+
+# (task, split, shuffle, seed, (num_shards, index)) -> (id, digest) of its first examples,
+# recorded from the composed corpus; any change to composition, order or features shows.
+EXAMPLE_DIGESTS = {
+    ("fingerspelling_slt_ase_en", "test", False, None, None): [
+        ("ase/Adyghe/1000000", "9bee088434a033c4"),
+        ("ase/Afghani/1000000", "6103ca3fc35a79d6"),
+        ("ase/Aghem/1000000", "190e6b4b32e0481e"),
+        ("ase/Algerian/1000000", "76af845ffe2f4143"),
+    ],
+    ("fingerspelling_slt_sgg_de", "train", False, None, (3, 1)): [
+        ("sgg/Aceh/0", "683899719401a121"),
+        ("sgg/Adlam/0", "3a5635a28284f723"),
+        ("sgg/Afar/0", "1d4210dfd8d0481b"),
+        ("sgg/Afghanischer/0", "1c43d2c3ad556877"),
+    ],
+    ("fingerspelling_word_slt_ase_en", "train", True, 5, None): [
+        ("ase/Drawing/21", "84fd9663a4cff157"),
+        ("ase/Cayuga/2", "390dd41622a5209e"),
+        ("ase/Emirates/47", "edd961a070a26a85"),
+        ("ase/Funds/50", "4628139b330bbefb"),
+    ],
+    ("fingerspelling_word_slt_gss_el", "validation", False, None, (2, 0)): [
+        ("gss/Γιεν/1000000", "fb25171324c2134f"),
+        ("gss/Μους/1000000", "26335c74de841b74"),
+        ("gss/Χμονγκ/1000000", "cbf470603a7c1fe0"),
+    ],
+    ("fingerspelling_aug_slt_ase_de", "train", True, 2, (2, 1)): [
+        ("ase/Multani/12", "305cd5791ac58ceb"),
+        ("ase/Konkani/2", "76e65143538f5e01"),
+        ("ase/Luo/41", "09d7509baab8d39d"),
+        ("ase/German/58", "3deea0727a403350"),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", list(EXAMPLE_DIGESTS), ids=lambda case: f"{case[0]}-{case[1]}")
+def test_word_clip_task_examples_are_unchanged(case):
+    """The word-clip tasks (fingerspelling_slt_*, fingerspelling_word_slt_*, the augmented
+    SLT tasks) yield exactly the recorded examples: frames, tokens, ids and order."""
+    import seqio
+
+    import tasks  # noqa: F401  (registers)
+
+    name, split, shuffle, seed, shard = case
+    shard_info = seqio.ShardInfo(index=shard[1], num_shards=shard[0]) if shard else None
+    ds = seqio.get_mixture_or_task(name).get_dataset(
+        {"landmarks": 256, "inputs": 32, "targets": 32},
+        split=split,
+        shuffle=shuffle,
+        seed=seed,
+        shard_info=shard_info,
+        num_epochs=1,
+    )
+    examples = list(ds.take(4).as_numpy_iterator())
+    got = [(ex["id"].decode(), _example_digest(ex)) for ex in examples]
+    assert got == EXAMPLE_DIGESTS[case]
