@@ -7,13 +7,14 @@ import seqio
 from slt import landmarks
 from tasks import (
     fingerspelling_mixtures,  # noqa: F401  (registers)
-    fingerspelling_tasks,
+    fingerspelling_tasks,  # noqa: F401  (registers)
     paper_mixtures,  # noqa: F401  (registers)
+    paper_tasks,
 )
 
 # Landmark preprocessing of every registered task that reads landmark frames, so a
 # checkpoint can record it and translation can repeat it.
-LANDMARK_CONFIGS = fingerspelling_tasks.LANDMARK_CONFIGS
+LANDMARK_CONFIGS = paper_tasks.LANDMARK_CONFIGS
 
 
 def landmark_config(mixture_or_task_name: str) -> landmarks.LandmarkConfig:

@@ -1,15 +1,17 @@
-"""Offline sources over the embedded corpus, for every kind of paper task.
+"""Sources over the embedded corpus (`tasks/fingerspelling.py`), offline, for every
+kind of task.
 
-- `WordClipSource`: one composed clip per word (exactly the clips of the
-  `fingerspelling_slt_*` tasks), optionally only the words of a given set.
-
-Both clip sources shuffle the list of (words, variant) before composing any clip, so
-their tasks need only a small shuffle buffer of clips (`CLIP_SHUFFLE_BUFFER`): a mixture
-of dozens of composed tasks then starts in seconds, not after composing 2,048 clips
-per task.
+- `WordClipSource`: one composed clip per word and variant, optionally only the words
+  of a given set. The `fingerspelling_slt_*` tasks and the word tasks of
+  `tasks/fingerspelling_mixtures.py` both read it.
 - `MultiWordClipSource`: 2-4 words of one split spelled in a row, with a pause of
   0.25-0.5 s between words, and each word's start and end frame as its caption
   timestamps (for alignment and timed SLT).
+
+The clip sources of `tasks/fingerspelling_mixtures.py` shuffle the list of (words,
+variant) before composing any clip, so their tasks need only a small shuffle buffer of
+clips (`CLIP_SHUFFLE_BUFFER`): a mixture of dozens of composed tasks then starts in
+seconds, not after composing 2,048 clips per task.
 - `CldrParallelText`: MT pairs from CLDR (babel). The same territory, language,
   script or currency code, month or weekday named in two locales is a parallel
   pair ("Germany" / "Deutschland"). Pairs are split train/validation/test by a
@@ -29,7 +31,6 @@ from collections.abc import Callable, Sequence
 
 import babel
 import numpy as np
-import seqio
 import tensorflow as tf
 
 from slt import landmarks
@@ -38,6 +39,10 @@ from tasks import fingerspelling, sources
 PAUSE_FRAMES = (6, 12)  # at fingerspelling.BASE_FPS, between words of one clip
 WORDS_PER_CLIP = (2, 4)
 CLIP_SHUFFLE_BUFFER = 8
+# The variant number of every eval-split composition; training variants count from 0.
+EVAL_VARIANT = 10**6
+# Word clips composed per Python call (bench/input_pipeline.py); the order is unchanged.
+COMPOSE_CHUNK = 16
 
 
 def _cldr_tables(locale: babel.Locale) -> dict[str, dict]:
@@ -155,8 +160,47 @@ def _empty_captions():
     }
 
 
-class WordClipSource(sources.ClipSource):
-    """One composed clip per word and variant, as in `fingerspelling_tasks`."""
+class _CorpusClipSource(sources.ClipSource):
+    """Clips composed from one sign language's words; nothing to read but the lexicon."""
+
+    def __init__(
+        self,
+        name: str,
+        sign_language: str,
+        spoken_language: str,
+        corpus_seed: int,
+        config: Callable[[], landmarks.LandmarkConfig],
+        train_variants: int,
+    ):
+        self.name = name
+        self.sign_language, self.spoken_language = sign_language, spoken_language
+        self.corpus_seed, self.config, self.train_variants = corpus_seed, config, train_variants
+
+    def check(self, split):
+        pass
+
+    def split_words(self, split: str) -> tuple[str, ...]:
+        return fingerspelling.word_splits(self.sign_language, seed=self.corpus_seed)[0][split]
+
+    def variants(self, split: str) -> np.ndarray:
+        """The variant numbers of a split's compositions: training words are composed
+        `train_variants` times, eval words once, numbered apart so no clip is shared."""
+        if split == "train":
+            return np.arange(self.train_variants)
+        return np.asarray([EVAL_VARIANT])
+
+
+class WordClipSource(_CorpusClipSource):
+    """One composed clip per word and variant: the clips of the `fingerspelling_slt_*`
+    tasks and of the word tasks in `tasks/fingerspelling_mixtures.py`.
+
+    The (word, variant) list is variant-major (every word once before any word twice).
+    With `shuffle_words` a shuffled dataset permutes that list before composing any
+    clip, so its task needs only a small clip shuffle buffer; without, the order is
+    kept and the task's shuffle buffer mixes the clips. The source shards the list
+    itself, before composing: a host that reads shard i of n composes only every n-th
+    clip. `only_words` keeps only the words of a set (read when data is built).
+    """
 
     def __init__(
         self,
@@ -166,46 +210,65 @@ class WordClipSource(sources.ClipSource):
         config: Callable[[], landmarks.LandmarkConfig],
         train_variants: int,
         only_words: Callable[[], set] | None = None,
+        shuffle_words: bool = True,
     ):
-        self.name = f"fingerspelling_{sign_language}"
-        self.sign_language, self.spoken_language = sign_language, spoken_language
-        self.corpus_seed, self.config, self.train_variants = corpus_seed, config, train_variants
-        self.only_words = only_words
-
-    def check(self, split):
-        pass
+        super().__init__(
+            f"fingerspelling_{sign_language}",
+            sign_language,
+            spoken_language,
+            corpus_seed,
+            config,
+            train_variants,
+        )
+        self.only_words, self.shuffle_words = only_words, shuffle_words
 
     def words(self, split: str) -> tuple[str, ...]:
-        words = fingerspelling.word_splits(self.sign_language, seed=self.corpus_seed)[0][split]
+        words = self.split_words(split)
         if self.only_words is not None:
             keep = self.only_words()
             words = tuple(w for w in words if w in keep)
         return words
 
     def num_examples(self, split):
-        return len(self.words(split)) * (self.train_variants if split == "train" else 1)
+        return len(self.words(split)) * len(self.variants(split))
 
     def dataset(self, split, shuffle, seed, shard_info):
         words = self.words(split)
         if not words:
-            raise ValueError(f"the {self.sign_language} corpus has no {split} words here.")
-        variants = self.train_variants if split == "train" else 1
-        word_column = np.tile(np.asarray(words, dtype=object), variants).astype(str)
-        variant_column = np.repeat(np.arange(variants), len(words)) + (
-            0 if split == "train" else 10**6
-        )
-        config, sign, seed_ = self.config(), self.sign_language, self.corpus_seed
-
-        def compose(word, variant):
-            return fingerspelling.clip_frames(
-                sign, word.decode("utf-8"), int(variant), seed=seed_, config=config
+            raise ValueError(
+                f"the {self.sign_language} fingerspelling corpus has no {split} words."
             )
+        variants = self.variants(split)
+        word_column = np.tile(np.asarray(words, dtype=object), len(variants)).astype(str)
+        variant_column = np.repeat(variants, len(words))
+        if shuffle and self.shuffle_words:
+            order = np.random.default_rng(seed).permutation(len(word_column))
+            word_column, variant_column = word_column[order], variant_column[order]
+        config, sign, corpus_seed = self.config(), self.sign_language, self.corpus_seed
 
-        def to_record(word, variant):
-            frames = tf.numpy_function(compose, [word, variant], tf.float32, stateful=False)
+        def compose(words: np.ndarray, variants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            clips = [
+                fingerspelling.clip_frames(
+                    sign, word.decode("utf-8"), int(variant), seed=corpus_seed, config=config
+                )
+                for word, variant in zip(words, variants)
+            ]
+            return np.concatenate(clips), np.asarray([clip.shape[0] for clip in clips], np.int64)
+
+        def compose_chunk(words, variants):
+            # One Python call composes a chunk of clips: a call per clip cost about as
+            # much as composing it (tf.numpy_function overhead).
+            frames, lengths = tf.numpy_function(
+                compose, [words, variants], [tf.float32, tf.int64], stateful=False
+            )
             frames.set_shape([None, landmarks.FRAME_DIM])
+            lengths.set_shape([None])
+            return tf.RaggedTensor.from_row_lengths(frames, lengths), words, variants
+
+        def to_record(frames, word, variant):
             return {
-                "landmarks": frames,
+                # Unbatched, frames are a RaggedTensor without ragged dimensions.
+                "landmarks": tf.convert_to_tensor(frames),
                 "text": word,
                 "sign_language": tf.constant(sign),
                 "spoken_language": tf.constant(self.spoken_language),
@@ -213,14 +276,14 @@ class WordClipSource(sources.ClipSource):
                 **_empty_captions(),
             }
 
-        if shuffle:  # a full permutation of the (cheap) words, before composing clips
-            order = np.random.default_rng(seed).permutation(len(word_column))
-            word_column, variant_column = word_column[order], variant_column[order]
         ds = tf.data.Dataset.from_tensor_slices(
             (tf.constant(word_column), tf.constant(variant_column, tf.int64))
         )
         ds = sources._shard_examples(ds, shard_info)
-        return ds.map(to_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(COMPOSE_CHUNK).map(
+            compose_chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+        return ds.unbatch().map(to_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def multiword_clip(
@@ -264,7 +327,7 @@ def multiword_clip(
     return frames, bounds
 
 
-class MultiWordClipSource(sources.ClipSource):
+class MultiWordClipSource(_CorpusClipSource):
     """Clips of 2-4 words of one split, each word a timed caption."""
 
     def __init__(
@@ -275,29 +338,27 @@ class MultiWordClipSource(sources.ClipSource):
         config: Callable[[], landmarks.LandmarkConfig],
         train_variants: int,
     ):
-        self.name = f"fingerspelling_{sign_language}_multiword"
-        self.sign_language, self.spoken_language = sign_language, spoken_language
-        self.corpus_seed, self.config, self.train_variants = corpus_seed, config, train_variants
-
-    def check(self, split):
-        pass
+        super().__init__(
+            f"fingerspelling_{sign_language}_multiword",
+            sign_language,
+            spoken_language,
+            corpus_seed,
+            config,
+            train_variants,
+        )
 
     def groups(self, split: str) -> list[tuple[int, tuple[str, ...]]]:
         """(variant, words) of every clip: each variant permutes the split's words
         and cuts them into groups of 2, 3, 4, 2, ... words."""
-        words = list(
-            fingerspelling.word_splits(self.sign_language, seed=self.corpus_seed)[0][split]
-        )
-        variants = self.train_variants if split == "train" else 1
+        words = self.split_words(split)
+        sizes = range(WORDS_PER_CLIP[0], WORDS_PER_CLIP[1] + 1)
         out = []
-        for v in range(variants):
-            variant = v + (0 if split == "train" else 10**6)
+        for variant in map(int, self.variants(split)):
             digest = hashlib.sha256(f"{self.corpus_seed}:{self.sign_language}:{variant}".encode())
             order = np.random.default_rng(
                 int.from_bytes(digest.digest()[:8], "little")
             ).permutation(len(words))
             i, k = 0, 0
-            sizes = range(WORDS_PER_CLIP[0], WORDS_PER_CLIP[1] + 1)
             while i + WORDS_PER_CLIP[0] <= len(order):
                 n = sizes[k % len(sizes)]
                 out.append((variant, tuple(words[j] for j in order[i : i + n])))
@@ -349,15 +410,3 @@ class MultiWordClipSource(sources.ClipSource):
         )
         ds = sources._shard_examples(ds, shard_info)
         return ds.map(to_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-__all__ = [
-    "CldrParallelText",
-    "CldrTranslations",
-    "MultiWordClipSource",
-    "WordClipSource",
-    "cldr_pairs",
-    "cldr_word_translations",
-    "multiword_clip",
-    "seqio",
-]

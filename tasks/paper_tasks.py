@@ -38,8 +38,10 @@ from slt import features, landmarks
 from tasks import languages, preprocessors, sources
 
 SEPARATOR = " <sep> "
-# Task name -> the landmark preprocessing of its frames (shared with tasks/__init__).
-from tasks.fingerspelling_tasks import LANDMARK_CONFIGS  # noqa: E402
+# Task name -> the landmark preprocessing its frames go through, for every registered
+# task that reads frames (`tasks.landmark_config`). A function, so that statistics are
+# computed only when a job needs them.
+LANDMARK_CONFIGS: dict[str, Callable[[], landmarks.LandmarkConfig]] = {}
 
 # ------------------------------------------------------------------------- formats
 

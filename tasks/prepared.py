@@ -23,7 +23,7 @@ import seqio
 import tensorflow as tf
 
 from slt import features, landmarks, shards
-from tasks import fingerspelling_tasks, languages, preprocessors
+from tasks import languages, paper_tasks, preprocessors
 
 
 def dataset_info(data_dir: str) -> dict:
@@ -137,7 +137,7 @@ def register_prepared_task(
         output_features=features.task_output_features(vocabulary),
         shuffle_buffer_size=shuffle_buffer_size,
     )
-    fingerspelling_tasks.LANDMARK_CONFIGS[name] = lambda: config
+    paper_tasks.LANDMARK_CONFIGS[name] = lambda: config
     return task
 
 
