@@ -55,21 +55,18 @@ def configure(
 ) -> MixtureSettings:
     """Updates the process-wide settings (None leaves a field as it is)."""
     global SETTINGS
-    updates = {
-        k: v
-        for k, v in dict(
-            data_root=data_root,
-            dataset_roots=dict(dataset_roots) if dataset_roots else None,
-            translations_files=dict(translations_files) if translations_files else None,
-            p_mt=p_mt,
-            task_rates=dict(task_rates) if task_rates else None,
-            temperature=temperature,
-            size_weighted=size_weighted,
-        ).items()
-        if v is not None
+    given = {
+        "data_root": data_root,
+        "dataset_roots": dict(dataset_roots) if dataset_roots else None,
+        "translations_files": dict(translations_files) if translations_files else None,
+        "p_mt": p_mt,
+        "task_rates": dict(task_rates) if task_rates else None,
+        "temperature": temperature,
+        "size_weighted": size_weighted,
     }
     if "p_mt" in updates and not 0.0 <= updates["p_mt"] <= 1.0:
         raise ValueError(f"p_mt must be in [0, 1], got {updates['p_mt']}.")
+    updates = {k: v for k, v in given.items() if v is not None}
     if "temperature" in updates and not updates["temperature"] > 0:
         raise ValueError(f"temperature must be > 0, got {updates['temperature']}.")
     SETTINGS = dataclasses.replace(SETTINGS, **updates)

@@ -377,7 +377,8 @@ class ParallelTextFiles(TextPairSource):
                 except (ValueError, KeyError, TypeError):
                     record = None
                 if record is None or not all(str(v).strip() for v in record):
-                    key = f"{name}: unreadable line (expected {'2 cells' if '.tsv' in name else 'a pair object'})"
+                    expected = "2 cells" if ".tsv" in name else "a pair object"
+                    key = f"{name}: unreadable line (expected {expected})"
                     self._skipped[key] = self._skipped.get(key, 0) + 1
                     continue
                 yield (*[str(v) for v in record], f"{name}:{number}")
