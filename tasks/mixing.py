@@ -64,9 +64,9 @@ def configure(
         "temperature": temperature,
         "size_weighted": size_weighted,
     }
+    updates = {k: v for k, v in given.items() if v is not None}
     if "p_mt" in updates and not 0.0 <= updates["p_mt"] <= 1.0:
         raise ValueError(f"p_mt must be in [0, 1], got {updates['p_mt']}.")
-    updates = {k: v for k, v in given.items() if v is not None}
     if "temperature" in updates and not updates["temperature"] > 0:
         raise ValueError(f"temperature must be > 0, got {updates['temperature']}.")
     SETTINGS = dataclasses.replace(SETTINGS, **updates)
