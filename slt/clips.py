@@ -137,5 +137,6 @@ def prepare_or_reason(
         return index, (e.reason, str(e))
     except MemoryError:
         raise
-    except Exception as e:  # an unexpected failure of one file must not stop the run
+    # An unexpected failure of one file must not stop the run: it is reported instead.
+    except Exception as e:  # noqa: BLE001
         return index, ("read_failed", f"{spec.path}: unexpected {type(e).__name__}: {e}")

@@ -35,6 +35,8 @@ import tensorflow as tf
 
 from slt import landmarks as landmark_lib
 
+log = logging.getLogger(__name__)
+
 LANDMARKS = "landmarks"
 INPUTS = "inputs"
 TARGETS = "targets"
@@ -63,7 +65,7 @@ class TruncationStats:
                 self.amount_by_feature[key] = self.amount_by_feature.get(key, 0) + amount
             if self.examples >= self._next_log:
                 self._next_log *= 10
-                logging.warning("truncation%s: %s", f" ({where})" if where else "", self.summary())
+                log.warning("truncation%s: %s", f" ({where})" if where else "", self.summary())
 
     def snapshot(self) -> dict:
         with self._lock:

@@ -1,20 +1,39 @@
-"""gin at the edges: command-line parsing and the configurables entry points bind.
+"""The command line of the entry points: gin arguments, `--help`, logging setup.
 
-Library code takes plain arguments; only entry points import this module.
+Library code takes plain arguments; only entry points (`python -m slt.<job>`) import
+this module. Gin jobs (train, eval, infer) call `parse_gin_args(argv, job)`; argparse
+jobs (prepare, export, translate, slt.io.*) call `parse_args(parser, argv)`. Both set
+up logging with `setup_logging`.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
+import inspect
+import json
+import logging
 import os
-from collections.abc import Sequence
-from typing import Any
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+LOG_LEVEL_ENV = "SLT_LOG_LEVEL"
+THIRD_PARTY_LOG_LEVEL_ENV = "SLT_THIRD_PARTY_LOG_LEVEL"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# Loggers of this repository; `__main__` is the module run with `python -m`.
+OWN_LOGGERS = ("slt", "tasks", "__main__")
+
 
 def quiet_tensorflow() -> None:
-    """Silences TensorFlow's CUDA-stub chatter; must run before TF is imported."""
+    """Hides TensorFlow's C++ INFO and WARNING lines; must run before TF is imported.
+
+    TensorFlow 2.21 still prints a few lines while it loads (CPU features, no CUDA):
+    its C++ logger starts before it reads TF_CPP_MIN_LOG_LEVEL.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -42,88 +61,305 @@ def add_cpu_xla_flags(decoding: bool = False) -> None:
     os.environ["XLA_FLAGS"] = flags
 
 
+def _level(value: str | None, env: str, default: str) -> int:
+    name = (value or os.environ.get(env) or default).lower()
+    if name not in LOG_LEVELS:
+        raise ValueError(
+            f"log level {name!r} (from {'--verbosity' if value else env}): "
+            f"use one of {', '.join(LOG_LEVELS)}."
+        )
+    return getattr(logging, name.upper())
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to `sys.stderr` as it is when a record comes (tests swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+        )
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # StreamHandler.__init__ assigns one; the property ignores it
+
+
+def setup_logging(verbosity: str | None = None) -> None:
+    """Sends log records to stderr as `HH:MM:SS LEVEL logger: message`.
+
+    The loggers of this repository (`slt.*`, `tasks.*` and `__main__`) log at
+    `verbosity`, else at `$SLT_LOG_LEVEL`, else at INFO: a job shows its progress.
+    Every other logger (absl, which also carries orbax's and seqio's messages,
+    tensorflow, jax, ...) logs at `$SLT_THIRD_PARTY_LOG_LEVEL`, else at WARNING, unless
+    that library sets a level of its own. Levels: debug, info, warning, error.
+    Entry points call this once, before the work starts; calling it again re-applies
+    the levels and keeps one handler.
+    """
+    own = _level(verbosity, LOG_LEVEL_ENV, "info")
+    third_party = _level(None, THIRD_PARTY_LOG_LEVEL_ENV, "warning")
+    root = logging.getLogger()
+    # absl's first message installs a plain stderr handler (logging.basicConfig); ours
+    # replaces it and any earlier one of ours. Other handlers (a test's) stay.
+    for handler in list(root.handlers):
+        if type(handler) in (logging.StreamHandler, _StderrHandler):
+            root.removeHandler(handler)
+    root.addHandler(_StderrHandler())
+    root.setLevel(third_party)
+    # TensorFlow gives its logger a handler of its own when the root logger has none at
+    # import; with ours on the root, that one would print each TF message twice.
+    tf_logger = logging.getLogger("tensorflow")
+    for handler in list(tf_logger.handlers):
+        if type(handler) is logging.StreamHandler:
+            tf_logger.removeHandler(handler)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(own)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Prints the description (the module docstring, with its example) as written and
+    appends each option's default to its help, unless the help already names one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or action.default in (None, False, argparse.SUPPRESS)
+            or "default" in text
+        ):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """`parser.parse_args(argv)` plus `--verbosity`, then `setup_logging`."""
+    parser.add_argument(
+        "--verbosity",
+        choices=LOG_LEVELS,
+        default=None,
+        help=f"log level of slt's messages (default: ${LOG_LEVEL_ENV}, else info)",
+    )
+    args = parser.parse_args(argv)
+    setup_logging(args.verbosity)
+    return args
+
+
+# Filled by register_configurables: config dataclass -> gin name, and the id of each
+# gin constant's value -> its `%name` (for --help).
+_CONFIG_CLASSES: dict[type, str] = {}
+_CONSTANT_NAMES: dict[int, str] = {}
 # The gin-wrapped `tasks.mixing.configure` (mixing rates and data roots of mixtures).
 _MIXTURE_SETTINGS = None
 
 
 def register_configurables() -> None:
-    """Makes the config dataclasses bindable from gin files (idempotent)."""
+    """Makes the config dataclasses, loaders and partitioning rules bindable from gin
+    files as `slt.<name>` (idempotent)."""
     import gin
-    from slt import landmarks, partitioning, trainer
-    from slt.models import decoding, network
+    from slt import configs, landmarks, partitioning, trainer
+    from slt.models import decoding, network, weights
+    from tasks import mixing, prepared
 
-    for cls, name in (
-        (network.T5Config, "T5Config"),
-        (decoding.DecodingConfig, "DecodingConfig"),
-        (trainer.OptimizerConfig, "OptimizerConfig"),
-        (landmarks.LandmarkConfig, "LandmarkConfig"),
-    ):
-        try:
-            gin.external_configurable(cls, name=name, module="slt")
-        except ValueError:
-            pass  # already registered
     global _MIXTURE_SETTINGS
-    from tasks import mixing
-
-    try:  # slt.mixture_settings.p_mt = 0.3 etc.; applied by parse_gin_args
+    for cls in (
+        network.T5Config,
+        decoding.DecodingConfig,
+        trainer.OptimizerConfig,
+        landmarks.LandmarkConfig,
+        configs.LossConfig,
+        configs.PartitioningConfig,
+        configs.CheckpointConfig,
+        configs.InputConfig,
+        configs.EvalConfig,
+        configs.DistributedConfig,
+    ):
+        with contextlib.suppress(ValueError):  # already registered
+            gin.external_configurable(cls, name=cls.__name__, module="slt")
+        _CONFIG_CLASSES[cls] = f"slt.{cls.__name__}"
+    with contextlib.suppress(ValueError):  # slt.mixture_settings.p_mt = 0.3 etc.
         _MIXTURE_SETTINGS = gin.external_configurable(
             mixing.configure, name="mixture_settings", module="slt"
         )
-    except ValueError:
-        pass  # already registered
-    from tasks import prepared
-
-    try:  # train.mixture_or_task_name = @slt.prepared_task() (a prepared dataset)
+    with contextlib.suppress(ValueError):  # train.mixture_or_task_name = @slt.prepared_task()
         gin.external_configurable(prepared.prepared_task, name="prepared_task", module="slt")
-    except ValueError:
-        pass  # already registered
-    from slt.models import weights
-
     for loader in (weights.t5x_params_loader, weights.hf_params_loader):
-        try:  # train.initial_params_loader = @slt.t5x_params_loader (pretrained ByT5/mT5)
+        # slt.CheckpointConfig.initial_params_loader = @slt.t5x_params_loader
+        with contextlib.suppress(ValueError):
             gin.external_configurable(loader, module="slt")
-        except ValueError:
-            pass  # already registered
-    for name, rules in (
-        ("DATA_PARALLEL_RULES", partitioning.DATA_PARALLEL_RULES),
-        ("FSDP_RULES", partitioning.FSDP_RULES),
-        ("TENSOR_PARALLEL_RULES", partitioning.TENSOR_PARALLEL_RULES),
-        ("FSDP_TENSOR_PARALLEL_RULES", partitioning.FSDP_TENSOR_PARALLEL_RULES),
+    for name in (
+        "DATA_PARALLEL_RULES",
+        "FSDP_RULES",
+        "TENSOR_PARALLEL_RULES",
+        "FSDP_TENSOR_PARALLEL_RULES",
     ):
-        try:
+        rules = getattr(partitioning, name)
+        with contextlib.suppress(ValueError):
             gin.constant(f"slt.{name}", rules)
-        except ValueError:
-            pass  # already registered
+        _CONSTANT_NAMES[id(rules)] = f"%slt.{name}"
 
 
-def parse_gin_args(argv: Sequence[str]) -> None:
-    """Parses `--gin_file=F` (repeatable) and `--gin.NAME=VALUE` (t5x style) arguments.
+def _config_parameters(job: Callable) -> list[tuple[str, Any]]:
+    """(name, default) of the job's parameters whose default is a registered config."""
+    return [
+        (name, p.default)
+        for name, p in inspect.signature(job).parameters.items()
+        if type(p.default) in _CONFIG_CLASSES
+    ]
 
-    Gin files are looked up relative to the working directory, then the repository.
+
+def _bind_config_defaults(job: Callable) -> None:
+    """Binds `<job>.<param> = @slt.<Config>()` for each config parameter of the job, so
+    a lone `slt.<Config>.<field> = ...` takes effect. Fields where the signature's
+    default instance differs from the class's are bound to the instance's values."""
+    import gin
+
+    for name, default in _config_parameters(job):
+        cls = type(default)
+        gin.parse_config(f"{job.__name__}.{name} = @{_CONFIG_CLASSES[cls]}()")
+        for field in dataclasses.fields(cls):
+            value = getattr(default, field.name)
+            if value != getattr(cls(), field.name):
+                gin.bind_parameter(f"{_CONFIG_CLASSES[cls]}.{field.name}", value)
+
+
+def _gin_value(value: Any) -> str:
+    """`value` as it is written in a gin file (shortened when long)."""
+    import gin
+
+    if value is gin.REQUIRED:
+        text = "<required>"
+    elif id(value) in _CONSTANT_NAMES:
+        text = _CONSTANT_NAMES[id(value)]
+    elif isinstance(value, str):
+        text = json.dumps(value)
+    elif isinstance(value, list):
+        text = "[" + ", ".join(_gin_value(v) for v in value) + "]"
+    elif isinstance(value, tuple):
+        text = (
+            "(" + ", ".join(_gin_value(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+        )
+    elif isinstance(value, dict):
+        text = "{" + ", ".join(f"{_gin_value(k)}: {_gin_value(v)}" for k, v in value.items()) + "}"
+    elif type(value) in _CONFIG_CLASSES:
+        text = f"@{_CONFIG_CLASSES[type(value)]}()"
+    elif callable(value):
+        text = f"@{getattr(value, '__name__', repr(value))}"
+    else:
+        text = repr(value)
+    return text if len(text) <= 72 else text[:68] + " ..."
+
+
+def _prog(job: Callable) -> str:
+    module = sys.modules.get(job.__module__)
+    spec = getattr(module, "__spec__", None)
+    return f"python -m {spec.name if spec else job.__module__}"
+
+
+def _usage(job: Callable) -> str:
+    return (
+        f"usage: {_prog(job)} --gin_file=FILE [--gin_file=FILE ...] [--gin.NAME=VALUE ...]\n"
+        "       [--gin_bindings='NAME = VALUE' ...] [--verbosity=LEVEL] [-h]"
+    )
+
+
+def gin_help(job: Callable) -> str:
+    """The `--help` text of a gin job: usage, the job module's docstring (what it does,
+    an example), the options, and every binding of `job` with its default, the fields
+    of its config dataclasses grouped under them."""
+    register_configurables()
+    doc = inspect.cleandoc(getattr(sys.modules.get(job.__module__), "__doc__", None) or "")
+    lines = [
+        _usage(job),
+        "",
+        doc,
+        "",
+        "options:",
+        "  --gin_file=FILE       a gin file; repeatable, later files override earlier ones;",
+        "                        looked up in the working directory, then the repository",
+        "  --gin.NAME=VALUE      one binding after the files, e.g.",
+        "                        --gin.slt.CheckpointConfig.period=500 or",
+        '                        --gin.MODEL_DIR=\\"/tmp/run\\" (strings keep their quotes)',
+        "  --gin_bindings=B      one binding as gin text, e.g. 'train.seed = 1'",
+        "  --verbosity=LEVEL     log level of slt's messages: debug, info, warning, error",
+        f"                        (default: ${LOG_LEVEL_ENV}, else info; other libraries:",
+        f"                        ${THIRD_PARTY_LOG_LEVEL_ENV}, else warning)",
+        "  -h, --help            show this help and exit",
+        "",
+        f"gin bindings of {job.__name__} and their defaults (set in a --gin_file or with --gin.):",
+    ]
+    configs = []
+    for name, p in inspect.signature(job).parameters.items():
+        if type(p.default) in _CONFIG_CLASSES:
+            configs.append((name, p.default))
+        else:
+            lines.append(f"  {job.__name__}.{name} = {_gin_value(p.default)}")
+    for name, default in configs:
+        cls_name = _CONFIG_CLASSES[type(default)]
+        lines += ["", f"  {job.__name__}.{name} = @{cls_name}()"]
+        lines += [
+            f"    {cls_name}.{f.name} = {_gin_value(getattr(default, f.name))}"
+            for f in dataclasses.fields(default)
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _usage_error(job: Callable, message: str) -> SystemExit:
+    print(f"{_usage(job)}\n{_prog(job)}: error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
+def parse_gin_args(argv: Sequence[str], job: Callable) -> None:
+    """Parses the arguments of gin job `job` (a `gin.configurable` function) and applies
+    them: `--gin_file=F` (repeatable), `--gin.NAME=VALUE` and `--gin_bindings=B`
+    (t5x style), `--verbosity=LEVEL`; `-h`/`--help` prints `gin_help(job)`.
+
+    Before the user's files, each parameter of `job` whose default is a config
+    dataclass is bound to `@slt.<Config>()`, so `slt.CheckpointConfig.period = 500`
+    works without a `train.checkpoint_config = @slt.CheckpointConfig()` line. Gin files
+    are looked up relative to the working directory, then the repository. A usage error
+    prints the usage and exits with status 2; `--help` exits with 0.
     """
     import gin
 
-    files, bindings = [], []
+    if "-h" in argv or "--help" in argv:
+        sys.stdout.write(gin_help(job))
+        raise SystemExit(0)
+    files, bindings, verbosity = [], [], None
     for arg in argv:
         if arg.startswith("--gin_file="):
             files.append(arg.split("=", 1)[1])
         elif arg.startswith("--gin."):
             name, _, value = arg[len("--gin.") :].partition("=")
             if not value:
-                raise SystemExit(
+                raise _usage_error(
+                    job,
                     f"bad argument {arg!r}: expected --gin.NAME=VALUE, e.g. "
-                    '--gin.MODEL_DIR=\\"/tmp/run\\"'
+                    '--gin.MODEL_DIR=\\"/tmp/run\\"',
                 )
             bindings.append(f"{name} = {value}")
         elif arg.startswith("--gin_bindings="):
             bindings.append(arg.split("=", 1)[1])
+        elif arg.startswith("--verbosity="):
+            verbosity = arg.split("=", 1)[1]
+            if verbosity.lower() not in LOG_LEVELS:
+                raise _usage_error(job, f"bad argument {arg!r}: use one of {', '.join(LOG_LEVELS)}")
         else:
-            raise SystemExit(f"unknown argument {arg!r}: use --gin_file=FILE and --gin.NAME=VALUE.")
+            raise _usage_error(
+                job,
+                f"unknown argument {arg!r}: use --gin_file=FILE and --gin.NAME=VALUE "
+                "(--help lists the bindings)",
+            )
     if not files:
-        raise SystemExit("no --gin_file given; e.g. --gin_file=gin/runs/demo.gin")
+        raise _usage_error(job, "no --gin_file given; e.g. --gin_file=gin/runs/demo.gin")
+    setup_logging(verbosity)
     register_configurables()
     gin.add_config_file_search_path(os.getcwd())
     gin.add_config_file_search_path(REPO_ROOT)
+    _bind_config_defaults(job)
     gin.parse_config_files_and_bindings(files, bindings)
     if _MIXTURE_SETTINGS is not None:
         _MIXTURE_SETTINGS()  # apply slt.mixture_settings bindings to the mixtures

@@ -24,6 +24,7 @@ import dataclasses
 import glob
 import hashlib
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -31,7 +32,9 @@ import sys
 import time
 from collections.abc import Collection, Iterator
 
-from slt import clips, landmarks, manifest
+from slt import clips, gin_utils, landmarks, manifest
+
+log = logging.getLogger(__name__)
 
 DEFAULT_EXAMPLES_PER_SHARD = 1000
 
@@ -88,7 +91,7 @@ def _histogram(lengths: list[int]) -> dict:
 
 
 class _Progress:
-    """A one-line progress bar with rate and ETA on stderr (tqdm when installed)."""
+    """A progress bar with rate and ETA on stderr (tqdm), else a log line every 100 clips."""
 
     def __init__(self, total: int, enabled: bool, label: str):
         self._bar = None
@@ -111,9 +114,13 @@ class _Progress:
             elapsed = time.time() - self._start
             rate = self._done / max(elapsed, 1e-9)
             eta = (self._total - self._done) / max(rate, 1e-9)
-            print(
-                f"{self._label}: {self._done}/{self._total} clips, {rate:.1f}/s, ETA {eta:.0f}s",
-                file=sys.stderr,
+            log.info(
+                "%s: %d/%d clips, %.1f/s, ETA %.0fs",
+                self._label,
+                self._done,
+                self._total,
+                rate,
+                eta,
             )
 
     def close(self) -> None:
@@ -391,19 +398,31 @@ def _write_info(output_dir, split, names, summaries, options, by_reason) -> None
     os.replace(path + ".tmp", path)
 
 
-def _parse_args(argv):
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m slt.prepare",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=gin_utils.HelpFormatter,
     )
     parser.add_argument("--manifest", required=True, help="JSONL or TSV (see slt/manifest.py)")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--examples_per_shard", type=int, default=DEFAULT_EXAMPLES_PER_SHARD)
+    parser.add_argument(
+        "--output_dir", required=True, help="the dataset directory (all splits share one)"
+    )
+    parser.add_argument("--split", default="train", help="the split the manifest's rows go to")
+    parser.add_argument(
+        "--examples_per_shard",
+        type=int,
+        default=DEFAULT_EXAMPLES_PER_SHARD,
+        help="input rows per TFRecord shard",
+    )
     parser.add_argument("--num_workers", type=int, default=0, help="0: one per CPU core")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any input is reported")
-    parser.add_argument("--min_frames", type=int, default=2)
+    parser.add_argument(
+        "--min_frames",
+        type=int,
+        default=2,
+        help="clips with fewer frames (after --frame_step) are reported",
+    )
     parser.add_argument(
         "--truncate_long",
         action="store_true",
@@ -416,18 +435,35 @@ def _parse_args(argv):
     )
     defaults = landmarks.LandmarkConfig()
     parser.add_argument(
-        "--normalization", default=defaults.normalization, choices=landmarks.NORMALIZATIONS
+        "--normalization",
+        default=defaults.normalization,
+        choices=landmarks.NORMALIZATIONS,
+        help="LandmarkConfig.normalization",
     )
-    parser.add_argument("--frame_step", type=int, default=defaults.frame_step)
-    parser.add_argument("--target_fps", type=float, default=None)
-    parser.add_argument("--max_frames", type=int, default=defaults.max_frames)
-    parser.add_argument("--missing_value", type=float, default=defaults.missing_value)
-    parser.add_argument("--no_progress", action="store_true")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--frame_step", type=int, default=defaults.frame_step, help="keep every N-th frame"
+    )
+    parser.add_argument(
+        "--target_fps", type=float, default=None, help="resample to this rate instead"
+    )
+    parser.add_argument(
+        "--max_frames",
+        type=int,
+        default=defaults.max_frames,
+        help="clips with more frames (after --frame_step) are reported",
+    )
+    parser.add_argument(
+        "--missing_value",
+        type=float,
+        default=defaults.missing_value,
+        help="coordinate value of points the pose estimator did not find",
+    )
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return gin_utils.parse_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    gin_utils.quiet_tensorflow()
     args = _parse_args(argv)
     if args.landmark_config:
         with open(args.landmark_config) as f:

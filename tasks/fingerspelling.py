@@ -32,6 +32,8 @@ import numpy as np
 from slt import landmarks
 from slt.io import pose_files
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "validation", "test")
 # Letters are resampled to this rate before composition; the landmark pipeline
 # then drops every second frame as it would for a 25 fps video.
@@ -141,7 +143,7 @@ def _index() -> tuple[tuple[str, str, str, str], ...]:
             else:
                 rows.append((path, row["spoken_language"], sign, row["words"]))
     for why, n in sorted(skipped.items()):
-        logging.info("fingerspelling lexicon: skipped %d index rows (%s)", n, why)
+        log.info("fingerspelling lexicon: skipped %d index rows (%s)", n, why)
     return tuple(rows)
 
 
@@ -231,7 +233,7 @@ def word_splits(
         seen.add(word.casefold())
         splits[_split_of(word.casefold(), sign_language, seed)].append(word)
     report.kept = {s: len(w) for s, w in splits.items()}
-    logging.info("fingerspelling corpus: %s", report.summary())
+    log.info("fingerspelling corpus: %s", report.summary())
     return {s: tuple(w) for s, w in splits.items()}, report
 
 

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import seqio
 
+log = logging.getLogger(__name__)
+
 GROUPS = ("sign", "mt")
 
 
@@ -86,7 +88,7 @@ def _size(task: seqio.Task) -> int | None:
     try:
         return source.num_examples("train")
     except Exception as e:  # noqa: BLE001 - a size is only a hint; missing data fails later
-        logging.info("no size for %s (%s); it gets rate 1", task.name, e)
+        log.info("no size for %s (%s); it gets rate 1", task.name, e)
         return None
 
 

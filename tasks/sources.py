@@ -42,6 +42,8 @@ import tensorflow as tf
 
 from slt import landmarks
 
+log = logging.getLogger(__name__)
+
 CLIP_SIGNATURE = {
     "landmarks": tf.TensorSpec([None, landmarks.FRAME_DIM], tf.float32),
     "text": tf.TensorSpec([], tf.string),
@@ -71,7 +73,7 @@ class SkipCounter:
             before = self.counts.get(reason, 0)
             self.counts[reason] = before + n
         if len(str(before + n)) > len(str(before)) or before == 0:
-            logging.warning("skipped %d examples so far: %s", before + n, reason)
+            log.warning("skipped %d examples so far: %s", before + n, reason)
 
     def __call__(self, reason: str):
         """A numpy_function body that counts one `reason` and returns False."""
@@ -458,8 +460,9 @@ class TranslationTable:
     From a translations file (JSONL lines `{"id", "language", "text"}` or `{"id",
     "translations": {lang: text}}`; TSV `id<TAB>language<TAB>text`), or from a
     manifest column (`column` of each JSONL/TSV manifest row, keyed by the row's `id`,
-    or `<manifest file name>:<line number>` as `slt.manifest` numbers rows). Read on
-    first use; captions without a translation are counted by the task, not hidden.
+    or `<manifest file name>:<line number>` as `slt.manifest` numbers rows; name it
+    `text_<code>`, the field `slt.prepare` accepts for translations). Read on first use;
+    captions without a translation are counted by the task, not hidden.
     """
 
     def __init__(

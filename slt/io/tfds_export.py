@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from slt import gin_utils
+
 
 def _field(example: Mapping, key: str):
     """A possibly nested field ("subtitle/text"), or None."""
@@ -95,20 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m slt.io.tfds_export",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=gin_utils.HelpFormatter,
     )
     parser.add_argument(
         "--tfds_name", required=True, help="builder/config, e.g. rwth_phoenix2014_t/poses"
     )
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--text_key", default="text")
-    parser.add_argument("--id_key", default="id")
-    parser.add_argument("--pose_key", default="pose")
-    parser.add_argument("--sign_language", required=True)
-    parser.add_argument("--spoken_language", required=True)
-    parser.add_argument("--output_dir", required=True)
-    args = parser.parse_args(argv)
+    parser.add_argument("--split", default="train", help="the TFDS split to export")
+    parser.add_argument("--data_dir", default=None, help="TFDS data directory")
+    parser.add_argument("--text_key", default="text", help='the caption field ("a/b": nested)')
+    parser.add_argument("--id_key", default="id", help="the example id field")
+    parser.add_argument("--pose_key", default="pose", help="the pose feature")
+    parser.add_argument("--sign_language", required=True, help="code of every row, e.g. gsg")
+    parser.add_argument("--spoken_language", required=True, help="code of every row, e.g. de")
+    parser.add_argument(
+        "--output_dir", required=True, help="gets <split>.jsonl and <split>/<n>.npz"
+    )
+    args = gin_utils.parse_args(parser, argv)
     import sign_language_datasets.datasets  # noqa: F401  (registers the builders)
     import tensorflow_datasets as tfds
 

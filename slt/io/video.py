@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 
+from slt import gin_utils
 from slt.io import arrays, errors
 from slt.io.pose_files import HolisticPose
 
@@ -113,18 +114,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m slt.io.video",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=gin_utils.HelpFormatter,
     )
-    parser.add_argument("video", nargs="?")
-    parser.add_argument("output", nargs="?", help="an .npz path")
+    parser.add_argument("video", nargs="?", help="a video file OpenCV reads (.mp4, ...)")
+    parser.add_argument("output", nargs="?", help="the .npz to write")
     parser.add_argument(
         "--install", action="store_true", help="create the MediaPipe environment and exit"
     )
-    parser.add_argument("--venv", default=None, help="where --install puts it")
+    parser.add_argument(
+        "--venv",
+        default=None,
+        help=f"where --install puts it (default: ${VENV_ENV_VAR}, else {DEFAULT_VENV})",
+    )
     parser.add_argument(
         "--python", default="python3.11", help="the interpreter --install builds the venv from"
     )
-    args = parser.parse_args(argv)
+    args = gin_utils.parse_args(parser, argv)
     if args.install:
         print(install(args.venv, args.python))
         return 0

@@ -15,8 +15,8 @@ T5X checkpoint maps by identity and a Hugging Face one through ``HF_NAME_TABLE``
 * ``write_hf_checkpoint(params, config, out_dir)``: the text model as ``model.safetensors``
   plus a ``config.json`` that ``transformers.T5ForConditionalGeneration`` loads.
 * ``write_t5x_checkpoint(params, step_dir)``: the same legacy T5X layout (params only).
-* ``t5x_params_loader`` / ``hf_params_loader``: ``train.initial_params_loader`` for gin
-  (``train.initial_checkpoint_path`` names the checkpoint).
+* ``t5x_params_loader`` / ``hf_params_loader``: ``slt.CheckpointConfig.initial_params_loader``
+  for gin (``slt.CheckpointConfig.initial_path`` names the checkpoint).
 
 All arrays are returned as float32 numpy arrays keyed by ``/``-joined T5X paths.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import zlib
@@ -34,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from slt.models.network import T5Config, stack_layers, unstack_layers
+
+log = logging.getLogger(__name__)
 
 FlatWeights = dict[str, np.ndarray]
 
@@ -366,7 +369,7 @@ def read_hf_checkpoint(path: str) -> tuple[FlatWeights, list[str]]:
     raw: dict[str, np.ndarray] = {}
     for file in _safetensors_files(path):
         with safe_open(file, framework="numpy") as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 (a safe_open handle is not iterable)
                 raw[name] = _float32(f.get_tensor(name))
     weights, skipped, unknown = {}, [], []
     for name, value in raw.items():
@@ -546,7 +549,7 @@ def load_pretrained(params: Mapping[str, Any], source: str) -> tuple[dict[str, A
     return merge_pretrained(params, weights, source, skipped)
 
 
-# --------------------------------------------------------- train.initial_params_loader
+# ----------------------------------------- slt.CheckpointConfig.initial_params_loader
 
 
 def _fresh_new_parameter(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -569,17 +572,19 @@ def _loader(source: str, abstract_params: Any, seed: int) -> Any:
     flat = flatten(merged)
     for name in report.freshly_initialised:
         flat[name] = _fresh_new_parameter(name, tuple(flat[name].shape), seed)
-    print(report.summary(), flush=True)
+    log.info("%s", report.summary())
     params = unflatten(flat)
     return stack_layers(params) if scanned else params
 
 
 def t5x_params_loader(path: str, abstract_params: Any, seed: int = 0) -> Any:
-    """``train.initial_params_loader`` for a legacy T5X checkpoint directory: text
-    weights from ``path``, the landmark projection (and CTC head) freshly initialised."""
+    """``slt.CheckpointConfig.initial_params_loader`` for a legacy T5X checkpoint
+    directory: text weights from ``path``, the landmark projection (and CTC head) freshly
+    initialised."""
     return _loader(f"t5x:{path}", abstract_params, seed)
 
 
 def hf_params_loader(path: str, abstract_params: Any, seed: int = 0) -> Any:
-    """``train.initial_params_loader`` for a Hugging Face safetensors checkpoint."""
+    """``slt.CheckpointConfig.initial_params_loader`` for a Hugging Face safetensors
+    checkpoint."""
     return _loader(f"hf:{path}", abstract_params, seed)
