@@ -16,16 +16,28 @@ clip; the `captions` cell holds JSON). Fields:
   fps              optional; the frame rate of a `.npy` file (which stores none), or an
                    override. Needed for start/end and target_fps.
 
+  text_<code>      optional; the caption translated into spoken language <code> (e.g.
+                   `text_de`), read by `tasks.sources.TranslationTable(column=...)`.
+  x_<anything>     optional; your own fields, kept out of every check.
+
+An empty value (a JSONL `""`, an empty TSV cell) is the same as an absent field.
+
+Any other field rejects the row as `unknown_field`, in JSONL and TSV alike (there, a
+header column): a misnamed field is not ignored, since `caption` for `text` or `video`
+for `path` would change what the row means. The message names the file and line, the
+field, the known fields and the field likely meant (`ALIASES`, else the closest name).
+
 Parsing is separate from reading the landmark files so that every row-level
-problem (bad JSON, empty or non-UTF-8 caption, unknown language, start after end) is
-found without touching a file. Non-UTF-8 bytes are kept (as surrogate escapes) until
-the caption check, so such a row is reported, not lost.
+problem (bad JSON, unknown field, empty or non-UTF-8 caption, unknown language, start
+after end) is found without touching a file. Non-UTF-8 bytes are kept (as surrogate
+escapes) until the caption check, so such a row is reported, not lost.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import io
 import json
 import os
@@ -34,6 +46,58 @@ from collections.abc import Collection, Iterator
 from slt.io import errors
 
 REQUIRED = ("path", "sign_language", "spoken_language")
+FIELDS = (*REQUIRED, "text", "captions", "start", "end", "id", "fps")
+TRANSLATION_PREFIX = "text_"  # text_<spoken language code>
+OWN_PREFIX = "x_"
+# Names other manifests and datasets use for a field -> the field(s) meant.
+ALIASES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(
+        (
+            "caption",
+            "sentence",
+            "translation",
+            "transcript",
+            "transcription",
+            "subtitle",
+            "label",
+            "target",
+            "utterance",
+            "txt",
+        ),
+        ("text",),
+    ),
+    **dict.fromkeys(("segments", "subtitles", "sentences"), ("captions",)),
+    **dict.fromkeys(
+        (
+            "video",
+            "video_path",
+            "video_file",
+            "file",
+            "filename",
+            "file_name",
+            "filepath",
+            "file_path",
+            "pose",
+            "pose_path",
+            "landmarks",
+            "src",
+        ),
+        ("path",),
+    ),
+    **dict.fromkeys(("lang", "language", "languages"), ("sign_language", "spoken_language")),
+    **dict.fromkeys(
+        ("sign_lang", "signed_language", "sign", "sl", "source_language"), ("sign_language",)
+    ),
+    **dict.fromkeys(
+        ("spoken_lang", "text_language", "target_language", "tl"), ("spoken_language",)
+    ),
+    **dict.fromkeys(
+        ("start_time", "start_sec", "start_s", "start_seconds", "begin", "onset"), ("start",)
+    ),
+    **dict.fromkeys(("end_time", "end_sec", "end_s", "end_seconds", "stop"), ("end",)),
+    **dict.fromkeys(("name", "clip_id", "video_id", "example_id", "uid", "key"), ("id",)),
+    **dict.fromkeys(("frame_rate", "framerate", "frames_per_second"), ("fps",)),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +154,7 @@ def raw_rows(manifest_path: str, lines: list[str]) -> Iterator[tuple[str, dict |
             if len(cells) != len(header):
                 yield f"{name}:{number}", (f"has {len(cells)} cells, the header {len(header)}")
                 continue
-            row = {k: v for k, v in zip(header, cells) if v != ""}
-            yield f"{name}:{number}", row
+            yield f"{name}:{number}", dict(zip(header, cells))
         return
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -122,6 +185,42 @@ def _seconds(row: dict, key: str) -> float | None:
     return float(value)
 
 
+def likely_fields(field: str) -> tuple[str, ...]:
+    """The manifest field(s) an unknown `field` most likely means; () if none is close."""
+    key = field.strip().lower().replace("-", "_").replace(" ", "_")
+    if key in FIELDS:
+        return (key,)
+    if key in ALIASES:
+        return ALIASES[key]
+    return tuple(difflib.get_close_matches(key, FIELDS, n=1, cutoff=0.6))
+
+
+def unknown_fields(row: dict, spoken_languages: Collection[str]) -> list[str]:
+    """The fields of `row` the manifest does not define, in row order."""
+
+    def known(field: str) -> bool:
+        if field in FIELDS or field.startswith(OWN_PREFIX):
+            return True
+        code = field.removeprefix(TRANSLATION_PREFIX)
+        return code != field and code in spoken_languages
+
+    return [field for field in row if not known(field)]
+
+
+def _unknown_field_message(where: str, fields: list[str]) -> str:
+    described = []
+    for field in fields:
+        likely = likely_fields(field)
+        meant = " or ".join(repr(f) for f in likely)
+        described.append(f"{field!r} (did you mean {meant}?)" if likely else repr(field))
+    return (
+        f"{where}: unknown field{'s' if len(fields) > 1 else ''} {', '.join(described)}. "
+        f"The known fields are {', '.join(FIELDS)}, {TRANSLATION_PREFIX}<spoken language "
+        f"code> and {OWN_PREFIX}<name> (your own). Rename the field to the one meant, or "
+        f"prefix it with {OWN_PREFIX} to keep it out of the checks."
+    )
+
+
 def parse_row(
     row_id: str,
     row: dict | str,
@@ -132,8 +231,15 @@ def parse_row(
     """Validates one raw row; a RowError names the row, the field and the fix."""
     if isinstance(row, str):
         return RowError(row_id, "", "bad_manifest_row", f"{row_id}: the row {row}.")
+    where = row_id  # <manifest name>:<line number>
+    unknown = unknown_fields(row, spoken_languages)
+    row = {k: v for k, v in row.items() if v != ""}
     path = str(row.get("path", ""))
     row_id = str(row.get("id", row_id))
+    if unknown:
+        if row_id != where:
+            where = f"{where} (id {row_id!r})"
+        return RowError(row_id, path, "unknown_field", _unknown_field_message(where, unknown))
     lacking = [k for k in REQUIRED if not str(row.get(k, "")).strip()]
     if lacking:
         return RowError(

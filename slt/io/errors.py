@@ -24,6 +24,10 @@ REASONS = {
     "unknown_spoken_language": "the spoken language code is not in tasks/languages.py",
     "start_after_end": "the clip's start time is not before its end time",
     "bad_manifest_row": "the manifest row is not valid JSON/TSV or lacks a field",
+    "unknown_field": (
+        "the manifest row has a field slt/manifest.py does not define; rename it to the "
+        "field the message suggests, or prefix it with x_ to keep it as your own"
+    ),
     "read_failed": "an unexpected error while reading or converting the file (see message)",
     "no_fps": "start/end times or target_fps need the clip's frame rate; give fps",
 }
