@@ -172,3 +172,29 @@ def check_tree_matches(stored: Any, target: Any, source: str) -> None:
             + "\nRestore with the network config it was trained "
             "with (its metadata item has it), or start a new MODEL_DIR."
         )
+
+
+def load_slt_params(path: str, abstract_params: Any) -> Any:
+    """The default `CheckpointConfig.initial_params_loader`: params of an slt checkpoint.
+
+    `path` is a MODEL_DIR, its `checkpoints` folder or one step folder in it (the
+    latest step is taken). Importers of other formats (T5X, Hugging Face) have the
+    same signature, `(path, abstract_params) -> params`, and plug in through gin
+    (`slt.CheckpointConfig.initial_params_loader = @slt.t5x_params_loader`).
+    """
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        path = os.path.join(path, "checkpoints")
+    directory, step = path, None
+    if os.path.basename(path).isdigit():
+        directory, step = os.path.dirname(path), int(os.path.basename(path))
+    reader = Checkpointer(directory, async_save=False)
+    step = reader.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(
+            f"slt.CheckpointConfig.initial_path {path}: no finished checkpoint there "
+            "(expected an slt MODEL_DIR or its checkpoints/<step>)."
+        )
+    params = reader.restore_params(step, abstract_params)
+    reader.close()
+    return params
