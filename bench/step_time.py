@@ -3,11 +3,14 @@ r"""Train-step time on a fake 8-device CPU mesh against 1 device, same model and
   python bench/step_time.py [--steps 20] [--batch 32] [--layout data_parallel]
 
 Each measurement runs in its own process (the device count is fixed when JAX
-starts). The model is the demo's shape (d 128, 3+2 layers) with random inputs of the
-demo's lengths; donation is off on 8 devices (CPU deadlock note in the README).
-Prints one JSON line per measurement and a final JSON line with the ratio
-(8-device s/step over 1-device s/step). On a CPU the 8 "devices" share the same
-cores, so this measures the cost of partitioning and collectives, not a speed-up.
+starts) and builds its step with `slt.train.build_training`, the function
+`python -m slt.train` builds its step with (and with its XLA flags). The model is the
+demo's shape (d 128, 3+2 layers, Adafactor) with random inputs of the demo's lengths;
+donation is off on 8 devices (with 4 or more CPU devices it can deadlock XLA:CPU's
+all-reduce; docs/design.md, "JAX on CPU"). Prints one JSON line per measurement and
+a final JSON line with the ratio (8-device s/step over 1-device s/step). On a CPU the
+8 "devices" share the same cores, so this measures the cost of partitioning and
+collectives, not a speed-up.
 """
 
 from __future__ import annotations
@@ -20,30 +23,31 @@ import sys
 
 MEASURE = r"""
 import json, statistics, sys, time
+from slt import configs, partitioning
+from slt import train as train_lib  # before JAX starts: the job's XLA flags
 import jax, numpy as np
-from slt import partitioning
-from slt import trainer as trainer_lib
-from slt.models import model as model_lib, network
-steps, batch_size, layout, mesh_shape = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
-config = network.T5Config(vocab_size=384, emb_dim=128, num_heads=4, head_dim=32,
-                          num_encoder_layers=3, num_decoder_layers=2, mlp_dim=256,
-                          landmark_stride=2)
-shapes = {"encoder_input_tokens": (batch_size, 24), "encoder_landmarks": (batch_size, 160, 255),
-          "encoder_landmark_mask": (batch_size, 160), "decoder_input_tokens": (batch_size, 24),
-          "decoder_target_tokens": (batch_size, 24), "decoder_loss_weights": (batch_size, 24)}
+from slt.models import network
+steps, batch_size, layout = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+mesh_shape = json.loads(sys.argv[4])
+setup = train_lib.build_training(
+    task_feature_lengths={"landmarks": 160, "inputs": 24, "targets": 24},
+    batch_size=batch_size,
+    network_config=network.T5Config(vocab_size=384, emb_dim=128, num_heads=4, head_dim=32,
+                                    num_encoder_layers=3, num_decoder_layers=2,
+                                    mlp_dim=256, landmark_stride=2),
+    partitioning_config=configs.PartitioningConfig(
+        mesh_shape=mesh_shape, logical_axis_rules=partitioning.RULE_SETS[layout],
+        donate_state=len(jax.devices()) == 1))
+tr = setup.trainer
 rng = np.random.default_rng(0)
 targets = rng.integers(3, 300, (batch_size, 24)).astype(np.int32)
 batch = {"encoder_input_tokens": rng.integers(3, 300, (batch_size, 24)).astype(np.int32),
-         "encoder_landmarks": rng.standard_normal((batch_size, 160, 255)).astype(np.float32),
+         "encoder_landmarks": rng.standard_normal(setup.batch_shapes["encoder_landmarks"]),
          "encoder_landmark_mask": np.ones((batch_size, 160), np.int32),
-         "decoder_input_tokens": np.concatenate([np.zeros((batch_size, 1), np.int32), targets[:, :-1]], 1),
+         "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
          "decoder_target_tokens": targets, "decoder_loss_weights": np.ones_like(targets)}
-mesh = partitioning.make_mesh(mesh_shape)
-model = model_lib.EncoderDecoderModel(network.Transformer(config))
-opt = trainer_lib.make_optimizer(trainer_lib.OptimizerConfig(name="adafactor"))
-tr = trainer_lib.Trainer(model, opt, mesh, partitioning.RULE_SETS[layout], shapes,
-                         donate_state=len(jax.devices()) == 1)
-with jax.set_mesh(mesh):
+batch["encoder_landmarks"] = batch["encoder_landmarks"].astype(np.float32)
+with jax.set_mesh(setup.mesh):
     state = tr.init_state(jax.random.key(0))
     gb = partitioning.global_batch(batch, tr.batch_sharding)
     t0 = time.perf_counter()
@@ -54,8 +58,8 @@ with jax.set_mesh(mesh):
         t0 = time.perf_counter()
         state, m = tr.train_step(state, gb, jax.random.key(1)); jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
-print(json.dumps({"devices": len(jax.devices()), "mesh": dict(mesh.shape), "layout": layout,
-                  "batch": batch_size, "first_step_s": round(compile_s, 3),
+print(json.dumps({"devices": len(jax.devices()), "mesh": dict(setup.mesh.shape),
+                  "layout": layout, "batch": batch_size, "first_step_s": round(compile_s, 3),
                   "median_step_s": round(statistics.median(times), 4)}))
 """
 

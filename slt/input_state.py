@@ -7,7 +7,7 @@ Two ways get there, with the same batches:
   already used. Costs `start_batch` batches of input pipeline time.
 - restore: read the tf.data iterator state saved with the checkpoint (t5x's
   `CheckpointConfig(save_dataset=True)`). Costs one read; the state holds the
-  shuffle and prefetch buffers, so it can be large (README "Checkpoints").
+  shuffle and prefetch buffers, so it can be large (docs/training.md, "Resume").
 
 States are saved per *input shard*, by the host that reads it, under
 `MODEL_DIR/input_state/step_<N>/shard_<i>-of-<n>/` (the iterator checkpoint and an
@@ -19,6 +19,7 @@ name and renamed when complete; only complete states are ever read.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -33,6 +34,8 @@ DatasetFn = Callable[[int, int], Any]  # (shard index, number of shards) -> tf.d
 STATE_DIR = "input_state"
 SPEC_FILE = "input_state.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+
+log = logging.getLogger(__name__)
 
 
 def checkpointable(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -115,7 +118,7 @@ def host_input_shards(
     if total % num_host_shards:
         raise ValueError(
             f"num_input_shards={total} must be a multiple of the {num_host_shards} host "
-            "data shards of this mesh (gin: train.num_input_shards)."
+            "data shards of this mesh (gin: slt.InputConfig.num_input_shards)."
         )
     per_host = total // num_host_shards
     return list(range(host_shard * per_host, (host_shard + 1) * per_host))
@@ -141,8 +144,9 @@ class InputStateStore:
         """Writes the state of each shard of `stream` (at batch `stream.position`).
 
         Returns the bytes written. A pipeline tf.data cannot save (e.g. one built on
-        `Dataset.from_generator`) disables saving with a printed reason; resumes
-        then replay, which gives the same batches.
+        `Dataset.from_generator`) disables saving, with the reason logged as a
+        warning and kept in `save_error`; resumes then replay, which gives the same
+        batches.
         """
         if self.save_error:
             return 0
@@ -155,12 +159,11 @@ class InputStateStore:
             except (tf.errors.OpError, ValueError, TypeError) as error:
                 shutil.rmtree(temporary, ignore_errors=True)
                 self.save_error = str(error).splitlines()[0][:300]
-                print(
-                    f"input state: tf.data cannot save this pipeline's iterator "
-                    f"({self.save_error}); not saving it, resumes will replay the "
-                    "input (same batches, slower). Set train.checkpoint_input_state="
-                    "False to skip the attempt.",
-                    flush=True,
+                log.warning(
+                    "input state: tf.data cannot save this pipeline's iterator (%s); not "
+                    "saving it, resumes will replay the input (same batches, slower). Set "
+                    "slt.InputConfig.save_state=False to skip the attempt.",
+                    self.save_error,
                 )
                 return 0
             with open(os.path.join(temporary, SPEC_FILE), "w") as f:

@@ -201,7 +201,7 @@ def check_batch_size(batch_size: int, sharding: NamedSharding) -> None:
         raise ValueError(
             f"batch_size={batch_size} does not split over {ways} data shards of mesh "
             f"{dict(sharding.mesh.shape)}; use a multiple of {ways} (gin: "
-            "train.batch_size) or change train.mesh_shape."
+            "train.batch_size) or change slt.PartitioningConfig.mesh_shape."
         )
 
 
@@ -218,12 +218,13 @@ def check_divisible(abstract_tree: Any, shardings: Any, what: str = "parameter")
                     f"dim {dim} ({leaf.shape[dim]}) split {ways} ways over {entry}"
                 )
     if problems:
+        mesh_shape = dict(jax.tree.leaves(shardings)[0].mesh.shape)
         raise ValueError(
-            f"{len(problems)} {what}(s) cannot be split over mesh {dict(jax.tree.leaves(shardings)[0].mesh.shape)}:\n"
+            f"{len(problems)} {what}(s) cannot be split over mesh {mesh_shape}:\n"
             + "\n".join(problems)
             + "\nChoose model dimensions divisible by the mesh axes, "
-            "a smaller `model`/`fsdp` axis (gin: train.mesh_shape) or other rules "
-            "(gin: train.logical_axis_rules)."
+            "a smaller `model`/`fsdp` axis (gin: slt.PartitioningConfig.mesh_shape) or "
+            "other rules (gin: slt.PartitioningConfig.logical_axis_rules)."
         )
 
 
@@ -341,16 +342,17 @@ def initialize_distributed(
         num_processes = int(env["SLT_NUM_PROCESSES"])
     if process_id is None and env.get("SLT_PROCESS_ID"):
         process_id = int(env["SLT_PROCESS_ID"])
-    kwargs = dict(
-        initialization_timeout=initialization_timeout_s,
-        heartbeat_timeout_seconds=heartbeat_timeout_s,
-    )
+    kwargs = {
+        "initialization_timeout": initialization_timeout_s,
+        "heartbeat_timeout_seconds": heartbeat_timeout_s,
+    }
     if coordinator_address:
         if num_processes is None or process_id is None:
             raise ValueError(
                 f"coordinator address {coordinator_address!r} is set but the number of "
                 "processes or this process's id is not: set SLT_NUM_PROCESSES and "
-                "SLT_PROCESS_ID (or gin train.num_processes / train.process_id)."
+                "SLT_PROCESS_ID (or gin slt.DistributedConfig.num_processes and "
+                "slt.DistributedConfig.process_id)."
             )
         jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)
         return True

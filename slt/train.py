@@ -3,14 +3,20 @@ r"""Train (and finally evaluate) a model on a seqio task or mixture.
   python -m slt.train --gin_file=gin/runs/demo.gin --gin.MODEL_DIR=\"/tmp/demo\"
 
 Everything is configured by gin: `--gin_file=F` (repeatable) and `--gin.NAME=VALUE`
-bindings. The operative config is written to MODEL_DIR/config.gin, the loss of
-every logged step to MODEL_DIR/train/metrics.jsonl, checkpoints to
-MODEL_DIR/checkpoints and final metrics to MODEL_DIR/eval/metrics.json.
+bindings; docs/training.md lists the options. The operative config is written to
+MODEL_DIR/config.gin, the loss of every logged step to MODEL_DIR/train/metrics.jsonl,
+checkpoints to MODEL_DIR/checkpoints and final metrics to MODEL_DIR/eval/metrics.json.
+
+`build_training` builds what the job runs (mesh, batch shapes, model, Trainer) from
+its configs; `train` restores or initialises the state, opens the input stream and
+runs `_train_loop`. This module prints what the job's user sees; the library modules
+it wires (`slt.trainer`, `slt.train_monitor`, `slt.input_state`, `slt.checkpoints`)
+only log.
 """
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import os
 import sys
 import time
@@ -24,25 +30,79 @@ gin_utils.add_cpu_xla_flags()
 
 import jax  # noqa: E402
 import seqio  # noqa: E402
+from jax.sharding import Mesh  # noqa: E402
 
 import gin  # noqa: E402
 import tasks  # noqa: E402  (registers the tasks)
-from slt import (  # noqa: E402  # noqa: E402
+from slt import (  # noqa: E402
     checkpoints,
-    evaluation,
+    configs,
     features,
-    inference,
     input_state,
-    landmarks,
     partitioning,
-    training,  # noqa: E402
+    predict,
+    restore,
+    scoring,
+    train_monitor,
 )
 from slt import trainer as trainer_lib  # noqa: E402
-from slt.models import (
-    decoding,  # noqa: E402
-    network,  # noqa: E402
-)
+from slt.models import decoding, network  # noqa: E402
 from slt.models import model as model_lib  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSetup:
+    """What a training job runs, built from its configs by `build_training`."""
+
+    mesh: Mesh
+    batch_shapes: dict[str, tuple[int, ...]]
+    model: model_lib.EncoderDecoderModel
+    trainer: trainer_lib.Trainer
+
+
+def build_training(
+    *,
+    task_feature_lengths: Mapping[str, int],
+    batch_size: int,
+    num_microbatches: int = 1,
+    network_config: network.T5Config = network.T5Config(),
+    optimizer_config: trainer_lib.OptimizerConfig = trainer_lib.OptimizerConfig(),
+    loss_config: configs.LossConfig = configs.LossConfig(),
+    decoding_config: decoding.DecodingConfig = decoding.DecodingConfig(),
+    partitioning_config: configs.PartitioningConfig = configs.PartitioningConfig(),
+    devices: Sequence[jax.Device] | None = None,
+) -> TrainingSetup:
+    """The mesh over `devices` (default: `jax.devices()`), batch shapes, model and
+    Trainer of a job: `train` runs `trainer.train_step` of the result.
+
+    Nothing is placed on a device (the state is only traced), so with the devices of
+    another topology the same step can be compiled ahead of time, e.g.
+    `trainer.train_step.lower(abstract_state, abstract_batch, rng).compile()`.
+    """
+    p = partitioning_config
+    mesh = partitioning.make_mesh(
+        p.mesh_shape, p.mesh_axis_names, devices=devices, dcn_mesh_shape=p.dcn_mesh_shape
+    )
+    batch_shapes = restore.batch_shapes(task_feature_lengths, batch_size)
+    model = model_lib.EncoderDecoderModel(
+        network.Transformer(network_config),
+        z_loss=loss_config.z_loss,
+        label_smoothing=loss_config.label_smoothing,
+        loss_normalizing_factor=loss_config.loss_normalizing_factor,
+        encoder_ctc_weight=loss_config.encoder_ctc_weight,
+        decoding_config=decoding_config,
+    )
+    trainer = trainer_lib.Trainer(
+        model,
+        trainer_lib.make_optimizer(optimizer_config),
+        mesh,
+        p.logical_axis_rules,
+        batch_shapes,
+        donate_state=p.donate_state,
+        decoder_input_dropout=loss_config.decoder_input_dropout,
+        num_microbatches=num_microbatches,
+    )
+    return TrainingSetup(mesh, batch_shapes, model, trainer)
 
 
 @gin.configurable(denylist=[])
@@ -53,312 +113,330 @@ def train(
     task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
     batch_size: int = gin.REQUIRED,
     train_steps: int = gin.REQUIRED,
-    network_config: network.T5Config = network.T5Config(),
-    optimizer_config: trainer_lib.OptimizerConfig = trainer_lib.OptimizerConfig(),
-    z_loss: float = 1e-4,
-    label_smoothing: float = 0.0,
-    decoder_input_dropout: float = 0.0,
-    encoder_ctc_weight: float = 0.0,
-    decoding_config: decoding.DecodingConfig = decoding.DecodingConfig(),
-    loss_normalizing_factor: float | None = None,
-    mesh_shape: Sequence[int] = (-1, 1, 1),
-    mesh_axis_names: Sequence[str] = partitioning.MESH_AXES,
-    dcn_mesh_shape: Sequence[int] | None = None,
-    logical_axis_rules: partitioning.LogicalRules = partitioning.DATA_PARALLEL_RULES,
-    donate_state: bool = True,
-    checkpoint_period: int = 1000,
-    keep_checkpoints: int = 3,
-    log_period: int = 50,
-    eval_tasks: Sequence[str] | None = None,
-    eval_split: str = "test",
-    eval_batch_size: int = 64,
     seed: int = 0,
     num_microbatches: int = 1,
-    keep_period: int | None = None,
-    eval_period: int = 0,
-    periodic_eval_split: str = "validation",
-    final_eval: bool = True,
-    num_input_shards: int | None = None,
-    checkpoint_input_state: bool = False,
-    initial_checkpoint_path: str | None = None,
-    initial_params_loader: Callable[[str, Any], Any] | None = None,
-    coordinator_address: str | None = None,
-    num_processes: int | None = None,
-    process_id: int | None = None,
-    heartbeat_timeout_s: int = 100,
-    step_timeout_s: float | None = None,
+    log_period: int = 50,
     tensorboard: bool = True,
+    network_config: network.T5Config = network.T5Config(),
+    optimizer_config: trainer_lib.OptimizerConfig = trainer_lib.OptimizerConfig(),
+    decoding_config: decoding.DecodingConfig = decoding.DecodingConfig(),
+    loss_config: configs.LossConfig = configs.LossConfig(),
+    partitioning_config: configs.PartitioningConfig = configs.PartitioningConfig(),
+    checkpoint_config: configs.CheckpointConfig = configs.CheckpointConfig(),
+    input_config: configs.InputConfig = configs.InputConfig(),
+    eval_config: configs.EvalConfig = configs.EvalConfig(),
+    distributed_config: configs.DistributedConfig = configs.DistributedConfig(),
 ) -> dict[str, dict]:
     """Trains for `train_steps` (resuming from the latest checkpoint) and evaluates.
 
-    Returns the final metrics, `{task: {metric: value}}`, as written to
-    MODEL_DIR/eval/metrics.json. `eval_tasks` defaults to the tasks of the mixture.
-    Returns `{}` when stopped by SIGTERM (after saving) or with `final_eval=False`.
+    `num_microbatches` accumulates gradients over that many slices of each batch;
+    `log_period` is the steps between progress lines and TensorBoard summaries. The
+    option groups are documented in `slt.configs`.
 
-    Trainer-issue options (README "Training at scale"): `num_microbatches`
-    (gradient accumulation), `keep_period` (also keep every multiple of it),
-    `eval_period` (evaluate `periodic_eval_split` every that many steps; 0 = off),
-    `num_input_shards` (fixes the data stream across host counts; default: one per
-    host position on the data axes), `checkpoint_input_state` (save the tf.data
-    iterator state of every input shard with each checkpoint, so a resume restores
-    it instead of replaying the batches already used; README "Checkpoints"),
-    `initial_checkpoint_path` +
-    `initial_params_loader(path, abstract_params) -> params` (start from other
-    weights when MODEL_DIR has no checkpoint; the default loader reads an slt orbax
-    checkpoint), `coordinator_address`/`num_processes`/`process_id` (multi-host; or
-    SLT_* environment variables), `step_timeout_s` (exit if no step finishes in that
-    time; default 300 s with several processes, off with one).
+    Returns the final metrics, `{task: {metric: value}}`, as written to
+    MODEL_DIR/eval/metrics.json; `{}` when stopped by SIGTERM (after saving) or with
+    `EvalConfig.final=False`.
     """
+    d = distributed_config
     partitioning.initialize_distributed(
-        coordinator_address, num_processes, process_id, heartbeat_timeout_s=heartbeat_timeout_s
+        d.coordinator_address,
+        d.num_processes,
+        d.process_id,
+        heartbeat_timeout_s=d.heartbeat_timeout_s,
     )
     model_dir = os.path.abspath(model_dir)
-    os.makedirs(model_dir, exist_ok=True)
-    if jax.process_index() == 0:
-        with open(os.path.join(model_dir, "config.gin"), "w") as f:
-            f.write(gin.config_str())
-
-    mixture = seqio.get_mixture_or_task(mixture_or_task_name)
-    landmark_config = tasks.landmark_config(mixture_or_task_name)
-    eval_tasks = list(eval_tasks or [t.name for t in seqio.get_subtasks(mixture)])
-
-    mesh = partitioning.make_mesh(mesh_shape, mesh_axis_names, dcn_mesh_shape=dcn_mesh_shape)
-    converter = features.LandmarkEncDecFeatureConverter()
-    model_lengths = converter.get_model_feature_lengths(task_feature_lengths)
-    batch_shapes = {name: (batch_size, length) for name, length in model_lengths.items()}
-    batch_shapes["encoder_landmarks"] += (landmarks.FRAME_DIM,)
-    model = model_lib.EncoderDecoderModel(
-        network.Transformer(network_config),
-        z_loss=z_loss,
-        label_smoothing=label_smoothing,
-        loss_normalizing_factor=loss_normalizing_factor,
-        encoder_ctc_weight=encoder_ctc_weight,
-        decoding_config=decoding_config,
-    )
-    trainer = trainer_lib.Trainer(
-        model,
-        trainer_lib.make_optimizer(optimizer_config),
-        mesh,
-        logical_axis_rules,
-        batch_shapes,
-        donate_state=donate_state,
-        decoder_input_dropout=decoder_input_dropout,
+    _write_config(model_dir, gin.config_str())  # the bindings, before anything can fail
+    setup = build_training(
+        task_feature_lengths=task_feature_lengths,
+        batch_size=batch_size,
         num_microbatches=num_microbatches,
+        network_config=network_config,
+        optimizer_config=optimizer_config,
+        loss_config=loss_config,
+        decoding_config=decoding_config,
+        partitioning_config=partitioning_config,
     )
-    checkpointer = checkpoints.Checkpointer(
-        os.path.join(model_dir, "checkpoints"),
-        max_to_keep=keep_checkpoints,
-        keep_period=keep_period,
+    trainer = setup.trainer
+    mixture = seqio.get_mixture_or_task(mixture_or_task_name)
+    eval_tasks = list(eval_config.tasks or [t.name for t in seqio.get_subtasks(mixture)])
+    if eval_config.final or eval_config.period:
+        partitioning.check_batch_size(eval_config.batch_size, trainer.batch_sharding)
+    predict_fn = predict.make_predict_fn(
+        setup.model, trainer.params_sharding, trainer.batch_sharding
     )
-    metadata = {
+
+    def evaluate(params: Any, split: str, output_dir: str, step: int) -> dict[str, dict]:
+        # The same decoding and scoring as `python -m slt.eval`.
+        return scoring.evaluate_tasks(
+            predict_fn,
+            params,
+            eval_tasks,
+            split,
+            task_feature_lengths,
+            eval_config.batch_size,
+            trainer.batch_sharding,
+            output_dir,
+            step=step,
+        )
+
+    def periodic_eval(step: int, params: Any) -> dict[str, dict]:
+        output_dir = os.path.join(model_dir, "eval", f"step_{step}")
+        return evaluate(params, eval_config.periodic_split, output_dir, step)
+
+    metadata = {  # what translation needs without the training gin files
         "network_config": gin_utils.dataclass_dict(network_config),
         "decoding_config": gin_utils.dataclass_dict(decoding_config),
-        "landmark_config": gin_utils.dataclass_dict(landmark_config),
+        "landmark_config": gin_utils.dataclass_dict(tasks.landmark_config(mixture_or_task_name)),
         "task_feature_lengths": dict(task_feature_lengths),
         "mixture_or_task_name": mixture_or_task_name,
     }
-
-    with jax.set_mesh(mesh):
-        state, stream_position = _restore_or_init(
-            trainer, checkpointer, seed, initial_checkpoint_path, initial_params_loader
-        )
-        start_step = int(state.step)
-        # Each host reads the input shards of its position on the mesh's data axes; the
-        # batch sequence depends only on `seed` and the number of input shards.
-        host_shard, num_host_shards = partitioning.host_shard_info(
-            trainer.batch_sharding, batch_size
-        )
-        shard_ids = input_state.host_input_shards(host_shard, num_host_shards, num_input_shards)
-        total_shards = num_host_shards * len(shard_ids)
-        if batch_size % total_shards:
-            raise ValueError(
-                f"batch_size={batch_size} does not split into {total_shards} "
-                "input shards; use a multiple (gin: train.batch_size)."
-            )
-        if stream_position and stream_position.get("num_input_shards") != total_shards:
-            print(
-                f"WARNING: the checkpoint's input stream had "
-                f"{stream_position.get('num_input_shards')} shards, this run has "
-                f"{total_shards}: batches after the resume differ from an "
-                "uninterrupted run.",
-                flush=True,
-            )
-
-        def dataset_fn(index: int, count: int):
-            return seqio.get_dataset(
-                mixture_or_task_name,
-                task_feature_lengths,
-                dataset_split="train",
-                shuffle=True,
-                num_epochs=None,
-                feature_converter=converter,
-                shard_info=seqio.ShardInfo(index, count),
+    checkpointer = checkpoints.Checkpointer(
+        os.path.join(model_dir, "checkpoints"),
+        max_to_keep=checkpoint_config.keep,
+        keep_period=checkpoint_config.keep_period,
+    )
+    multi_process = jax.process_count() > 1
+    step_timeout_s = d.step_timeout_s
+    if step_timeout_s is None:
+        step_timeout_s = 300 if multi_process else 0
+    try:
+        with jax.set_mesh(setup.mesh):
+            state, position = _restore_or_init(trainer, checkpointer, seed, checkpoint_config)
+            start_step = int(state.step)
+            stream, store = _open_input(
+                model_dir=model_dir,
+                mixture_or_task_name=mixture_or_task_name,
+                task_feature_lengths=task_feature_lengths,
+                batch_size=batch_size,
                 seed=seed,
-                batch_size=batch_size // count,
+                input_config=input_config,
+                batch_sharding=trainer.batch_sharding,
+                step=start_step,
+                position=position,
             )
-
-        start_batch = (stream_position or {}).get("batches_consumed", start_step)
-        state_store = (
-            input_state.InputStateStore(
-                model_dir,
-                {
-                    "mixture_or_task_name": mixture_or_task_name,
-                    "seed": seed,
-                    "batch_size": batch_size,
-                    "task_feature_lengths": dict(task_feature_lengths),
-                },
-            )
-            if checkpoint_input_state
-            else None
-        )
-        stream = _open_stream(
-            dataset_fn, shard_ids, total_shards, start_step, start_batch, state_store
-        )
-        if state_store and jax.process_index() == 0:
-            state_store.collect_garbage(checkpointer.all_steps())
-        dropout_rng = jax.random.key(seed + 1)
-        multi_process = jax.process_count() > 1
-        log = training.TrainLog(
-            model_dir,
-            train_steps,
-            start_step,
-            batch_size,
-            log_period,
-            write=jax.process_index() == 0,
-            tensorboard=tensorboard,
-        )
-        watcher = training.PreemptionWatcher(multi_process=multi_process)
-        timeout = step_timeout_s if step_timeout_s is not None else (300 if multi_process else 0)
-        watchdog = (
-            training.StepWatchdog(
-                timeout,
-                lambda: (
-                    f"This is process {jax.process_index()} of {jax.process_count()}; another "
-                    "process probably died, and collectives would wait for it forever."
-                ),
-            )
-            if timeout
-            else None
-        )
-        last_saved = checkpointer.latest_step()
-        periodic_predict = None
-
-        def save(step: int, force: bool = False) -> None:
-            saved = checkpointer.save(
-                step, state, {**metadata, "input_stream": stream.state()}, force=force
-            )
-            if saved and state_store:
-                # Synchronous, before the next batch is read: the saved iterator
-                # position is the one the checkpoint's step has consumed.
-                started = time.perf_counter()
-                if written := state_store.save(step, stream):
-                    print(
-                        f"input state: saved {written / 1e6:.1f} MB for step {step} in "
-                        f"{time.perf_counter() - started:.1f} s",
-                        flush=True,
-                    )
-                collect_input_states(pending=step)
-
-        def collect_input_states(pending: int | None = None) -> None:
-            """Drops input states of steps orbax no longer keeps (its deletions can
-            finish after `save` returns, so this also runs once saves are done)."""
-            if state_store and jax.process_index() == 0:
-                state_store.collect_garbage(
-                    checkpointer.all_steps() + ([pending] if pending else []), below=pending
+            saver = _Saver(checkpointer, metadata, stream, store)
+            with (
+                train_monitor.TrainLog(
+                    model_dir,
+                    train_steps,
+                    start_step,
+                    batch_size,
+                    log_period,
+                    write=jax.process_index() == 0,
+                    tensorboard=tensorboard,
+                ) as train_log,
+                train_monitor.PreemptionWatcher(multi_process) as watcher,
+                train_monitor.StepWatchdog(step_timeout_s, _peer_died_note) as watchdog,
+            ):
+                state, preempted = _train_loop(
+                    state,
+                    trainer,
+                    stream,
+                    saver,
+                    train_log,
+                    watcher,
+                    watchdog,
+                    seed=seed,
+                    train_steps=train_steps,
+                    checkpoint_period=checkpoint_config.period,
+                    eval_period=eval_config.period,
+                    periodic_eval=periodic_eval,
                 )
-
-        preempted = False
-        try:
-            for step in range(start_step, train_steps):
-                batch = partitioning.global_batch(next(stream), trainer.batch_sharding)
-                state, step_metrics = trainer.train_step(state, batch, dropout_rng)
-                # Blocking here every step: the NaN guard, the per-step JSONL loss, and
-                # no queue of donated steps (see ENVIRONMENT notes on CPU deadlocks).
-                step_metrics = jax.device_get(step_metrics)
-                training.check_finite(step + 1, step_metrics, last_saved, checkpointer.directory)
-                log.write(step + 1, step_metrics)
-                if watchdog:
-                    watchdog.step_done(step + 1)
-                if watcher.should_stop(step + 1):
-                    save(step + 1, force=True)
-                    checkpointer.wait()
-                    print(
-                        f"SIGTERM: saved step {step + 1} to {checkpointer.directory}; "
-                        "exiting. Re-run the same command to resume.",
-                        flush=True,
-                    )
-                    preempted = True
-                    break
-                if (step + 1) % checkpoint_period == 0 and step + 1 < train_steps:
-                    save(step + 1)
-                    last_saved = step + 1
-                if eval_period and (step + 1) % eval_period == 0 and step + 1 < train_steps:
-                    # The final evaluation's decoding, on `periodic_eval_split`.
-                    periodic_predict = periodic_predict or inference.make_predict_fn(
-                        model, trainer.params_sharding, trainer.batch_sharding
-                    )
-                    log.write_eval(
-                        step + 1,
-                        evaluation.evaluate_tasks(
-                            periodic_predict,
-                            state.params,
-                            eval_tasks,
-                            periodic_eval_split,
-                            task_feature_lengths,
-                            eval_batch_size,
-                            trainer.batch_sharding,
-                            os.path.join(model_dir, "eval", f"step_{step + 1}"),
-                            step=step + 1,
-                        ),
-                    )
-        except jax.errors.JaxRuntimeError as error:
-            if not multi_process:
-                raise
-            raise training.PeerProcessError(
-                f"process {jax.process_index()} of {jax.process_count()}: a step failed "
-                f"({str(error).splitlines()[0][:300]}); another process of this job "
-                "probably died. Restart the whole job; it resumes from the last "
-                "checkpoint."
-            ) from error
-        finally:
-            watcher.close()
-            if watchdog:
-                watchdog.close()
-            log.close()
-            checkpointer.wait()  # a pending save (the last good state) completes
-        if preempted:
-            collect_input_states()
-            checkpointer.close()
-            return {}
-        if train_steps > start_step or checkpointer.latest_step() is None:
-            save(int(state.step), force=True)
-        checkpointer.wait()
-        collect_input_states()
-        if not final_eval:
-            checkpointer.close()
-            return {}
-
-        # The same decoding and scoring as `python -m slt.eval` (slt.inference/evaluation).
-        predict_fn = inference.make_predict_fn(
-            model, trainer.params_sharding, trainer.batch_sharding
-        )
-        partitioning.check_batch_size(eval_batch_size, trainer.batch_sharding)
-        results = evaluation.evaluate_tasks(
-            predict_fn,
-            state.params,
-            eval_tasks,
-            eval_split,
-            task_feature_lengths,
-            eval_batch_size,
-            trainer.batch_sharding,
-            os.path.join(model_dir, "eval"),
-            step=int(state.step),
-        )
-    checkpointer.close()
-    with open(os.path.join(model_dir, "config.gin"), "w") as f:
-        f.write(gin.operative_config_str())
-    _print_results(results, eval_split)
+            if not preempted and (train_steps > start_step or checkpointer.latest_step() is None):
+                saver.save(int(state.step), state, force=True)
+            saver.finish()
+            if preempted or not eval_config.final:
+                return {}
+            results = evaluate(
+                state.params, eval_config.split, os.path.join(model_dir, "eval"), int(state.step)
+            )
+    finally:
+        checkpointer.close()  # waits for a pending save (the last good state)
+    _write_config(model_dir, gin.operative_config_str())
+    _print_results(results, eval_config.split)
     return results
+
+
+def _train_loop(
+    state: trainer_lib.TrainState,
+    trainer: trainer_lib.Trainer,
+    stream: input_state.InputStream,
+    saver: _Saver,
+    train_log: train_monitor.TrainLog,
+    watcher: train_monitor.PreemptionWatcher,
+    watchdog: train_monitor.StepWatchdog,
+    *,
+    seed: int,
+    train_steps: int,
+    checkpoint_period: int,
+    eval_period: int,
+    periodic_eval: Callable[[int, Any], dict[str, dict]],
+) -> tuple[trainer_lib.TrainState, bool]:
+    """Steps from `state.step` to `train_steps`, saving and evaluating periodically.
+
+    Returns the last state and whether SIGTERM stopped the loop (after saving it).
+    The final save and evaluation are the caller's.
+    """
+    dropout_rng = jax.random.key(seed + 1)  # folded with the step: resumes are exact
+    try:
+        for step in range(int(state.step) + 1, train_steps + 1):  # the step once updated
+            batch = partitioning.global_batch(next(stream), trainer.batch_sharding)
+            state, metrics = trainer.train_step(state, batch, dropout_rng)
+            # Blocks every step: the NaN guard and the per-step JSONL loss need the
+            # values, and no donated steps queue up (with 4 or more CPU devices, that
+            # can deadlock XLA:CPU's all-reduce; docs/design.md, "JAX on CPU").
+            metrics = jax.device_get(metrics)
+            train_monitor.check_finite(step, metrics, saver.last_saved, saver.directory)
+            if line := train_log.write(step, metrics):
+                print(line, flush=True)
+            watchdog.step_done(step)
+            if watcher.should_stop(step):
+                saver.save(step, state, force=True)
+                saver.finish()
+                print(
+                    f"SIGTERM: saved step {step} to {saver.directory}; exiting. "
+                    "Re-run the same command to resume.",
+                    flush=True,
+                )
+                return state, True
+            if step == train_steps:
+                break
+            if step % checkpoint_period == 0:
+                saver.save(step, state)
+            if eval_period and step % eval_period == 0:
+                train_log.write_eval(step, periodic_eval(step, state.params))
+    except jax.errors.JaxRuntimeError as error:
+        if jax.process_count() == 1:
+            raise
+        raise train_monitor.PeerProcessError(
+            f"process {jax.process_index()} of {jax.process_count()}: a step failed "
+            f"({str(error).splitlines()[0][:300]}); another process of this job "
+            "probably died. Restart the whole job; it resumes from the last "
+            "checkpoint."
+        ) from error
+    return state, False
+
+
+def _peer_died_note() -> str:
+    return (
+        f"This is process {jax.process_index()} of {jax.process_count()}; another "
+        "process probably died, and collectives would wait for it forever."
+    )
+
+
+def _write_config(model_dir: str, config: str) -> None:
+    if jax.process_index() == 0:
+        os.makedirs(model_dir, exist_ok=True)
+        with open(os.path.join(model_dir, "config.gin"), "w") as f:
+            f.write(config)
+
+
+class _Saver:
+    """The run's checkpoint saves: each holds the input stream's position and, with
+    `InputConfig.save_state`, comes with the iterator state of this host's shards."""
+
+    def __init__(
+        self,
+        checkpointer: checkpoints.Checkpointer,
+        metadata: Mapping[str, Any],
+        stream: input_state.InputStream,
+        store: input_state.InputStateStore | None,
+    ):
+        self.checkpointer, self.metadata = checkpointer, dict(metadata)
+        self.stream, self.store = stream, store
+        self.directory = checkpointer.directory
+        self.last_saved = checkpointer.latest_step()
+        self._collect_input_states()
+
+    def save(self, step: int, state: trainer_lib.TrainState, force: bool = False) -> None:
+        metadata = {**self.metadata, "input_stream": self.stream.state()}
+        if not self.checkpointer.save(step, state, metadata, force=force):
+            return
+        self.last_saved = step
+        if self.store:
+            # Synchronous, before the next batch is read: the saved iterator
+            # position is the one the checkpoint's step has consumed.
+            started = time.perf_counter()
+            if written := self.store.save(step, self.stream):
+                print(
+                    f"input state: saved {written / 1e6:.1f} MB for step {step} in "
+                    f"{time.perf_counter() - started:.1f} s",
+                    flush=True,
+                )
+            self._collect_input_states(pending=step)
+
+    def finish(self) -> None:
+        """Waits for pending saves; then drops the input states orbax no longer keeps
+        (its deletions can finish after `save` returns)."""
+        self.checkpointer.wait()
+        self._collect_input_states()
+
+    def _collect_input_states(self, pending: int | None = None) -> None:
+        if self.store and jax.process_index() == 0:
+            self.store.collect_garbage(
+                self.checkpointer.all_steps() + ([pending] if pending else []), below=pending
+            )
+
+
+def _open_input(
+    *,
+    model_dir: str,
+    mixture_or_task_name: str,
+    task_feature_lengths: Mapping[str, int],
+    batch_size: int,
+    seed: int,
+    input_config: configs.InputConfig,
+    batch_sharding: jax.sharding.NamedSharding,
+    step: int,
+    position: Mapping[str, int] | None,
+) -> tuple[input_state.InputStream, input_state.InputStateStore | None]:
+    """This host's training stream at the checkpoint's `position` (`None`: a new run),
+    and the store of saved iterator states when `input_config.save_state`."""
+    # Each host reads the input shards of its position on the mesh's data axes; the
+    # batch sequence depends only on `seed` and the number of input shards.
+    host_shard, num_host_shards = partitioning.host_shard_info(batch_sharding, batch_size)
+    shard_ids = input_state.host_input_shards(
+        host_shard, num_host_shards, input_config.num_input_shards
+    )
+    num_shards = num_host_shards * len(shard_ids)
+    if batch_size % num_shards:
+        raise ValueError(
+            f"batch_size={batch_size} does not split into {num_shards} input shards; use "
+            "a multiple (gin: train.batch_size, slt.InputConfig.num_input_shards)."
+        )
+    if position and position.get("num_input_shards") != num_shards:
+        print(
+            f"WARNING: the checkpoint's input stream had {position.get('num_input_shards')} "
+            f"shards, this run has {num_shards}: batches after the resume differ from an "
+            "uninterrupted run.",
+            flush=True,
+        )
+    converter = features.LandmarkEncDecFeatureConverter()
+
+    def dataset_fn(index: int, count: int):
+        return seqio.get_dataset(
+            mixture_or_task_name,
+            task_feature_lengths,
+            dataset_split="train",
+            shuffle=True,
+            num_epochs=None,
+            feature_converter=converter,
+            shard_info=seqio.ShardInfo(index, count),
+            seed=seed,
+            batch_size=batch_size // count,
+        )
+
+    store = None
+    if input_config.save_state:
+        spec = {
+            "mixture_or_task_name": mixture_or_task_name,
+            "seed": seed,
+            "batch_size": batch_size,
+            "task_feature_lengths": dict(task_feature_lengths),
+        }
+        store = input_state.InputStateStore(model_dir, spec)
+    start_batch = (position or {}).get("batches_consumed", step)
+    return _open_stream(dataset_fn, shard_ids, num_shards, step, start_batch, store), store
 
 
 def _open_stream(
@@ -375,7 +453,7 @@ def _open_stream(
         return input_state.InputStream(dataset_fn, shard_ids, num_shards)
     started = time.perf_counter()
     why = (
-        "train.checkpoint_input_state=False; with True, checkpoints also save the "
+        "slt.InputConfig.save_state=False; with True, checkpoints also save the "
         "input position and a resume skips this replay"
     )
     if store:
@@ -412,53 +490,26 @@ def _restore_or_init(
     trainer: trainer_lib.Trainer,
     checkpointer: checkpoints.Checkpointer,
     seed: int,
-    initial_checkpoint_path: str | None = None,
-    initial_params_loader: Callable[[str, Any], Any] | None = None,
+    checkpoint_config: configs.CheckpointConfig,
 ) -> tuple[trainer_lib.TrainState, dict[str, int] | None]:
     """The latest checkpoint of MODEL_DIR (with its input-stream position), else a new
-    state, with params from `initial_checkpoint_path` when given."""
+    state, with params from `checkpoint_config.initial_path` when given."""
     step = checkpointer.latest_step()
     target = checkpoints.abstract_with_shardings(trainer.abstract_state, trainer.state_sharding)
     if step is not None:
         state, metadata = checkpointer.restore(step, target)
-        logging.info("restored step %d from %s", step, checkpointer.directory)
         print(f"resuming from checkpoint step {step}", flush=True)
         return state, metadata.get("input_stream")
     state = trainer.init_state(jax.random.key(seed))
-    if initial_checkpoint_path:
-        loader = initial_params_loader or load_slt_params
-        params = loader(initial_checkpoint_path, target.params)
-        checkpoints.check_tree_matches(params, target.params, initial_checkpoint_path)
+    path = checkpoint_config.initial_path
+    if path:
+        loader = checkpoint_config.initial_params_loader or checkpoints.load_slt_params
+        params = loader(path, target.params)
+        checkpoints.check_tree_matches(params, target.params, path)
         params = jax.tree.map(lambda p, s: jax.device_put(p, s), params, trainer.params_sharding)
         state = state.replace(params=params)
-        print(f"initial params from {initial_checkpoint_path}", flush=True)
+        print(f"initial params from {path}", flush=True)
     return state, None
-
-
-def load_slt_params(path: str, abstract_params: Any) -> Any:
-    """The default `initial_params_loader`: params of an slt run's orbax checkpoint.
-
-    `path` is a MODEL_DIR, its `checkpoints` folder or one step folder in it (the
-    latest step is taken). Importers of other formats (T5X, Hugging Face) have the
-    same signature, `(path, abstract_params) -> params`, and plug in through gin
-    (`train.initial_params_loader = @some_importer`).
-    """
-    path = os.path.abspath(path)
-    if os.path.isdir(os.path.join(path, "checkpoints")):
-        path = os.path.join(path, "checkpoints")
-    directory, step = path, None
-    if os.path.basename(path).isdigit():
-        directory, step = os.path.dirname(path), int(os.path.basename(path))
-    reader = checkpoints.Checkpointer(directory, async_save=False)
-    step = reader.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(
-            f"initial_checkpoint_path {path}: no finished checkpoint "
-            "there (expected an slt MODEL_DIR or checkpoints/<step>)."
-        )
-    params = reader.restore_params(step, abstract_params)
-    reader.close()
-    return params
 
 
 def _print_results(results: Mapping[str, Mapping], split: str) -> None:
@@ -474,12 +525,12 @@ def _print_results(results: Mapping[str, Mapping], split: str) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    gin_utils.parse_gin_args(argv)
+    gin_utils.parse_gin_args(argv, train)
     try:
         train()
     except (
-        training.NonFiniteLossError,
-        training.PeerProcessError,
+        train_monitor.NonFiniteLossError,
+        train_monitor.PeerProcessError,
         checkpoints.CheckpointMismatchError,
     ) as error:
         print(f"\nERROR: {error}", file=sys.stderr, flush=True)
@@ -487,5 +538,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
     main(sys.argv[1:])

@@ -1,11 +1,11 @@
-"""The pieces of the train loop around the jitted step (no gin; `slt.train` wires them).
+"""What watches a training run from around the jitted step (no gin; `slt.train` wires it).
 
 - `PreemptionWatcher`: SIGTERM (preemption) asks the loop to save and stop.
 - `check_finite`: the NaN/Inf guard.
 - `StepWatchdog`: exits with a clear message when no step finishes in time (a
   peer process died and a collective would wait forever).
-- `TrainLog`: every step's metrics to JSONL, TensorBoard summaries and a progress
-  line (step/s, examples/s, tokens/s, ETA).
+- `TrainLog`: every step's metrics to JSONL, TensorBoard summaries and the progress
+  line (step/s, examples/s, tokens/s, ETA) that the job prints.
 
 The input stream and its checkpointed position are in `slt.input_state`.
 """
@@ -13,14 +13,16 @@ The input stream and its checkpointed position are in `slt.input_state`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class PreemptionWatcher:
@@ -52,6 +54,12 @@ class PreemptionWatcher:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
+
+    def __enter__(self) -> PreemptionWatcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class NonFiniteLossError(RuntimeError):
@@ -90,8 +98,9 @@ class PeerProcessError(RuntimeError):
 class StepWatchdog:
     """Exits the process (status 3) if no step finishes for `timeout_s` seconds.
 
-    Armed after the first step (compilation can be slow). Meant for multi-process
-    jobs, where a dead peer leaves the others waiting in a collective forever.
+    Armed after the first step (compilation can be slow); `timeout_s <= 0` turns it
+    off. Meant for multi-process jobs, where a dead peer leaves the others waiting in
+    a collective forever. The reason goes to the log (stderr) just before the exit.
     """
 
     def __init__(self, timeout_s: float, describe: Callable[[], str] = lambda: ""):
@@ -100,8 +109,8 @@ class StepWatchdog:
         self._last = None
         self._step = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="step-watchdog")
-        self._thread.start()
+        if timeout_s > 0:
+            threading.Thread(target=self._run, daemon=True, name="step-watchdog").start()
 
     def step_done(self, step: int) -> None:
         self._step, self._last = step, time.monotonic()
@@ -109,16 +118,23 @@ class StepWatchdog:
     def _run(self) -> None:
         while not self._stop.wait(min(1.0, self.timeout_s / 4)):
             if self._last is not None and time.monotonic() - self._last > self.timeout_s:
-                print(
-                    f"\nERROR: no train step finished in {self.timeout_s:.0f} s (last "
-                    f"finished step {self._step}). {self._describe()} Exiting.",
-                    file=sys.stderr,
-                    flush=True,
+                log.error(
+                    "no train step finished in %.0f s (last finished step %d). %s Exiting.",
+                    self.timeout_s,
+                    self._step,
+                    self._describe(),
                 )
+                logging.shutdown()  # flush the handlers: os._exit skips that
                 os._exit(3)
 
     def close(self) -> None:
         self._stop.set()
+
+    def __enter__(self) -> StepWatchdog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class TrainLog:
@@ -143,7 +159,8 @@ class TrainLog:
         if write:
             os.makedirs(self._dir, exist_ok=True)
             self._truncate(start_step)
-            self._file = open(os.path.join(self._dir, "metrics.jsonl"), "a")
+            # Open for the run's lifetime; `close` closes it.
+            self._file = open(os.path.join(self._dir, "metrics.jsonl"), "a")  # noqa: SIM115
             if tensorboard:
                 from clu import metric_writers
 
@@ -164,13 +181,15 @@ class TrainLog:
             with open(path, "w") as f:
                 f.writelines(kept)
 
-    def write(self, step: int, step_metrics: Mapping[str, Any]) -> None:
+    def write(self, step: int, step_metrics: Mapping[str, Any]) -> str | None:
+        """Records one step; every `log_period` steps (and at the last) also writes the
+        summaries and returns the progress line for the job to print (process 0)."""
         record = {"step": step, **{k: float(v) for k, v in step_metrics.items()}}
         self._tokens += record.get("num_tokens", 0.0)
         if self._file:
             self._file.write(json.dumps(record) + "\n")
         if step % self._log_period and step != self._train_steps:
-            return
+            return None
         if self._file:
             self._file.flush()
         now = time.time()
@@ -188,15 +207,14 @@ class TrainLog:
             )
             self._summary.flush()
         if not self._write:
-            return
+            return None
         eta = (self._train_steps - step) / max(steps_per_s, 1e-9)
-        print(
+        return (
             f"step {step}/{self._train_steps} loss {record['loss']:.4f} "
             f"token_acc {record.get('accuracy', float('nan')):.3f} "
             + (f"ctc {record['encoder_ctc']:.3f} " if "encoder_ctc" in record else "")
             + f"{steps_per_s:.2f} step/s {rates['examples_per_second']:.0f} ex/s "
-            f"{rates['target_tokens_per_second']:.0f} tok/s eta {eta / 60:.1f} min",
-            flush=True,
+            f"{rates['target_tokens_per_second']:.0f} tok/s eta {eta / 60:.1f} min"
         )
 
     def write_eval(self, step: int, results: Mapping[str, Mapping[str, Any]]) -> None:
@@ -218,3 +236,9 @@ class TrainLog:
             self._file.close()
         if self._summary:
             self._summary.close()
+
+    def __enter__(self) -> TrainLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

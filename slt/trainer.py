@@ -138,7 +138,7 @@ class Trainer:
                 raise ValueError(
                     f"with num_microbatches={num_microbatches}, each "
                     f"microbatch has {batch_size // num_microbatches} rows: {e}"
-                )
+                ) from None
         self.num_microbatches = num_microbatches
 
         param_axes = model.logical_axes(batch_shapes)

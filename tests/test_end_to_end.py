@@ -18,8 +18,8 @@ SMALL = [
     "--gin.slt.OptimizerConfig.warmup_steps=5",
     "--gin.train.batch_size=16",
     "--gin.train.log_period=5",
-    "--gin.train.checkpoint_period=20",
-    "--gin.train.eval_period=30",
+    "--gin.slt.CheckpointConfig.period=20",
+    "--gin.slt.EvalConfig.period=30",
 ]
 
 

@@ -1,8 +1,9 @@
 """Mesh layouts and rule sets on a fake 8-device CPU mesh give the same numbers.
 
 The checks run in a subprocess started with XLA_FLAGS=--xla_force_host_platform_device_count=8
-(the flag must be set before JAX starts). Donation is off there: with 4+ fake CPU
-devices donated, queued steps can deadlock in XLA's CPU all-reduce (ENVIRONMENT.md).
+(the flag must be set before JAX starts). Donation is off there: with 4 or more fake
+CPU devices, donating the state while several steps are queued can deadlock XLA:CPU's
+all-reduce rendezvous (docs/design.md, "JAX on CPU").
 """
 
 import os
@@ -97,7 +98,7 @@ try:
 except ValueError as e:
     message = str(e)
     assert "cannot be split over mesh" in message and "query" in message \
-        and "relpos" in message and "train.mesh_shape" in message, message
+        and "relpos" in message and "slt.PartitioningConfig.mesh_shape" in message, message
 else:
     raise AssertionError("5 heads over 8 model shards did not fail")
 print("reference loss", ref_loss)
@@ -192,17 +193,14 @@ def test_mesh_shape_errors_and_minus_one():
 )
 def test_each_strategy_is_one_gin_file(name, rules, mesh_shape):
     import gin
-    from slt import gin_utils, train  # noqa: F401  (registers `train`)
+    from slt import gin_utils, train
 
     gin.clear_config()
-    gin_utils.parse_gin_args([f"--gin_file=gin/partitioning/{name}.gin"])
+    gin_utils.parse_gin_args([f"--gin_file=gin/partitioning/{name}.gin"], train.train)
     try:
-        # `%slt.X_RULES` is a gin constant: evaluate the reference.
-        assert gin.query_parameter("train.logical_axis_rules").scoped_configurable_fn() == rules
-        shape = [
-            getattr(v, "scoped_configurable_fn", lambda v=v: v)()  # %MODEL_PARALLEL
-            for v in gin.query_parameter("train.mesh_shape")
-        ]
-        assert tuple(shape) == mesh_shape
+        # The file's bindings reach the config `train` gets.
+        config = gin.query_parameter("train.partitioning_config").scoped_configurable_fn()
+        assert tuple(config.logical_axis_rules) == tuple(rules)
+        assert tuple(config.mesh_shape) == mesh_shape
     finally:
         gin.clear_config()

@@ -24,7 +24,7 @@ import pytest
 from tiny_train_flags import TINY_TRAIN_FLAGS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = [*TINY_TRAIN_FLAGS, "--gin.train.final_eval=False"]
+TINY = [*TINY_TRAIN_FLAGS, "--gin.slt.EvalConfig.final=False"]
 pytestmark = pytest.mark.slow
 
 
@@ -107,12 +107,12 @@ def test_sigterm_then_sigkill_then_resume_is_bit_identical(tmp_path):
     rng = random.Random(int(time.time()))
     sigterm_at, sigkill_at = rng.randint(3, 9), rng.randint(13, 20)
     print("SIGTERM after step", sigterm_at, "SIGKILL after step", sigkill_at)
-    periodic = ["--gin.train.checkpoint_period=4"]
+    periodic = ["--gin.slt.CheckpointConfig.period=4"]
     straight = tmp_path / "straight"
     _run(_command(straight, steps, *periodic))
     # The interrupted run saves the input iterator state with its checkpoints (off by
     # default) and restores it; the `replayed` run below replays instead.
-    periodic.append("--gin.train.checkpoint_input_state=True")
+    periodic.append("--gin.slt.InputConfig.save_state=True")
 
     interrupted = tmp_path / "interrupted"
     rc, output = _start_and_signal(
@@ -147,12 +147,12 @@ def test_sigterm_then_sigkill_then_resume_is_bit_identical(tmp_path):
 
     # Replaying (the input state off) resumes to the same params too.
     replayed = tmp_path / "replayed"
-    no_state = ["--gin.train.checkpoint_period=4"]  # the default: no input state
+    no_state = ["--gin.slt.CheckpointConfig.period=4"]  # the default: no input state
     _run(_command(replayed, 10, *no_state, f"--gin.slt.OptimizerConfig.decay_steps={steps}"))
     output = _run(_command(replayed, steps, *no_state))
     assert (
         "input: replaying 10 batches of input shards [0] of 1 (no iterator state "
-        "restored: train.checkpoint_input_state=False; with True"
+        "restored: slt.InputConfig.save_state=False; with True"
     ) in output
     assert not os.path.exists(replayed / "input_state")
     jax_tree_equal(_final_params(straight, steps), _final_params(replayed, steps))
@@ -185,11 +185,12 @@ def _start_two_processes(model_dir, steps, *extra):
 
 
 # Fixing the number of input shards makes the data independent of the host count.
-# Donation off: 4+ fake CPU devices with donation can deadlock (ENVIRONMENT notes).
+# Donation off: with 4 or more fake CPU devices, donating the state while several steps
+# are queued can deadlock XLA:CPU's all-reduce rendezvous (docs/design.md, "JAX on CPU").
 MULTI = [
-    "--gin.train.num_input_shards=2",
-    "--gin.train.donate_state=False",
-    "--gin.train.checkpoint_period=1000",
+    "--gin.slt.InputConfig.num_input_shards=2",
+    "--gin.slt.PartitioningConfig.donate_state=False",
+    "--gin.slt.CheckpointConfig.period=1000",
 ]
 
 
@@ -217,7 +218,7 @@ def test_input_state_saved_by_two_hosts_restores_on_one(tmp_path):
     process reading both shards restores them (no replay), ending at the params of
     an uninterrupted 1-process run."""
     steps = 6
-    with_state = [*MULTI, "--gin.train.checkpoint_input_state=True"]
+    with_state = [*MULTI, "--gin.slt.InputConfig.save_state=True"]
     one = tmp_path / "one"
     _run(_command(one, steps, *with_state), env=_env(8))
     two = tmp_path / "two"
@@ -243,8 +244,8 @@ def test_killing_one_process_stops_the_other(tmp_path):
         model_dir,
         10_000,
         *MULTI,
-        "--gin.train.step_timeout_s=20",
-        "--gin.train.heartbeat_timeout_s=10",
+        "--gin.slt.DistributedConfig.step_timeout_s=20",
+        "--gin.slt.DistributedConfig.heartbeat_timeout_s=10",
     )
     deadline = time.time() + 900
     while time.time() < deadline and not [

@@ -12,7 +12,7 @@ import seqio
 import tensorflow as tf
 from test_trainer import CONFIG, SHAPES, _batch, _trainer
 
-from slt import checkpoints, input_state, partitioning, training
+from slt import checkpoints, input_state, partitioning, train_monitor
 from slt import trainer as trainer_lib
 from slt.models import model as model_lib
 from slt.models import network
@@ -75,13 +75,13 @@ def test_nan_loss_stops_with_a_clear_message():
         )
     metrics = jax.device_get(metrics)
     assert not np.isfinite(metrics["loss"])
-    with pytest.raises(training.NonFiniteLossError) as error:
-        training.check_finite(7, metrics, 5, "/runs/x/checkpoints")
+    with pytest.raises(train_monitor.NonFiniteLossError) as error:
+        train_monitor.check_finite(7, metrics, 5, "/runs/x/checkpoints")
     message = str(error.value)
     assert "non-finite loss=nan, grad_norm=nan at step 7" in message
     assert "last good checkpoint is step 5 in /runs/x/checkpoints" in message
     assert "learning_rate" in message
-    training.check_finite(1, {"loss": 1.0, "grad_norm": 2.0}, None, "/x")  # finite: no error
+    train_monitor.check_finite(1, {"loss": 1.0, "grad_norm": 2.0}, None, "/x")  # finite: no error
 
 
 def _range_dataset(index, count, batch=2):
@@ -201,7 +201,7 @@ def test_input_state_restores_without_rerunning_the_pipeline(tmp_path, capsys):
     out = capsys.readouterr().out
     assert (
         "input: replaying 12 batches of input shards [0, 1] of 2 (no iterator state "
-        "restored: train.checkpoint_input_state=False; with True"
+        "restored: slt.InputConfig.save_state=False; with True"
     ) in out
     assert len(counting.calls) >= k * 8  # the replay composes every used example again
     np.testing.assert_array_equal(next(replayed)["x"], expected[k])
@@ -248,7 +248,7 @@ def test_input_state_mismatch_falls_back_to_replay(tmp_path, capsys):
     np.testing.assert_array_equal(next(resumed)["x"], expected[4])
 
 
-def test_input_state_garbage_collection_and_unsaveable_pipelines(tmp_path, capsys):
+def test_input_state_garbage_collection_and_unsaveable_pipelines(tmp_path, caplog):
     store = input_state.InputStateStore(str(tmp_path), SPEC)
     stream = input_state.InputStream(_range_dataset, [0], 1)
     for step in (2, 4, 6, 8):
@@ -273,7 +273,8 @@ def test_input_state_garbage_collection_and_unsaveable_pipelines(tmp_path, capsy
     stream = input_state.InputStream(generated, [0], 1)
     next(stream)
     assert store.save(10, stream) == 0
-    assert "tf.data cannot save this pipeline's iterator" in capsys.readouterr().out
+    assert "tf.data cannot save this pipeline's iterator" in caplog.text
+    assert store.save_error
     assert not os.path.exists(tmp_path / "input_state" / "step_10" / "shard_0-of-1")
 
 
@@ -348,11 +349,13 @@ def test_unfinished_save_is_never_restored_and_retention(tmp_path):
 
 
 def test_train_log_drops_steps_a_killed_run_never_saved(tmp_path):
-    log = training.TrainLog(str(tmp_path), 10, 0, 4, log_period=5, tensorboard=False)
-    for step in range(1, 8):
-        log.write(step, {"loss": 1.0 / step, "num_tokens": 10})
+    log = train_monitor.TrainLog(str(tmp_path), 10, 0, 4, log_period=5, tensorboard=False)
+    lines = [log.write(step, {"loss": 1.0 / step, "num_tokens": 10}) for step in range(1, 8)]
     log.close()
-    resumed = training.TrainLog(str(tmp_path), 10, 5, 4, log_period=5, tensorboard=False)
+    # The progress line of every `log_period` steps, for the job to print.
+    assert [line is not None for line in lines] == [s == 5 for s in range(1, 8)]
+    assert lines[4].startswith("step 5/10 loss 0.2000 ")
+    resumed = train_monitor.TrainLog(str(tmp_path), 10, 5, 4, log_period=5, tensorboard=False)
     resumed.write(6, {"loss": 0.25, "num_tokens": 10})
     resumed.close()
     with open(tmp_path / "train" / "metrics.jsonl") as f:
