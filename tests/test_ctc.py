@@ -9,10 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tiny_t5_config
 
 from slt.models import ctc, decoding
 from slt.models.model import EncoderDecoderModel
-from slt.models.network import T5Config, Transformer
+from slt.models.network import Transformer
 
 EOS = 1
 
@@ -81,16 +82,7 @@ def test_prefix_scores_match_enumeration(real_frames):
         assert scores[3] == 0.0  # the blank is never an output
 
 
-TINY = T5Config(
-    vocab_size=12,
-    emb_dim=32,
-    num_heads=2,
-    head_dim=16,
-    num_encoder_layers=1,
-    num_decoder_layers=1,
-    mlp_dim=64,
-    encoder_ctc_head=True,
-)
+TINY = tiny_t5_config(vocab_size=12, encoder_ctc_head=True)
 
 
 def batch(cfg, b=3, p=3, t=8, l=6, seed=0):

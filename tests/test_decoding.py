@@ -9,31 +9,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tiny_t5_config
 
 from slt.models import decoding
 from slt.models.decoding import length_penalty
 from slt.models.model import EncoderDecoderModel
 from slt.models.network import T5Config, Transformer
 
-TINY = T5Config(
-    vocab_size=24,
-    emb_dim=32,
-    num_heads=2,
-    head_dim=16,
-    num_encoder_layers=2,
-    num_decoder_layers=2,
-    mlp_dim=64,
-)
+TINY = tiny_t5_config(vocab_size=24, num_encoder_layers=2, num_decoder_layers=2)
 # 4 ids (pad, EOS, two more) so that every output of length <= 3 can be enumerated.
-MICRO = T5Config(
-    vocab_size=4,
-    emb_dim=16,
-    num_heads=2,
-    head_dim=8,
-    num_encoder_layers=1,
-    num_decoder_layers=2,
-    mlp_dim=32,
-)
+MICRO = tiny_t5_config(vocab_size=4, emb_dim=16, head_dim=8, num_decoder_layers=2, mlp_dim=32)
 
 
 def make_batch(cfg: T5Config, b: int, l: int, seed: int = 0) -> dict:

@@ -11,20 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import tiny_t5_config
 
 from slt.models import decoding
 from slt.models.model import EncoderDecoderModel, cross_entropy_with_z_loss, encoder_ctc_loss
 from slt.models.network import T5Config, Transformer
 
-TINY = T5Config(
-    vocab_size=40,
-    emb_dim=32,
-    num_heads=2,
-    head_dim=16,
-    num_encoder_layers=2,
-    num_decoder_layers=2,
-    mlp_dim=64,
-)
+TINY = tiny_t5_config(vocab_size=40, num_encoder_layers=2, num_decoder_layers=2)
 
 
 def make_batch(cfg: T5Config, b=3, p=4, t=6, l=7, seed=0):

@@ -11,29 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tiny_t5_config
 
 from slt.models import layers
 from slt.models.network import T5Config, Transformer, encoder_mask
 
 # ByT5-style: deeper encoder, heads*head_dim (24) != emb_dim (40).
-SMALL = T5Config(
-    vocab_size=30,
-    emb_dim=40,
-    num_heads=2,
-    head_dim=12,
-    num_encoder_layers=3,
-    num_decoder_layers=1,
-    mlp_dim=56,
-)
-TINY = T5Config(
-    vocab_size=40,
-    emb_dim=32,
-    num_heads=2,
-    head_dim=16,
-    num_encoder_layers=2,
-    num_decoder_layers=2,
-    mlp_dim=64,
-)
+SMALL = tiny_t5_config(vocab_size=30, emb_dim=40, head_dim=12, num_encoder_layers=3, mlp_dim=56)
+TINY = tiny_t5_config(vocab_size=40, num_encoder_layers=2, num_decoder_layers=2)
 
 
 def make_inputs(cfg: T5Config, b=2, p=4, t=6, l=5, seed=0, n_real_frames=None):
@@ -199,15 +184,7 @@ def test_param_names_shapes_and_axes():
 
 
 def test_query_init_folds_attention_scaling():
-    cfg = T5Config(
-        vocab_size=16,
-        emb_dim=256,
-        num_heads=4,
-        head_dim=64,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        mlp_dim=64,
-    )
+    cfg = tiny_t5_config(vocab_size=16, emb_dim=256, num_heads=4, head_dim=64)
     params = nn.meta.unbox(init(cfg, make_inputs(cfg, t=2, l=2)))["params"]
     att = params["encoder"]["layers_0"]["attention"]
     q_std = float(np.std(att["query"]["kernel"]))
@@ -431,16 +408,7 @@ def test_landmark_stride_stacks_frames_and_masks():
     mask = encoder_mask(tokens, frame_mask, landmark_stride=2)
     np.testing.assert_array_equal(mask, [[1, 1, 0, 1, 1, 0], [1, 0, 0, 1, 0, 0]])
 
-    cfg = T5Config(
-        vocab_size=64,
-        emb_dim=16,
-        num_heads=2,
-        head_dim=8,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        mlp_dim=32,
-        landmark_stride=2,
-    )
+    cfg = tiny_t5_config(vocab_size=64, emb_dim=16, head_dim=8, mlp_dim=32, landmark_stride=2)
     net = Transformer(cfg)
     rng = np.random.default_rng(0)
     landmarks = rng.random((2, 5, 255)).astype(np.float32)

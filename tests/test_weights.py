@@ -13,21 +13,14 @@ import numpy as np
 import pytest
 import tensorstore as ts
 from flax import serialization
+from helpers import tiny_t5_config
 
 from slt.models import weights
 from slt.models.model import EncoderDecoderModel
 from slt.models.network import T5Config, Transformer
 
 # ByT5-like asymmetry (3 encoder layers, 1 decoder layer) and heads*head_dim != d_model.
-CFG = T5Config(
-    vocab_size=48,
-    emb_dim=24,
-    num_heads=2,
-    head_dim=8,
-    num_encoder_layers=3,
-    num_decoder_layers=1,
-    mlp_dim=40,
-)
+CFG = tiny_t5_config(vocab_size=48, emb_dim=24, head_dim=8, num_encoder_layers=3, mlp_dim=40)
 
 
 @functools.cache
