@@ -163,16 +163,17 @@ def _empty_captions():
 class _CorpusClipSource(sources.ClipSource):
     """Clips composed from one sign language's words; nothing to read but the lexicon."""
 
+    name_suffix = ""
+
     def __init__(
         self,
-        name: str,
         sign_language: str,
         spoken_language: str,
         corpus_seed: int,
         config: Callable[[], landmarks.LandmarkConfig],
         train_variants: int,
     ):
-        self.name = name
+        self.name = f"fingerspelling_{sign_language}{self.name_suffix}"
         self.sign_language, self.spoken_language = sign_language, spoken_language
         self.corpus_seed, self.config, self.train_variants = corpus_seed, config, train_variants
 
@@ -212,14 +213,7 @@ class WordClipSource(_CorpusClipSource):
         only_words: Callable[[], set] | None = None,
         shuffle_words: bool = True,
     ):
-        super().__init__(
-            f"fingerspelling_{sign_language}",
-            sign_language,
-            spoken_language,
-            corpus_seed,
-            config,
-            train_variants,
-        )
+        super().__init__(sign_language, spoken_language, corpus_seed, config, train_variants)
         self.only_words, self.shuffle_words = only_words, shuffle_words
 
     def words(self, split: str) -> tuple[str, ...]:
@@ -330,22 +324,7 @@ def multiword_clip(
 class MultiWordClipSource(_CorpusClipSource):
     """Clips of 2-4 words of one split, each word a timed caption."""
 
-    def __init__(
-        self,
-        sign_language: str,
-        spoken_language: str,
-        corpus_seed: int,
-        config: Callable[[], landmarks.LandmarkConfig],
-        train_variants: int,
-    ):
-        super().__init__(
-            f"fingerspelling_{sign_language}_multiword",
-            sign_language,
-            spoken_language,
-            corpus_seed,
-            config,
-            train_variants,
-        )
+    name_suffix = "_multiword"
 
     def groups(self, split: str) -> list[tuple[int, tuple[str, ...]]]:
         """(variant, words) of every clip: each variant permutes the split's words

@@ -79,16 +79,18 @@ def parse_timed_captions(text: str) -> list[tuple[int, int, str]] | None:
 # ------------------------------------------------------------------------- counting
 
 
-SkipCounter = sources.SkipCounter
-SKIPPED = sources.SKIPPED  # one counter for sources and tasks
+def _drop_empty_targets(dataset: tf.data.Dataset, reason: str) -> tf.data.Dataset:
+    """Drops examples with an empty target, counted in `sources.SKIPPED` as `reason`."""
 
+    def keep(example):
+        nonempty = tf.strings.length(example[features.TARGETS]) > 0
+        return tf.cond(
+            nonempty,
+            lambda: tf.constant(True),
+            lambda: tf.numpy_function(sources.SKIPPED(reason), [nonempty], tf.bool, stateful=True),
+        )
 
-def _keep_or_count(keep: tf.Tensor, reason: str) -> tf.Tensor:
-    return tf.cond(
-        keep,
-        lambda: tf.constant(True),
-        lambda: tf.numpy_function(SKIPPED(reason), [keep], tf.bool, stateful=True),
-    )
+    return dataset.filter(keep)
 
 
 # --------------------------------------------------------------------- record maps
@@ -167,13 +169,7 @@ def slt_preprocessor(fixed_languages: tuple[str, str] | None, timed: bool):
             )
 
         ds = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if timed:
-            ds = ds.filter(
-                lambda ex: _keep_or_count(
-                    tf.strings.length(ex[features.TARGETS]) > 0, "clips_without_captions"
-                )
-            )
-        return ds
+        return _drop_empty_targets(ds, "clips_without_captions") if timed else ds
 
     return preprocess
 
@@ -201,12 +197,9 @@ def alignment_preprocessor(fixed_languages: tuple[str, str] | None):
                 record["id"],
             )
 
-        return dataset.map(
-            to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-        ).filter(
-            lambda ex: _keep_or_count(
-                tf.strings.length(ex[features.TARGETS]) > 0, "clips_without_captions"
-            )
+        return _drop_empty_targets(
+            dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
+            "clips_without_captions",
         )
 
     return preprocess
@@ -274,12 +267,9 @@ def augmented_slt_preprocessor(
                 record["landmarks"], prompt, table.lookup(record[key_field]), record["id"]
             )
 
-        return dataset.map(
-            to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-        ).filter(
-            lambda ex: _keep_or_count(
-                tf.strings.length(ex[features.TARGETS]) > 0, f"no {target_language} translation"
-            )
+        return _drop_empty_targets(
+            dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
+            f"no {target_language} translation",
         )
 
     return preprocess
@@ -446,7 +436,7 @@ def add_augmented_slt_task(
 
     `translations` has `lookup() -> tf.lookup.StaticHashTable` from `key_field` of the
     clip record (the caption id by default) to the translation, e.g. a
-    `sources.TranslationTable`. Clips without one are dropped and counted in SKIPPED.
+    `sources.TranslationTable`. Clips without one are dropped and counted in `sources.SKIPPED`.
     """
     languages.prompt("slt", sign_language or "ase", target_language)
     return _register(

@@ -62,7 +62,6 @@ import tensorflow as tf
 from slt import landmarks
 from tasks import sources
 
-SKIPPED = sources.SKIPPED
 # signsuisse's spokenLanguage -> the Swiss sign language of that language region.
 SIGNSUISSE_SIGN_LANGUAGES = {"de": "sgg", "fr": "ssr", "it": "slf"}
 
@@ -141,7 +140,7 @@ def _has(spec, key: str) -> bool:
 
 
 def _count(dataset: str, reason: str, n: int = 1) -> None:
-    SKIPPED.add(f"{dataset}: {reason}", n)
+    sources.SKIPPED.add(f"{dataset}: {reason}", n)
 
 
 def _frames(

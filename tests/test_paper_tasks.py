@@ -118,11 +118,11 @@ def test_each_task_yields_the_documented_features_and_prompt(tmp_path):
     paper_tasks.add_augmented_slt_task(
         "toy_aug_de", source, "de", sources.TranslationTable(str(path), "de"), sign_language="ase"
     )
-    before = paper_tasks.SKIPPED.counts.get("no de translation", 0)
+    before = sources.SKIPPED.counts.get("no de translation", 0)
     aug = _examples("toy_aug_de")
     assert [_text(ex["targets"]) for ex in aug] == [f"Wort{i}" for i in range(5)]
     assert _text(aug[0]["inputs"]) == "<slt> <ase> <de>"
-    assert paper_tasks.SKIPPED.counts["no de translation"] == before + 1
+    assert sources.SKIPPED.counts["no de translation"] == before + 1
     # ... or from a manifest column, keyed by the row id.
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"id": "clip0", "path": "x.pose", "text_it": "parola"}) + "\n")
@@ -415,7 +415,7 @@ def test_offline_sources_from_cldr_and_multiword_clips():
     pairs = fingerspelling_sources.cldr_pairs("en", "de")
     train = {key: (a, b) for key, a, b in pairs["train"] + pairs["validation"] + pairs["test"]}
     assert train["territory:DE"] == ("Germany", "Deutschland")
-    keys = [set(k for k, _, _ in pairs[s]) for s in ("train", "validation", "test")]
+    keys = [{k for k, _, _ in pairs[s]} for s in ("train", "validation", "test")]
     assert (
         not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and len(keys[0]) > 8 * len(keys[2]) / 2
     )

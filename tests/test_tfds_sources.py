@@ -154,9 +154,9 @@ def _eaf(path, slots, tiers):
         attr = f' TIME_VALUE="{value}"' if value is not None else ""
         lines.append(f'<TIME_SLOT TIME_SLOT_ID="{slot_id}"{attr}/>')
     lines.append("</TIME_ORDER>")
-    for tier_id, annotations in tiers.items():
+    for tier_id, tier in tiers.items():
         lines.append(f'<TIER LINGUISTIC_TYPE_REF="Translation" TIER_ID="{tier_id}">')
-        for annotation_id, s, e, text in annotations:
+        for annotation_id, s, e, text in tier:
             lines.append(
                 f'<ANNOTATION><ALIGNABLE_ANNOTATION ANNOTATION_ID="{annotation_id}" '
                 f'TIME_SLOT_REF1="{s}" TIME_SLOT_REF2="{e}"><ANNOTATION_VALUE>{text}'
