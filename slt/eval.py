@@ -23,11 +23,10 @@ gin_utils.quiet_tensorflow()
 gin_utils.add_cpu_xla_flags(decoding=True)
 
 import jax  # noqa: E402
-import seqio  # noqa: E402
 
 import gin  # noqa: E402
 import tasks  # noqa: E402,F401  (registers the tasks)
-from slt import evaluation, inference, partitioning  # noqa: E402
+from slt import configs, predict, restore, scoring  # noqa: E402
 
 
 @gin.configurable(denylist=[])
@@ -41,52 +40,49 @@ def evaluate(
     output_dir: str | None = None,
     bleurt_checkpoint: str | None = None,
     decode_options: Mapping[str, Any] | None = None,
-    mesh_shape: Sequence[int] = (-1,),
-    mesh_axis_names: Sequence[str] = ("data",),
-    logical_axis_rules: partitioning.LogicalRules = partitioning.DATA_PARALLEL_RULES,
     show_progress: bool = True,
-    coordinator_address: str | None = None,
-    num_processes: int | None = None,
-    process_id: int | None = None,
+    partitioning_config: configs.PartitioningConfig = configs.PartitioningConfig(),
+    distributed_config: configs.DistributedConfig = configs.DistributedConfig(),
 ) -> dict[str, dict[str, Any]]:
     """Metrics per task (as written to metrics.json).
 
     `mixture_or_task_name` defaults to the one the checkpoint was trained on; a mixture
     means each of its tasks; `prepared_data_dir` (a `slt.prepare` output) evaluates that
     dataset instead, as task `prepared_<dir name>`. `decode_options` go to
-    `predict_batch` as keywords. Several processes (`coordinator_address`/
-    `num_processes`/`process_id`, or the SLT_* environment variables as for
-    `slt.train`) each read their shard of the split; process 0 writes the outputs.
+    `predict_batch` as keywords.
+
+    `partitioning_config` lays the model out on the devices; its default, a
+    `(-1, 1, 1)` mesh over `("data", "fsdp", "model")` with `DATA_PARALLEL_RULES`,
+    replicates the parameters and splits each batch over every device (`batch_size`
+    must divide by the device count). With several processes (`distributed_config`,
+    or the SLT_* environment variables as for `slt.train`; its `step_timeout_s` is
+    not used here) each reads its shard of the split and process 0 writes the outputs.
     """
-    partitioning.initialize_distributed(coordinator_address, num_processes, process_id)
-    restored = inference.restore(checkpoint, mesh_shape, mesh_axis_names, logical_axis_rules)
-    if prepared_data_dir:
-        task_names = [inference.register_prepared(prepared_data_dir, restored)]
-    else:
-        name = mixture_or_task_name or restored.mixture_or_task_name
-        task_names = [t.name for t in seqio.get_subtasks(seqio.get_mixture_or_task(name))]
-    evaluation.check_splits(task_names, split)
-    output_dir = output_dir or os.path.join(
-        os.path.dirname(restored.checkpoint_dir)
-        if os.path.basename(restored.checkpoint_dir) == "checkpoints"
-        else restored.checkpoint_dir,
-        f"eval_{restored.step}_{split}",
+    restored, task_names = restore.restore_for_tasks(
+        checkpoint,
+        mixture_or_task_name,
+        prepared_data_dir,
+        split,
+        batch_size,
+        partitioning_config,
+        distributed_config,
     )
-    partitioning.check_batch_size(batch_size, restored.batch_sharding)
+    output_dir = output_dir or os.path.join(restored.model_dir, f"eval_{restored.step}_{split}")
     if not bleurt_checkpoint:
         print(
             "BLEURT: not computed, no BLEURT checkpoint given "
             '(--gin.evaluate.bleurt_checkpoint="/path/to/BLEURT-20").',
             flush=True,
         )
-    print(
-        f"evaluating step {restored.step} of {restored.checkpoint_dir} on {len(task_names)} "
-        f"task(s), {split} split",
-        flush=True,
+    print(f"evaluating {restored} on {len(task_names)} task(s), {split} split", flush=True)
+    predict_fn = predict.make_predict_fn(
+        restored.model,
+        restored.params_sharding,
+        restored.batch_sharding,
+        decode_options=decode_options,
     )
-    predict_fn = inference.make_predict_fn(restored, decode_options=decode_options)
     with jax.set_mesh(restored.mesh):
-        results = evaluation.evaluate_tasks(
+        results = scoring.evaluate_tasks(
             predict_fn,
             restored.params,
             task_names,

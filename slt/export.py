@@ -27,7 +27,7 @@ gin_utils.quiet_tensorflow()
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from slt import inference  # noqa: E402
+from slt import restore  # noqa: E402
 from slt.models import weights  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def export(checkpoint: str, output: str, format: str = "hf", dtype: str = "float
             f"--output {output} exists and is not empty; choose a new "
             "directory (an export never overwrites files)."
         )
-    restored = inference.restore(checkpoint)
+    restored = restore.restore_model(checkpoint)
     params = jax.tree.map(np.asarray, jax.device_get(restored.params))
     if format == "hf":
         return weights.write_hf_checkpoint(params, restored.model.network.config, output)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from slt import gin_utils
@@ -22,11 +22,10 @@ gin_utils.quiet_tensorflow()
 gin_utils.add_cpu_xla_flags(decoding=True)
 
 import jax  # noqa: E402
-import seqio  # noqa: E402
 
 import gin  # noqa: E402
 import tasks  # noqa: E402,F401  (registers the tasks)
-from slt import evaluation, inference, partitioning  # noqa: E402
+from slt import configs, predict, prediction_files, restore  # noqa: E402
 
 
 @gin.configurable(denylist=[])
@@ -40,28 +39,45 @@ def infer(
     batch_size: int = 64,
     chunk_size: int = 1024,
     decode_options: Mapping[str, Any] | None = None,
-    mesh_shape: Sequence[int] = (-1,),
-    mesh_axis_names: Sequence[str] = ("data",),
-    logical_axis_rules: partitioning.LogicalRules = partitioning.DATA_PARALLEL_RULES,
     show_progress: bool = True,
-    on_chunk_written: Any | None = None,
+    on_chunk_written: Callable[[int, str], None] | None = None,
+    partitioning_config: configs.PartitioningConfig = configs.PartitioningConfig(),
+    distributed_config: configs.DistributedConfig = configs.DistributedConfig(),
 ) -> dict[str, dict[str, int]]:
-    """{task: counts}; see `inference.write_task_predictions`.
+    """{task: counts}; see `prediction_files.write_task_predictions`.
 
-    With `prepared_data_dir` (a `python -m slt.prepare` output) the split of that
-    dataset is decoded instead of a registered task, as task `prepared_<dir name>`.
+    `mixture_or_task_name` defaults to the one the checkpoint was trained on; with
+    `prepared_data_dir` (a `python -m slt.prepare` output) the split of that dataset is
+    decoded instead, as task `prepared_<dir name>`. `decode_options` go to
+    `predict_batch` as keywords; `on_chunk_written(k, path)` is called after each shard.
+
+    `partitioning_config` lays the model out on the devices; its default, a
+    `(-1, 1, 1)` mesh over `("data", "fsdp", "model")` with `DATA_PARALLEL_RULES`,
+    replicates the parameters and splits each batch over every device. With several
+    processes (`distributed_config`, or the SLT_* environment variables as for
+    `slt.train`; its `step_timeout_s` is not used here) each reads its shard of the
+    split, `chunk_size` must be a multiple of the number of shards, and process 0
+    writes the files.
     """
-    partitioning.initialize_distributed()  # several processes: SLT_* variables
-    restored = inference.restore(checkpoint, mesh_shape, mesh_axis_names, logical_axis_rules)
-    if prepared_data_dir:
-        task_names = [inference.register_prepared(prepared_data_dir, restored)]
-    else:
-        name = mixture_or_task_name or restored.mixture_or_task_name
-        task_names = [t.name for t in seqio.get_subtasks(seqio.get_mixture_or_task(name))]
-    evaluation.check_splits(task_names, split)
-    partitioning.check_batch_size(batch_size, restored.batch_sharding)
-    predict_fn = inference.make_predict_fn(
-        restored, with_scores=True, decode_options=decode_options
+    restored, task_names = restore.restore_for_tasks(
+        checkpoint,
+        mixture_or_task_name,
+        prepared_data_dir,
+        split,
+        batch_size,
+        partitioning_config,
+        distributed_config,
+    )
+    print(
+        f"writing predictions of {restored} on {len(task_names)} task(s), {split} split",
+        flush=True,
+    )
+    predict_fn = predict.make_predict_fn(
+        restored.model,
+        restored.params_sharding,
+        restored.batch_sharding,
+        with_scores=True,
+        decode_options=decode_options,
     )
     run_info = {
         "checkpoint": restored.checkpoint_dir,
@@ -71,7 +87,7 @@ def infer(
     summary = {}
     with jax.set_mesh(restored.mesh):
         for task_name in task_names:
-            counts = inference.write_task_predictions(
+            counts = prediction_files.write_task_predictions(
                 predict_fn,
                 restored.params,
                 task_name,

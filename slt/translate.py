@@ -28,7 +28,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from slt import evaluation, features, inference, landmarks  # noqa: E402
+from slt import features, landmarks, predict, restore  # noqa: E402
 from slt.io import readers  # noqa: E402
 from tasks import languages  # noqa: E402
 
@@ -74,7 +74,7 @@ ELEMENT_SPEC = {
 
 
 def translate_files(
-    restored: inference.RestoredModel,
+    restored: restore.RestoredModel,
     paths: Sequence[str],
     prompt: str,
     batch_size: int = 0,
@@ -87,7 +87,7 @@ def translate_files(
     for path in paths:
         try:
             frames = preprocess(path, config)
-        except Exception as e:  # every failure is reported per file, the rest go on
+        except Exception as e:  # noqa: BLE001  (reported per file; the others go on)
             errors[path] = f"{type(e).__name__}: {e}"
             continue
         if len(frames) == 0:
@@ -104,10 +104,15 @@ def translate_files(
     if examples:
         num_shards = restored.batch_sharding.mesh.size
         batch_size = batch_size or num_shards * max(1, -(-len(examples) // num_shards))
-        predict_fn = inference.make_predict_fn(restored, decode_options=decode_options)
+        predict_fn = predict.make_predict_fn(
+            restored.model,
+            restored.params_sharding,
+            restored.batch_sharding,
+            decode_options=decode_options,
+        )
         vocabulary = features.byte_vocabulary()
         with jax.set_mesh(restored.mesh):
-            results = evaluation.predict_examples(
+            results = predict.predict_examples(
                 predict_fn,
                 restored.params,
                 examples,
@@ -147,7 +152,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("files", nargs="+", metavar="FILE")
     args = parser.parse_args(argv)
 
-    restored = inference.restore(args.checkpoint)
+    restored = restore.restore_model(args.checkpoint)
     sign, spoken = default_languages(restored.mixture_or_task_name)
     source, target = args.source_lang or sign, args.target_lang or spoken
     if not source or not target:

@@ -7,18 +7,16 @@ import os
 import numpy as np
 import pytest
 import sacrebleu
+from helpers import TEST_DATA
 
+from slt import configs, prediction_files, restore, translate
 from slt import eval as eval_lib
 from slt import infer as infer_lib
-from slt import inference, translate
 from slt import train as train_lib  # sets XLA flags before JAX starts
 from slt.models import network
 from tasks import fingerspelling
 
 TASK = "fingerspelling_slt_ase_en"
-SHARED_DATA = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data"
-)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +29,7 @@ def model_dir(tmp_path_factory):
         task_feature_lengths={"landmarks": 160, "inputs": 24, "targets": 24},
         batch_size=16,
         train_steps=8,
-        checkpoint_period=100,
+        checkpoint_config=configs.CheckpointConfig(period=100),
         log_period=4,
         network_config=network.T5Config(
             emb_dim=32,
@@ -42,8 +40,7 @@ def model_dir(tmp_path_factory):
             num_decoder_layers=1,
             landmark_stride=2,
         ),
-        eval_split="test",
-        eval_batch_size=32,
+        eval_config=configs.EvalConfig(split="test", batch_size=32),
     )
     return model_dir
 
@@ -76,7 +73,8 @@ def test_eval_writes_metrics_equal_to_sacrebleu_on_its_predictions(model_dir, tm
     assert [p["prediction"] for p in trained] == hyps
     assert [p["id"] for p in trained] == [p["id"] for p in predictions]
 
-    table = open(os.path.join(out, "metrics.md")).read()
+    with open(os.path.join(out, "metrics.md"), encoding="utf-8") as f:
+        table = f.read()
     assert f"| {TASK} | en | 127 | {written['bleu']:.2f} | {written['chrf']:.2f} |" in table
     assert "BLEURT: not computed" in table
     import matplotlib.image
@@ -107,9 +105,13 @@ def test_infer_resumes_after_an_interruption(model_dir, tmp_path):
     def interrupt(chunk, path):
         raise KeyboardInterrupt(f"interrupted after shard {chunk}")
 
-    kwargs = dict(
-        checkpoint=model_dir, output_dir=out, chunk_size=48, batch_size=16, show_progress=False
-    )
+    kwargs = {
+        "checkpoint": model_dir,
+        "output_dir": out,
+        "chunk_size": 48,
+        "batch_size": 16,
+        "show_progress": False,
+    }
     with pytest.raises(KeyboardInterrupt):
         infer_lib.infer(on_chunk_written=interrupt, **kwargs)
     first = os.path.join(out, f"{TASK}.test.predictions-00000.jsonl")
@@ -130,7 +132,7 @@ def test_infer_resumes_after_an_interruption(model_dir, tmp_path):
         "examples": 127,
     }
     assert os.stat(first).st_mtime_ns == stat.st_mtime_ns  # not rewritten
-    rows = inference.read_predictions(out, TASK, "test")
+    rows = prediction_files.read_predictions(out, TASK, "test")
     trained = _read_jsonl(os.path.join(model_dir, "eval", f"{TASK}.test.predictions.jsonl"))
     assert [(r["id"], r["prompt"], r["prediction"], r["target"]) for r in rows] == [
         (p["id"], p["prompt"], p["prediction"], p["target"]) for p in trained
@@ -179,13 +181,13 @@ def test_translate_reads_pose_and_npy_and_reports_bad_files(model_dir, tmp_path,
     assert f"{bad}: error:" in err and f"{missing}: error:" in err and "no such file" in err
 
     # The prompt is the one picked: a language the model never saw still decodes.
-    restored = inference.restore(model_dir)
+    restored = restore.restore_model(model_dir)
     translations, errors = translate.translate_files(restored, [letters[0]], "<slt> <ase> <de>")
     assert not errors and isinstance(translations[letters[0]], str)
 
 
 def test_translate_video(model_dir, capsys):
-    video = os.path.join(SHARED_DATA, "test_video.mp4")
+    video = os.path.join(TEST_DATA, "test_video.mp4")
     try:
         from slt.io import video as _  # noqa: F401
     except ImportError:
@@ -216,7 +218,7 @@ def test_infer_on_a_prepared_dataset(model_dir, tmp_path):
             for i, (path, text) in enumerate(letters)
         )
     )
-    restored = inference.restore(model_dir)
+    restored = restore.restore_model(model_dir)
     for name, config in (("data", restored.landmark_config), ("other", None)):
         options = clips.PrepareOptions(config=config) if config else clips.PrepareOptions()
         result = prepare.prepare(
@@ -245,7 +247,7 @@ def test_infer_on_a_prepared_dataset(model_dir, tmp_path):
             "examples": 3,
         }
     }
-    rows = inference.read_predictions(out, "prepared_data", "test")
+    rows = prediction_files.read_predictions(out, "prepared_data", "test")
     assert [(r["id"], r["prompt"], r["target"]) for r in rows] == [
         (f"letter-{i}", "<slt> <ase> <en>", text) for i, (_, text) in enumerate(letters)
     ]

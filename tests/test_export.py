@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from slt import export as export_lib
-from slt import inference
+from slt import restore
 from slt import train as train_lib  # sets XLA flags before JAX starts
 from slt.models import network, weights
 
@@ -41,7 +41,7 @@ def model_dir(tmp_path_factory):
 
 
 def trained_text_params(model_dir: str) -> dict[str, np.ndarray]:
-    restored = inference.restore(model_dir)
+    restored = restore.restore_model(model_dir)
     flat = weights.flatten(network.unstack_layers({k: v for k, v in restored.params.items()}))
     return {
         k: np.asarray(v)

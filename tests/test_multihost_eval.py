@@ -18,7 +18,7 @@ import pytest
 import seqio
 from tiny_train_flags import TINY_TRAIN_FLAGS
 
-from slt import evaluation, features
+from slt import features, predict
 from slt import train as train_lib  # noqa: F401  (sets XLA flags before JAX starts)
 
 TASK = "fingerspelling_slt_ase_en"
@@ -31,27 +31,25 @@ def _ids(ds):
 
 
 def test_input_shards_are_disjoint_cover_the_split_and_merge_back_in_order():
-    whole = _ids(evaluation.task_dataset(TASK, "validation", LENGTHS))
+    whole = _ids(predict.task_dataset(TASK, "validation", LENGTHS))
     shards = [
-        _ids(evaluation.task_dataset(TASK, "validation", LENGTHS, seqio.ShardInfo(i, 3)))
+        _ids(predict.task_dataset(TASK, "validation", LENGTHS, seqio.ShardInfo(i, 3)))
         for i in range(3)
     ]
     assert len(whole) > 100 and len(whole) % 3  # a ragged split: shards of unequal size
     assert sum(map(len, shards)) == len(whole) == len(set(whole))
     assert not set(shards[0]) & set(shards[1]) and not set(shards[1]) & set(shards[2])
-    assert evaluation.merge_shards(shards) == whole
+    assert predict.merge_shards(shards) == whole
     # One shard of one: the split itself.
-    assert (
-        _ids(evaluation.task_dataset(TASK, "validation", LENGTHS, seqio.ShardInfo(0, 1))) == whole
-    )
+    assert _ids(predict.task_dataset(TASK, "validation", LENGTHS, seqio.ShardInfo(0, 1))) == whole
 
 
 def test_merge_shards_interleaves_and_keeps_every_example():
-    assert evaluation.merge_shards([[0, 2, 4, 6], [1, 3, 5]]) == list(range(7))
-    assert evaluation.merge_shards([[0, 3], [1, 4], [2]]) == list(range(5))
-    assert evaluation.merge_shards([[], []]) == []
+    assert predict.merge_shards([[0, 2, 4, 6], [1, 3, 5]]) == list(range(7))
+    assert predict.merge_shards([[0, 3], [1, 4], [2]]) == list(range(5))
+    assert predict.merge_shards([[], []]) == []
     # Not an example-level split (file-level shards): nothing is lost or duplicated.
-    merged = evaluation.merge_shards([["a"], ["b", "c", "d"]])
+    merged = predict.merge_shards([["a"], ["b", "c", "d"]])
     assert sorted(merged) == ["a", "b", "c", "d"]
 
 
@@ -62,22 +60,22 @@ def test_one_process_gathers_its_own_results_and_numbers_missing_ids():
 
     mesh = partitioning.make_mesh((-1,), ("data",))
     sharding = partitioning.batch_sharding(mesh, partitioning.DATA_PARALLEL_RULES)
-    assert evaluation.host_input_shard(sharding, 8) == seqio.ShardInfo(0, 1)
-    assert evaluation.shard_readers(sharding, 8) == [0]
+    assert predict.host_input_shard(sharding, 8) == seqio.ShardInfo(0, 1)
+    assert predict.shard_readers(sharding, 8) == [0]
     rows = [{"prediction": "é"}, {"id": "x", "prediction": "b"}]
-    assert evaluation.allgather_json(rows) == [rows]
-    assert evaluation.number_missing_ids(evaluation.gather_shards(rows, sharding, 8), first=10) == [
+    assert predict.allgather_json(rows) == [rows]
+    assert predict.number_missing_ids(predict.gather_shards(rows, sharding, 8), first=10) == [
         {"id": 10, "prediction": "é"},
         {"id": "x", "prediction": "b"},
     ]
-    assert evaluation.allgather_ints([3, 4]).tolist() == [[3, 4]]
+    assert predict.allgather_ints([3, 4]).tolist() == [[3, 4]]
     assert jax.process_count() == 1
 
 
 def test_padding_batch_matches_the_converters_batches():
-    ds = evaluation.task_dataset(TASK, "validation", LENGTHS)
+    ds = predict.task_dataset(TASK, "validation", LENGTHS)
     real = next(features.LandmarkEncDecFeatureConverter()(ds, LENGTHS).batch(3).as_numpy_iterator())
-    pad = evaluation.padding_batch(LENGTHS, 5)
+    pad = predict.padding_batch(LENGTHS, 5)
     assert set(pad) == set(real)
     for name, value in real.items():
         assert pad[name].shape == (5,) + value.shape[1:] and pad[name].dtype == value.dtype
@@ -90,10 +88,10 @@ TINY = [
     *TINY_TRAIN_FLAGS,
     "--gin.train.train_steps=4",
     "--gin.slt.OptimizerConfig.decay_steps=4",
-    "--gin.train.donate_state=False",
+    "--gin.slt.PartitioningConfig.donate_state=False",
     # 131 validation examples: batches of 16 end ragged, and 2 shards are unequal.
-    '--gin.train.eval_split="validation"',
-    "--gin.train.eval_batch_size=16",
+    '--gin.slt.EvalConfig.split="validation"',
+    "--gin.slt.EvalConfig.batch_size=16",
 ]
 
 

@@ -1,12 +1,11 @@
-"""What an evaluation writes besides metrics.json: a Markdown table, a PNG plot of the
-metrics per task and language, TensorBoard summaries, and progress bars."""
+"""What an evaluation writes for people and tools: metrics.json, a Markdown table, a PNG
+plot of the metrics per task and language, and TensorBoard summaries."""
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 # Metrics on a 0-100 scale in the table and the plot; rates are shown as percentages.
@@ -20,25 +19,6 @@ TABLE_COLUMNS = (
     ("exact_match", "exact %"),
 )
 SIGNATURES = ("bleu_signature", "chrf_signature", "language_id_signature", "bleurt_checkpoint")
-
-
-@contextlib.contextmanager
-def progress_bar(total: int | None, description: str, enabled: bool = True) -> Iterator[Any]:
-    """A tqdm bar over examples on stderr (None when disabled)."""
-    if not enabled:
-        yield None
-        return
-    from tqdm import tqdm
-
-    with tqdm(
-        total=total,
-        desc=description,
-        unit="ex",
-        file=sys.stderr,
-        mininterval=2.0,
-        dynamic_ncols=True,
-    ) as bar:
-        yield bar
 
 
 def _cell(name: str, value: Any) -> str:
@@ -125,7 +105,9 @@ def write_tensorboard(
 def write_reports(
     results: Mapping[str, Mapping[str, Any]], output_dir: str, split: str, step: int
 ) -> None:
-    """metrics.md, metrics.png and TensorBoard event files in `output_dir`."""
+    """metrics.json, metrics.md, metrics.png and TensorBoard event files in `output_dir`."""
+    with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, ensure_ascii=False)
     with open(os.path.join(output_dir, "metrics.md"), "w", encoding="utf-8") as f:
         f.write(markdown_table(results, split))
     plot_metrics(results, os.path.join(output_dir, "metrics.png"), split)

@@ -1,9 +1,10 @@
-"""Decode whole eval splits with the jitted, sharded model and score them.
+"""Predict functions, and decoding whole task splits with them on a mesh.
 
-One code path for the final evaluation of `slt.train`, the batch job `slt.eval` and
-the prediction job `slt.infer`: examples stream from the seqio task in chunks, each
-chunk goes through the training feature converter and the sharded decoder in fixed-
-shape batches, and the text comes back with its id, prompt and target.
+One code path for the evaluation of `slt.train`, the batch job `slt.eval`, the
+prediction job `slt.infer` and `slt.translate`: examples stream from the seqio task
+in chunks (`predict_chunks`), each chunk goes through the training feature converter
+and the jitted, sharded decoder in fixed-shape batches (`predict_examples`), and the
+text comes back with its id, prompt and target.
 
 With several processes (multi-host), each process reads only its input shard of the
 split (seqio `ShardInfo` from its position on the mesh's batch axes, as in training),
@@ -14,25 +15,72 @@ split's order, so metrics equal a one-process run.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import itertools
 import json
 import logging
-import os
-import re
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from slt import eval_report, features, landmarks, metrics, partitioning
+from slt import features, landmarks, partitioning
+from slt.models import model as model_lib
+
+log = logging.getLogger(__name__)
 
 # `predict_fn(params, batch)` returns token ids [B, L], or a mapping with "tokens"
 # and, optionally, "scores" [B] (sum of log-probabilities of the tokens).
 PredictFn = Callable[[Any, Mapping[str, jax.Array]], Any]
 
-_PROMPT_TARGET_LANGUAGE = re.compile(r"^<\w+> <\w+> <([A-Za-z-]+)>")
+
+def predict_and_score(
+    model: model_lib.EncoderDecoderModel,
+    params: Any,
+    batch: Mapping[str, jax.Array],
+    decode_options: Mapping[str, Any],
+) -> dict[str, jax.Array]:
+    """Decoded tokens [B, L] and their score [B]: the sum of the model's log-probs of
+    the decoded tokens up to and including EOS (`model.score_batch`)."""
+    tokens = model.predict_batch(params, batch, **decode_options)
+    inputs = jnp.pad(tokens, ((0, 0), (1, 0)))[:, :-1]  # shift right; BOS is 0
+    scored = dict(
+        batch,
+        decoder_target_tokens=tokens,
+        decoder_input_tokens=inputs,
+        decoder_loss_weights=(tokens > 0).astype(jnp.int32),
+    )
+    return {"tokens": tokens, "scores": model.score_batch(params, scored)}
+
+
+def make_predict_fn(
+    model: model_lib.EncoderDecoderModel,
+    params_sharding: Any,
+    batch_sharding: jax.sharding.NamedSharding,
+    with_scores: bool = False,
+    decode_options: Mapping[str, Any] | None = None,
+) -> PredictFn:
+    """The jitted, sharded `predict_fn(params, batch)` of a model.
+
+    `decode_options` are passed to `EncoderDecoderModel.predict_batch` as keywords
+    (empty: its default, the checkpoint's `DecodingConfig`). `with_scores` adds the
+    score of each decoded sequence (`predict_and_score`).
+    """
+    options = dict(decode_options or {})
+    if with_scores:
+        fn = functools.partial(predict_and_score, model, decode_options=options)
+        out_shardings = {"tokens": batch_sharding, "scores": batch_sharding}
+    else:
+        fn = functools.partial(model.predict_batch, **options)
+        out_shardings = batch_sharding
+    return jax.jit(fn, in_shardings=(params_sharding, batch_sharding), out_shardings=out_shardings)
 
 
 def tokens_to_text(tokens: np.ndarray, vocabulary: seqio.Vocabulary) -> str:
@@ -43,10 +91,8 @@ def tokens_to_text(tokens: np.ndarray, vocabulary: seqio.Vocabulary) -> str:
     return vocabulary.decode([i for i in ids if i != 0])
 
 
-def target_language(prompt: str) -> str | None:
-    """The intended output language of a `<task> <src> <tgt>` prompt, else None."""
-    match = _PROMPT_TARGET_LANGUAGE.match(prompt)
-    return match.group(1) if match else None
+def target_vocabulary(task_name: str) -> seqio.Vocabulary:
+    return seqio.get_mixture_or_task(task_name).output_features[features.TARGETS].vocabulary
 
 
 def check_splits(task_names: Sequence[str], split: str) -> None:
@@ -56,8 +102,8 @@ def check_splits(task_names: Sequence[str], split: str) -> None:
         if split not in task.splits:
             raise ValueError(
                 f"task {name} has no split {split!r}; it has {sorted(task.splits)}. Pick one "
-                f'of those (e.g. --gin.evaluate.split="{sorted(task.splits)[0]}") or leave '
-                f"{name} out of the tasks."
+                "of those as the split to decode (gin: evaluate.split, infer.split, or "
+                f"slt.EvalConfig.split in training) or leave {name} out of the tasks."
             )
 
 
@@ -95,7 +141,26 @@ def iterate_chunks(ds: tf.data.Dataset, chunk_size: int) -> Iterator[list[dict[s
         yield chunk
 
 
-# -- several processes: each reads its input shard, process 0 gets every prediction ----
+@contextlib.contextmanager
+def progress_bar(total: int | None, description: str, enabled: bool = True) -> Iterator[Any]:
+    """A tqdm bar over examples on stderr (None when disabled)."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(
+        total=total,
+        desc=description,
+        unit="ex",
+        file=sys.stderr,
+        mininterval=2.0,
+        dynamic_ncols=True,
+    ) as bar:
+        yield bar
+
+
+# -- several processes: each reads its input shard, every process gets every prediction
 
 
 def host_input_shard(
@@ -132,6 +197,12 @@ def allgather_json(value: Any) -> list[Any]:
     return [json.loads(bytes(gathered[p, :n]).decode("utf-8")) for p, n in enumerate(lengths)]
 
 
+def process_zero_says(flag: bool) -> bool:
+    """Process 0's `flag`, on every process (a collective with several): for decisions
+    every process must take alike, such as whether a file exists on process 0's disk."""
+    return bool(allgather_ints([int(flag)])[0, 0])
+
+
 def merge_shards(per_shard: Sequence[Sequence[Any]]) -> list[Any]:
     """The split's order from its input shards' results: example k of shard s is
     example k * num_shards + s (seqio's example-level sharding, `Dataset.shard`)."""
@@ -139,7 +210,7 @@ def merge_shards(per_shard: Sequence[Sequence[Any]]) -> list[Any]:
     if sizes and (max(sizes) - min(sizes) > 1 or sizes != sorted(sizes, reverse=True)):
         # File-level sharding (a source with at least as many files as shards): every
         # example is still there once, but the split's own order is not recoverable.
-        logging.warning(
+        log.warning(
             "input shards hold %s examples: not an example-level split, so "
             "predictions are in shard-interleaved order, not the split's.",
             sizes,
@@ -166,6 +237,14 @@ def gather_shards(
     return merge_shards([per_process[p] for p in shard_readers(batch_sharding, batch_size)])
 
 
+def number_missing_ids(predictions: list[dict[str, Any]], first: int = 0) -> list[dict[str, Any]]:
+    """Gives examples without an id their position in the split (from `first`)."""
+    return [p if "id" in p else {"id": first + i, **p} for i, p in enumerate(predictions)]
+
+
+# -- decoding -----------------------------------------------------------------------
+
+
 def padding_batch(task_feature_lengths: Mapping[str, int], rows: int) -> dict[str, np.ndarray]:
     """Model features of `rows` empty examples (every mask zero)."""
     converter = features.LandmarkEncDecFeatureConverter()
@@ -187,6 +266,10 @@ def _host_rows(array: jax.Array, start: int, stop: int) -> np.ndarray:
         if start <= rows[0] and rows[1] <= stop:
             out[rows[0] - start : rows[1] - start] = np.asarray(shard.data)
     return out
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def predict_examples(
@@ -245,9 +328,76 @@ def predict_examples(
     return results
 
 
-def number_missing_ids(predictions: list[dict[str, Any]], first: int = 0) -> list[dict[str, Any]]:
-    """Gives examples without an id their position in the split."""
-    return [p if "id" in p else {"id": first + i, **p} for i, p in enumerate(predictions)]
+@dataclasses.dataclass
+class Chunk:
+    """Consecutive examples of a split: `size` of them from position `first` on.
+
+    `predictions` (in the split's order, on every process) is None for a chunk that
+    was skipped without decoding.
+    """
+
+    index: int
+    first: int
+    size: int
+    predictions: list[dict[str, Any]] | None
+
+
+def predict_chunks(
+    predict_fn: PredictFn,
+    params: Any,
+    task_name: str,
+    split: str,
+    task_feature_lengths: Mapping[str, int],
+    batch_size: int,
+    batch_sharding: jax.sharding.NamedSharding,
+    chunk_size: int = 1024,
+    show_progress: bool = True,
+    skip: Callable[[int], bool] | None = None,
+) -> Iterator[Chunk]:
+    """The predictions of a task split, chunk by chunk, in the split's order.
+
+    Each process reads its input shard of the split and contributes
+    `chunk_size // num_shards` of its examples to every chunk, so a chunk holds
+    `chunk_size` examples (the last fewer) when `chunk_size` is a multiple of the
+    number of input shards. Every process must iterate together (each chunk is agreed
+    and gathered by collectives). `skip(k)`, as process 0 answers it, passes chunk k
+    over without decoding it (its examples are still read).
+    """
+    shard_info = host_input_shard(batch_sharding, batch_size)
+    readers = shard_readers(batch_sharding, batch_size)
+    ds = task_dataset(task_name, split, task_feature_lengths, shard_info)
+    vocabulary = target_vocabulary(task_name)
+    chunks = iterate_chunks(ds, max(1, chunk_size // shard_info.num_shards))
+    first = 0
+    show = show_progress and jax.process_index() == 0
+    with progress_bar(num_examples(ds), f"{task_name}/{split}", show) as bar:
+        for index in itertools.count():
+            examples = next(chunks, [])
+            sizes = allgather_ints([len(examples)])[:, 0]
+            if not sizes.any():  # every shard is done
+                return
+            size = int(sum(sizes[p] for p in readers))
+            if skip is not None and process_zero_says(skip(index)):
+                predictions = None
+                if bar is not None:
+                    bar.update(len(examples))
+            else:
+                local = predict_examples(
+                    predict_fn,
+                    params,
+                    examples,
+                    ds.element_spec,
+                    task_feature_lengths,
+                    batch_size,
+                    batch_sharding,
+                    vocabulary,
+                    bar,
+                )
+                predictions = number_missing_ids(
+                    gather_shards(local, batch_sharding, batch_size), first=first
+                )
+            yield Chunk(index, first, size, predictions)
+            first += size
 
 
 def predict_task(
@@ -258,129 +408,20 @@ def predict_task(
     task_feature_lengths: Mapping[str, int],
     batch_size: int,
     batch_sharding: jax.sharding.NamedSharding,
-    chunk_size: int = 1024,
     show_progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Predictions for every example of a task split, in dataset order.
-
-    With several processes each reads only its input shard of the split and decodes
-    it in its rows of the global batch; every process gets all predictions back.
-    """
-    shard_info = host_input_shard(batch_sharding, batch_size)
-    ds = task_dataset(task_name, split, task_feature_lengths, shard_info)
-    vocabulary = seqio.get_mixture_or_task(task_name).output_features[features.TARGETS].vocabulary
-    local: list[dict[str, Any]] = []
-    chunks = iterate_chunks(ds, max(1, chunk_size // shard_info.num_shards))
-    show = show_progress and jax.process_index() == 0
-    with eval_report.progress_bar(num_examples(ds), f"{task_name}/{split}", show) as bar:
-        while True:
-            chunk = next(chunks, [])
-            if not allgather_ints([len(chunk)]).any():  # every shard is done
-                break
-            local += predict_examples(
-                predict_fn,
-                params,
-                chunk,
-                ds.element_spec,
-                task_feature_lengths,
-                batch_size,
-                batch_sharding,
-                vocabulary,
-                bar,
-            )
-    return number_missing_ids(gather_shards(local, batch_sharding, batch_size))
-
-
-def _text(value: Any) -> Any:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-def score_predictions(
-    predictions: Sequence[Mapping[str, Any]], bleurt_scorer: Any | None = None
-) -> dict[str, Any]:
-    """Metrics of written predictions (`prediction`, `target`, `prompt` per example).
-
-    Language accuracy needs every prompt to name its target language (`<t> <s> <tgt>`);
-    otherwise it is left out and `language_accuracy_note` says why.
-    """
-    languages = [target_language(p["prompt"]) for p in predictions]
-    unknown = sum(lang is None or lang not in metrics.LANGUAGE_ID_CANDIDATES for lang in languages)
-    result = metrics.translation_metrics(
-        [p["prediction"] for p in predictions],
-        [p["target"] for p in predictions],
-        target_languages=None if unknown else languages,
-        bleurt_scorer=bleurt_scorer,
-    )
-    distinct = sorted({lang or "?" for lang in languages})
-    result["target_language"] = distinct[0] if len(distinct) == 1 else ",".join(distinct)
-    if unknown:
-        result["language_accuracy_note"] = (
-            f"left out: {unknown} prompts name no target language the identifier knows "
-            f"({', '.join(metrics.LANGUAGE_ID_CANDIDATES)})."
-        )
-    return result
-
-
-def evaluate_tasks(
-    predict_fn: PredictFn,
-    params: Any,
-    task_names: Sequence[str],
-    split: str,
-    task_feature_lengths: Mapping[str, int],
-    batch_size: int,
-    batch_sharding: jax.sharding.NamedSharding,
-    output_dir: str | None = None,
-    *,
-    bleurt_checkpoint: str | None = None,
-    step: int | None = None,
-    show_progress: bool = True,
-) -> dict[str, dict[str, Any]]:
-    """{task: metrics}. With `output_dir` also writes, on process 0:
-
-    `metrics.json`, `<task>.<split>.predictions.jsonl`, `metrics.md` (a Markdown
-    table), `metrics.png` (metrics per task and language) and TensorBoard summaries
-    (at `step`, default 0). BLEURT is computed only with `bleurt_checkpoint`.
-    """
-    check_splits(task_names, split)
-    bleurt_scorer = None
-    if bleurt_checkpoint:
-        from slt import bleurt
-
-        bleurt_scorer = bleurt.BleurtScorer(bleurt_checkpoint)
-    else:
-        logging.info("BLEURT not computed: no BLEURT checkpoint given.")
-    write = bool(output_dir) and jax.process_index() == 0
-    if write:
-        os.makedirs(output_dir, exist_ok=True)
-    results = {}
-    for name in task_names:
-        predictions = predict_task(
+    """Predictions for every example of a task split, in the split's order, on every
+    process (see `predict_chunks`)."""
+    with contextlib.closing(
+        predict_chunks(
             predict_fn,
             params,
-            name,
+            task_name,
             split,
             task_feature_lengths,
             batch_size,
             batch_sharding,
             show_progress=show_progress,
         )
-        results[name] = score_predictions(predictions, bleurt_scorer)
-        logging.info(
-            "eval %s/%s: BLEU %.2f chrF %.2f (%d examples)",
-            name,
-            split,
-            results[name]["bleu"],
-            results[name]["chrf"],
-            len(predictions),
-        )
-        if write:
-            with open(
-                os.path.join(output_dir, f"{name}.{split}.predictions.jsonl"), "w", encoding="utf-8"
-            ) as f:
-                for p in predictions:
-                    f.write(json.dumps(p, ensure_ascii=False) + "\n")
-    if write:
-        with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2, ensure_ascii=False)
-        eval_report.write_reports(results, output_dir, split, step or 0)
-    return results
+    ) as chunks:
+        return [p for chunk in chunks for p in chunk.predictions]

@@ -1,0 +1,243 @@
+"""A trained model back from its checkpoint, ready to decode on a mesh.
+
+`restore_model(path)` accepts a MODEL_DIR (uses `checkpoints/`), a checkpoints directory
+(latest step) or one step directory, and rebuilds the network and the preprocessing
+from the checkpoint's metadata alone: no training gin files are needed. Only the
+parameters are read (the optimizer state stays on disk), through a read-only orbax
+manager, so a training run still writing to the directory is left alone.
+
+`restore_for_tasks` is the common start of `python -m slt.eval` and `slt.infer`: join
+the job's other processes, restore, and name the tasks to decode (a mixture's tasks,
+or a prepared dataset registered as a task).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from slt import configs, features, landmarks, partitioning
+from slt.models import decoding, network
+from slt.models import model as model_lib
+
+METADATA_FIELDS = ("network_config", "landmark_config", "task_feature_lengths")
+
+
+@dataclasses.dataclass
+class RestoredModel:
+    """A checkpoint's model and parameters, sharded onto `mesh`, with its metadata."""
+
+    model: model_lib.EncoderDecoderModel
+    params: Any
+    step: int
+    checkpoint_dir: str
+    metadata: dict[str, Any]
+    mesh: jax.sharding.Mesh
+    params_sharding: Any
+    batch_sharding: jax.sharding.NamedSharding
+
+    @property
+    def task_feature_lengths(self) -> dict[str, int]:
+        return dict(self.metadata["task_feature_lengths"])
+
+    @property
+    def landmark_config(self) -> landmarks.LandmarkConfig:
+        return landmarks.LandmarkConfig(**self.metadata["landmark_config"])
+
+    @property
+    def mixture_or_task_name(self) -> str:
+        return self.metadata["mixture_or_task_name"]
+
+    def __str__(self) -> str:
+        return f"step {self.step} of {self.checkpoint_dir}"
+
+    @property
+    def model_dir(self) -> str:
+        """The run directory: the parent of `checkpoints/`, else the checkpoints dir."""
+        if os.path.basename(self.checkpoint_dir) == "checkpoints":
+            return os.path.dirname(self.checkpoint_dir)
+        return self.checkpoint_dir
+
+
+def _is_step_dir(path: str) -> bool:
+    return os.path.basename(os.path.normpath(path)).isdigit() and os.path.isdir(
+        os.path.join(path, "metadata")
+    )
+
+
+def resolve_checkpoint(path: str) -> tuple[str, int]:
+    """(checkpoints directory, step) for a MODEL_DIR, checkpoints dir or step dir."""
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"checkpoint {path}: no such directory. Pass a MODEL_DIR of "
+            "slt.train, its checkpoints/ directory or one step in it."
+        )
+    if _is_step_dir(path):
+        return os.path.dirname(path), int(os.path.basename(os.path.normpath(path)))
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        path = os.path.join(path, "checkpoints")
+    steps = sorted(int(d) for d in os.listdir(path) if _is_step_dir(os.path.join(path, d)))
+    if not steps:
+        raise FileNotFoundError(
+            f"checkpoint {path}: holds no finished checkpoint step "
+            "(numbered directories with state/ and metadata/)."
+        )
+    return path, steps[-1]
+
+
+def model_from_metadata(metadata: Mapping[str, Any]) -> model_lib.EncoderDecoderModel:
+    """The network and decoding a checkpoint's metadata describe."""
+    config = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in metadata["network_config"].items()
+    }
+    known = {f.name for f in dataclasses.fields(network.T5Config)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(
+            f"checkpoint metadata network_config has fields {unknown} that this "
+            "version's T5Config does not know; use the code it was trained with."
+        )
+    # The decoding the run was configured with (e.g. joint CTC/attention); a checkpoint
+    # without one decodes greedily.
+    decoding_config = decoding.DecodingConfig(**metadata.get("decoding_config", {}))
+    return model_lib.EncoderDecoderModel(
+        network.Transformer(network.T5Config(**config)), decoding_config=decoding_config
+    )
+
+
+def batch_shapes(
+    task_feature_lengths: Mapping[str, int], batch_size: int
+) -> dict[str, tuple[int, ...]]:
+    """Shapes of the model features of a batch (what `init_params` needs)."""
+    lengths = features.LandmarkEncDecFeatureConverter().get_model_feature_lengths(
+        task_feature_lengths
+    )
+    shapes = {name: (batch_size, length) for name, length in lengths.items()}
+    shapes["encoder_landmarks"] += (landmarks.FRAME_DIM,)
+    return shapes
+
+
+def restore_model(
+    path: str, partitioning_config: configs.PartitioningConfig = configs.PartitioningConfig()
+) -> RestoredModel:
+    """The parameters and metadata of a checkpoint, sharded onto a new mesh.
+
+    The default `partitioning_config` is data parallelism over every device: the
+    parameters are replicated and each batch is split over the devices.
+    """
+    directory, step = resolve_checkpoint(path)
+    manager = ocp.CheckpointManager(
+        directory,
+        item_names=("state", "metadata"),
+        options=ocp.CheckpointManagerOptions(read_only=True),
+    )
+    metadata = manager.restore(
+        step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())
+    ).metadata
+    missing = [k for k in METADATA_FIELDS if k not in metadata]
+    if missing:
+        raise ValueError(
+            f"checkpoint {directory}/{step}: metadata lacks {missing}; it was "
+            "not written by slt.train."
+        )
+    model = model_from_metadata(metadata)
+    mesh = partitioning.make_mesh(
+        partitioning_config.mesh_shape,
+        partitioning_config.mesh_axis_names,
+        dcn_mesh_shape=partitioning_config.dcn_mesh_shape,
+    )
+    rules = partitioning_config.logical_axis_rules
+    shapes = batch_shapes(metadata["task_feature_lengths"], 1)
+    params_sharding = partitioning.param_shardings(model.logical_axes(shapes), mesh, rules)
+    abstract = jax.eval_shape(lambda rng: model.init_params(rng, shapes), jax.random.key(0))
+    target = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, params_sharding
+    )
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item={"params": target},
+                restore_args=ocp.checkpoint_utils.construct_restore_args({"params": target}),
+                partial_restore=True,
+            )
+        ),
+    )
+    manager.close()
+    return RestoredModel(
+        model=model,
+        params=restored.state["params"],
+        step=step,
+        checkpoint_dir=directory,
+        metadata=dict(metadata),
+        mesh=mesh,
+        params_sharding=params_sharding,
+        batch_sharding=partitioning.batch_sharding(mesh, rules),
+    )
+
+
+def register_prepared(data_dir: str, restored: RestoredModel) -> str:
+    """Registers a prepared dataset as task `prepared_<dir name>` and returns the name;
+    the dataset's preprocessing must be the one the model was trained with."""
+    from tasks import prepared
+
+    name = "prepared_" + re.sub(r"\W", "_", os.path.basename(os.path.normpath(data_dir)))
+    dataset_config = prepared.landmark_config(data_dir)
+    if dataset_config != restored.landmark_config:
+        differ = sorted(
+            k
+            for k, v in dataclasses.asdict(dataset_config).items()
+            if getattr(restored.landmark_config, k) != v
+        )
+        raise ValueError(
+            f"{data_dir}: prepared with another landmark config than the checkpoint "
+            f"{restored.checkpoint_dir} was trained with (fields {differ} differ); prepare "
+            "it again with the checkpoint's landmark_config."
+        )
+    prepared.register_prepared_task(name, data_dir)
+    return name
+
+
+def restore_for_tasks(
+    checkpoint: str,
+    mixture_or_task_name: str | None,
+    prepared_data_dir: str | None,
+    split: str,
+    batch_size: int,
+    partitioning_config: configs.PartitioningConfig,
+    distributed_config: configs.DistributedConfig,
+) -> tuple[RestoredModel, list[str]]:
+    """The restored checkpoint and the tasks a decoding job runs on.
+
+    Joins the job's other processes first (`distributed_config`, or the SLT_*
+    environment variables as for `slt.train`). The tasks are those of
+    `mixture_or_task_name` (default: what the checkpoint was trained on), or the
+    prepared dataset `prepared_data_dir` as one task. Fails before any decoding when a
+    task lacks `split` or `batch_size` does not split over the mesh.
+    """
+    import seqio
+
+    from slt import predict
+
+    partitioning.initialize_distributed(
+        distributed_config.coordinator_address,
+        distributed_config.num_processes,
+        distributed_config.process_id,
+        heartbeat_timeout_s=distributed_config.heartbeat_timeout_s,
+    )
+    restored = restore_model(checkpoint, partitioning_config)
+    if prepared_data_dir:
+        task_names = [register_prepared(prepared_data_dir, restored)]
+    else:
+        name = mixture_or_task_name or restored.mixture_or_task_name
+        task_names = [t.name for t in seqio.get_subtasks(seqio.get_mixture_or_task(name))]
+    predict.check_splits(task_names, split)
+    partitioning.check_batch_size(batch_size, restored.batch_sharding)
+    return restored, task_names
