@@ -11,7 +11,6 @@ chrF, language accuracy, empty rate, BLEURT with a BLEURT checkpoint; signatures
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -121,10 +120,9 @@ def print_results(results: Mapping[str, Mapping[str, Any]], split: str) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    gin_utils.parse_gin_args(argv)
+    gin_utils.parse_gin_args(argv, evaluate)
     evaluate()
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
     main(sys.argv[1:])

@@ -11,7 +11,6 @@ the same OUTPUT_DIR skips the shards already written.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -113,10 +112,9 @@ def infer(
 
 
 def main(argv: Sequence[str]) -> None:
-    gin_utils.parse_gin_args(argv)
+    gin_utils.parse_gin_args(argv, infer)
     infer()
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
     main(sys.argv[1:])

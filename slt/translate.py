@@ -13,7 +13,6 @@ Output: one line per file, `FILE<TAB>TRANSLATION`.
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -130,7 +129,7 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m slt.translate",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=gin_utils.HelpFormatter,
     )
     parser.add_argument(
         "--checkpoint",
@@ -150,7 +149,7 @@ def main(argv: Sequence[str]) -> int:
         help="files decoded together (default: all, rounded to devices)",
     )
     parser.add_argument("files", nargs="+", metavar="FILE")
-    args = parser.parse_args(argv)
+    args = gin_utils.parse_args(parser, argv)
 
     restored = restore.restore_model(args.checkpoint)
     sign, spoken = default_languages(restored.mixture_or_task_name)
@@ -174,5 +173,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
     sys.exit(main(sys.argv[1:]))
