@@ -4,26 +4,27 @@
     prepared.register_prepared_task("mycorpus_slt", "data/mycorpus")
     # then: python -m slt.train ... --gin.train.mixture_or_task_name=\"mycorpus_slt\"
 
-The source is file-sharded: with a `seqio.ShardInfo(index, num_shards)` (what the
-trainer derives from each host's position on the mesh) every host reads a disjoint
-subset of the shard files, so prepare at least as many shards per split as hosts
-(`--examples_per_shard`). Examples get the prompt `<slt> <sign> <spoken>` from
-`tasks/languages.py::prompt`, one per language pair found in the dataset, and the
-landmark config the dataset was prepared with is recorded in
-`tasks.LANDMARK_CONFIGS`, so checkpoints save it and translation repeats it.
+The task reads `tasks.sources.PreparedClipSource`, the reader of the paper's clip
+datasets. With a `seqio.ShardInfo(index, num_shards)` (what the trainer derives from
+each host's position on the mesh) every host reads a disjoint subset of the shard
+files; with fewer files than hosts, every host reads all of them and keeps every n-th
+example, so prepare at least as many shards per split as hosts
+(`--examples_per_shard`). Examples get the prompt `<slt> <sign> <spoken>` of their
+own languages (`tasks/languages.py`), and the landmark config the dataset was
+prepared with is recorded in `tasks.LANDMARK_CONFIGS`, so checkpoints save it and
+translation repeats it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import seqio
-import tensorflow as tf
 
 from slt import features, landmarks, shards
-from tasks import languages, paper_tasks, preprocessors
+from tasks import languages, paper_tasks, sources
 
 
 def dataset_info(data_dir: str) -> dict:
@@ -47,58 +48,6 @@ def landmark_config(data_dir: str) -> landmarks.LandmarkConfig:
     return landmarks.LandmarkConfig(**dataset_info(data_dir)["landmark_config"])
 
 
-class PreparedDataSource(seqio.FileDataSource):
-    """Reads the shards of a prepared dataset; file-sharded under a ShardInfo."""
-
-    def __init__(self, data_dir: str, splits: Sequence[str] | None = None):
-        info = dataset_info(data_dir)
-        available = info["splits"]
-        splits = list(splits or available)
-        unknown = [s for s in splits if s not in available]
-        if unknown:
-            raise ValueError(
-                f"{data_dir}: no prepared split {unknown}; it has {sorted(available)}."
-            )
-        self._data_dir = data_dir
-        self._files = {
-            s: [os.path.join(data_dir, n) for n in available[s]["shards"]] for s in splits
-        }
-        super().__init__(
-            read_file_fn=lambda path: tf.data.TFRecordDataset(path).map(
-                shards.parse, num_parallel_calls=tf.data.AUTOTUNE
-            ),
-            split_to_filepattern=self._files,
-            num_input_examples={s: available[s]["num_examples"] for s in splits},
-        )
-
-    def list_shards(self, split: str) -> Sequence[str]:
-        # The exact files of dataset_info.json (no glob, no stale leftovers).
-        return list(self._files[split])
-
-
-def _slt_examples(prompts: Mapping[str, str]):
-    """A preprocessor: parsed shard examples -> {landmarks, inputs, targets, id}."""
-    keys = tf.constant(list(prompts))
-    values = tf.constant([prompts[k] for k in prompts])
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(keys, values), default_value=""
-    )
-
-    def to_task_features(dataset: tf.data.Dataset) -> tf.data.Dataset:
-        def convert(ex):
-            pair = tf.strings.join([ex["sign_language"], "-", ex["spoken_language"]])
-            return {
-                features.LANDMARKS: ex["landmarks"],
-                features.INPUTS: table.lookup(pair),
-                features.TARGETS: ex["text"],
-                "id": ex["id"],
-            }
-
-        return dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-
-    return to_task_features
-
-
 def register_prepared_task(
     name: str,
     data_dir: str,
@@ -107,6 +56,9 @@ def register_prepared_task(
     shuffle_buffer_size: int = 10_000,
 ) -> seqio.Task:
     """Registers a seqio SLT task over a prepared dataset, in one call.
+
+    The task reads `sources.PreparedClipSource` through `paper_tasks.add_slt_task`, as
+    the paper's clip datasets do; each example's prompt names its own languages.
 
     Args:
       name: the task name (replaces a task of that name).
@@ -118,27 +70,30 @@ def register_prepared_task(
     Returns:
       The registered task, with features `landmarks`, `inputs`, `targets` (and `id`).
     """
-    info = dataset_info(data_dir)
-    pairs = sorted(
-        {pair for s in (splits or info["splits"]) for pair in info["splits"][s]["languages"]}
-    )
-    prompts = {pair: languages.prompt("slt", *pair.split("-", 1)) for pair in pairs}
+    available = dataset_info(data_dir)["splits"]
+    splits = list(splits or available)
+    unknown = [s for s in splits if s not in available]
+    if unknown:
+        raise ValueError(f"{data_dir}: no prepared split {unknown}; it has {sorted(available)}.")
+    pairs = {pair for s in splits for pair in available[s]["languages"]}
+    languages.check_codes({code for pair in pairs for code in pair.split("-", 1)}, data_dir)
     config = landmark_config(data_dir)
     if name in seqio.TaskRegistry.names():
         seqio.TaskRegistry.remove(name)
-    task = seqio.TaskRegistry.add(
+    source = sources.PreparedClipSource(
         name,
-        source=PreparedDataSource(data_dir, splits),
-        preprocessors=[
-            _slt_examples(prompts),
-            preprocessors.tokenize_text,
-            seqio.preprocessors.append_eos_after_trim,
-        ],
+        data_dir,
+        "python -m slt.prepare --manifest=<manifest> --output_dir={root} --split={split}",
+        splits,
+    )
+    return paper_tasks.add_slt_task(
+        name,
+        source,
         output_features=features.task_output_features(vocabulary),
+        splits=splits,
+        landmark_config=lambda: config,
         shuffle_buffer_size=shuffle_buffer_size,
     )
-    paper_tasks.LANDMARK_CONFIGS[name] = lambda: config
-    return task
 
 
 def prepared_task(name: str, data_dir: str) -> str:

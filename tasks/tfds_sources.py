@@ -10,8 +10,9 @@ read at commit d71f97f, Feb 2026). A `PoseFeature` decodes to
                             pose N=543 holistic (configs default, poses). Splits
                             train / validation / test. DGS (gsg) -> de.
   dgs_corpus 3.0.0          data_type "document" (configs default, openpose, holistic):
-                            one session per example: id, paths {ilex, eaf, srt, cmdi},
-                            poses {a, b} (holistic N=543; openpose N=137, D=2). The
+                            one recorded conversation per example: id, paths
+                            {ilex, eaf, srt, cmdi}, poses {a, b} (holistic N=543;
+                            openpose N=137, D=2). The
                             sentences are not features: they are the ELAN file's
                             `Deutsche_Übersetzung_<A|B>` tier (start and end in ms),
                             read from `paths/eaf` as the builder itself does.
