@@ -4,6 +4,11 @@
 import os
 from typing import Any
 
+import numpy as np
+
+from slt import partitioning
+from slt import trainer as trainer_lib
+from slt.models import model as model_lib
 from slt.models import network
 
 # Real recordings the tests read; tests/data/README.md says what they are and where they
@@ -27,3 +32,45 @@ def tiny_t5_config(**overrides: Any) -> network.T5Config:
         "num_decoder_layers": 1,
     }
     return network.T5Config(**{**fields, **overrides})
+
+
+# The trainer tests' network and batch: 4 rows, prompts of 6 tokens, 10 frames (5 encoder
+# positions at stride 2), 7 target tokens.
+TRAINER_CONFIG = tiny_t5_config(landmark_stride=2)
+TRAINER_SHAPES = {
+    "encoder_input_tokens": (4, 6),
+    "encoder_landmarks": (4, 10, 255),
+    "encoder_landmark_mask": (4, 10),
+    "decoder_input_tokens": (4, 7),
+    "decoder_target_tokens": (4, 7),
+    "decoder_loss_weights": (4, 7),
+}
+
+
+def trainer_batch(seed: int = 0) -> dict[str, np.ndarray]:
+    """A random batch of `TRAINER_SHAPES`: 5 to 10 real frames a row, and targets of 4
+    tokens, EOS, then 2 of padding."""
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(3, 40, (4, 7)).astype(np.int32)
+    targets[:, -2:] = 0
+    targets[:, -3] = 1
+    return {
+        "encoder_input_tokens": rng.integers(3, 40, (4, 6)).astype(np.int32),
+        "encoder_landmarks": rng.random((4, 10, 255)).astype(np.float32),
+        "encoder_landmark_mask": (np.arange(10) < rng.integers(5, 11, (4, 1))).astype(np.int32),
+        "decoder_input_tokens": np.concatenate([np.zeros((4, 1), np.int32), targets[:, :-1]], 1),
+        "decoder_target_tokens": targets,
+        "decoder_loss_weights": (targets > 0).astype(np.int32),
+    }
+
+
+def make_trainer(optimizer_name: str = "adamw") -> trainer_lib.Trainer:
+    """A data-parallel Trainer of `TRAINER_CONFIG` over all devices, learning rate 3e-3."""
+    mesh = partitioning.make_mesh()
+    model = model_lib.EncoderDecoderModel(network.Transformer(TRAINER_CONFIG))
+    optimizer = trainer_lib.make_optimizer(
+        trainer_lib.OptimizerConfig(name=optimizer_name, learning_rate=3e-3)
+    )
+    return trainer_lib.Trainer(
+        model, optimizer, mesh, partitioning.DATA_PARALLEL_RULES, TRAINER_SHAPES
+    )

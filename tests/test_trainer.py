@@ -1,61 +1,18 @@
 import jax
 import numpy as np
 import pytest
+from helpers import make_trainer, trainer_batch
 
 from slt import checkpoints, partitioning
 from slt import trainer as trainer_lib
-from slt.models import model as model_lib
-from slt.models import network
-
-CONFIG = network.T5Config(
-    emb_dim=32,
-    num_heads=2,
-    head_dim=16,
-    num_encoder_layers=1,
-    num_decoder_layers=1,
-    mlp_dim=64,
-    landmark_stride=2,
-)
-SHAPES = {
-    "encoder_input_tokens": (4, 6),
-    "encoder_landmarks": (4, 10, 255),
-    "encoder_landmark_mask": (4, 10),
-    "decoder_input_tokens": (4, 7),
-    "decoder_target_tokens": (4, 7),
-    "decoder_loss_weights": (4, 7),
-}
-
-
-def _batch(seed=0):
-    rng = np.random.default_rng(seed)
-    targets = rng.integers(3, 40, (4, 7)).astype(np.int32)
-    targets[:, -2:] = 0
-    targets[:, -3] = 1
-    return {
-        "encoder_input_tokens": rng.integers(3, 40, (4, 6)).astype(np.int32),
-        "encoder_landmarks": rng.random((4, 10, 255)).astype(np.float32),
-        "encoder_landmark_mask": (np.arange(10) < rng.integers(5, 11, (4, 1))).astype(np.int32),
-        "decoder_input_tokens": np.concatenate([np.zeros((4, 1), np.int32), targets[:, :-1]], 1),
-        "decoder_target_tokens": targets,
-        "decoder_loss_weights": (targets > 0).astype(np.int32),
-    }
-
-
-def _trainer(name="adamw"):
-    mesh = partitioning.make_mesh()
-    model = model_lib.EncoderDecoderModel(network.Transformer(CONFIG))
-    optimizer = trainer_lib.make_optimizer(
-        trainer_lib.OptimizerConfig(name=name, learning_rate=3e-3)
-    )
-    return trainer_lib.Trainer(model, optimizer, mesh, partitioning.DATA_PARALLEL_RULES, SHAPES)
 
 
 @pytest.mark.parametrize("name", ["adamw", "adafactor"])
 def test_train_step_lowers_the_loss(name):
-    trainer = _trainer(name)
+    trainer = make_trainer(name)
     with jax.set_mesh(trainer.mesh):
         state = trainer.init_state(jax.random.key(0))
-        batch = partitioning.global_batch(_batch(), trainer.batch_sharding)
+        batch = partitioning.global_batch(trainer_batch(), trainer.batch_sharding)
         losses = []
         for _ in range(30):
             state, metrics = trainer.train_step(state, batch, jax.random.key(1))
@@ -84,11 +41,13 @@ def test_schedules():
 
 
 def test_checkpoint_restore_equals_saved_state(tmp_path):
-    trainer = _trainer()
+    trainer = make_trainer()
     with jax.set_mesh(trainer.mesh):
         state = trainer.init_state(jax.random.key(0))
         state, _ = trainer.train_step(
-            state, partitioning.global_batch(_batch(), trainer.batch_sharding), jax.random.key(1)
+            state,
+            partitioning.global_batch(trainer_batch(), trainer.batch_sharding),
+            jax.random.key(1),
         )
         saved = jax.device_get(state)
         ckpt = checkpoints.Checkpointer(str(tmp_path / "ckpt"))
@@ -116,7 +75,7 @@ import jax, pytest
 from slt import partitioning
 from slt import trainer as trainer_lib
 from slt.models import model as model_lib, network
-from test_trainer import CONFIG, SHAPES
+from helpers import TRAINER_CONFIG, TRAINER_SHAPES
 mesh = partitioning.make_mesh((-1,), ("data",))
 assert mesh.shape == {"data": 2}
 sharding = partitioning.batch_sharding(mesh, partitioning.DATA_PARALLEL_RULES)
@@ -126,10 +85,10 @@ with pytest.raises(ValueError, match="batch_size=3 does not split over 2 data sh
 # Shard the MLP over `data`: Adam moments must follow their parameter; Adafactor's
 # factored statistics (another shape) stay replicated.
 rules = [("mlp", "data")] + [r for r in partitioning.DATA_PARALLEL_RULES if r[0] != "mlp"]
-model = model_lib.EncoderDecoderModel(network.Transformer(CONFIG))
+model = model_lib.EncoderDecoderModel(network.Transformer(TRAINER_CONFIG))
 for name in ("adamw", "adafactor"):
     opt = trainer_lib.make_optimizer(trainer_lib.OptimizerConfig(name=name))
-    tr = trainer_lib.Trainer(model, opt, mesh, rules, SHAPES, donate_state=False)
+    tr = trainer_lib.Trainer(model, opt, mesh, rules, TRAINER_SHAPES, donate_state=False)
     wi = tr.params_sharding["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
     assert wi.spec == jax.sharding.PartitionSpec(None, "data"), wi.spec
     state = tr.state_sharding.opt_state[0]
@@ -166,7 +125,7 @@ def test_batch_split_and_optimizer_sharding_on_two_devices():
 
 
 def test_optimizer_state_follows_parameter_sharding():
-    trainer = _trainer("adamw")
+    trainer = make_trainer("adamw")
     leaves = jax.tree.leaves(trainer.state_sharding.opt_state)
     assert leaves and all(isinstance(s, jax.sharding.NamedSharding) for s in leaves)
     # Adam's first moment has the parameters' shardings leaf for leaf.

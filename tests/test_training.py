@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
-from test_trainer import CONFIG, SHAPES, _batch, _trainer
+from helpers import TRAINER_CONFIG, TRAINER_SHAPES, make_trainer, trainer_batch
 
 from slt import checkpoints, input_state, partitioning, train_monitor
 from slt import trainer as trainer_lib
@@ -23,17 +23,22 @@ from slt.models import network
 )  # (keeps the default run short)
 def test_microbatch_gradients_equal_the_full_batch(loss_normalizing_factor):
     model = model_lib.EncoderDecoderModel(
-        network.Transformer(CONFIG), loss_normalizing_factor=loss_normalizing_factor
+        network.Transformer(TRAINER_CONFIG), loss_normalizing_factor=loss_normalizing_factor
     )
     optimizer = trainer_lib.make_optimizer(trainer_lib.OptimizerConfig(name="adamw"))
     mesh = partitioning.make_mesh()
-    batch = _batch(3)
+    batch = trainer_batch(3)
     batch["decoder_loss_weights"][1, :] = 0  # microbatches with unequal token counts
     batch["decoder_loss_weights"][2, 3:] = 0
     results = []
     for count in (1, 4):
         trainer = trainer_lib.Trainer(
-            model, optimizer, mesh, partitioning.DATA_PARALLEL_RULES, SHAPES, num_microbatches=count
+            model,
+            optimizer,
+            mesh,
+            partitioning.DATA_PARALLEL_RULES,
+            TRAINER_SHAPES,
+            num_microbatches=count,
         )
         with jax.set_mesh(mesh):
             params = trainer.init_state(jax.random.key(0)).params
@@ -51,7 +56,7 @@ def test_microbatch_gradients_equal_the_full_batch(loss_normalizing_factor):
 
 
 def test_microbatches_must_divide_the_batch():
-    model = model_lib.EncoderDecoderModel(network.Transformer(CONFIG))
+    model = model_lib.EncoderDecoderModel(network.Transformer(TRAINER_CONFIG))
     optimizer = trainer_lib.make_optimizer(trainer_lib.OptimizerConfig())
     with pytest.raises(ValueError, match="num_microbatches=3 must divide batch_size=4"):
         trainer_lib.Trainer(
@@ -59,14 +64,14 @@ def test_microbatches_must_divide_the_batch():
             optimizer,
             partitioning.make_mesh(),
             partitioning.DATA_PARALLEL_RULES,
-            SHAPES,
+            TRAINER_SHAPES,
             num_microbatches=3,
         )
 
 
 def test_nan_loss_stops_with_a_clear_message():
-    trainer = _trainer()
-    batch = _batch()
+    trainer = make_trainer()
+    batch = trainer_batch()
     batch["encoder_landmarks"][0, 0, 0] = np.nan
     with jax.set_mesh(trainer.mesh):
         state = trainer.init_state(jax.random.key(0))
@@ -296,7 +301,7 @@ def _save_steps(trainer, directory, steps, **kwargs):
 
 
 def test_restore_lists_every_mismatch(tmp_path):
-    trainer = _trainer()
+    trainer = make_trainer()
     ckpt = _save_steps(trainer, str(tmp_path / "ckpt"), [1])
     target = checkpoints.abstract_with_shardings(trainer.abstract_state, trainer.state_sharding)
     params = dict(target.params)
@@ -329,7 +334,7 @@ def test_restore_lists_every_mismatch(tmp_path):
 
 
 def test_unfinished_save_is_never_restored_and_retention(tmp_path):
-    trainer = _trainer()
+    trainer = make_trainer()
     directory = str(tmp_path / "ckpt")
     ckpt = _save_steps(trainer, directory, [2, 4, 6, 8, 10], max_to_keep=2, keep_period=4)
     # The newest 2 plus every multiple of keep_period.
