@@ -22,18 +22,17 @@ from collections.abc import Sequence
 
 from slt import gin_utils
 
-gin_utils.quiet_tensorflow()
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from slt import restore  # noqa: E402
-from slt.models import weights  # noqa: E402
-
 
 def export(checkpoint: str, output: str, format: str = "hf", dtype: str = "float32") -> list[str]:
     """Writes the text model of ``checkpoint`` to ``output``; returns the param names
     left out. ``dtype`` applies to T5X zarr arrays ("float32" or "bfloat16")."""
+    # Imported here, not at the top: `--help` answers without loading JAX.
+    import jax
+    import numpy as np
+
+    from slt import restore
+    from slt.models import weights
+
     if format not in ("hf", "t5x"):
         raise ValueError(f"--format {format!r}: use 'hf' or 't5x'.")
     if os.path.exists(output) and os.listdir(output):
@@ -53,21 +52,26 @@ def export(checkpoint: str, output: str, format: str = "hf", dtype: str = "float
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m slt.export", description=__doc__, formatter_class=gin_utils.HelpFormatter
+    )
     parser.add_argument(
         "--checkpoint",
         required=True,
         help="MODEL_DIR of slt.train, its checkpoints/ dir or a step dir",
     )
     parser.add_argument("--output", required=True, help="new directory to write")
-    parser.add_argument("--format", choices=("hf", "t5x"), default="hf")
+    parser.add_argument(
+        "--format", choices=("hf", "t5x"), default="hf", help="Hugging Face or T5X layout"
+    )
     parser.add_argument(
         "--dtype",
         choices=("float32", "bfloat16"),
         default="float32",
         help="array dtype of a T5X export (HF exports are float32)",
     )
-    args = parser.parse_args(argv)
+    args = gin_utils.parse_args(parser, argv)
+    gin_utils.quiet_tensorflow()
     try:
         left_out = export(args.checkpoint, args.output, args.format, args.dtype)
     except (FileNotFoundError, FileExistsError, ValueError) as error:

@@ -289,7 +289,8 @@ def gin_help(job: Callable) -> str:
         f"                        ${THIRD_PARTY_LOG_LEVEL_ENV}, else warning)",
         "  -h, --help            show this help and exit",
         "",
-        f"gin bindings of {job.__name__} and their defaults (set in a --gin_file or with --gin.):",
+        f"gin bindings of {job.__name__} with their defaults "
+        "(set them in a --gin_file or as --gin.NAME=VALUE):",
     ]
     configs = []
     for name, p in inspect.signature(job).parameters.items():

@@ -206,8 +206,16 @@ ENTRY_POINTS = {
         "    slt.CheckpointConfig.period = 1000\n",
         "    slt.PartitioningConfig.logical_axis_rules = %slt.DATA_PARALLEL_RULES\n",
     ],
-    "slt.eval": ["python -m slt.eval --gin_file=", "  evaluate.checkpoint = <required>\n"],
-    "slt.infer": ["python -m slt.infer --gin_file=", "  infer.output_dir = <required>\n"],
+    "slt.eval": [
+        "python -m slt.eval --gin_file=",
+        "  evaluate.checkpoint = <required>\n",
+        "  evaluate.partitioning_config = @slt.PartitioningConfig()\n",
+    ],
+    "slt.infer": [
+        "python -m slt.infer --gin_file=",
+        "  infer.output_dir = <required>\n",
+        "  infer.partitioning_config = @slt.PartitioningConfig()\n",
+    ],
     "slt.translate": ["python -m slt.translate --checkpoint", "--source_lang"],
     "slt.prepare": ["python -m slt.prepare --manifest=", "--examples_per_shard"],
     "slt.export": ["python -m slt.export --checkpoint", "--format {hf,t5x}"],
