@@ -11,7 +11,7 @@ REASONS = {
     "truncated_pose": "the file ends before the frames its header promises; re-export it",
     "corrupt_array": "numpy cannot load the file, or its arrays have the wrong shape",
     "video_failed": "MediaPipe could not read or process the video",
-    "video_backend_missing": "the MediaPipe environment is not installed (see README)",
+    "video_backend_missing": "the MediaPipe environment is not installed (docs/data.md, Videos)",
     "zero_frames": "the clip has no frames (or none in [start, end])",
     "non_finite": "a detected point has a NaN or Inf coordinate",
     "wrong_point_count": "the layout is not MediaPipe Holistic (or lacks needed points)",
