@@ -26,18 +26,17 @@ from jax.sharding import PartitionSpec as P
 from slt import partitioning
 from slt import trainer as trainer_lib
 from slt.models import model as model_lib, network
-from test_trainer import _batch
+from helpers import tiny_t5_config, trainer_batch
 
 assert len(jax.devices()) == 8
 # Every split dimension divides 8: heads 8, joined_kv 32, embed 32, mlp 64, vocab 384.
-CONFIG = network.T5Config(vocab_size=384, emb_dim=32, num_heads=8, head_dim=4,
-                          num_encoder_layers=1, num_decoder_layers=1, mlp_dim=64,
-                          landmark_stride=2)
+CONFIG = tiny_t5_config(vocab_size=384, num_heads=8, head_dim=4, landmark_stride=2)
 B = 8
 SHAPES = {"encoder_input_tokens": (B, 6), "encoder_landmarks": (B, 10, 255),
           "encoder_landmark_mask": (B, 10), "decoder_input_tokens": (B, 7),
           "decoder_target_tokens": (B, 7), "decoder_loss_weights": (B, 7)}
-batch = {k: np.concatenate([v, w]) for (k, v), w in zip(_batch(0).items(), _batch(1).values())}
+halves = trainer_batch(0), trainer_batch(1)
+batch = {k: np.concatenate([h[k] for h in halves]) for k in halves[0]}
 model = model_lib.EncoderDecoderModel(network.Transformer(CONFIG))
 # Factor every matrix with both dims >= 16, so Adafactor's v_row / v_col exist.
 opt = trainer_lib.make_optimizer(trainer_lib.OptimizerConfig(
