@@ -25,7 +25,7 @@ import jax  # noqa: E402
 
 import gin  # noqa: E402
 import tasks  # noqa: E402,F401  (registers the tasks)
-from slt import configs, predict, restore, scoring  # noqa: E402
+from slt import configs, restore, scoring  # noqa: E402
 
 
 @gin.configurable(denylist=[])
@@ -74,21 +74,16 @@ def evaluate(
             flush=True,
         )
     print(f"evaluating {restored} on {len(task_names)} task(s), {split} split", flush=True)
-    predict_fn = predict.make_predict_fn(
-        restored.model,
-        restored.params_sharding,
-        restored.batch_sharding,
-        decode_options=decode_options,
-    )
+    predictor = restored.predictor(batch_size, decode_options=decode_options)
     with jax.set_mesh(restored.mesh):
         results = scoring.evaluate_tasks(
-            predict_fn,
-            restored.params,
+            predictor.predict_fn,
+            predictor.params,
             task_names,
             split,
-            restored.task_feature_lengths,
+            predictor.task_feature_lengths,
             batch_size,
-            restored.batch_sharding,
+            predictor.batch_sharding,
             output_dir,
             bleurt_checkpoint=bleurt_checkpoint,
             step=restored.step,

@@ -24,7 +24,7 @@ import jax  # noqa: E402
 
 import gin  # noqa: E402
 import tasks  # noqa: E402,F401  (registers the tasks)
-from slt import configs, predict, prediction_files, restore  # noqa: E402
+from slt import configs, prediction_files, restore  # noqa: E402
 
 
 @gin.configurable(denylist=[])
@@ -71,13 +71,7 @@ def infer(
         f"writing predictions of {restored} on {len(task_names)} task(s), {split} split",
         flush=True,
     )
-    predict_fn = predict.make_predict_fn(
-        restored.model,
-        restored.params_sharding,
-        restored.batch_sharding,
-        with_scores=True,
-        decode_options=decode_options,
-    )
+    predictor = restored.predictor(batch_size, with_scores=True, decode_options=decode_options)
     run_info = {
         "checkpoint": restored.checkpoint_dir,
         "step": restored.step,
@@ -87,13 +81,9 @@ def infer(
     with jax.set_mesh(restored.mesh):
         for task_name in task_names:
             counts = prediction_files.write_task_predictions(
-                predict_fn,
-                restored.params,
+                predictor,
                 task_name,
                 split,
-                restored.task_feature_lengths,
-                batch_size,
-                restored.batch_sharding,
                 output_dir,
                 chunk_size,
                 run_info,

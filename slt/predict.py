@@ -83,6 +83,19 @@ def make_predict_fn(
     return jax.jit(fn, in_shardings=(params_sharding, batch_sharding), out_shardings=out_shardings)
 
 
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """What decoding needs besides the examples: a jitted `predict_fn` with its params,
+    the task feature lengths the model was trained with, and the global batch (its
+    size and its sharding over the mesh's batch axes)."""
+
+    predict_fn: PredictFn
+    params: Any
+    task_feature_lengths: Mapping[str, int]
+    batch_size: int
+    batch_sharding: jax.sharding.NamedSharding
+
+
 def tokens_to_text(tokens: np.ndarray, vocabulary: seqio.Vocabulary) -> str:
     """Decodes ids up to (not including) the first EOS."""
     ids = [int(t) for t in tokens]
@@ -273,13 +286,9 @@ def _text(value: Any) -> Any:
 
 
 def predict_examples(
-    predict_fn: PredictFn,
-    params: Any,
+    predictor: Predictor,
     examples: Sequence[Mapping[str, Any]],
     element_spec: Any,
-    task_feature_lengths: Mapping[str, int],
-    batch_size: int,
-    batch_sharding: jax.sharding.NamedSharding,
     vocabulary: seqio.Vocabulary,
     progress: Any | None = None,
 ) -> list[dict[str, Any]]:
@@ -292,22 +301,25 @@ def predict_examples(
     batch; padded rows are dropped. An example without an "id" gets none here (its
     position in the split is only known after `gather_shards`).
     """
-    start, stop = partitioning.host_batch_rows(batch_sharding, batch_size)
+    lengths = predictor.task_feature_lengths
+    start, stop = partitioning.host_batch_rows(predictor.batch_sharding, predictor.batch_size)
     rows = stop - start
     ds = tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=element_spec)
     converter = features.LandmarkEncDecFeatureConverter()
-    batches = converter(ds, dict(task_feature_lengths)).batch(rows).as_numpy_iterator()
+    batches = converter(ds, dict(lengths)).batch(rows).as_numpy_iterator()
     num_batches = int(allgather_ints([-(-len(examples) // rows)]).max())
     results: list[dict[str, Any]] = []
     for _ in range(num_batches):
         batch = next(batches, None)
         num_real = 0 if batch is None else len(batch["decoder_target_tokens"])
         if num_real < rows:
-            pad = padding_batch(task_feature_lengths, rows - num_real)
+            pad = padding_batch(lengths, rows - num_real)
             batch = (
                 pad if batch is None else {k: np.concatenate([v, pad[k]]) for k, v in batch.items()}
             )
-        outputs = predict_fn(params, partitioning.global_batch(batch, batch_sharding))
+        outputs = predictor.predict_fn(
+            predictor.params, partitioning.global_batch(batch, predictor.batch_sharding)
+        )
         if not isinstance(outputs, Mapping):
             outputs = {"tokens": outputs}
         outputs = {k: _host_rows(v, start, stop)[:num_real] for k, v in outputs.items()}
@@ -343,13 +355,9 @@ class Chunk:
 
 
 def predict_chunks(
-    predict_fn: PredictFn,
-    params: Any,
+    predictor: Predictor,
     task_name: str,
     split: str,
-    task_feature_lengths: Mapping[str, int],
-    batch_size: int,
-    batch_sharding: jax.sharding.NamedSharding,
     chunk_size: int = 1024,
     show_progress: bool = True,
     skip: Callable[[int], bool] | None = None,
@@ -363,9 +371,10 @@ def predict_chunks(
     and gathered by collectives). `skip(k)`, as process 0 answers it, passes chunk k
     over without decoding it (its examples are still read).
     """
-    shard_info = host_input_shard(batch_sharding, batch_size)
-    readers = shard_readers(batch_sharding, batch_size)
-    ds = task_dataset(task_name, split, task_feature_lengths, shard_info)
+    sharding, batch_size = predictor.batch_sharding, predictor.batch_size
+    shard_info = host_input_shard(sharding, batch_size)
+    readers = shard_readers(sharding, batch_size)
+    ds = task_dataset(task_name, split, predictor.task_feature_lengths, shard_info)
     vocabulary = target_vocabulary(task_name)
     chunks = iterate_chunks(ds, max(1, chunk_size // shard_info.num_shards))
     first = 0
@@ -382,46 +391,20 @@ def predict_chunks(
                 if bar is not None:
                     bar.update(len(examples))
             else:
-                local = predict_examples(
-                    predict_fn,
-                    params,
-                    examples,
-                    ds.element_spec,
-                    task_feature_lengths,
-                    batch_size,
-                    batch_sharding,
-                    vocabulary,
-                    bar,
-                )
+                local = predict_examples(predictor, examples, ds.element_spec, vocabulary, bar)
                 predictions = number_missing_ids(
-                    gather_shards(local, batch_sharding, batch_size), first=first
+                    gather_shards(local, sharding, batch_size), first=first
                 )
             yield Chunk(index, first, size, predictions)
             first += size
 
 
 def predict_task(
-    predict_fn: PredictFn,
-    params: Any,
-    task_name: str,
-    split: str,
-    task_feature_lengths: Mapping[str, int],
-    batch_size: int,
-    batch_sharding: jax.sharding.NamedSharding,
-    show_progress: bool = True,
+    predictor: Predictor, task_name: str, split: str, show_progress: bool = True
 ) -> list[dict[str, Any]]:
     """Predictions for every example of a task split, in the split's order, on every
     process (see `predict_chunks`)."""
     with contextlib.closing(
-        predict_chunks(
-            predict_fn,
-            params,
-            task_name,
-            split,
-            task_feature_lengths,
-            batch_size,
-            batch_sharding,
-            show_progress=show_progress,
-        )
+        predict_chunks(predictor, task_name, split, show_progress=show_progress)
     ) as chunks:
         return [p for chunk in chunks for p in chunk.predictions]

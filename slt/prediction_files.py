@@ -54,13 +54,9 @@ def _check_run(prefix: str, run: Mapping[str, Any]) -> None:
 
 
 def write_task_predictions(
-    predict_fn: predict.PredictFn,
-    params: Any,
+    predictor: predict.Predictor,
     task_name: str,
     split: str,
-    task_feature_lengths: Mapping[str, int],
-    batch_size: int,
-    batch_sharding: jax.sharding.NamedSharding,
     output_dir: str,
     chunk_size: int = 1024,
     run_info: Mapping[str, Any] | None = None,
@@ -87,7 +83,7 @@ def write_task_predictions(
             "examples_decoded": 0,
         }
     _check_run(prefix, {"chunk_size": chunk_size, **dict(run_info or {})})
-    num_shards = predict.host_input_shard(batch_sharding, batch_size).num_shards
+    num_shards = predict.host_input_shard(predictor.batch_sharding, predictor.batch_size).num_shards
     if chunk_size % num_shards:
         raise ValueError(
             f"infer.chunk_size={chunk_size} must be a multiple of the "
@@ -98,13 +94,9 @@ def write_task_predictions(
     num_chunks = 0
     with contextlib.closing(
         predict.predict_chunks(
-            predict_fn,
-            params,
+            predictor,
             task_name,
             split,
-            task_feature_lengths,
-            batch_size,
-            batch_sharding,
             chunk_size,
             show_progress,
             skip=lambda k: os.path.isfile(shard_path(output_dir, task_name, split, k)),

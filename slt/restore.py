@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from slt import configs, features, landmarks, partitioning
+from slt import configs, features, landmarks, partitioning, predict
 from slt.models import decoding, network
 from slt.models import model as model_lib
 
@@ -56,6 +56,21 @@ class RestoredModel:
 
     def __str__(self) -> str:
         return f"step {self.step} of {self.checkpoint_dir}"
+
+    def predictor(
+        self,
+        batch_size: int,
+        with_scores: bool = False,
+        decode_options: Mapping[str, Any] | None = None,
+    ) -> predict.Predictor:
+        """Decoding with these params in global batches of `batch_size` (see
+        `predict.make_predict_fn` for `with_scores` and `decode_options`)."""
+        predict_fn = predict.make_predict_fn(
+            self.model, self.params_sharding, self.batch_sharding, with_scores, decode_options
+        )
+        return predict.Predictor(
+            predict_fn, self.params, self.task_feature_lengths, batch_size, self.batch_sharding
+        )
 
     @property
     def model_dir(self) -> str:
@@ -223,8 +238,6 @@ def restore_for_tasks(
     task lacks `split` or `batch_size` does not split over the mesh.
     """
     import seqio
-
-    from slt import predict
 
     partitioning.initialize_distributed(
         distributed_config.coordinator_address,

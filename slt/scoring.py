@@ -85,18 +85,12 @@ def evaluate_tasks(
     write = bool(output_dir) and jax.process_index() == 0
     if write:
         os.makedirs(output_dir, exist_ok=True)
+    predictor = predict.Predictor(
+        predict_fn, params, task_feature_lengths, batch_size, batch_sharding
+    )
     results = {}
     for name in task_names:
-        predictions = predict.predict_task(
-            predict_fn,
-            params,
-            name,
-            split,
-            task_feature_lengths,
-            batch_size,
-            batch_sharding,
-            show_progress=show_progress,
-        )
+        predictions = predict.predict_task(predictor, name, split, show_progress)
         results[name] = score_predictions(predictions, bleurt_scorer)
         log.info(
             "eval %s/%s: BLEU %.2f chrF %.2f (%d examples)",

@@ -103,24 +103,10 @@ def translate_files(
     if examples:
         num_shards = restored.batch_sharding.mesh.size
         batch_size = batch_size or num_shards * max(1, -(-len(examples) // num_shards))
-        predict_fn = predict.make_predict_fn(
-            restored.model,
-            restored.params_sharding,
-            restored.batch_sharding,
-            decode_options=decode_options,
-        )
+        predictor = restored.predictor(batch_size, decode_options=decode_options)
         vocabulary = features.byte_vocabulary()
         with jax.set_mesh(restored.mesh):
-            results = predict.predict_examples(
-                predict_fn,
-                restored.params,
-                examples,
-                ELEMENT_SPEC,
-                lengths,
-                batch_size,
-                restored.batch_sharding,
-                vocabulary,
-            )
+            results = predict.predict_examples(predictor, examples, ELEMENT_SPEC, vocabulary)
         translations = {r["id"]: r["prediction"] for r in results}
     return translations, errors
 
