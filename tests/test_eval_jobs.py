@@ -2,18 +2,19 @@
 
 import glob
 import json
+import logging
 import os
 
 import numpy as np
 import pytest
 import sacrebleu
-from helpers import TEST_DATA
+from helpers import TEST_DATA, tiny_t5_config
 
+import gin
 from slt import configs, prediction_files, restore, translate
 from slt import eval as eval_lib
 from slt import infer as infer_lib
 from slt import train as train_lib  # sets XLA flags before JAX starts
-from slt.models import network
 from tasks import fingerspelling
 
 TASK = "fingerspelling_slt_ase_en"
@@ -31,15 +32,7 @@ def model_dir(tmp_path_factory):
         train_steps=8,
         checkpoint_config=configs.CheckpointConfig(period=100),
         log_period=4,
-        network_config=network.T5Config(
-            emb_dim=32,
-            num_heads=2,
-            head_dim=16,
-            mlp_dim=64,
-            num_encoder_layers=1,
-            num_decoder_layers=1,
-            landmark_stride=2,
-        ),
+        network_config=tiny_t5_config(landmark_stride=2),
         eval_config=configs.EvalConfig(split="test", batch_size=32),
     )
     return model_dir
@@ -97,6 +90,36 @@ def test_missing_split_fails_before_decoding(model_dir, tmp_path):
     ):
         eval_lib.evaluate(checkpoint=model_dir, split="dev", output_dir=str(tmp_path))
     assert not os.listdir(tmp_path)
+
+
+def test_command_line_binds_the_partitioning_and_distributed_groups(model_dir):
+    """`slt.PartitioningConfig` and `slt.DistributedConfig` bindings on the command line
+    reach slt.eval and slt.infer (each fails here before decoding, on purpose)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        with pytest.raises(ValueError, match=r"mesh_shape \(2, 1, 1\) needs 2 devices"):
+            eval_lib.main(
+                [
+                    "--gin_file=gin/runs/eval.gin",
+                    f'--gin.CHECKPOINT="{model_dir}"',
+                    "--gin.slt.PartitioningConfig.mesh_shape=(2, 1, 1)",
+                ]
+            )
+        gin.clear_config()
+        with pytest.raises(ValueError, match="coordinator address '127.0.0.1:1' is set"):
+            infer_lib.main(
+                [
+                    "--gin_file=gin/runs/infer.gin",
+                    f'--gin.CHECKPOINT="{model_dir}"',
+                    '--gin.OUTPUT_DIR="/nonexistent"',
+                    '--gin.slt.DistributedConfig.coordinator_address="127.0.0.1:1"',
+                ]
+            )
+    finally:
+        gin.clear_config()
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def test_infer_resumes_after_an_interruption(model_dir, tmp_path):
