@@ -13,21 +13,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tiny_t5_config
 
 from slt.models import weights
 from slt.models.model import EncoderDecoderModel
 from slt.models.network import T5Config, Transformer, stack_layers, unstack_layers
 
 # ByT5-like depth asymmetry, so a stacking that mixed up the two stacks would show.
-CFG = T5Config(
-    vocab_size=64,
-    emb_dim=32,
-    num_heads=2,
-    head_dim=16,
-    num_encoder_layers=3,
-    num_decoder_layers=2,
-    mlp_dim=48,
-    dropout_rate=0.1,
+CFG = tiny_t5_config(
+    vocab_size=64, num_encoder_layers=3, num_decoder_layers=2, mlp_dim=48, dropout_rate=0.1
 )
 
 
