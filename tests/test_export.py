@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import tiny_t5_config
 
+from slt import configs, restore
 from slt import export as export_lib
-from slt import restore
 from slt import train as train_lib  # sets XLA flags before JAX starts
 from slt.models import network, weights
 
@@ -22,19 +23,11 @@ def model_dir(tmp_path_factory):
         task_feature_lengths={"landmarks": 64, "inputs": 24, "targets": 16},
         batch_size=4,
         train_steps=2,
-        checkpoint_period=100,
+        checkpoint_config=configs.CheckpointConfig(period=100),
         log_period=1,
-        final_eval=False,
-        network_config=network.T5Config(
-            emb_dim=32,
-            num_heads=2,
-            head_dim=16,
-            mlp_dim=64,
-            num_encoder_layers=2,
-            num_decoder_layers=1,
-            landmark_stride=2,
-            encoder_ctc_head=True,
-            scan_layers=True,
+        eval_config=configs.EvalConfig(final=False),
+        network_config=tiny_t5_config(
+            num_encoder_layers=2, landmark_stride=2, encoder_ctc_head=True, scan_layers=True
         ),
     )
     return model_dir
@@ -42,7 +35,7 @@ def model_dir(tmp_path_factory):
 
 def trained_text_params(model_dir: str) -> dict[str, np.ndarray]:
     restored = restore.restore_model(model_dir)
-    flat = weights.flatten(network.unstack_layers({k: v for k, v in restored.params.items()}))
+    flat = weights.flatten(network.unstack_layers(dict(restored.params)))
     return {
         k: np.asarray(v)
         for k, v in flat.items()

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 import seqio
+from helpers import tiny_t5_config
 
 import tasks
-from slt import clips, features, landmarks, prepare
+from slt import clips, configs, features, landmarks, prepare
 from slt.io import pose_files
 from tasks import fingerspelling, prepared
 
@@ -128,7 +129,6 @@ def test_trainer_trains_on_prepared_shards(prepared_dir, tmp_path):
     """The whole chain: prepared shards -> registered task -> slt.train -> eval."""
     from slt import train as train_lib
     from slt import trainer as trainer_lib
-    from slt.models import network
 
     out, rows = prepared_dir
     prepared.register_prepared_task("prepared_train_slt", out)
@@ -139,19 +139,11 @@ def test_trainer_trains_on_prepared_shards(prepared_dir, tmp_path):
         task_feature_lengths={"landmarks": 32, "inputs": 24, "targets": 8},
         batch_size=10,
         train_steps=30,
-        checkpoint_period=100,
+        checkpoint_config=configs.CheckpointConfig(period=100),
         log_period=10,
-        network_config=network.T5Config(
-            emb_dim=32,
-            num_heads=2,
-            head_dim=16,
-            mlp_dim=64,
-            num_encoder_layers=1,
-            num_decoder_layers=1,
-        ),
+        network_config=tiny_t5_config(),
         optimizer_config=trainer_lib.OptimizerConfig(name="adamw", learning_rate=1e-2),
-        eval_split="train",
-        eval_batch_size=10,
+        eval_config=configs.EvalConfig(split="train", batch_size=10),
         tensorboard=False,
     )
     losses = [
