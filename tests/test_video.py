@@ -59,7 +59,9 @@ def test_video_gives_holistic_landmarks(extracted):
     assert frames.shape == (29, 255)
 
 
-@needs_mediapipe  # a second MediaPipe run (about 20 s); the "done when" for video
+# A second MediaPipe run (about 20 s): a video, a .pose file, a broken video and a missing
+# file prepared together, end to end.
+@needs_mediapipe
 def test_prepare_mixes_video_pose_and_broken_inputs(extracted, tmp_path):
     letter = next(
         p for p, _, sign, text in fingerspelling._index() if sign == "ase" and text == "A"
