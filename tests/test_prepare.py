@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -109,7 +110,7 @@ def _build_manifest(tmp_path):
         },
         "corrupt_pose",
     )
-    data = open(letters["H"], "rb").read()
+    data = pathlib.Path(letters["H"]).read_bytes()
     (tmp_path / "truncated.pose").write_bytes(data[: len(data) - 1000])
     add(
         {
@@ -228,14 +229,14 @@ def _build_manifest(tmp_path):
     )
     expected["latin1"] = "caption_not_utf8"
     lines.append(b'{"id": "broken json", ')
-    expected["manifest.jsonl:%d" % len(lines)] = "bad_manifest_row"
+    expected[f"manifest.jsonl:{len(lines)}"] = "bad_manifest_row"
     path = tmp_path / "manifest.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     return str(path), expected
 
 
 def _read_split(output_dir, split="train"):
-    info = json.load(open(os.path.join(output_dir, shards.INFO_FILE)))
+    info = json.loads(pathlib.Path(output_dir, shards.INFO_FILE).read_text(encoding="utf-8"))
     files = [os.path.join(output_dir, n) for n in info["splits"][split]["shards"]]
     return info, [
         {k: v.numpy() for k, v in shards.parse(r).items()} for r in tf.data.TFRecordDataset(files)
@@ -255,7 +256,8 @@ def test_prepare_writes_or_reports_every_input(tmp_path):
     assert result.num_inputs == len(expected) == 24
     assert result.num_written == len(expected) - len(bad) == 10
     assert result.num_inputs == result.num_written + result.num_reported
-    report = [json.loads(line) for line in open(os.path.join(out, "report.jsonl"))]
+    with open(os.path.join(out, "report.jsonl"), encoding="utf-8") as f:
+        report = [json.loads(line) for line in f]
     assert {r["id"]: r["reason"] for r in report} == bad
     for record in report:  # every message names the input and says what to do
         assert record["message"] and record["split"] == "train"
@@ -274,7 +276,7 @@ def test_prepare_writes_or_reports_every_input(tmp_path):
     assert sum(split["frames"]["histogram"]["counts"]) == 10
     assert split["absent_points"]["FACE_LANDMARKS:4"] == 2  # the two reduced clips
     assert info["landmark_config"] == json.loads(options.config.to_json())
-    saved = open(os.path.join(out, shards.CONFIG_FILE)).read()
+    saved = pathlib.Path(out, shards.CONFIG_FILE).read_text(encoding="utf-8")
     assert landmarks.LandmarkConfig.from_json(saved) == options.config
 
     by_id = {e["id"].decode(): e for e in examples}
@@ -308,7 +310,7 @@ def test_resume_skips_finished_shards_and_strict_fails(tmp_path, capsys):
     )
     assert (first.shards_written, first.shards_skipped) == (3, 0)
     before = {
-        n: open(os.path.join(out, n), "rb").read()
+        n: pathlib.Path(out, n).read_bytes()
         for n in os.listdir(out)
         if ".tfrecord-" in n and not n.endswith(".json")
     }
@@ -317,7 +319,7 @@ def test_resume_skips_finished_shards_and_strict_fails(tmp_path, capsys):
         manifest_path, out, options, examples_per_shard=10, num_workers=1, progress=False
     )
     assert (again.shards_written, again.shards_skipped) == (1, 2)
-    after = {n: open(os.path.join(out, n), "rb").read() for n in before}
+    after = {n: pathlib.Path(out, n).read_bytes() for n in before}
     assert after == before  # the redone shard is byte-identical
     assert again.num_reported == first.num_reported == 14
     # Another landmark config into the same directory is refused.
@@ -343,7 +345,9 @@ def test_resume_skips_finished_shards_and_strict_fails(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error: " in err and "truncated.pose: the header promises" in err
     assert not os.path.exists(os.path.join(strict_out, shards.INFO_FILE))
-    assert len(open(os.path.join(strict_out, "report.jsonl")).readlines()) == 14
+    assert (
+        len(pathlib.Path(strict_out, "report.jsonl").read_text(encoding="utf-8").splitlines()) == 14
+    )
     # A strict re-run over a directory a lenient run completed withdraws the split.
     assert (
         prepare.main(
@@ -394,5 +398,6 @@ def test_tsv_manifest(tmp_path):
     info, examples = _read_split(out)
     assert [e["text"] for e in examples] == [b"A", b"B"]
     assert info["landmark_config"]["normalization"] == "shoulder"
-    report = [json.loads(line) for line in open(os.path.join(out, "report.jsonl"))]
+    with open(os.path.join(out, "report.jsonl"), encoding="utf-8") as f:
+        report = [json.loads(line) for line in f]
     assert [(r["id"], r["reason"]) for r in report] == [("clips.tsv:4", "empty_caption")]
