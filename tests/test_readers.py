@@ -96,7 +96,8 @@ def _reason(path):
 
 
 def test_bad_inputs_each_have_a_reason(tmp_path):
-    real = open(REDUCED, "rb").read()
+    with open(REDUCED, "rb") as f:
+        real = f.read()
     cases = {}
     cases["missing_file"] = tmp_path / "nope.pose"
     (tmp_path / "garbage.pose").write_bytes(b"\x00\x01garbage")

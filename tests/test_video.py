@@ -104,5 +104,5 @@ def test_prepare_mixes_video_pose_and_broken_inputs(extracted, tmp_path):
     )
     assert (result.num_inputs, result.num_written, result.num_reported) == (4, 2, 2)
     assert result.reported_by_reason == {"video_failed": 1, "missing_file": 1}
-    info = json.load(open(tmp_path / "out" / "dataset_info.json"))
+    info = json.loads((tmp_path / "out" / "dataset_info.json").read_text(encoding="utf-8"))
     assert info["splits"]["train"]["frames"]["max"] == 29  # the video, every 2nd frame
