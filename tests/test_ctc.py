@@ -85,7 +85,8 @@ def test_prefix_scores_match_enumeration(real_frames):
 TINY = tiny_t5_config(vocab_size=12, encoder_ctc_head=True)
 
 
-def batch(cfg, b=3, p=3, t=8, l=6, seed=0):
+def batch(cfg, b=3, p=3, t=8, d=6, seed=0):
+    """b rows of p prompt tokens, t frames (row 1 has 5 real ones) and d decoder positions."""
     rs = np.random.RandomState(seed)
     mask = np.ones((b, t), np.int32)
     mask[1, 5:] = 0
@@ -93,8 +94,8 @@ def batch(cfg, b=3, p=3, t=8, l=6, seed=0):
         "encoder_input_tokens": jnp.asarray(rs.randint(2, cfg.vocab_size, (b, p)), jnp.int32),
         "encoder_landmarks": jnp.asarray(rs.randn(b, t, 255), jnp.float32),
         "encoder_landmark_mask": jnp.asarray(mask),
-        "decoder_input_tokens": jnp.zeros((b, l), jnp.int32),
-        "decoder_target_tokens": jnp.zeros((b, l), jnp.int32),
+        "decoder_input_tokens": jnp.zeros((b, d), jnp.int32),
+        "decoder_target_tokens": jnp.zeros((b, d), jnp.int32),
     }
 
 
@@ -134,7 +135,7 @@ def test_joint_greedy_limits():
     # "exactly this prefix" beats every extension.
     only_ctc = np.asarray(joint(1.0))
     for i in range(len(only_ctc)):
-        state = jax.tree.map(lambda x: x[i : i + 1], ctc.initial_state(log_probs))
+        state = jax.tree.map(lambda x, i=i: x[i : i + 1], ctc.initial_state(log_probs))
         for token in only_ctc[i]:
             if token == 0:
                 break

@@ -21,7 +21,8 @@ TINY = tiny_t5_config(vocab_size=24, num_encoder_layers=2, num_decoder_layers=2)
 MICRO = tiny_t5_config(vocab_size=4, emb_dim=16, head_dim=8, num_decoder_layers=2, mlp_dim=32)
 
 
-def make_batch(cfg: T5Config, b: int, l: int, seed: int = 0) -> dict:
+def make_batch(cfg: T5Config, b: int, d: int, seed: int = 0) -> dict:
+    """b rows of 3 prompt tokens and 5 frames (row 0 has 3 real ones); d output positions."""
     rs = np.random.RandomState(seed)
     tokens = rs.randint(2, cfg.vocab_size, (b, 3)).astype(np.int32)
     frame_mask = np.ones((b, 5), np.int32)
@@ -30,7 +31,7 @@ def make_batch(cfg: T5Config, b: int, l: int, seed: int = 0) -> dict:
         "encoder_input_tokens": jnp.asarray(tokens),
         "encoder_landmarks": jnp.asarray(rs.randn(b, 5, cfg.landmark_dim).astype(np.float32)),
         "encoder_landmark_mask": jnp.asarray(frame_mask),
-        "decoder_target_tokens": jnp.zeros((b, l), jnp.int32),
+        "decoder_target_tokens": jnp.zeros((b, d), jnp.int32),
     }
 
 

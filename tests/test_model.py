@@ -20,16 +20,18 @@ from slt.models.network import T5Config, Transformer
 TINY = tiny_t5_config(vocab_size=40, num_encoder_layers=2, num_decoder_layers=2)
 
 
-def make_batch(cfg: T5Config, b=3, p=4, t=6, l=7, seed=0):
+def make_batch(cfg: T5Config, b=3, p=4, t=6, d=7, seed=0):
+    """b rows of p prompt tokens, t frames and d target tokens; row 0 has a padded prompt
+    and padded targets, row 1 only t // 2 real frames."""
     rs = np.random.RandomState(seed)
     tokens = rs.randint(2, cfg.vocab_size, (b, p)).astype(np.int32)
     tokens[0, -2:] = 0
     frame_mask = np.ones((b, t), np.int32)
     frame_mask[1, t // 2 :] = 0
-    targets = rs.randint(2, cfg.vocab_size, (b, l)).astype(np.int32)
+    targets = rs.randint(2, cfg.vocab_size, (b, d)).astype(np.int32)
     targets[:, -1] = 1
-    targets[0, l // 2 :] = 0  # padded example
-    targets[0, l // 2 - 1] = 1
+    targets[0, d // 2 :] = 0  # padded example
+    targets[0, d // 2 - 1] = 1
     inputs = np.concatenate([np.zeros((b, 1), np.int32), targets[:, :-1]], axis=1)
     return {
         "encoder_input_tokens": jnp.asarray(tokens),
@@ -212,7 +214,7 @@ def greedy_by_full_forward(model, params, batch, length):
 
 def test_cached_greedy_equals_full_forward_and_stops_at_eos():
     model, params = tiny_model_and_params()
-    batch = make_batch(TINY, b=4, l=8, seed=3)
+    batch = make_batch(TINY, b=4, d=8, seed=3)
     predict = jax.jit(model.predict_batch)
 
     # Tilt the EOS logit so that sequences stop at different steps.
@@ -300,7 +302,7 @@ def test_kv_cache_layout():
 
 def test_tiny_model_overfits_one_batch():
     model, params = tiny_model_and_params(seed=1)
-    batch = make_batch(TINY, b=4, l=8, seed=7)
+    batch = make_batch(TINY, b=4, d=8, seed=7)
     opt = optax.adam(1e-2)
     state = opt.init(params)
 

@@ -54,12 +54,12 @@ def config_from_gin(name: str) -> T5Config:
 
 
 def count_params(cfg: T5Config) -> int:
-    inputs = dict(
-        encoder_input_tokens=jax.ShapeDtypeStruct((1, 2), jnp.int32),
-        encoder_landmarks=jax.ShapeDtypeStruct((1, 2, cfg.landmark_dim), jnp.float32),
-        encoder_landmark_mask=jax.ShapeDtypeStruct((1, 2), jnp.int32),
-        decoder_input_tokens=jax.ShapeDtypeStruct((1, 2), jnp.int32),
-    )
+    inputs = {
+        "encoder_input_tokens": jax.ShapeDtypeStruct((1, 2), jnp.int32),
+        "encoder_landmarks": jax.ShapeDtypeStruct((1, 2, cfg.landmark_dim), jnp.float32),
+        "encoder_landmark_mask": jax.ShapeDtypeStruct((1, 2), jnp.int32),
+        "decoder_input_tokens": jax.ShapeDtypeStruct((1, 2), jnp.int32),
+    }
     shapes = jax.eval_shape(
         lambda rng, x: Transformer(cfg).init(rng, **x, enable_dropout=False),
         jax.random.PRNGKey(0),

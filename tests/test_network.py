@@ -21,7 +21,8 @@ SMALL = tiny_t5_config(vocab_size=30, emb_dim=40, head_dim=12, num_encoder_layer
 TINY = tiny_t5_config(vocab_size=40, num_encoder_layers=2, num_decoder_layers=2)
 
 
-def make_inputs(cfg: T5Config, b=2, p=4, t=6, l=5, seed=0, n_real_frames=None):
+def make_inputs(cfg: T5Config, b=2, p=4, t=6, d=5, seed=0, n_real_frames=None):
+    """b rows of p prompt tokens (the last one padding), t frames and d decoder tokens."""
     rs = np.random.RandomState(seed)
     tokens = rs.randint(1, cfg.vocab_size, (b, p)).astype(np.int32)
     if p:
@@ -30,15 +31,15 @@ def make_inputs(cfg: T5Config, b=2, p=4, t=6, l=5, seed=0, n_real_frames=None):
     frame_mask = np.ones((b, t), np.int32)
     if n_real_frames is not None:
         frame_mask[:, n_real_frames:] = 0
-    dec = rs.randint(1, cfg.vocab_size, (b, l)).astype(np.int32)
+    dec = rs.randint(1, cfg.vocab_size, (b, d)).astype(np.int32)
     dec[:, 0] = 0
-    return dict(
-        encoder_input_tokens=jnp.asarray(tokens),
-        encoder_landmarks=jnp.asarray(frames),
-        encoder_landmark_mask=jnp.asarray(frame_mask),
-        decoder_input_tokens=jnp.asarray(dec),
-        decoder_target_tokens=jnp.asarray(dec),
-    )
+    return {
+        "encoder_input_tokens": jnp.asarray(tokens),
+        "encoder_landmarks": jnp.asarray(frames),
+        "encoder_landmark_mask": jnp.asarray(frame_mask),
+        "decoder_input_tokens": jnp.asarray(dec),
+        "decoder_target_tokens": jnp.asarray(dec),
+    }
 
 
 # Jitted and cached per config: eager flax dispatches (and compiles) op by op, and a
@@ -74,11 +75,11 @@ def _encode_fn(cfg: T5Config):
 @functools.cache
 def _init_cached(cfg: T5Config, seed: int):
     # Param shapes do not depend on input shapes: one (slow to compile) init per config.
-    return _init_fn(cfg)(jax.random.PRNGKey(seed), make_inputs(cfg, b=1, p=2, t=2, l=2))
+    return _init_fn(cfg)(jax.random.PRNGKey(seed), make_inputs(cfg, b=1, p=2, t=2, d=2))
 
 
 def init_uncached(cfg: T5Config, seed: int = 0):
-    inputs = make_inputs(cfg, b=1, p=2, t=2, l=2)
+    inputs = make_inputs(cfg, b=1, p=2, t=2, d=2)
     return Transformer(cfg).init(jax.random.PRNGKey(seed), **inputs, enable_dropout=False)
 
 
@@ -185,7 +186,7 @@ def test_param_names_shapes_and_axes():
 
 def test_query_init_folds_attention_scaling():
     cfg = tiny_t5_config(vocab_size=16, emb_dim=256, num_heads=4, head_dim=64)
-    params = nn.meta.unbox(init(cfg, make_inputs(cfg, t=2, l=2)))["params"]
+    params = nn.meta.unbox(init(cfg, make_inputs(cfg, t=2, d=2)))["params"]
     att = params["encoder"]["layers_0"]["attention"]
     q_std = float(np.std(att["query"]["kernel"]))
     k_std = float(np.std(att["key"]["kernel"]))
@@ -226,7 +227,7 @@ def test_byt5_small_param_count_without_allocation():
     )
     inputs = {
         k: jax.ShapeDtypeStruct(v.shape, v.dtype)
-        for k, v in make_inputs(cfg, b=1, p=2, t=2, l=2).items()
+        for k, v in make_inputs(cfg, b=1, p=2, t=2, d=2).items()
     }
     shapes = jax.eval_shape(
         lambda rng, x: Transformer(cfg).init(rng, **x, enable_dropout=False),
@@ -358,7 +359,7 @@ def test_text_only_and_prompt_free_inputs():
 
 
 def test_decoder_is_causal():
-    inputs = make_inputs(TINY, l=8)
+    inputs = make_inputs(TINY, d=8)
     variables = init(TINY, inputs)
     apply = lambda x: forward(TINY, variables, x)  # noqa: E731
     base = np.asarray(apply(inputs))

@@ -56,12 +56,13 @@ def reduced_config(name: str) -> T5Config:
     )
 
 
-def text_batch(cfg: T5Config, b: int = 3, p: int = 9, l: int = 7, seed: int = 0) -> dict:
+def text_batch(cfg: T5Config, b: int = 3, p: int = 9, d: int = 7, seed: int = 0) -> dict:
+    """b rows of p prompt tokens and d target tokens, no frames (a text-only batch)."""
     rs = np.random.RandomState(seed)
     tokens = rs.randint(3, cfg.vocab_size, (b, p)).astype(np.int32)
     tokens[0, 6:] = 0  # padding in the first example
     tokens[1, -1] = 1  # an EOS-terminated input
-    targets = rs.randint(3, cfg.vocab_size, (b, l)).astype(np.int32)
+    targets = rs.randint(3, cfg.vocab_size, (b, d)).astype(np.int32)
     return {
         "encoder_input_tokens": tokens,
         "encoder_landmarks": np.zeros((b, 0, cfg.landmark_dim), np.float32),
