@@ -145,6 +145,7 @@ def train(
         heartbeat_timeout_s=d.heartbeat_timeout_s,
     )
     model_dir = os.path.abspath(model_dir)
+    os.makedirs(model_dir, exist_ok=True)
     _write_config(model_dir, gin.config_str())  # the bindings, before anything can fail
     setup = build_training(
         task_feature_lengths=task_feature_lengths,
@@ -326,7 +327,6 @@ def _peer_died_note() -> str:
 
 def _write_config(model_dir: str, config: str) -> None:
     if jax.process_index() == 0:
-        os.makedirs(model_dir, exist_ok=True)
         with open(os.path.join(model_dir, "config.gin"), "w") as f:
             f.write(config)
 
