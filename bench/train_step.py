@@ -484,7 +484,7 @@ def main() -> None:
     else:
         result["t5x"] = t5x_error or "skipped: T5X_DIR not set"
     if not args.skip_hf:
-        # Where the gap comes from (README "Train-step speed"): XLA:CPU's dense and,
+        # Where the gap comes from (bench/RESULTS.md, "Train-step speed"): XLA:CPU's dense and,
         # more so, batched attention matmuls against PyTorch's, in the same run.
         result["kernel_gflop_per_s"] = kernel_rates()
     result.update(agreement)
