@@ -5,6 +5,8 @@
 from the checkpoint's metadata alone: no training gin files are needed. Only the
 parameters are read (the optimizer state stays on disk), through a read-only orbax
 manager, so a training run still writing to the directory is left alone.
+`read_metadata(path)` reads the metadata alone (e.g. the landmark config, to prepare a
+dataset the way the model was trained).
 
 `restore_for_tasks` is the common start of `python -m slt.eval` and `slt.infer`: join
 the job's other processes, restore, and name the tasks to decode (a mixture's tasks,
@@ -139,20 +141,16 @@ def batch_shapes(
     return shapes
 
 
-def restore_model(
-    path: str, partitioning_config: configs.PartitioningConfig = configs.PartitioningConfig()
-) -> RestoredModel:
-    """The parameters and metadata of a checkpoint, sharded onto a new mesh.
-
-    The default `partitioning_config` is data parallelism over every device: the
-    parameters are replicated and each batch is split over the devices.
-    """
-    directory, step = resolve_checkpoint(path)
-    manager = ocp.CheckpointManager(
+def _read_only_manager(directory: str) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
         directory,
         item_names=("state", "metadata"),
-        options=ocp.CheckpointManagerOptions(read_only=True),
+        # create and save_interval_steps as read_only implies (orbax warns otherwise).
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0),
     )
+
+
+def _metadata(manager: ocp.CheckpointManager, directory: str, step: int) -> dict[str, Any]:
     metadata = manager.restore(
         step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())
     ).metadata
@@ -162,6 +160,32 @@ def restore_model(
             f"checkpoint {directory}/{step}: metadata lacks {missing}; it was "
             "not written by slt.train."
         )
+    return dict(metadata)
+
+
+def read_metadata(path: str) -> dict[str, Any]:
+    """A checkpoint's metadata without its parameters: `network_config`,
+    `decoding_config`, `landmark_config`, `task_feature_lengths`,
+    `mixture_or_task_name` and the input stream's position."""
+    directory, step = resolve_checkpoint(path)
+    manager = _read_only_manager(directory)
+    try:
+        return _metadata(manager, directory, step)
+    finally:
+        manager.close()
+
+
+def restore_model(
+    path: str, partitioning_config: configs.PartitioningConfig = configs.PartitioningConfig()
+) -> RestoredModel:
+    """The parameters and metadata of a checkpoint, sharded onto a new mesh.
+
+    The default `partitioning_config` is data parallelism over every device: the
+    parameters are replicated and each batch is split over the devices.
+    """
+    directory, step = resolve_checkpoint(path)
+    manager = _read_only_manager(directory)
+    metadata = _metadata(manager, directory, step)
     model = model_from_metadata(metadata)
     mesh = partitioning.make_mesh(
         partitioning_config.mesh_shape,
@@ -191,7 +215,7 @@ def restore_model(
         params=restored.state["params"],
         step=step,
         checkpoint_dir=directory,
-        metadata=dict(metadata),
+        metadata=metadata,
         mesh=mesh,
         params_sharding=params_sharding,
         batch_sharding=partitioning.batch_sharding(mesh, rules),

@@ -11,7 +11,7 @@ import sacrebleu
 from helpers import TEST_DATA, tiny_t5_config
 
 import gin
-from slt import configs, prediction_files, restore, translate
+from slt import configs, landmarks, prediction_files, restore, translate
 from slt import eval as eval_lib
 from slt import infer as infer_lib
 from slt import train as train_lib  # sets XLA flags before JAX starts
@@ -242,6 +242,8 @@ def test_infer_on_a_prepared_dataset(model_dir, tmp_path):
         )
     )
     restored = restore.restore_model(model_dir)
+    metadata = restore.read_metadata(model_dir)
+    assert landmarks.LandmarkConfig(**metadata["landmark_config"]) == restored.landmark_config
     for name, config in (("data", restored.landmark_config), ("other", None)):
         options = clips.PrepareOptions(config=config) if config else clips.PrepareOptions()
         result = prepare.prepare(
