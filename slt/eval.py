@@ -4,7 +4,8 @@ r"""Evaluate a checkpoint on every eval task of a mixture, or on one task.
 
 CHECKPOINT is a MODEL_DIR of slt.train, its checkpoints/ directory or one step in it.
 The network and the preprocessing come from the checkpoint's metadata. Writes to
-`evaluate.output_dir` (default CHECKPOINT/eval_<step>_<split>): metrics.json (BLEU,
+`evaluate.output_dir` (default MODEL_DIR/eval_<step>_<split>, plus `_<name>` for a
+mixture, task or prepared dataset other than the checkpoint's own): metrics.json (BLEU,
 chrF, language accuracy, empty rate, BLEURT with a BLEURT checkpoint; signatures),
 <task>.<split>.predictions.jsonl, metrics.md, metrics.png and TensorBoard events.
 """
@@ -66,7 +67,11 @@ def evaluate(
         partitioning_config,
         distributed_config,
     )
-    output_dir = output_dir or os.path.join(restored.model_dir, f"eval_{restored.step}_{split}")
+    if not output_dir:
+        name = f"eval_{restored.step}_{split}"
+        if prepared_data_dir or mixture_or_task_name:  # not the checkpoint's own tasks
+            name += "_" + (task_names[0] if prepared_data_dir else mixture_or_task_name)
+        output_dir = os.path.join(restored.model_dir, name)
     if not bleurt_checkpoint:
         print(
             "BLEURT: not computed, no BLEURT checkpoint given "
@@ -89,8 +94,9 @@ def evaluate(
             step=restored.step,
             show_progress=show_progress,
         )
-    print_results(results, split)
-    print(f"wrote {output_dir}/metrics.json, metrics.md, metrics.png and TensorBoard events")
+    if jax.process_index() == 0:  # the one that wrote them
+        print_results(results, split)
+        print(f"wrote {output_dir}/metrics.json, metrics.md, metrics.png and TensorBoard events")
     return results
 
 

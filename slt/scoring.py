@@ -80,8 +80,6 @@ def evaluate_tasks(
         from slt import bleurt
 
         bleurt_scorer = bleurt.BleurtScorer(bleurt_checkpoint)
-    else:
-        log.info("BLEURT not computed: no BLEURT checkpoint given.")
     write = bool(output_dir) and jax.process_index() == 0
     if write:
         os.makedirs(output_dir, exist_ok=True)
