@@ -174,6 +174,33 @@ def check_tree_matches(stored: Any, target: Any, source: str) -> None:
         )
 
 
+def _is_step_dir(path: str) -> bool:
+    return os.path.basename(os.path.normpath(path)).isdigit() and os.path.isdir(
+        os.path.join(path, "metadata")
+    )
+
+
+def resolve_checkpoint(path: str) -> tuple[str, int]:
+    """(checkpoints directory, step) for a MODEL_DIR, checkpoints dir or step dir."""
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"checkpoint {path}: no such directory. Pass a MODEL_DIR of "
+            "slt.train, its checkpoints/ directory or one step in it."
+        )
+    if _is_step_dir(path):
+        return os.path.dirname(path), int(os.path.basename(os.path.normpath(path)))
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        path = os.path.join(path, "checkpoints")
+    steps = sorted(int(d) for d in os.listdir(path) if _is_step_dir(os.path.join(path, d)))
+    if not steps:
+        raise FileNotFoundError(
+            f"checkpoint {path}: holds no finished checkpoint step "
+            "(numbered directories with state/ and metadata/)."
+        )
+    return path, steps[-1]
+
+
 def load_slt_params(path: str, abstract_params: Any) -> Any:
     """The default `CheckpointConfig.initial_params_loader`: params of an slt checkpoint.
 
@@ -182,19 +209,8 @@ def load_slt_params(path: str, abstract_params: Any) -> Any:
     same signature, `(path, abstract_params) -> params`, and plug in through gin
     (`slt.CheckpointConfig.initial_params_loader = @slt.t5x_params_loader`).
     """
-    path = os.path.abspath(path)
-    if os.path.isdir(os.path.join(path, "checkpoints")):
-        path = os.path.join(path, "checkpoints")
-    directory, step = path, None
-    if os.path.basename(path).isdigit():
-        directory, step = os.path.dirname(path), int(os.path.basename(path))
+    directory, step = resolve_checkpoint(path)
     reader = Checkpointer(directory, async_save=False)
-    step = reader.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(
-            f"slt.CheckpointConfig.initial_path {path}: no finished checkpoint there "
-            "(expected an slt MODEL_DIR or its checkpoints/<step>)."
-        )
     params = reader.restore_params(step, abstract_params)
     reader.close()
     return params

@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from slt import configs, features, landmarks, partitioning, predict
+from slt import checkpoints, configs, features, landmarks, partitioning, predict
 from slt.models import decoding, network
 from slt.models import model as model_lib
 
@@ -80,33 +80,6 @@ class RestoredModel:
         if os.path.basename(self.checkpoint_dir) == "checkpoints":
             return os.path.dirname(self.checkpoint_dir)
         return self.checkpoint_dir
-
-
-def _is_step_dir(path: str) -> bool:
-    return os.path.basename(os.path.normpath(path)).isdigit() and os.path.isdir(
-        os.path.join(path, "metadata")
-    )
-
-
-def resolve_checkpoint(path: str) -> tuple[str, int]:
-    """(checkpoints directory, step) for a MODEL_DIR, checkpoints dir or step dir."""
-    path = os.path.abspath(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"checkpoint {path}: no such directory. Pass a MODEL_DIR of "
-            "slt.train, its checkpoints/ directory or one step in it."
-        )
-    if _is_step_dir(path):
-        return os.path.dirname(path), int(os.path.basename(os.path.normpath(path)))
-    if os.path.isdir(os.path.join(path, "checkpoints")):
-        path = os.path.join(path, "checkpoints")
-    steps = sorted(int(d) for d in os.listdir(path) if _is_step_dir(os.path.join(path, d)))
-    if not steps:
-        raise FileNotFoundError(
-            f"checkpoint {path}: holds no finished checkpoint step "
-            "(numbered directories with state/ and metadata/)."
-        )
-    return path, steps[-1]
 
 
 def model_from_metadata(metadata: Mapping[str, Any]) -> model_lib.EncoderDecoderModel:
@@ -167,7 +140,7 @@ def read_metadata(path: str) -> dict[str, Any]:
     """A checkpoint's metadata without its parameters: `network_config`,
     `decoding_config`, `landmark_config`, `task_feature_lengths`,
     `mixture_or_task_name` and the input stream's position."""
-    directory, step = resolve_checkpoint(path)
+    directory, step = checkpoints.resolve_checkpoint(path)
     manager = _read_only_manager(directory)
     try:
         return _metadata(manager, directory, step)
@@ -183,7 +156,7 @@ def restore_model(
     The default `partitioning_config` is data parallelism over every device: the
     parameters are replicated and each batch is split over the devices.
     """
-    directory, step = resolve_checkpoint(path)
+    directory, step = checkpoints.resolve_checkpoint(path)
     manager = _read_only_manager(directory)
     metadata = _metadata(manager, directory, step)
     model = model_from_metadata(metadata)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers import tiny_t5_config
 
-from slt import configs, restore
+from slt import checkpoints, configs, restore
 from slt import export as export_lib
 from slt import train as train_lib  # sets XLA flags before JAX starts
 from slt.models import network, weights
@@ -79,3 +79,19 @@ def test_t5x_export_reads_back_and_refuses_to_overwrite(model_dir, tmp_path, cap
         export_lib.main(["--checkpoint", model_dir, "--output", str(out), "--format", "t5x"])
     assert exit_info.value.code == 1
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_initial_params_load_from_a_run_its_checkpoints_or_a_step(model_dir, tmp_path):
+    """`CheckpointConfig.initial_path` (the default loader) takes any of the three paths
+    `slt.eval` takes, and gives the params `restore_model` gives."""
+    import jax
+
+    restored = restore.restore_model(model_dir)
+    abstract = checkpoints.abstract_with_shardings(restored.params, restored.params_sharding)
+    expected = jax.tree.map(np.asarray, restored.params)
+    for path in (model_dir, f"{model_dir}/checkpoints", f"{model_dir}/checkpoints/2"):
+        with jax.set_mesh(restored.mesh):
+            loaded = checkpoints.load_slt_params(path, abstract)
+        jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, loaded), expected)
+    with pytest.raises(FileNotFoundError, match="holds no finished checkpoint step"):
+        checkpoints.load_slt_params(str(tmp_path), abstract)
