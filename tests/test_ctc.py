@@ -160,3 +160,26 @@ def test_joint_decoding_config_errors():
     params = model.init_params(jax.random.PRNGKey(0), inputs)
     with pytest.raises(ValueError, match="encoder CTC head"):
         model.predict_batch(params, inputs)
+
+
+def test_joint_decoding_checkpoint_can_beam_search_with_ctc_weight_zero():
+    """A model whose saved decoding is joint CTC/attention greedy (as the demo's) refuses
+    beam search on its own, and with `ctc_weight=0.0` in the options beam-searches
+    exactly as the same network configured for plain decoding."""
+    inputs = batch(TINY)
+    joint = EncoderDecoderModel(
+        Transformer(TINY), decoding_config=decoding.DecodingConfig(ctc_weight=0.7)
+    )
+    params = joint.init_params(jax.random.PRNGKey(2), inputs)
+    with pytest.raises(ValueError, match=r"ctc_weight': 0\.0"):
+        joint.predict_batch(params, inputs, decode_method="beam", num_beams=3)
+    options = {"decode_method": "beam", "num_beams": 3, "ctc_weight": 0.0}
+    tokens, aux = joint.predict_batch_with_aux(params, inputs, **options)
+    plain = EncoderDecoderModel(Transformer(TINY))
+    want, want_aux = plain.predict_batch_with_aux(params, inputs, decode_method="beam", num_beams=3)
+    np.testing.assert_array_equal(tokens, want)
+    np.testing.assert_allclose(aux["scores"], want_aux["scores"], rtol=1e-6)
+    # And greedy with the override is attention greedy, not joint decoding.
+    np.testing.assert_array_equal(
+        joint.predict_batch(params, inputs, ctc_weight=0.0), plain.predict_batch(params, inputs)
+    )

@@ -70,7 +70,8 @@ class DecodingConfig:
         if self.ctc_weight > 0 and self.method != "greedy":
             raise ValueError(
                 f"DecodingConfig.ctc_weight={self.ctc_weight} works with "
-                f"method='greedy' only (got {self.method!r})."
+                f"method='greedy' only (got {self.method!r}); set ctc_weight=0.0 with "
+                "it (in decode options: {'ctc_weight': 0.0})."
             )
         if self.top_k < 0:
             raise ValueError(f"DecodingConfig.top_k={self.top_k}: must be >= 0 (0 = off).")

@@ -316,7 +316,7 @@ class EncoderDecoderModel:
         ``L`` defaults to the length of ``decoder_target_tokens`` (or
         ``decoder_input_tokens``) in the batch. ``decode_options`` are those of
         ``predict_batch_with_aux`` (``decode_method``, ``num_beams``, ``alpha``,
-        ``temperature``, ``top_k``, ``rng``).
+        ``temperature``, ``top_k``, ``ctc_weight``, ``rng``).
         """
         tokens, _ = self.predict_batch_with_aux(params, batch, max_decode_length, **decode_options)
         return tokens
@@ -332,6 +332,7 @@ class EncoderDecoderModel:
         alpha: float | None = None,
         temperature: float | None = None,
         top_k: int | None = None,
+        ctc_weight: float | None = None,
         rng: Array | None = None,
         return_all_beams: bool = False,
     ) -> tuple[Array, dict[str, Array]]:
@@ -339,7 +340,9 @@ class EncoderDecoderModel:
         (greedy, sample) or the length-penalised beam score ``log p / ((5+len)/6)**alpha``.
 
         With ``return_all_beams`` (beam search) tokens are ``[B, num_beams, L]`` and scores
-        ``[B, num_beams]``, best first.
+        ``[B, num_beams]``, best first. ``ctc_weight`` overrides the joint CTC/attention
+        weight of greedy decoding; 0.0 lets a checkpoint trained with joint decoding use
+        beam search or sampling.
         """
         cfg = dataclasses.replace(
             self.decoding_config,
@@ -351,6 +354,7 @@ class EncoderDecoderModel:
                     alpha=alpha,
                     temperature=temperature,
                     top_k=top_k,
+                    ctc_weight=ctc_weight,
                 ).items()
                 if v is not None
             },
