@@ -2,7 +2,7 @@
 
 import setuptools
 
-# Versions installed and tested together on Python 3.11 (see docs/design.md, "JAX on CPU").
+# Versions installed and tested together on Python 3.11 (see docs/architecture.md, "JAX on CPU").
 # tensorflow-text pins tensorflow; keep the two in lockstep (not tensorflow-cpu).
 INSTALL_REQUIRES = [
     "jax==0.10.2",

@@ -7,7 +7,7 @@ starts) and builds its step with `slt.train.build_training`, the function
 `python -m slt.train` builds its step with (and with its XLA flags). The model is the
 demo's shape (d 128, 3+2 layers, Adafactor) with random inputs of the demo's lengths;
 donation is off on 8 devices (with 4 or more CPU devices it can deadlock XLA:CPU's
-all-reduce; docs/design.md, "JAX on CPU"). Prints one JSON line per measurement and
+all-reduce; docs/architecture.md, "JAX on CPU"). Prints one JSON line per measurement and
 a final JSON line with the ratio (8-device s/step over 1-device s/step). On a CPU the
 8 "devices" share the same cores, so this measures the cost of partitioning and
 collectives, not a speed-up.

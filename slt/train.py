@@ -285,7 +285,7 @@ def _train_loop(
             state, metrics = trainer.train_step(state, batch, dropout_rng)
             # Blocks every step: the NaN guard and the per-step JSONL loss need the
             # values, and no donated steps queue up (with 4 or more CPU devices, that
-            # can deadlock XLA:CPU's all-reduce; docs/design.md, "JAX on CPU").
+            # can deadlock XLA:CPU's all-reduce; docs/architecture.md, "JAX on CPU").
             metrics = jax.device_get(metrics)
             train_monitor.check_finite(step, metrics, saver.last_saved, saver.directory)
             if line := train_log.write(step, metrics):

@@ -3,7 +3,7 @@
 The checks run in a subprocess started with XLA_FLAGS=--xla_force_host_platform_device_count=8
 (the flag must be set before JAX starts). Donation is off there: with 4 or more fake
 CPU devices, donating the state while several steps are queued can deadlock XLA:CPU's
-all-reduce rendezvous (docs/design.md, "JAX on CPU").
+all-reduce rendezvous (docs/architecture.md, "JAX on CPU").
 """
 
 import os

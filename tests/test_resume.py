@@ -186,7 +186,7 @@ def _start_two_processes(model_dir, steps, *extra):
 
 # Fixing the number of input shards makes the data independent of the host count.
 # Donation off: with 4 or more fake CPU devices, donating the state while several steps
-# are queued can deadlock XLA:CPU's all-reduce rendezvous (docs/design.md, "JAX on CPU").
+# are queued can deadlock XLA:CPU's all-reduce rendezvous (docs/architecture.md, "JAX on CPU").
 MULTI = [
     "--gin.slt.InputConfig.num_input_shards=2",
     "--gin.slt.PartitioningConfig.donate_state=False",

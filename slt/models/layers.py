@@ -1,7 +1,7 @@
 """T5.1.1 building blocks in flax.linen.
 
 Numerics follow T5.1.1 / T5X exactly so that public ByT5 and mT5 checkpoints load by
-identity (see docs/design.md, "Numerics that must match T5.1.1"):
+identity (see docs/architecture.md, "Numerics that must match T5.1.1"):
 
 * RMSNorm without mean or bias, eps 1e-6, computed in float32, param ``scale``.
 * Dense kernels carry no bias and are stored 2-D (q/k/v ``[embed, heads*head_dim]``).

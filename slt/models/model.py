@@ -3,7 +3,7 @@
 Plain Python (no gin): ``EncoderDecoderModel(network, z_loss=..., ...)``. Every method is
 a pure function of ``params`` and the batch, so it can be jitted / partitioned as is.
 
-Batch keys (see docs/design.md, "The data contract"): ``encoder_input_tokens [B,P]``,
+Batch keys (see docs/architecture.md, "The data contract"): ``encoder_input_tokens [B,P]``,
 ``encoder_landmarks [B,T,255]``, ``encoder_landmark_mask [B,T]``,
 ``decoder_input_tokens [B,L]``, ``decoder_target_tokens [B,L]``,
 ``decoder_loss_weights [B,L]``.
