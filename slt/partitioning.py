@@ -122,11 +122,17 @@ def make_mesh(
     """A mesh over all (or the given) devices; one size of -1 takes the rest.
 
     `dcn_mesh_shape` (multi-slice / multi-host over a data-centre network): the mesh
-    is then `mesh_shape * dcn_mesh_shape` axis by axis, built by
-    `mesh_utils.create_hybrid_device_mesh` so that the axes split over the slow
-    network are the DCN ones (put data parallelism there). `mesh_shape` is then the
-    per-slice (ICI) shape; a -1 in it takes the rest of one slice. Devices without a
-    `slice_index` (CPU, GPU) use processes as slices.
+    is then `mesh_shape * dcn_mesh_shape` axis by axis, one block of `mesh_shape` per
+    slice, so that the axes split over the slow network are the DCN ones (put data
+    parallelism there). `mesh_shape` is then the per-slice (ICI) shape; a -1 in it
+    takes the rest of one slice. Slices are the devices' `slice_index` (TPU
+    multislice, real or compile-only), else processes (CPU, GPU), else, for the
+    devices of one process (fake CPU devices, compile-only topologies), consecutive
+    equal blocks of devices.
+
+    Within a slice the devices are laid out by `mesh_utils.create_device_mesh`, which
+    splits a physical torus axis when a mesh axis needs it (a `model` axis of 2 on a
+    4x4x4 v4 slice); `jax.make_mesh` refuses those meshes.
 
     Axes are `Auto` typed: linen's logical partitioning works with those only.
     """
@@ -139,9 +145,8 @@ def make_mesh(
     axis_types = (jax.sharding.AxisType.Auto,) * len(axis_names)
     if dcn_mesh_shape is None:
         shape = _resolve_shape(mesh_shape, len(devices), "mesh_shape")
-        return jax.make_mesh(
-            tuple(shape), tuple(axis_names), devices=devices, axis_types=axis_types
-        )
+        device_array = _slice_mesh(shape, devices)
+        return Mesh(device_array, tuple(axis_names), axis_types=axis_types)
     if len(dcn_mesh_shape) != len(axis_names):
         raise ValueError(
             f"dcn_mesh_shape {tuple(dcn_mesh_shape)} and axis_names "
@@ -154,11 +159,56 @@ def make_mesh(
             f"slices; {len(devices)} devices do not split into that many."
         )
     ici_shape = _resolve_shape(mesh_shape, len(devices) // num_slices, "mesh_shape (per slice)")
-    by_process = getattr(devices[0], "slice_index", None) is None
-    device_array = mesh_utils.create_hybrid_device_mesh(
-        ici_shape, list(dcn_mesh_shape), devices, process_is_granule=by_process
-    )
+    slices = device_slices(devices, num_slices)
+    blocks = np.empty(len(slices), dtype=object)
+    for i, slice_devices in enumerate(slices):
+        blocks[i] = _slice_mesh(ici_shape, slice_devices)
+    device_array = np.block(blocks.reshape(tuple(dcn_mesh_shape)).tolist())
     return Mesh(device_array, tuple(axis_names), axis_types=axis_types)
+
+
+def _slice_mesh(shape: Sequence[int], devices: Sequence[jax.Device]) -> np.ndarray:
+    """The devices of one slice as an array of `shape`, physical axes split if needed."""
+    try:
+        return mesh_utils.create_device_mesh(tuple(shape), devices, allow_split_physical_axes=True)
+    except (ValueError, NotImplementedError) as error:
+        raise ValueError(
+            f"mesh_shape {tuple(shape)} cannot be laid out over the {len(devices)} "
+            f"{devices[0].device_kind} devices of a slice ({str(error).splitlines()[0]}); "
+            "choose axis sizes whose product uses the slice's physical axes (gin: "
+            "slt.PartitioningConfig.mesh_shape)."
+        ) from None
+
+
+def device_slices(devices: Sequence[jax.Device], num_slices: int) -> list[list[jax.Device]]:
+    """`devices` grouped into `num_slices` slices (see `make_mesh`), in slice order."""
+
+    def grouped(key) -> list[list[jax.Device]]:
+        groups: dict[int, list[jax.Device]] = {}
+        for device in devices:
+            groups.setdefault(key(device), []).append(device)
+        return [groups[k] for k in sorted(groups)]
+
+    if all(getattr(d, "slice_index", None) is not None for d in devices):
+        slices, by = grouped(lambda d: d.slice_index), "slice_index"
+    elif len({d.process_index for d in devices}) > 1:
+        slices, by = grouped(lambda d: d.process_index), "process"
+    else:  # one process: consecutive blocks (fake CPU devices, compile-only devices)
+        size = len(devices) // num_slices
+        slices, by = [list(devices[i * size : (i + 1) * size]) for i in range(num_slices)], ""
+    if num_slices == 1:
+        return [list(devices)]
+    if by == "process" and len(slices) > num_slices and len(slices) % num_slices == 0:
+        per = len(slices) // num_slices  # several hosts per slice: consecutive processes
+        slices = [sum(slices[i * per : (i + 1) * per], []) for i in range(num_slices)]
+    if len(slices) != num_slices or len({len(s) for s in slices}) != 1:
+        raise ValueError(
+            f"dcn_mesh_shape asks for {num_slices} slices, but the {len(devices)} devices "
+            f"form {len(slices)} slices by {by} of sizes {sorted({len(s) for s in slices})}; "
+            "set the product of slt.PartitioningConfig.dcn_mesh_shape to the number of "
+            "slices (gin: NUM_SLICES in gin/partitioning/multislice.gin)."
+        )
+    return slices
 
 
 def restrict_rules(rules: LogicalRules, mesh: Mesh) -> list[tuple[str, Any]]:
