@@ -43,6 +43,8 @@ import json
 import os
 from collections.abc import Collection, Iterator
 
+from etils import epath
+
 from slt.io import errors
 
 REQUIRED = ("path", "sign_language", "spoken_language")
@@ -134,8 +136,7 @@ class RowError:
 
 def read_lines(manifest_path: str) -> list[str]:
     """The manifest's lines, bytes decoded as UTF-8 with surrogate escapes."""
-    with open(manifest_path, "rb") as f:
-        raw = f.read()
+    raw = epath.Path(manifest_path).read_bytes()  # a local path or gs://...
     return raw.decode("utf-8", errors="surrogateescape").splitlines()
 
 
@@ -249,7 +250,9 @@ def parse_row(
             f"{row_id}: the row lacks {lacking}; every row needs {REQUIRED} "
             "and a `text` or `captions`.",
         )
-    if not os.path.isabs(path):
+    if "://" in manifest_dir and "://" not in path:
+        path = f"{manifest_dir.rstrip('/')}/{path}"  # normpath would fold gs:// to gs:/
+    elif not os.path.isabs(path) and "://" not in path:
         path = os.path.normpath(os.path.join(manifest_dir, path))
     try:
         start, end = _seconds(row, "start"), _seconds(row, "end")

@@ -14,6 +14,10 @@ turns any reported input into exit status 1 (the report is still written, and
 The manifest format is in `slt/manifest.py`, the shard format in `slt/shards.py`.
 Workers fork from a fork server that imports `slt.clips` (numpy and the readers)
 and the caller's main script once; this module imports no TensorFlow at import time.
+
+`--runner=NAME` runs the same preparation as an Apache Beam pipeline instead
+(`slt/prepare_beam.py`; DirectRunner locally, DataflowRunner, FlinkRunner or SparkRunner
+at scale), with the same output files; flags this parser does not know go to Beam.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import glob
 import hashlib
 import json
 import logging
@@ -30,7 +33,9 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
+
+from etils import epath
 
 from slt import clips, gin_utils, landmarks, manifest
 
@@ -151,6 +156,98 @@ def _language_sets() -> tuple[Collection[str], Collection[str]]:
     return languages.SIGN_LANGUAGES, languages.SPOKEN_LANGUAGES
 
 
+@dataclasses.dataclass(frozen=True)
+class WrittenClip:
+    """A clip ready for its shard: the serialized example and what dataset_info sums."""
+
+    example: bytes
+    num_frames: int
+    language_pair: str  # "<sign>-<spoken>"
+    absent_points: tuple[str, ...]
+    truncated: bool
+
+
+def written_clip(clip: clips.PreparedClip) -> WrittenClip:
+    from slt import shards  # TensorFlow
+
+    return WrittenClip(
+        example=shards.serialize(clip),
+        num_frames=int(clip.frames.shape[0]),
+        language_pair=f"{clip.spec.sign_language}-{clip.spec.spoken_language}",
+        absent_points=tuple(clip.absent_points),
+        truncated=bool(clip.truncated_from),
+    )
+
+
+def reported_record(split: str, spec: manifest.ClipSpec | manifest.RowError, outcome) -> dict:
+    """The report.jsonl row of an input that is not written."""
+    if isinstance(spec, manifest.RowError):
+        return {"split": split, **manifest.bad_row_record(spec)}
+    reason, message = outcome
+    return {"split": split, "id": spec.id, "path": spec.path, "reason": reason, "message": message}
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardPlan:
+    index: int
+    name: str
+    first_row: int  # index into the manifest's data rows
+    num_rows: int
+    fingerprint: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a run of one split writes: every shard's name, and the shards still to do."""
+
+    manifest_dir: str
+    names: list[str]
+    pending: list[ShardPlan]
+    skipped: int
+    rows: list  # (row id, raw row) per manifest data row
+
+
+def manifest_dir_of(manifest_path: str) -> str:
+    if "://" in manifest_path:  # gs://bucket/dir/m.jsonl: relative paths are under gs://bucket/dir
+        return manifest_path.rsplit("/", 1)[0]
+    return os.path.dirname(os.path.abspath(manifest_path))
+
+
+def plan(
+    manifest_path: str,
+    output_dir: str,
+    options: clips.PrepareOptions,
+    split: str,
+    examples_per_shard: int,
+) -> Plan:
+    """Reads the manifest, checks the landmark config, removes stale shards, finds the
+    finished ones (same rows and settings: skipped)."""
+    from slt import shards
+
+    out = epath.Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_config(output_dir, options.config)
+    manifest_dir = manifest_dir_of(manifest_path)
+    rows = list(manifest.raw_rows(manifest_path, manifest.read_lines(manifest_path)))
+    num_shards = max(1, math.ceil(len(rows) / examples_per_shard))
+    names = [shards.shard_name(split, k, num_shards) for k in range(num_shards)]
+    for stale in out.glob(f"{split}.tfrecord-*"):
+        if stale.name.split(".done")[0].split(".tmp")[0] not in names:
+            stale.unlink()  # from an earlier run with another shard count, or a dead attempt
+    pending, skipped = [], 0
+    for k, name in enumerate(names):
+        first = k * examples_per_shard
+        shard_rows = rows[first : first + examples_per_shard]
+        fingerprint = _fingerprint(options, split, manifest_dir, shard_rows)
+        marker = out / (name + ".done.json")
+        finished = marker.exists() and (out / name).exists()
+        if finished and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
+            skipped += 1
+            continue
+        pending.append(ShardPlan(k, name, first, len(shard_rows), fingerprint))
+    return Plan(manifest_dir, names, pending, skipped, rows)
+
+
 def prepare(
     manifest_path: str,
     output_dir: str,
@@ -164,158 +261,152 @@ def prepare(
     spoken_languages: Collection[str] | None = None,
 ) -> PrepareResult:
     """Prepares one split of a manifest into `output_dir` (see the module docstring)."""
-    from slt import shards  # TensorFlow: parent only
-
     began = time.time()
     if sign_languages is None or spoken_languages is None:
         sign_languages, spoken_languages = _language_sets()
     num_workers = num_workers or os.cpu_count() or 1
-    os.makedirs(output_dir, exist_ok=True)
-    _check_config(output_dir, options.config)
-    manifest_dir = os.path.dirname(os.path.abspath(manifest_path))
-    rows = list(manifest.raw_rows(manifest_path, manifest.read_lines(manifest_path)))
-    num_shards = max(1, math.ceil(len(rows) / examples_per_shard))
-    names = [shards.shard_name(split, k, num_shards) for k in range(num_shards)]
-    for stale in glob.glob(os.path.join(output_dir, f"{split}.tfrecord-*")):
-        if os.path.basename(stale).split(".done")[0].removesuffix(".tmp") not in names:
-            os.remove(stale)  # from an earlier run with another shard count
-    pending, skipped = [], 0
-    for k, name in enumerate(names):
-        shard_rows = rows[k * examples_per_shard : (k + 1) * examples_per_shard]
-        fingerprint = _fingerprint(options, split, manifest_dir, shard_rows)
-        marker = os.path.join(output_dir, name + ".done.json")
-        if os.path.exists(marker) and os.path.exists(os.path.join(output_dir, name)):
-            with open(marker) as f:
-                if json.load(f).get("fingerprint") == fingerprint:
-                    skipped += 1
-                    continue
-        pending.append((k, name, shard_rows, fingerprint))
-
-    bar = _Progress(sum(len(r) for _, _, r, _ in pending), progress, f"prepare {split}")
+    work = plan(manifest_path, output_dir, options, split, examples_per_shard)
+    bar = _Progress(sum(s.num_rows for s in work.pending), progress, f"prepare {split}")
     # Row-level checks first (no file is read), then the files in parallel.
     parsed = {}
     jobs = []
-    for k, _, shard_rows, _ in pending:
-        for j, (row_id, row) in enumerate(shard_rows):
-            index = k * examples_per_shard + j
-            spec = manifest.parse_row(row_id, row, manifest_dir, sign_languages, spoken_languages)
+    for shard in work.pending:
+        for index in range(shard.first_row, shard.first_row + shard.num_rows):
+            row_id, row = work.rows[index]
+            spec = manifest.parse_row(
+                row_id, row, work.manifest_dir, sign_languages, spoken_languages
+            )
             parsed[index] = spec
             if isinstance(spec, manifest.ClipSpec):
                 jobs.append((index, spec, options))
     results = _results(jobs, num_workers)
-    for k, name, shard_rows, fingerprint in pending:
-        summary = _write_shard(
-            output_dir,
-            name,
-            split,
-            k * examples_per_shard,
-            shard_rows,
-            parsed,
-            results,
-            shards,
-            bar,
-        )
-        summary["fingerprint"] = fingerprint
-        with open(os.path.join(output_dir, name + ".done.json.tmp"), "w") as f:
-            json.dump(summary, f)
-        os.replace(
-            os.path.join(output_dir, name + ".done.json.tmp"),
-            os.path.join(output_dir, name + ".done.json"),
-        )
+
+    def outcomes(shard: ShardPlan) -> Iterator[WrittenClip | dict]:
+        for index in range(shard.first_row, shard.first_row + shard.num_rows):
+            spec = parsed[index]
+            bar.update()
+            if isinstance(spec, manifest.RowError):
+                yield reported_record(split, spec, None)
+                continue
+            done, outcome = next(results)
+            assert done == index, (done, index)
+            if isinstance(outcome, tuple):
+                yield reported_record(split, spec, outcome)
+            else:
+                yield written_clip(outcome)
+
+    for shard in work.pending:
+        write_shard(output_dir, shard, outcomes(shard), temporary_suffix=".tmp")
     bar.close()
-    return _finish(
-        output_dir, split, names, options, strict, len(pending), skipped, time.time() - began
+    return finish(
+        output_dir,
+        split,
+        work.names,
+        options,
+        strict,
+        len(work.pending),
+        work.skipped,
+        time.time() - began,
     )
 
 
-def _write_shard(
-    output_dir, name, split, first_index, shard_rows, parsed, results, shards, bar
+def write_shard(
+    output_dir: str,
+    shard: ShardPlan,
+    outcomes: Iterable[WrittenClip | dict],
+    temporary_suffix: str,
 ) -> dict:
+    """Writes one shard under a temporary name, renames it, then writes its marker.
+
+    A retried or duplicated writer (Beam) passes its own `temporary_suffix`, so
+    attempts never share a file; the shard's bytes do not depend on the attempt, so
+    whichever rename lands last leaves the same shard (exactly-once output).
+    """
     import tensorflow as tf
 
+    out = epath.Path(output_dir)
     reported, lengths = [], []
     languages, absent = collections.Counter(), collections.Counter()
     truncated = 0
-    temporary = os.path.join(output_dir, name + ".tmp")
-    with tf.io.TFRecordWriter(temporary) as writer:
-        for j in range(len(shard_rows)):
-            spec = parsed[first_index + j]
-            if isinstance(spec, manifest.RowError):
-                reported.append({"split": split, **manifest.bad_row_record(spec)})
-                bar.update()
+    temporary = out / (shard.name + temporary_suffix)
+    with tf.io.TFRecordWriter(os.fspath(temporary)) as writer:
+        for outcome in outcomes:
+            if isinstance(outcome, dict):
+                reported.append(outcome)
                 continue
-            index, outcome = next(results)
-            assert index == first_index + j, (index, first_index + j)
-            bar.update()
-            if isinstance(outcome, tuple):
-                reason, message = outcome
-                reported.append(
-                    {
-                        "split": split,
-                        "id": spec.id,
-                        "path": spec.path,
-                        "reason": reason,
-                        "message": message,
-                    }
-                )
-                continue
-            writer.write(shards.serialize(outcome))
-            lengths.append(int(outcome.frames.shape[0]))
-            languages[f"{spec.sign_language}-{spec.spoken_language}"] += 1
+            writer.write(outcome.example)
+            lengths.append(outcome.num_frames)
+            languages[outcome.language_pair] += 1
             absent.update(outcome.absent_points)
-            truncated += bool(outcome.truncated_from)
-    os.replace(temporary, os.path.join(output_dir, name))
-    return {
-        "shard": name,
-        "num_inputs": len(shard_rows),
+            truncated += outcome.truncated
+    temporary.replace(out / shard.name)
+    summary = {
+        "shard": shard.name,
+        "num_inputs": len(reported) + len(lengths),
         "num_written": len(lengths),
         "reported": reported,
         "frame_lengths": lengths,
         "languages": dict(languages),
         "absent_points": dict(absent),
         "truncated": truncated,
+        "fingerprint": shard.fingerprint,
     }
+    assert summary["num_inputs"] == shard.num_rows, (shard, summary["num_inputs"])
+    marker = out / (shard.name + ".done.json" + temporary_suffix)
+    marker.write_text(json.dumps(summary))
+    marker.replace(out / (shard.name + ".done.json"))
+    return summary
 
 
 def _check_config(output_dir: str, config: landmarks.LandmarkConfig) -> None:
     from slt import shards
 
-    path = os.path.join(output_dir, shards.CONFIG_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            existing = landmarks.LandmarkConfig.from_json(f.read())
+    path = epath.Path(output_dir) / shards.CONFIG_FILE
+    if path.exists():
+        existing = landmarks.LandmarkConfig.from_json(path.read_text())
         if existing != config:
             raise ValueError(
                 f"{output_dir} was prepared with another landmark config ({path}: "
                 f"{existing}); all splits of a dataset share one. Use a new --output_dir."
             )
     else:
-        with open(path, "w") as f:
-            f.write(config.to_json())
+        path.write_text(config.to_json())
 
 
-def _finish(
-    output_dir, split, names, options, strict, written_now, skipped, seconds
+def _replace_text(path: epath.Path, text: str) -> None:
+    """Writes `text` to a temporary name, then renames: readers never see half a file."""
+    temporary = path.parent / (path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)
+
+
+def finish(
+    output_dir: str,
+    split: str,
+    names: list[str],
+    options: clips.PrepareOptions,
+    strict: bool,
+    written_now: int,
+    skipped: int,
+    seconds: float,
 ) -> PrepareResult:
+    """From the shards' markers: report.jsonl, dataset_info.json and the result."""
     from slt import shards
 
+    out = epath.Path(output_dir)
     markers = {}
-    for marker in sorted(glob.glob(os.path.join(output_dir, "*.tfrecord-*.done.json"))):
-        with open(marker) as f:
-            markers[os.path.basename(marker)[: -len(".done.json")]] = json.load(f)
-    with open(os.path.join(output_dir, shards.REPORT_FILE + ".tmp"), "w") as f:
-        for summary in markers.values():
-            for record in summary["reported"]:
-                f.write(
-                    json.dumps(record, ensure_ascii=False, default=str)
-                    .encode("utf-8", "surrogateescape")
-                    .decode("utf-8", "replace")
-                    + "\n"
-                )
-    os.replace(
-        os.path.join(output_dir, shards.REPORT_FILE + ".tmp"),
-        os.path.join(output_dir, shards.REPORT_FILE),
-    )
+    for marker in sorted(out.glob("*.tfrecord-*.done.json"), key=lambda p: p.name):
+        markers[marker.name[: -len(".done.json")]] = json.loads(marker.read_text())
+    lines = []
+    for summary in markers.values():
+        for record in summary["reported"]:
+            lines.append(
+                json.dumps(record, ensure_ascii=False, default=str)
+                .encode("utf-8", "surrogateescape")
+                .decode("utf-8", "replace")
+                + "\n"
+            )
+    _replace_text(out / shards.REPORT_FILE, "".join(lines))
     mine = [markers[n] for n in names]
     reported = [r for s in mine for r in s["reported"]]
     by_reason = dict(collections.Counter(r["reason"] for r in reported))
@@ -344,29 +435,25 @@ def _finish(
 def _drop_split(output_dir: str, split: str) -> None:
     from slt import shards
 
-    path = os.path.join(output_dir, shards.INFO_FILE)
-    if not os.path.exists(path):
+    path = epath.Path(output_dir) / shards.INFO_FILE
+    if not path.exists():
         return
-    with open(path) as f:
-        info = json.load(f)
+    info = json.loads(path.read_text())
     if info.get("splits", {}).pop(split, None) is None:
         return
     if not info["splits"]:
-        os.remove(path)
+        path.unlink()
         return
-    with open(path + ".tmp", "w") as f:
-        json.dump(info, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    _replace_text(path, json.dumps(info, indent=1, sort_keys=True))
 
 
 def _write_info(output_dir, split, names, summaries, options, by_reason) -> None:
     from slt import shards
 
-    path = os.path.join(output_dir, shards.INFO_FILE)
+    path = epath.Path(output_dir) / shards.INFO_FILE
     info = {"format": shards.FORMAT, "splits": {}}
-    if os.path.exists(path):
-        with open(path) as f:
-            info = json.load(f)
+    if path.exists():
+        info = json.loads(path.read_text())
     lengths = [t for s in summaries for t in s["frame_lengths"]]
     languages = collections.Counter()
     absent = collections.Counter()
@@ -393,9 +480,7 @@ def _write_info(output_dir, split, names, summaries, options, by_reason) -> None
         "min_frames": options.min_frames,
         "truncate_long": options.truncate_long,
     }
-    with open(path + ".tmp", "w") as f:
-        json.dump(info, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    _replace_text(path, json.dumps(info, indent=1, sort_keys=True))
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -459,15 +544,43 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="coordinate value of points the pose estimator did not find",
     )
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    return gin_utils.parse_args(parser, argv)
+    parser.add_argument(
+        "--runner",
+        default=None,
+        help="run on Apache Beam with this runner (DirectRunner, DataflowRunner, FlinkRunner, "
+        "SparkRunner, ...); the flags this parser does not know go to Beam as pipeline "
+        "options, e.g. --direct_num_workers=2 --direct_running_mode=multi_processing. "
+        "Unset: in-process workers (--num_workers). See docs/data_at_scale.md",
+    )
+    parser.add_argument(
+        "--max_attempts",
+        type=int,
+        default=3,
+        help="with --runner: tries of a clip whose worker dies before it is reported "
+        "worker_lost (0: keep no try counts)",
+    )
+    parser.add_argument(
+        "--verbosity",
+        choices=gin_utils.LOG_LEVELS,
+        default=None,
+        help=f"log level of slt's messages (default: ${gin_utils.LOG_LEVEL_ENV}, else info)",
+    )
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and not args.runner:
+        parser.error(
+            f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options "
+            "need --runner=NAME)"
+        )
+    args.beam_args = [f"--runner={args.runner}", *beam_args] if args.runner else []
+    gin_utils.setup_logging(args.verbosity)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     gin_utils.quiet_tensorflow()
     args = _parse_args(argv)
     if args.landmark_config:
-        with open(args.landmark_config) as f:
-            config = landmarks.LandmarkConfig.from_json(f.read())
+        config = landmarks.LandmarkConfig.from_json(epath.Path(args.landmark_config).read_text())
     else:
         config = landmarks.LandmarkConfig(
             normalization=args.normalization,
@@ -479,23 +592,40 @@ def main(argv: list[str] | None = None) -> int:
     options = clips.PrepareOptions(
         config=config, min_frames=args.min_frames, truncate_long=args.truncate_long
     )
-    result = prepare(
-        args.manifest,
-        args.output_dir,
-        options,
-        split=args.split,
-        examples_per_shard=args.examples_per_shard,
-        num_workers=args.num_workers or None,
-        strict=args.strict,
-        progress=not args.no_progress,
-    )
+    counters = None
+    if args.runner:
+        from slt import prepare_beam  # Apache Beam: only when asked for
+
+        result, counters = prepare_beam.prepare_beam(
+            args.manifest,
+            args.output_dir,
+            options,
+            args.beam_args,
+            split=args.split,
+            examples_per_shard=args.examples_per_shard,
+            strict=args.strict,
+            max_attempts=args.max_attempts,
+        )
+    else:
+        result = prepare(
+            args.manifest,
+            args.output_dir,
+            options,
+            split=args.split,
+            examples_per_shard=args.examples_per_shard,
+            num_workers=args.num_workers or None,
+            strict=args.strict,
+            progress=not args.no_progress,
+        )
     summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "messages"}
+    if counters is not None:
+        summary["beam_counters"] = counters
     summary["clips_per_second"] = round(result.num_inputs / max(result.seconds, 1e-9), 2)
     print(json.dumps(summary, sort_keys=True))
     if result.num_reported:
         print(
             f"{result.num_reported} inputs not written; see "
-            f"{os.path.join(args.output_dir, 'report.jsonl')}",
+            f"{epath.Path(args.output_dir) / 'report.jsonl'}",
             file=sys.stderr,
         )
     if not result.complete:

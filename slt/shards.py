@@ -68,7 +68,11 @@ def serialize(clip) -> bytes:
         "caption_start_frames": _ints(clip.caption_frames[:, 0].tolist()),
         "caption_end_frames": _ints(clip.caption_frames[:, 1].tolist()),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    # Deterministic: map entries in key order. Otherwise their order follows a hash
+    # seeded per process, and the same clip prepared by two processes (Beam workers,
+    # a resumed run) would give different bytes.
+    return example.SerializeToString(deterministic=True)
 
 
 FEATURE_SPEC = {

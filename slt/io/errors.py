@@ -30,6 +30,10 @@ REASONS = {
     ),
     "read_failed": "an unexpected error while reading or converting the file (see message)",
     "no_fps": "start/end times or target_fps need the clip's frame rate; give fps",
+    "worker_lost": (
+        "the worker preparing the clip died on every try (e.g. MediaPipe aborted the "
+        "process); check the file, or extract it alone with python -m slt.io.video"
+    ),
 }
 
 

@@ -33,6 +33,8 @@ def read_holistic(path: str) -> HolisticPose:
       `wrong_point_count`, `video_failed`, `video_backend_missing`).
     """
     path = os.fspath(path)
+    if "://" in path:
+        return _read_remote(path)
     if not os.path.isfile(path):
         raise errors.BadInput("missing_file", f"{path}: no such file.")
     extension = os.path.splitext(path)[1].lower()
@@ -55,6 +57,27 @@ def read_holistic(path: str) -> HolisticPose:
         f"{POSE_EXTENSIONS + ARRAY_EXTENSIONS + VIDEO_EXTENSIONS}; convert it to .pose "
         "or .npy.",
     )
+
+
+def _read_remote(path: str) -> HolisticPose:
+    """A gs:// (or other etils.epath) file: copied to a local temporary file, then read."""
+    import dataclasses
+    import tempfile
+
+    from etils import epath
+
+    remote = epath.Path(path)
+    if not remote.is_file():
+        raise errors.BadInput("missing_file", f"{path}: no such file.")
+    with tempfile.TemporaryDirectory(prefix="slt-remote-") as tmp:
+        local = os.path.join(tmp, "clip" + os.path.splitext(path)[1].lower())
+        with open(local, "wb") as f:
+            f.write(remote.read_bytes())
+        try:
+            pose = read_holistic(local)
+        except errors.BadInput as e:
+            raise errors.BadInput(e.reason, str(e).replace(local, path)) from e
+    return dataclasses.replace(pose, source=path)
 
 
 def check_holistic(pose: HolisticPose) -> None:
