@@ -6,6 +6,7 @@ import seqio
 
 from slt import landmarks
 from tasks import (
+    experiment_mixtures,  # noqa: F401  (registers)
     fingerspelling_mixtures,  # noqa: F401  (registers)
     fingerspelling_tasks,  # noqa: F401  (registers)
     paper_mixtures,  # noqa: F401  (registers)

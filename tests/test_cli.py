@@ -211,6 +211,11 @@ ENTRY_POINTS = {
         "  evaluate.checkpoint = <required>\n",
         "  evaluate.partitioning_config = @slt.PartitioningConfig()\n",
     ],
+    "slt.experiment": [
+        "python -m slt.experiment --gin_file=",
+        "  study.output_dir = <required>\n",
+        "  study.seeds = (0, 1)\n",
+    ],
     "slt.infer": [
         "python -m slt.infer --gin_file=",
         "  infer.output_dir = <required>\n",

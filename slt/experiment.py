@@ -1,0 +1,348 @@
+r"""Run a study: train every arm for every seed, evaluate, and write one report.
+
+  python -m slt.experiment --gin_file=gin/experiments/study.gin --gin.OUTPUT_DIR=\"runs/study\"
+
+An arm is a gin file of `slt.train` (gin/experiments/e1_a_slt_aug.gin, ...). Each run
+trains with `train.seed` = the seed and `train.train_steps` = `study.train_steps` in
+OUTPUT_DIR/<arm>/seed_<seed> (a run whose eval/metrics.json exists is kept, so an
+interrupted study resumes), then evaluates on the arm's eval tasks (test split). The
+runs are one after another, in this process. OUTPUT_DIR then holds:
+
+  report.md            tables of E1 (zero-shot SLT through MT) and E2 (more sign
+                       languages): mean [min, max] over seeds, per direction and group
+  e1.png, e2.png       chrF and language accuracy per direction, arms side by side
+  summary.json         every number of report.md, and each run's wall time
+  metrics/<arm>.seed_<seed>.json   the metrics JSON of every run
+
+docs/results.md reports the study and how to read it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from slt import gin_utils
+
+gin_utils.quiet_tensorflow()
+gin_utils.add_cpu_xla_flags()
+
+import gin  # noqa: E402
+from slt import metrics as metrics_lib  # noqa: E402
+from slt import study_report  # noqa: E402
+from slt import train as train_lib  # noqa: E402
+from tasks import experiment_mixtures as em  # noqa: E402
+from tasks import fingerspelling_mixtures as fm  # noqa: E402
+from tasks import fingerspelling_sources as fs_sources  # noqa: E402
+
+E1_TASKS = (
+    [fm.word_name("ase")]
+    + [fm.aug_name(x) for x in em.E1_SEEN]
+    + [fm.aug_name(x) for x in em.E1_ZERO_SHOT]
+)
+E1_GROUPS = {
+    "en": [fm.word_name("ase")],
+    "S (augmented SLT)": [fm.aug_name(x) for x in em.E1_SEEN],
+    "Z (zero-shot)": [fm.aug_name(x) for x in em.E1_ZERO_SHOT],
+}
+E2_TASKS = [fm.word_name(s) for s in fm.SIGN_TO_SPOKEN]
+
+
+def _label(task: str) -> str:
+    """A direction's short name: `en`, `cs (S)`, `ar (Z)`, or the sign language."""
+    if task.startswith("fingerspelling_aug_slt_ase_"):
+        language = task.rsplit("_", 1)[1]
+        return f"{language} ({'S' if language in em.E1_SEEN else 'Z'})"
+    if task.startswith("fingerspelling_word_slt_"):
+        sign, spoken = task.split("_")[-2:]
+        return spoken if sign == "ase" else f"{sign}>{spoken}"
+    return task
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=gin_utils.REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_arm_seed(
+    arm_file: str, run_dir: str, seed: int, train_steps: int, bindings: Sequence[str]
+) -> dict[str, dict]:
+    """Trains and evaluates one arm for one seed in this process: the arm's gin file
+    replaces whatever config was parsed before."""
+    gin.clear_config()
+    argv = [
+        f"--gin_file={arm_file}",
+        f'--gin.MODEL_DIR="{run_dir}"',
+        f"--gin.train.seed={seed}",
+        f"--gin.train.train_steps={train_steps}",
+        f"--gin.slt.OptimizerConfig.decay_steps={train_steps}",
+        f"--gin.slt.OptimizerConfig.warmup_steps={max(1, train_steps // 10)}",
+        *(f"--gin_bindings={b}" for b in bindings),
+    ]
+    gin_utils.parse_gin_args(argv, train_lib.train)
+    return train_lib.train()
+
+
+def mt_overlap_breakdown(eval_dir: str, split: str = "test") -> dict[str, dict[str, Any]]:
+    """For each zero-shot direction: chrF and exact match of the held-out words whose
+    (English, target) pair is in the MT training split, and of the others."""
+    out = {}
+    for language in em.E1_ZERO_SHOT:
+        task = fm.aug_name(language)
+        path = os.path.join(eval_dir, f"{task}.{split}.predictions.jsonl")
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+        train_pairs = {(r[1], r[2]) for r in fs_sources.cldr_pairs("en", language)["train"]}
+        parts: dict[str, list] = {"in_mt_train": [], "not_in_mt_train": []}
+        for row in rows:
+            word = row["id"].split("/")[1]  # ids are <sign>/<word>/<variant>
+            known = (word, row["target"]) in train_pairs
+            parts["in_mt_train" if known else "not_in_mt_train"].append(row)
+        out[task] = {}
+        for part, part_rows in parts.items():
+            if not part_rows:
+                out[task][part] = {"num_examples": 0}
+                continue
+            m = metrics_lib.translation_metrics(
+                [r["prediction"] for r in part_rows], [r["target"] for r in part_rows]
+            )
+            out[task][part] = {
+                "num_examples": len(part_rows),
+                "chrf": m["chrf"],
+                "exact_match": m["exact_match"],
+            }
+    return out
+
+
+def _overlap_table(overlap: Mapping[str, Mapping[int, Mapping]], arms: Sequence[str]) -> str:
+    lines = [
+        "| arm | held-out words | n (all seeds) | chrF | exact % |",
+        "|---|---|---|---|---|",
+    ]
+    for arm in arms:
+        for part in ("in_mt_train", "not_in_mt_train"):
+            per_seed_chrf, per_seed_exact, n = [], [], 0
+            for by_task in overlap.get(arm, {}).values():
+                cells = [t[part] for t in by_task.values() if t[part]["num_examples"]]
+                if not cells:
+                    continue
+                weights = [c["num_examples"] for c in cells]
+                n += sum(weights)
+                per_seed_chrf.append(
+                    sum(c["chrf"] * w for c, w in zip(cells, weights)) / sum(weights)
+                )
+                per_seed_exact.append(
+                    sum(c["exact_match"] * w for c, w in zip(cells, weights)) / sum(weights)
+                )
+            if not per_seed_chrf:
+                continue
+            label = "pair in MT train" if part == "in_mt_train" else "pair not in MT train"
+            lines.append(
+                f"| {arm} | {label} | {n} | "
+                f"{study_report.cell(study_report.spread(per_seed_chrf))} | "
+                f"{study_report.cell(study_report.spread(per_seed_exact), 100.0)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _verdict(runs, better: str, worse: str, tasks: Sequence[str], metric: str) -> str:
+    b = study_report.group_spread(runs, better, tasks, metric)
+    w = study_report.group_spread(runs, worse, tasks, metric)
+    if b is None or w is None:
+        return "not evaluated on these tasks"
+    if b["min"] > w["max"]:
+        return f"{better} above {worse} in every seed (ranges do not overlap)"
+    if b["mean"] > w["mean"]:
+        return f"{better} above {worse} on average, but the seed ranges overlap"
+    return f"{better} not above {worse}"
+
+
+def write_study_report(
+    output_dir: str,
+    runs: Mapping[str, Mapping[int, Mapping[str, Mapping[str, Any]]]],
+    overlap: Mapping[str, Mapping[int, Mapping]],
+    info: Mapping[str, Any],
+    e1_arms: Sequence[str],
+    e2_arms: Sequence[str],
+) -> str:
+    """Writes report.md, e1.png, e2.png and summary.json; returns the report's text."""
+    text = [
+        "# Study report",
+        "",
+        f"- command: `{info['command']}`",
+        f"- commit: `{info['commit']}`; date {info['date']}; machine: {info['machine']}",
+        f"- {info['train_steps']} steps per run, seeds {list(info['seeds'])}; "
+        f"wall time {info['wall_s'] / 60:.1f} min in all",
+        "- cells: mean [min, max] over seeds",
+        "",
+    ]
+    summary: dict[str, Any] = {"info": dict(info), "e1": {}, "e2": {}}
+    e1_arms = [a for a in e1_arms if a in runs]
+    e2_arms = [a for a in e2_arms if a in runs]
+    if e1_arms:
+        labels = {t: _label(t) for t in E1_TASKS}
+        text += [
+            "## E1: zero-shot SLT through MT data",
+            "",
+            study_report.group_table(runs, e1_arms, E1_GROUPS),
+            study_report.comparison_table(runs, e1_arms, E1_TASKS, labels),
+        ]
+        if len(e1_arms) >= 2:
+            z = E1_GROUPS["Z (zero-shot)"]
+            for metric in ("chrf", "language_accuracy"):
+                verdict = _verdict(runs, e1_arms[1], e1_arms[0], z, metric)
+                summary["e1"][f"verdict_{metric}"] = verdict
+                text.append(f"- Z directions, {metric}: {verdict}.")
+            text.append("")
+        if overlap:
+            text += [
+                "Zero-shot directions split by whether the held-out word's pair is in the "
+                "MT training split (default CLDR split):",
+                "",
+                _overlap_table(overlap, e1_arms),
+            ]
+        study_report.plot_comparison(
+            runs, e1_arms, E1_TASKS, labels, os.path.join(output_dir, "e1.png"), "E1"
+        )
+        text += ["![E1](e1.png)", ""]
+        summary["e1"]["groups"] = {
+            arm: {
+                g: {
+                    k: study_report.group_spread(runs, arm, ts, k)
+                    for k, _, _ in study_report.METRICS
+                }
+                for g, ts in E1_GROUPS.items()
+            }
+            for arm in e1_arms
+        }
+        summary["e1"]["mt_overlap"] = overlap
+    if e2_arms:
+        labels = {t: _label(t) for t in E2_TASKS}
+        tasks = [t for t in E2_TASKS if any(t in m for a in e2_arms for m in runs[a].values())]
+        text += [
+            "## E2: more sign languages",
+            "",
+            study_report.comparison_table(runs, e2_arms, tasks, labels),
+        ]
+        ase = [fm.word_name("ase")]
+        if len(e2_arms) >= 2 and all(ase[0] in m for a in e2_arms for m in runs[a].values()):
+            verdict = _verdict(runs, e2_arms[1], e2_arms[0], ase, "chrf")
+            summary["e2"]["verdict_ase_chrf"] = verdict
+            text += [f"- ASL test words, chrF: {verdict}.", ""]
+        study_report.plot_comparison(
+            runs, e2_arms, tasks, labels, os.path.join(output_dir, "e2.png"), "E2", ("chrf",)
+        )
+        text += ["![E2](e2.png)", ""]
+    summary["runs"] = runs
+    report = "\n".join(text)
+    with open(os.path.join(output_dir, "report.md"), "w", encoding="utf-8") as f:
+        f.write(report)
+    with open(os.path.join(output_dir, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2, ensure_ascii=False, default=str)
+    return report
+
+
+@gin.configurable(denylist=[])
+def study(
+    *,
+    output_dir: str = gin.REQUIRED,
+    arms: Mapping[str, str] = gin.REQUIRED,
+    seeds: Sequence[int] = (0, 1),
+    train_steps: int = 1000,
+    bindings: Sequence[str] = (),
+    e1_arms: Sequence[str] = ("e1_a", "e1_b"),
+    e2_arms: Sequence[str] = ("e2_ase", "e2_all_signs"),
+) -> str:
+    """Trains and evaluates every arm (`{name: gin file}`) for every seed, in order,
+    and writes the report; returns its text.
+
+    `bindings` (gin text) apply to every run after its arm file. `e1_arms` are the E1
+    arms in the order (without MT, with MT, ...): the second is compared with the
+    first; `e2_arms` likewise (ASL only, all lexicons).
+    """
+    for name, arm_file in arms.items():
+        found = [
+            p for p in (arm_file, os.path.join(gin_utils.REPO_ROOT, arm_file)) if os.path.isfile(p)
+        ]
+        if not found:
+            raise FileNotFoundError(
+                f"study.arms[{name!r}] = {arm_file!r}: no such gin file (give a path "
+                "relative to the working directory or the repository)."
+            )
+    if not seeds:
+        raise ValueError("study.seeds is empty; give at least one seed, e.g. [0, 1].")
+    output_dir = os.path.abspath(output_dir)
+    os.makedirs(os.path.join(output_dir, "metrics"), exist_ok=True)
+    command = " ".join(["python -m slt.experiment", *sys.argv[1:]])
+    start = time.monotonic()
+    runs: dict[str, dict[int, dict]] = {}
+    overlap: dict[str, dict[int, dict]] = {}
+    wall: dict[str, float] = {}
+    # Seed-major: every arm's first seed is done before any arm's second.
+    for seed in seeds:
+        for name, arm_file in arms.items():
+            run_dir = os.path.join(output_dir, name, f"seed_{seed}")
+            metrics_path = os.path.join(run_dir, "eval", "metrics.json")
+            run_start = time.monotonic()
+            if os.path.isfile(metrics_path):
+                print(f"{name} seed {seed}: kept {metrics_path}", flush=True)
+            else:
+                print(f"{name} seed {seed}: training {arm_file} in {run_dir}", flush=True)
+                run_arm_seed(arm_file, run_dir, seed, train_steps, bindings)
+                with open(os.path.join(run_dir, "wall_s.json"), "w", encoding="utf-8") as f:
+                    json.dump(time.monotonic() - run_start, f)
+            wall_path = os.path.join(run_dir, "wall_s.json")
+            if os.path.isfile(wall_path):
+                with open(wall_path, encoding="utf-8") as f:
+                    wall[f"{name}/seed_{seed}"] = json.load(f)
+            with open(metrics_path, encoding="utf-8") as f:
+                runs.setdefault(name, {})[seed] = json.load(f)
+            shutil.copyfile(
+                metrics_path, os.path.join(output_dir, "metrics", f"{name}.seed_{seed}.json")
+            )
+            if name in e1_arms:
+                overlap.setdefault(name, {})[seed] = mt_overlap_breakdown(
+                    os.path.join(run_dir, "eval")
+                )
+    info = {
+        "command": command,
+        "commit": _commit(),
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "train_steps": train_steps,
+        "seeds": list(seeds),
+        "arms": dict(arms),
+        "wall_s": time.monotonic() - start,  # of this invocation (kept runs not redone)
+        "run_wall_s": wall,
+    }
+    report = write_study_report(output_dir, runs, overlap, info, e1_arms, e2_arms)
+    print(f"wrote {output_dir}/report.md, e1.png, e2.png and summary.json", flush=True)
+    return report
+
+
+def main(argv: Sequence[str]) -> None:
+    gin_utils.parse_gin_args(argv, study)
+    study()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

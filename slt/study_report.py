@@ -1,0 +1,134 @@
+"""Seeds of the study's arms (`slt.experiment`) summarised: mean and range over seeds
+per task and metric, per-group averages, a Markdown report and PNG plots.
+
+Everything here takes plain data: `runs` is `{arm: {seed: {task: metrics}}}`, the
+metrics dicts of `MODEL_DIR/eval/metrics.json`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# (key, column title, scale): rates are shown as percentages.
+METRICS = (
+    ("chrf", "chrF", 1.0),
+    ("exact_match", "exact %", 100.0),
+    ("language_accuracy", "lang. acc. %", 100.0),
+    ("empty_rate", "empty %", 100.0),
+)
+Runs = Mapping[str, Mapping[int, Mapping[str, Mapping[str, Any]]]]
+
+
+def spread(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, min and max of a metric over seeds, and the values themselves."""
+    values = [float(v) for v in values]
+    return {
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "max": max(values),
+        "values": values,
+    }
+
+
+def task_spread(runs: Runs, arm: str, task: str, metric: str) -> dict[str, Any] | None:
+    """`spread` of one metric of one task over the seeds of `arm`; None when missing."""
+    values = [
+        m[task][metric] for m in runs[arm].values() if m.get(task, {}).get(metric) is not None
+    ]
+    return spread(values) if values else None
+
+
+def group_spread(runs: Runs, arm: str, tasks: Sequence[str], metric: str) -> dict[str, Any] | None:
+    """Per seed the mean of `metric` over those of `tasks` it has, then `spread` over
+    the seeds; None when no seed has any."""
+    per_seed = []
+    for m in runs[arm].values():
+        values = [float(m[t][metric]) for t in tasks if m.get(t, {}).get(metric) is not None]
+        if values:
+            per_seed.append(statistics.fmean(values))
+    return spread(per_seed) if per_seed else None
+
+
+def cell(s: Mapping[str, Any] | None, scale: float = 1.0) -> str:
+    """`mean [min, max]` on the metric's display scale."""
+    if s is None:
+        return "-"
+    return f"{scale * s['mean']:.1f} [{scale * s['min']:.1f}, {scale * s['max']:.1f}]"
+
+
+def comparison_table(
+    runs: Runs, arms: Sequence[str], tasks: Sequence[str], labels: Mapping[str, str]
+) -> str:
+    """Markdown: one row per task and metric column per arm, `mean [min, max]`."""
+    header = ["direction"] + [f"{title} {arm}" for _, title, _ in METRICS for arm in arms]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for task in tasks:
+        cells = [labels.get(task, task)]
+        for key, _, scale in METRICS:
+            cells += [cell(task_spread(runs, arm, task, key), scale) for arm in arms]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def group_table(runs: Runs, arms: Sequence[str], groups: Mapping[str, Sequence[str]]) -> str:
+    """Markdown: per arm and group of tasks, each metric averaged over the group's
+    tasks per seed, then `mean [min, max]` over seeds."""
+    header = ["arm", "group", "tasks"] + [title for _, title, _ in METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for arm in arms:
+        for group, tasks in groups.items():
+            cells = [arm, group, str(len(tasks))]
+            cells += [cell(group_spread(runs, arm, tasks, k), scale) for k, _, scale in METRICS]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(
+    runs: Runs,
+    arms: Sequence[str],
+    tasks: Sequence[str],
+    labels: Mapping[str, str],
+    path: str,
+    title: str,
+    metrics: Sequence[str] = ("chrf", "language_accuracy"),
+) -> None:
+    """One panel per metric; per task a bar per arm at the seeds' mean, the whisker
+    spanning their min and max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    titles = {k: (t, s) for k, t, s in METRICS}
+    fig, axes = plt.subplots(
+        len(metrics), 1, figsize=(max(7.0, 0.6 * len(tasks) + 3), 3.2 * len(metrics))
+    )
+    axes = np.atleast_1d(axes)
+    x = np.arange(len(tasks))
+    width = 0.8 / max(len(arms), 1)
+    for ax, key in zip(axes, metrics):
+        name, scale = titles[key]
+        for i, arm in enumerate(arms):
+            stats = [task_spread(runs, arm, t, key) for t in tasks]
+            mean = np.asarray([scale * s["mean"] if s else np.nan for s in stats])
+            low = np.asarray([scale * (s["mean"] - s["min"]) if s else 0.0 for s in stats])
+            high = np.asarray([scale * (s["max"] - s["mean"]) if s else 0.0 for s in stats])
+            ax.bar(
+                x + (i - (len(arms) - 1) / 2) * width,
+                mean,
+                width,
+                yerr=np.stack([low, high]),
+                capsize=2,
+                label=arm,
+            )
+        ax.set_ylabel(name)
+        ax.set_ylim(0, 100)
+        ax.set_xticks(x, [labels.get(t, t) for t in tasks], fontsize=8)
+        ax.legend(fontsize=7)
+    axes[0].set_title(f"{title} (bars: mean over seeds; whiskers: min-max)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,144 @@
+"""The study command (`python -m slt.experiment`): every arm of gin/experiments/study.gin
+trains a few steps, is evaluated, and the report, plots and metrics JSON are written;
+and the MT data of the `_disjoint` arm holds no held-out ASL word."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import seqio
+import tasks  # noqa: F401  (registers)
+from tasks import experiment_mixtures as em
+from tasks import fingerspelling_mixtures as fm
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EVAL_TASKS = [fm.word_name("ase"), fm.aug_name("ar")]
+# A 1-layer, 32-wide model for every run, two eval tasks: the test checks the wiring.
+TINY_BINDINGS = [
+    "slt.T5Config.emb_dim = 32",
+    "slt.T5Config.head_dim = 8",
+    "slt.T5Config.num_heads = 2",
+    "slt.T5Config.mlp_dim = 64",
+    "slt.T5Config.num_encoder_layers = 1",
+    "slt.T5Config.num_decoder_layers = 1",
+    "train.batch_size = 8",
+    "slt.EvalConfig.tasks = " + json.dumps(EVAL_TASKS),
+    'train.task_feature_lengths = {"landmarks": 64, "inputs": 48, "targets": 12}',
+]
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    command = [
+        sys.executable,
+        "-m",
+        "slt.experiment",
+        "--gin_file=gin/experiments/study.gin",
+        f'--gin.OUTPUT_DIR="{out}"',
+        "--gin.study.train_steps=2",
+        "--gin.study.seeds=[0, 1]",
+        # Bindings of every run (after its arm file), not of the study itself.
+        "--gin_bindings=study.bindings = " + json.dumps(TINY_BINDINGS),
+    ]
+    done = subprocess.run(
+        command,
+        cwd=REPO,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done.stdout
+
+
+ARMS = ("e1_a", "e1_b", "e2_ase", "e2_all_signs")
+
+
+def test_every_arm_and_seed_trains_and_is_evaluated(study_dir):
+    out, stdout = study_dir
+    for arm in ARMS:
+        for seed in (0, 1):
+            run = out / arm / f"seed_{seed}"
+            losses = [json.loads(line) for line in (run / "train" / "metrics.jsonl").open()]
+            assert [r["step"] for r in losses][-1] == 2
+            metrics = json.loads((out / "metrics" / f"{arm}.seed_{seed}.json").read_text())
+            assert sorted(metrics) == sorted(EVAL_TASKS)
+            assert metrics[fm.word_name("ase")]["num_examples"] == 127
+            assert 0.0 <= metrics[fm.aug_name("ar")]["chrf"] <= 100.0
+    assert f"wrote {out}/report.md" in stdout
+
+
+def test_report_plots_and_summary_are_written(study_dir):
+    out, _ = study_dir
+    report = (out / "report.md").read_text()
+    assert "## E1: zero-shot SLT through MT data" in report
+    assert "## E2: more sign languages" in report
+    assert "| e1_b | Z (zero-shot) | 1 |" in report  # the one Z task evaluated
+    assert "Z directions, chrf:" in report and "ASL test words, chrF:" in report
+    assert "pair not in MT train" in report
+    for plot in ("e1.png", "e2.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["info"]["seeds"] == [0, 1]
+    assert set(summary["info"]["run_wall_s"]) == {f"{a}/seed_{s}" for a in ARMS for s in (0, 1)}
+    # The zero-shot test words split by MT overlap, and the split covers them all.
+    ar = summary["e1"]["mt_overlap"]["e1_b"]["0"][fm.aug_name("ar")]
+    assert ar["in_mt_train"]["num_examples"] + ar["not_in_mt_train"]["num_examples"] == 66
+    assert ar["in_mt_train"]["num_examples"] == em.mt_overlap("ar")["in_mt_train"]
+
+
+def test_a_finished_study_is_kept_when_run_again(study_dir):
+    out, _ = study_dir
+    before = (out / "metrics" / "e1_a.seed_0.json").read_text()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "slt.experiment",
+            "--gin_file=gin/experiments/study.gin",
+            f'--gin.OUTPUT_DIR="{out}"',
+            "--gin.study.train_steps=2",
+            "--gin.study.seeds=[0, 1]",
+        ],
+        cwd=REPO,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count(": kept ") == 8
+    assert (out / "metrics" / "e1_a.seed_0.json").read_text() == before
+
+
+def test_disjoint_mt_leaves_out_every_held_out_asl_word():
+    held_out = em.held_out_asl_words()
+    for language in ("ar", "de"):
+        source = em.CldrParallelTextWithoutHeldOut(language)
+        ds = source.dataset("train", shuffle=False, seed=None, shard_info=None)
+        english = {r["source_text"].decode() for r in ds.as_numpy_iterator()}
+        assert english and not english & held_out
+        # Only those pairs go: the default split's other training pairs all stay.
+        default = fm.fs_sources.cldr_pairs("en", language)["train"]
+        assert len(english) == len({r[1] for r in default} - held_out)
+        overlap = em.mt_overlap(language)
+        assert 0.7 < overlap["in_mt_train"] / overlap["words"] < 0.9
+
+
+def test_study_mixtures_are_registered_with_their_tasks():
+    b = seqio.get_mixture_or_task("experiment_e1_slt_aug_mt")
+    names = {t.name for t in b.tasks}
+    assert {fm.aug_name(x) for x in em.E1_SEEN} <= names
+    assert not {fm.aug_name(x) for x in em.E1_ZERO_SHOT} & names
+    assert {fm.mt_name(x) for x in em.E1_SEEN + em.E1_ZERO_SHOT} <= names
+    a = {t.name for t in seqio.get_mixture_or_task("experiment_e1_slt_aug").tasks}
+    assert a == names - {fm.mt_name(x) for x in fm.MT_LANGUAGES}
+    e2 = seqio.get_mixture_or_task("experiment_e2_all_signs")
+    assert len(e2.tasks) == 19
