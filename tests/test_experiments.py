@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-
 import seqio
+
 import tasks  # noqa: F401  (registers)
 from tasks import experiment_mixtures as em
 from tasks import fingerspelling_mixtures as fm
