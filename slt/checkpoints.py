@@ -5,19 +5,22 @@ network config, the landmark preprocessing config and the input stream's positio
 so a checkpoint can be used for translation without the training gin files and a
 resumed run continues the exact batch sequence.
 
-Saves are atomic: orbax writes a step into a temporary directory and renames it
-when every item (and every host) is done, and `latest_step` only lists finished
-steps; leftovers of a save that crashed are deleted when the manager starts.
+Saves are atomic: locally orbax writes a step into a temporary directory and
+renames it when every item (and every host) is done; on `gs://`, which cannot
+rename, it writes `commit_success.txt` into the step last. `latest_step` and
+`resolve_checkpoint` only list finished steps; leftovers of a save that crashed are
+deleted when the manager starts.
 Keeps the newest `max_to_keep` steps plus every multiple of `keep_period`.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from slt import storage
 
 
 class Checkpointer:
@@ -30,7 +33,7 @@ class Checkpointer:
         async_save: bool = True,
         keep_period: int | None = None,
     ):
-        self.directory = os.path.abspath(directory)
+        self.directory = storage.absolute(directory)
         self._manager = ocp.CheckpointManager(
             self.directory,
             item_names=("state", "metadata"),
@@ -68,7 +71,7 @@ class Checkpointer:
         check_tree_matches(
             self._stored_tree(step),
             abstract_state,
-            f"checkpoint {os.path.join(self.directory, str(step))}",
+            f"checkpoint {storage.join(self.directory, str(step))}",
         )
         restored = self._manager.restore(
             step,
@@ -81,7 +84,7 @@ class Checkpointer:
     def restore_params(self, step: int, abstract_params: Any) -> Any:
         """Only the `params` of a saved state (any optimizer), onto `abstract_params`'s
         shardings; every mismatch is listed first, as in `restore`."""
-        state_dir = os.path.join(self.directory, str(step), "state")
+        state_dir = storage.join(self.directory, str(step), "state")
         check_tree_matches(
             self._stored_tree(step)["params"], abstract_params, f"checkpoint {state_dir}"
         )
@@ -107,7 +110,7 @@ class Checkpointer:
 
         (The manager's own `item_metadata` knows an item only after this instance
         saved or restored it, so a fresh process would see nothing.)"""
-        state_dir = os.path.join(self.directory, str(step), "state")
+        state_dir = storage.join(self.directory, str(step), "state")
         return ocp.PyTreeCheckpointer().metadata(state_dir).item_metadata.tree
 
     def restore_metadata(self, step: int) -> dict[str, Any]:
@@ -175,24 +178,28 @@ def check_tree_matches(stored: Any, target: Any, source: str) -> None:
 
 
 def _is_step_dir(path: str) -> bool:
-    return os.path.basename(os.path.normpath(path)).isdigit() and os.path.isdir(
-        os.path.join(path, "metadata")
+    """A finished step: numbered, with its metadata item, finalised by orbax (on
+    `gs://` a step being written already has its items but no commit file yet)."""
+    return (
+        storage.name(path).isdigit()
+        and storage.isdir(storage.join(path, "metadata"))
+        and ocp.path.step.is_path_finalized(path)
     )
 
 
 def resolve_checkpoint(path: str) -> tuple[str, int]:
     """(checkpoints directory, step) for a MODEL_DIR, checkpoints dir or step dir."""
-    path = os.path.abspath(path)
-    if not os.path.isdir(path):
+    path = storage.absolute(path)
+    if not storage.isdir(path):
         raise FileNotFoundError(
             f"checkpoint {path}: no such directory. Pass a MODEL_DIR of "
             "slt.train, its checkpoints/ directory or one step in it."
         )
     if _is_step_dir(path):
-        return os.path.dirname(path), int(os.path.basename(os.path.normpath(path)))
-    if os.path.isdir(os.path.join(path, "checkpoints")):
-        path = os.path.join(path, "checkpoints")
-    steps = sorted(int(d) for d in os.listdir(path) if _is_step_dir(os.path.join(path, d)))
+        return storage.parent(path), int(storage.name(path))
+    if storage.isdir(storage.join(path, "checkpoints")):
+        path = storage.join(path, "checkpoints")
+    steps = sorted(int(d) for d in storage.listdir(path) if _is_step_dir(storage.join(path, d)))
     if not steps:
         raise FileNotFoundError(
             f"checkpoint {path}: holds no finished checkpoint step "

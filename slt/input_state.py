@@ -12,23 +12,25 @@ Two ways get there, with the same batches:
 States are saved per *input shard*, by the host that reads it, under
 `MODEL_DIR/input_state/step_<N>/shard_<i>-of-<n>/` (the iterator checkpoint and an
 `input_state.json` describing it), so a restore with another number of hosts but
-the same number of input shards still restores. A state is written to a temporary
-name and renamed when complete; only complete states are ever read.
+the same number of input shards still restores. tf.data writes the iterator into a
+local staging directory, which is copied into the run directory through
+`slt.storage` (so `gs://` works wherever epath does); `input_state.json` is written
+last and only a state that has it is ever read, so a save cut off mid-write is
+never restored.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
+from slt import storage
 
 DatasetFn = Callable[[int, int], Any]  # (shard index, number of shards) -> tf.data batches
 STATE_DIR = "input_state"
@@ -87,9 +89,11 @@ class InputStream:
                     f"{len(restore_dirs)} input states for {len(self.iterators)} input shards"
                 )
             for it, directory in zip(self.iterators, restore_dirs):
-                tf.train.Checkpoint(iterator=it).read(
-                    os.path.join(directory, "iterator")
-                ).assert_consumed()
+                with storage.staging_dir("input-state") as local:
+                    storage.download_dir(directory, local)
+                    tf.train.Checkpoint(iterator=it).read(
+                        storage.join(local, "iterator")
+                    ).assert_consumed()
         else:
             for it in self.iterators:
                 for _ in range(start_batch):
@@ -133,12 +137,12 @@ class InputStateStore:
     """
 
     def __init__(self, model_dir: str, spec: Mapping[str, Any]):
-        self.directory = os.path.join(model_dir, STATE_DIR)
+        self.directory = storage.join(model_dir, STATE_DIR)
         self.spec = json.loads(json.dumps(dict(spec)))  # as it reads back from JSON
         self.save_error: str | None = None
 
     def shard_dir(self, step: int, shard: int, num_shards: int) -> str:
-        return os.path.join(self.directory, f"step_{step}", f"shard_{shard}-of-{num_shards}")
+        return storage.join(self.directory, f"step_{step}", f"shard_{shard}-of-{num_shards}")
 
     def save(self, step: int, stream: InputStream) -> int:
         """Writes the state of each shard of `stream` (at batch `stream.position`).
@@ -153,37 +157,32 @@ class InputStateStore:
         written = 0
         for shard, it in zip(stream.shard_ids, stream.iterators):
             final = self.shard_dir(step, shard, stream.num_shards)
-            temporary = f"{final}.tmp-{uuid.uuid4().hex}"
-            try:
-                tf.train.Checkpoint(iterator=it).write(os.path.join(temporary, "iterator"))
-            except (tf.errors.OpError, ValueError, TypeError) as error:
-                shutil.rmtree(temporary, ignore_errors=True)
-                self.save_error = str(error).splitlines()[0][:300]
-                log.warning(
-                    "input state: tf.data cannot save this pipeline's iterator (%s); not "
-                    "saving it, resumes will replay the input (same batches, slower). Set "
-                    "slt.InputConfig.save_state=False to skip the attempt.",
-                    self.save_error,
-                )
-                return 0
-            with open(os.path.join(temporary, SPEC_FILE), "w") as f:
-                json.dump(
-                    {
-                        **self.spec,
-                        "num_input_shards": stream.num_shards,
-                        "shard": shard,
-                        "step": step,
-                        "batches_consumed": stream.position,
-                    },
-                    f,
-                    indent=1,
-                )
-            written += sum(
-                os.path.getsize(os.path.join(temporary, name)) for name in os.listdir(temporary)
-            )
-            if os.path.exists(final):  # a run restored from an earlier step re-saves
-                shutil.rmtree(final)
-            os.replace(temporary, final)  # atomic: a state is complete or absent
+            with storage.staging_dir("input-state") as local:
+                try:
+                    tf.train.Checkpoint(iterator=it).write(storage.join(local, "iterator"))
+                except (tf.errors.OpError, ValueError, TypeError) as error:
+                    self.save_error = str(error).splitlines()[0][:300]
+                    log.warning(
+                        "input state: tf.data cannot save this pipeline's iterator (%s); "
+                        "not saving it, resumes will replay the input (same batches, "
+                        "slower). Set slt.InputConfig.save_state=False to skip the attempt.",
+                        self.save_error,
+                    )
+                    return 0
+                # A run restored from an earlier step re-saves: the old state goes
+                # first, then the iterator files, then the spec that marks it complete.
+                storage.rmtree(final)
+                written += storage.upload_dir(local, final)
+            spec = {
+                **self.spec,
+                "num_input_shards": stream.num_shards,
+                "shard": shard,
+                "step": step,
+                "batches_consumed": stream.position,
+            }
+            text = json.dumps(spec, indent=1)
+            storage.write_text(storage.join(final, SPEC_FILE), text)
+            written += len(text)
         return written
 
     def find(
@@ -193,8 +192,8 @@ class InputStateStore:
         dirs = []
         for shard in shard_ids:
             directory = self.shard_dir(step, shard, num_shards)
-            spec_path = os.path.join(directory, SPEC_FILE)
-            if not os.path.exists(spec_path):
+            spec_path = storage.join(directory, SPEC_FILE)
+            if not storage.exists(spec_path):
                 saved = self._saved_shard_counts(step)
                 return None, (
                     f"no saved input state for shard {shard} of {num_shards} at "
@@ -205,8 +204,7 @@ class InputStateStore:
                         else ""
                     )
                 )
-            with open(spec_path) as f:
-                saved = json.load(f)
+            saved = json.loads(storage.read_text(spec_path))
             want = {
                 **self.spec,
                 "num_input_shards": num_shards,
@@ -223,8 +221,7 @@ class InputStateStore:
         return dirs, ""
 
     def _saved_shard_counts(self, step: int) -> set[int]:
-        step_dir = os.path.join(self.directory, f"step_{step}")
-        names = os.listdir(step_dir) if os.path.isdir(step_dir) else []
+        names = storage.listdir(storage.join(self.directory, f"step_{step}"))
         return {int(m.group(1)) for m in map(re.compile(r"^shard_\d+-of-(\d+)$").match, names) if m}
 
     def collect_garbage(self, keep: Iterable[int], below: int | None = None) -> list[int]:
@@ -232,13 +229,12 @@ class InputStateStore:
         with `below`, only of earlier steps (later ones may be being written)."""
         keep = set(keep)
         removed = []
-        names = os.listdir(self.directory) if os.path.isdir(self.directory) else []
-        for name in names:
+        for name in storage.listdir(self.directory):
             match = _STEP_DIR.match(name)
             if not match:
                 continue
             step = int(match.group(1))
             if step not in keep and (below is None or step < below):
-                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+                storage.rmtree(storage.join(self.directory, name))
                 removed.append(step)
         return sorted(removed)

@@ -16,7 +16,6 @@ or a prepared dataset registered as a task).
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from slt import checkpoints, configs, features, landmarks, partitioning, predict
+from slt import checkpoints, configs, features, landmarks, partitioning, predict, storage
 from slt.models import decoding, network
 from slt.models import model as model_lib
 
@@ -77,8 +76,8 @@ class RestoredModel:
     @property
     def model_dir(self) -> str:
         """The run directory: the parent of `checkpoints/`, else the checkpoints dir."""
-        if os.path.basename(self.checkpoint_dir) == "checkpoints":
-            return os.path.dirname(self.checkpoint_dir)
+        if storage.name(self.checkpoint_dir) == "checkpoints":
+            return storage.parent(self.checkpoint_dir)
         return self.checkpoint_dir
 
 
@@ -200,7 +199,7 @@ def register_prepared(data_dir: str, restored: RestoredModel) -> str:
     the dataset's preprocessing must be the one the model was trained with."""
     from tasks import prepared
 
-    name = "prepared_" + re.sub(r"\W", "_", os.path.basename(os.path.normpath(data_dir)))
+    name = "prepared_" + re.sub(r"\W", "_", storage.name(data_dir))
     dataset_config = prepared.landmark_config(data_dir)
     if dataset_config != restored.landmark_config:
         differ = sorted(

@@ -17,7 +17,6 @@ only log.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +42,7 @@ from slt import (  # noqa: E402
     predict,
     restore,
     scoring,
+    storage,
     train_monitor,
 )
 from slt import trainer as trainer_lib  # noqa: E402
@@ -144,8 +144,10 @@ def train(
         d.process_id,
         heartbeat_timeout_s=d.heartbeat_timeout_s,
     )
-    model_dir = os.path.abspath(model_dir)
-    os.makedirs(model_dir, exist_ok=True)
+    model_dir = storage.absolute(model_dir)
+    # Every process writes there (checkpoints, input states): fail now, not at the
+    # first save, when it cannot (a missing bucket, no permission).
+    storage.check_writable(model_dir, "MODEL_DIR")
     _write_config(model_dir, gin.config_str())  # the bindings, before anything can fail
     setup = build_training(
         task_feature_lengths=task_feature_lengths,
@@ -181,7 +183,7 @@ def train(
         )
 
     def periodic_eval(step: int, params: Any) -> dict[str, dict]:
-        output_dir = os.path.join(model_dir, "eval", f"step_{step}")
+        output_dir = storage.join(model_dir, "eval", f"step_{step}")
         return evaluate(params, eval_config.periodic_split, output_dir, step)
 
     metadata = {  # what translation needs without the training gin files
@@ -192,7 +194,7 @@ def train(
         "mixture_or_task_name": mixture_or_task_name,
     }
     checkpointer = checkpoints.Checkpointer(
-        os.path.join(model_dir, "checkpoints"),
+        storage.join(model_dir, "checkpoints"),
         max_to_keep=checkpoint_config.keep,
         keep_period=checkpoint_config.keep_period,
     )
@@ -249,7 +251,7 @@ def train(
             if preempted or not eval_config.final:
                 return {}
             results = evaluate(
-                state.params, eval_config.split, os.path.join(model_dir, "eval"), int(state.step)
+                state.params, eval_config.split, storage.join(model_dir, "eval"), int(state.step)
             )
     finally:
         checkpointer.close()  # waits for a pending save (the last good state)
@@ -327,8 +329,7 @@ def _peer_died_note() -> str:
 
 def _write_config(model_dir: str, config: str) -> None:
     if jax.process_index() == 0:
-        with open(os.path.join(model_dir, "config.gin"), "w") as f:
-            f.write(config)
+        storage.write_text(storage.join(model_dir, "config.gin"), config)
 
 
 class _Saver:
@@ -532,6 +533,7 @@ def main(argv: Sequence[str]) -> None:
         train_monitor.NonFiniteLossError,
         train_monitor.PeerProcessError,
         checkpoints.CheckpointMismatchError,
+        storage.StorageError,
     ) as error:
         print(f"\nERROR: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from slt import storage
+
 log = logging.getLogger(__name__)
 
 
@@ -137,6 +139,42 @@ class StepWatchdog:
         self.close()
 
 
+class _JsonlLog:
+    """`train/metrics.jsonl`, one JSON record per line, written at each `flush`.
+
+    Opening drops the records past `start_step` (a killed run logged steps it never
+    saved) and a last line cut off mid-write. Locally new lines are appended; a cloud
+    object cannot be appended to, so there the log is kept whole and rewritten.
+    """
+
+    def __init__(self, path: str, start_step: int):
+        self.path = path
+        lines = storage.read_text(path).splitlines(keepends=True) if storage.exists(path) else []
+        kept = [
+            line
+            for line in lines
+            if line.strip() and line.endswith("\n") and json.loads(line)["step"] <= start_step
+        ]
+        if len(kept) != len(lines):
+            storage.write_text(path, "".join(kept))
+        self._remote = storage.is_remote(path)
+        self._text = "".join(kept)
+        self._pending: list[str] = []
+
+    def write(self, line: str) -> None:
+        self._pending.append(line)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        new, self._pending = "".join(self._pending), []
+        if self._remote:
+            self._text += new
+            storage.write_text(self.path, self._text)
+        else:
+            storage.append_text(self.path, new)
+
+
 class TrainLog:
     """Every step's metrics to `train/metrics.jsonl` (full float precision); every
     `log_period` steps a progress line and TensorBoard summaries (`train/` events,
@@ -152,46 +190,44 @@ class TrainLog:
         write: bool = True,
         tensorboard: bool = True,
     ):
-        self._dir = os.path.join(model_dir, "train")
+        self._dir = storage.join(model_dir, "train")
         self._write = write
-        self._file = None
+        self._log = None
         self._summary = None
+        self._staging = None
         if write:
-            os.makedirs(self._dir, exist_ok=True)
-            self._truncate(start_step)
-            # Open for the run's lifetime; `close` closes it.
-            self._file = open(os.path.join(self._dir, "metrics.jsonl"), "a")  # noqa: SIM115
+            storage.makedirs(self._dir)
+            self._log = _JsonlLog(storage.join(self._dir, "metrics.jsonl"), start_step)
             if tensorboard:
                 from clu import metric_writers
 
-                self._summary = metric_writers.create_default_writer(self._dir, asynchronous=False)
+                # TensorBoard writes through TensorFlow's own file system: on cloud
+                # storage its events go to a local directory copied at each flush.
+                events_dir = self._dir
+                if storage.is_remote(self._dir):
+                    self._staging = storage.staging_dir("train-events")
+                    events_dir = self._staging.name
+                self._summary = metric_writers.create_default_writer(events_dir, asynchronous=False)
         self._train_steps, self._batch_size, self._log_period = train_steps, batch_size, log_period
         self._last_step, self._last_time = start_step, time.time()
         self._tokens = 0.0
 
-    def _truncate(self, start_step: int) -> None:
-        """Drops records past `start_step` (a killed run logged steps it never saved)."""
-        path = os.path.join(self._dir, "metrics.jsonl")
-        if not os.path.exists(path):
-            return
-        with open(path) as f:
-            lines = f.readlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= start_step]
-        if len(kept) != len(lines):
-            with open(path, "w") as f:
-                f.writelines(kept)
+    def _flush_summaries(self) -> None:
+        self._summary.flush()
+        if self._staging:
+            storage.upload_dir(self._staging.name, self._dir)
 
     def write(self, step: int, step_metrics: Mapping[str, Any]) -> str | None:
         """Records one step; every `log_period` steps (and at the last) also writes the
         summaries and returns the progress line for the job to print (process 0)."""
         record = {"step": step, **{k: float(v) for k, v in step_metrics.items()}}
         self._tokens += record.get("num_tokens", 0.0)
-        if self._file:
-            self._file.write(json.dumps(record) + "\n")
+        if self._log:
+            self._log.write(json.dumps(record) + "\n")
         if step % self._log_period and step != self._train_steps:
             return None
-        if self._file:
-            self._file.flush()
+        if self._log:
+            self._log.flush()
         now = time.time()
         elapsed = max(now - self._last_time, 1e-9)
         steps_per_s = (step - self._last_step) / elapsed
@@ -205,7 +241,7 @@ class TrainLog:
             self._summary.write_scalars(
                 step, {**{k: v for k, v in record.items() if k != "step"}, **rates}
             )
-            self._summary.flush()
+            self._flush_summaries()
         if not self._write:
             return None
         eta = (self._train_steps - step) / max(steps_per_s, 1e-9)
@@ -224,18 +260,21 @@ class TrainLog:
             for k, v in m.items()
             if isinstance(v, (int, float))
         }
-        if self._file:
-            self._file.write(json.dumps({"step": step, **scalars}) + "\n")
-            self._file.flush()
+        if self._log:
+            self._log.write(json.dumps({"step": step, **scalars}) + "\n")
+            self._log.flush()
         if self._summary:
             self._summary.write_scalars(step, scalars)
-            self._summary.flush()
+            self._flush_summaries()
 
     def close(self) -> None:
-        if self._file:
-            self._file.close()
+        if self._log:
+            self._log.flush()
         if self._summary:
             self._summary.close()
+            if self._staging:
+                storage.upload_dir(self._staging.name, self._dir)
+                self._staging.cleanup()
 
     def __enter__(self) -> TrainLog:
         return self
