@@ -232,8 +232,10 @@ def plan(
     num_shards = max(1, math.ceil(len(rows) / examples_per_shard))
     names = [shards.shard_name(split, k, num_shards) for k in range(num_shards)]
     for stale in out.glob(f"{split}.tfrecord-*"):
-        if stale.name.split(".done")[0].split(".tmp")[0] not in names:
-            stale.unlink()  # from an earlier run with another shard count, or a dead attempt
+        # From an earlier run with another shard count, or a writer that died before
+        # its rename (one run writes a directory at a time).
+        if ".tmp" in stale.name or stale.name.split(".done")[0] not in names:
+            stale.unlink()
     pending, skipped = [], 0
     for k, name in enumerate(names):
         first = k * examples_per_shard
