@@ -35,6 +35,7 @@ import gin  # noqa: E402
 import tasks  # noqa: E402  (registers the tasks)
 from slt import (  # noqa: E402
     checkpoints,
+    compile_analysis,
     configs,
     features,
     input_state,
@@ -206,6 +207,9 @@ def train(
         with jax.set_mesh(setup.mesh):
             state, position = _restore_or_init(trainer, checkpointer, seed, checkpoint_config)
             start_step = int(state.step)
+            train_step = trainer.train_step
+            if jax.default_backend() != "cpu":
+                train_step = compile_train_step(trainer, state, jax.random.key(seed + 1))
             stream, store = _open_input(
                 model_dir=model_dir,
                 mixture_or_task_name=mixture_or_task_name,
@@ -239,6 +243,7 @@ def train(
                     train_log,
                     watcher,
                     watchdog,
+                    train_step=train_step,
                     seed=seed,
                     train_steps=train_steps,
                     checkpoint_period=checkpoint_config.period,
@@ -269,6 +274,7 @@ def _train_loop(
     watcher: train_monitor.PreemptionWatcher,
     watchdog: train_monitor.StepWatchdog,
     *,
+    train_step: Callable[..., Any],
     seed: int,
     train_steps: int,
     checkpoint_period: int,
@@ -277,14 +283,16 @@ def _train_loop(
 ) -> tuple[trainer_lib.TrainState, bool]:
     """Steps from `state.step` to `train_steps`, saving and evaluating periodically.
 
-    Returns the last state and whether SIGTERM stopped the loop (after saving it).
+    `train_step` is `trainer.train_step` or its compiled executable
+    (`compile_train_step`). Returns the last state and whether SIGTERM stopped the
+    loop (after saving it).
     The final save and evaluation are the caller's.
     """
     dropout_rng = jax.random.key(seed + 1)  # folded with the step: resumes are exact
     try:
         for step in range(int(state.step) + 1, train_steps + 1):  # the step once updated
             batch = partitioning.global_batch(next(stream), trainer.batch_sharding)
-            state, metrics = trainer.train_step(state, batch, dropout_rng)
+            state, metrics = train_step(state, batch, dropout_rng)
             # Blocks every step: the NaN guard and the per-step JSONL loss need the
             # values, and no donated steps queue up (with 4 or more CPU devices, that
             # can deadlock XLA:CPU's all-reduce; docs/architecture.md, "JAX on CPU").
@@ -318,6 +326,22 @@ def _train_loop(
             "checkpoint."
         ) from error
     return state, False
+
+
+def compile_train_step(
+    trainer: trainer_lib.Trainer, state: trainer_lib.TrainState, dropout_rng: jax.Array
+) -> Callable[..., Any]:
+    """`trainer.train_step` compiled before the first batch, for `state` and batches of
+    `trainer.batch_shapes`; prints its memory per chip in one line (the figures
+    `python -m slt.compile_check` estimates for a topology). Returns the executable."""
+    batch = compile_analysis.abstract_batch(trainer.batch_shapes, trainer.batch_sharding)
+    started = time.perf_counter()
+    compiled = trainer.train_step.lower(state, batch, dropout_rng).compile()
+    stats = compile_analysis.memory_stats(compiled)
+    hbm = compile_analysis.device_hbm_bytes(jax.local_devices()[0])
+    line = compile_analysis.memory_line("train step", stats, hbm)
+    print(f"{line}; compiled in {time.perf_counter() - started:.1f} s", flush=True)
+    return compiled
 
 
 def _peer_died_note() -> str:

@@ -1,0 +1,237 @@
+r"""The fit table: the paper's model sizes compiled for TPU pods with each rule set.
+
+  nice -n 10 python bench/fit_table.py --out_dir=bench/fit_table [--rows=xl-v5e256-fsdp,...]
+
+Each row runs `python -m slt.compile_check --skip_decode --json_out=...` in its own
+process, one at a time (a big compile takes 7-11 GB of host memory and 5-7 minutes on
+2 cores). Rows run in the priority order of ROWS; a row whose JSON is already in
+`--out_dir` is not compiled again, so the script can be stopped and run again to
+produce the rest. Before each compile the script checks the host's available memory
+and skips the row (recorded as not run, with the reason) when less than
+`--min_free_gib` is available; `--deadline=HH:MM` (UTC) stops starting new rows.
+Writes `--out_dir`/table.md: every row, compiled or not, and why not.
+Needs the TPU runtime: pip install -e ".[tpu]".
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIB = 1024**3
+
+# The paper's lengths: 256 landmark frames plus a text prompt, 256 target bytes.
+LENGTHS = '{"landmarks": 256, "inputs": 32, "targets": 256}'
+MODELS = {
+    "byt5-base": "gin/models/byt5_base.gin",
+    "byt5-large": "gin/models/byt5_large.gin",
+    "byt5-xl": "gin/models/byt5_xl.gin",
+    "byt5-xxl": "gin/models/byt5_xxl.gin",
+    "mt5-xl": "gin/models/mt5_xl.gin",
+    "mt5-xxl": "gin/models/mt5_xxl.gin",
+}
+TOPOLOGIES = ("v5e-256", "v4-128", "v5p-128")
+RULES = {
+    "dp": ["--gin_file=gin/partitioning/data_parallel.gin"],
+    "fsdp": ["--gin_file=gin/partitioning/fsdp.gin"],
+    "fsdp_tp4": ["--gin_file=gin/partitioning/fsdp_tensor_parallel.gin", "--gin.MODEL_PARALLEL=4"],
+}
+# Big models: scanned layers compile once per stack instead of once per layer.
+SCAN = ["--gin.slt.T5Config.scan_layers=True"]
+
+
+def _row(model: str, topology: str, rules: str, slices: int = 1, extra=()) -> dict:
+    batch = 256 * slices
+    name = f"{model}-{topology}-{rules}" + (f"-x{slices}" if slices > 1 else "")
+    name += "-scan" if extra == SCAN else ""
+    args = [
+        f"--topology={topology}",
+        f"--num_slices={slices}",
+        f"--gin_file={MODELS[model]}",
+        *RULES[rules],
+        f"--gin.train.task_feature_lengths={LENGTHS}",
+        f"--gin.train.batch_size={batch}",
+        *extra,
+    ]
+    if slices > 1:
+        args += ["--gin_file=gin/partitioning/multislice.gin", f"--gin.NUM_SLICES={slices}"]
+    return {
+        "name": name,
+        "model": model,
+        "topology": topology,
+        "slices": slices,
+        "rules": rules,
+        "batch": batch,
+        "args": args,
+    }
+
+
+def _rows() -> list[dict]:
+    first = [
+        _row("byt5-xl", "v5e-256", "fsdp"),
+        _row("byt5-xl", "v4-128", "fsdp_tp4"),
+        _row("byt5-xl", "v5p-128", "fsdp"),
+        _row("byt5-xl", "v5e-256", "fsdp", slices=2),
+        _row("byt5-xl", "v5e-256", "fsdp", extra=SCAN),
+    ]
+    rest = []
+    for model in MODELS:
+        for topology in TOPOLOGIES:
+            for rules in RULES:
+                rest.append(_row(model, topology, rules))
+    names = {r["name"] for r in first}
+    return first + [r for r in rest if r["name"] not in names]
+
+
+def _available_gib() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 / GIB
+    return 0.0
+
+
+def _high_water_mark(pid: int) -> int:
+    """The peak resident memory of process `pid` so far (VmHWM), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _run(row: dict, out_dir: str, timeout_s: int) -> dict:
+    json_path = os.path.join(out_dir, f"{row['name']}.json")
+    command = [
+        sys.executable,
+        "-m",
+        "slt.compile_check",
+        "--skip_decode",
+        f"--json_out={json_path}",
+    ]
+    command += row["args"]
+    log_path = os.path.join(out_dir, f"{row['name']}.log")
+    started = time.perf_counter()
+    peak_rss = 0
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            peak_rss = max(peak_rss, _high_water_mark(proc.pid))
+            if time.perf_counter() - started > timeout_s:
+                proc.kill()
+                proc.wait()
+                return {"status": f"not run: stopped after {timeout_s} s", "command": command}
+            time.sleep(2)
+    wall = time.perf_counter() - started
+    with open(log_path) as f:
+        output = f.read()
+    if proc.returncode not in (0, 1) or not os.path.exists(json_path):
+        last = [line for line in output.splitlines() if line.strip()][-1:] or ["?"]
+        return {"status": f"failed (exit {proc.returncode}): {last[0][:200]}", "command": command}
+    with open(json_path) as f:
+        report = json.load(f)
+    report.update(status="compiled", wall_seconds=round(wall, 1), host_peak_rss_bytes=peak_rss)
+    return report
+
+
+def _fmt_row(row: dict, result: dict | None) -> str:
+    topology = row["topology"] + (f" x {row['slices']} slices" if row["slices"] > 1 else "")
+    scan = " + scan_layers" if "scan_layers" in " ".join(row["args"]) else ""
+    cells = [row["model"], topology, row["rules"] + scan, str(row["batch"])]
+    if not result or result.get("status") != "compiled":
+        reason = (result or {}).get("status", "not run: not reached in this run")
+        return "| " + " | ".join(cells + ["-"] * 7 + [reason]) + " |"
+    mesh = "x".join(str(v) for v in result["mesh"].values())
+    coll = result["collectives"]
+    coll_gib = sum(c["bytes"] for c in coll.values()) / GIB
+    flops = result["flops_per_step"]
+    cells += [
+        mesh,
+        f"{result['peak_bytes'] / GIB:.1f} / {result['hbm_bytes'] / GIB:.0f}",
+        "yes" if result["fits"] else "**no**",
+        f"{result['compile_seconds']:.0f} ({result.get('compile_cpu_seconds', '?')})",
+        f"{coll_gib:.1f}",
+        f"{flops['xla_total'] / max(flops['analytic_total'], 1):.2f}",
+        f"{result.get('host_peak_rss_bytes', 0) / GIB:.1f}",
+        "compiled",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out_dir", default=os.path.join(REPO, "bench", "fit_table"))
+    parser.add_argument("--rows", default="", help="comma-separated row names (default: all)")
+    parser.add_argument("--min_free_gib", type=float, default=11.0)
+    parser.add_argument("--deadline", default=None, help="HH:MM UTC: start no row after it")
+    parser.add_argument("--timeout_s", type=int, default=1500)
+    parser.add_argument("--list", action="store_true", help="print the row names and exit")
+    parser.add_argument(
+        "--render_only",
+        action="store_true",
+        help="write table.md from results.json only",
+    )
+    args = parser.parse_args()
+    rows = _rows()
+    if args.list:
+        print("\n".join(r["name"] for r in rows))
+        return
+    wanted = [n for n in args.rows.split(",") if n]
+    unknown = set(wanted) - {r["name"] for r in rows}
+    if unknown:
+        raise SystemExit(f"unknown --rows {sorted(unknown)}; --list prints the names.")
+    os.makedirs(args.out_dir, exist_ok=True)
+    results_path = os.path.join(args.out_dir, "results.json")
+    results = {}
+    if os.path.exists(results_path):
+        with open(results_path) as f:
+            results = json.load(f)
+    for row in rows:
+        if wanted and row["name"] not in wanted:
+            continue
+        if args.render_only or results.get(row["name"], {}).get("status") == "compiled":
+            continue
+        now = datetime.datetime.now(datetime.UTC)
+        if args.deadline and now.strftime("%H:%M") >= args.deadline:
+            results.setdefault(row["name"], {"status": "not run: out of time in this run"})
+            continue
+        free = _available_gib()
+        if free < args.min_free_gib:
+            results[row["name"]] = {
+                "status": f"not run: {free:.1f} GiB host memory available, "
+                f"a compile needs ~{args.min_free_gib:.0f}"
+            }
+            print(f"{row['name']}: skipped, {free:.1f} GiB available", flush=True)
+            continue
+        print(f"{now:%H:%M:%S} {row['name']}: compiling", flush=True)
+        results[row["name"]] = _run(row, args.out_dir, args.timeout_s)
+        print(f"  -> {results[row['name']]['status']}", flush=True)
+        with open(results_path, "w") as f:
+            json.dump(results, f, indent=1)
+    lines = [
+        "| model | topology | rules | global batch | mesh (data x fsdp x model) | "
+        "peak / HBM GiB per chip | fits | compile s (CPU s) | collective GiB per chip per step | "
+        "XLA / model FLOPs | host GiB | status |",
+        "|" + "---|" * 12,
+    ]
+    lines += [_fmt_row(r, results.get(r["name"])) for r in rows]
+    with open(os.path.join(args.out_dir, "table.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(results_path, "w") as f:
+        json.dump(results, f, indent=1)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,431 @@
+r"""Compile a training job's train and decode steps for a TPU pod or CPU devices, and
+tell whether they fit in each chip's memory. Nothing is allocated.
+
+  python -m slt.compile_check --topology=v5e-256 \
+      --gin_file=gin/models/byt5_xl.gin --gin_file=gin/partitioning/fsdp.gin \
+      --gin.train.batch_size=256 --gin.train.task_feature_lengths=... \
+      --json_out=/tmp/xl_v5e256.json
+
+Takes the same gin files and bindings as `python -m slt.train` (MODEL_DIR and the
+task need a value but are not read) plus:
+
+  --topology=T       v4-N, v5p-N (TensorCores), v5e-N / v5litepod-N, v6e-N (chips);
+                     cpu-N (fake CPU devices)
+  --num_slices=S     S slices of T joined over the data-centre network (multislice;
+                     set slt.PartitioningConfig.dcn_mesh_shape, e.g. the NUM_SLICES of
+                     gin/partitioning/multislice.gin, to match)
+  --json_out=PATH    also write the report as JSON
+  --skip_decode      compile only the train step, not the eval jobs' decode steps
+  --hbm_gib=G        judge the fit against G GiB per chip instead of the chip's HBM
+                     (what a CPU device has, or room kept for something else)
+
+The mesh is built from the topology's devices as `slt.train` builds it from real ones
+(`slt.train.build_training`), and the compiled function is that job's
+`Trainer.train_step`; the decode steps are the eval jobs' jitted `predict_fn`
+(greedy and beam search) at `slt.EvalConfig.batch_size`. Exit status: 0 when every
+step fits, 1 when one does not (the report names the gin bindings that would help),
+2 for bad input. TPU topologies need `pip install -e ".[tpu]"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from slt import gin_utils
+
+DEFAULT_EVAL_BATCH_SIZE = 64
+
+
+def _parse_own_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--topology", default=None)
+    parser.add_argument("--num_slices", type=int, default=1)
+    parser.add_argument("--json_out", default=None)
+    parser.add_argument("--skip_decode", action="store_true")
+    parser.add_argument("--hbm_gib", type=float, default=None)
+    return parser.parse_known_args(list(argv))
+
+
+def _force_cpu_devices(topology: str, num_slices: int) -> None:
+    """Fake CPU devices for `cpu-N` (before JAX starts), and the CPU as the default
+    backend next to compile-only TPU devices."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    name = topology.strip().lower()
+    if name.startswith("cpu-") and name[4:].isdigit():
+        count = int(name[4:]) * num_slices
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_force_host_platform_device_count" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}"
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckConfig:
+    """The job's configs as `slt.train.train` receives them (from gin)."""
+
+    task_feature_lengths: Mapping[str, int]
+    batch_size: int
+    num_microbatches: int
+    configs: Mapping[str, Any]  # network_config, optimizer_config, ... by parameter name
+
+
+def train_arguments() -> CheckConfig:
+    """`slt.train.train`'s arguments from the parsed gin config (defaults filled in)."""
+    import inspect
+
+    import gin
+    from slt import train as train_job
+
+    bound = gin.get_bindings("train")
+    args = {}
+    for name, param in inspect.signature(train_job.train).parameters.items():
+        value = bound.get(name, param.default)
+        args[name] = value
+    for name in ("task_feature_lengths", "batch_size"):
+        if args[name] is gin.REQUIRED:
+            raise ValueError(
+                f"train.{name} is not set; bind it in a gin file or --gin.train.{name}="
+            )
+    configs = {n: v for n, v in args.items() if n.endswith("_config")}
+    return CheckConfig(
+        dict(args["task_feature_lengths"]),
+        int(args["batch_size"]),
+        int(args["num_microbatches"]),
+        configs,
+    )
+
+
+def analytic_train_flops(network_config: Any, params: Any, batch_shapes: Mapping) -> float:
+    """The model's FLOPs per training step: 6 x (weights used per token) x tokens for
+    the encoder and the decoder, plus the attention matmuls (forward and backward), no
+    recomputation. Embedding lookups are not counted; the output projection is."""
+    import jax
+
+    cfg = network_config
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+
+    def weights(part: str) -> int:
+        total = 0
+        for path, leaf in flat:
+            keys = jax.tree_util.keystr(path)
+            if part in keys and leaf.ndim >= 2 and "relpos" not in keys and "embedder" not in keys:
+                total += math.prod(leaf.shape)
+        return total
+
+    batch, enc_len = batch_shapes["encoder_input_tokens"]
+    enc_len += batch_shapes["encoder_landmarks"][1] // max(cfg.landmark_stride, 1)
+    dec_len = batch_shapes["decoder_target_tokens"][1]
+    logits = cfg.vocab_size * cfg.emb_dim  # tied embeddings still do this matmul
+    dense = weights("encoder") * enc_len + weights("decoder") * dec_len
+    if cfg.logits_via_embedding:
+        dense += logits * dec_len
+    attn = cfg.num_heads * cfg.head_dim
+    # QK^T and AV: 2 matmuls of 2*L_q*L_k*attn FLOPs each per example and layer.
+    attention = (
+        4
+        * attn
+        * (
+            cfg.num_encoder_layers * enc_len * enc_len
+            + cfg.num_decoder_layers * (dec_len * dec_len + dec_len * enc_len)
+        )
+    )
+    return float(batch * (6 * dense + 3 * attention))
+
+
+def _timed_compile(lowerable: Any, *args: Any) -> tuple[Any, float, float]:
+    """The compiled program, and the wall and CPU seconds lowering and compiling took
+    (CPU seconds of this process: on a loaded machine they say more than wall time)."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    compiled = lowerable.lower(*args).compile()
+    return compiled, time.perf_counter() - started, time.process_time() - cpu_started
+
+
+def check(
+    topology_name: str,
+    num_slices: int = 1,
+    decode: bool = True,
+    config: CheckConfig | None = None,
+    hbm_bytes: int | None = None,
+) -> dict[str, Any]:
+    """Compiles the job's train step (and decode steps) for the topology; the report."""
+    import jax
+
+    from slt import checkpoints, compile_analysis, partitioning, predict, restore
+    from slt import configs as configs_lib
+    from slt import train as train_job
+
+    config = config or train_arguments()
+    c = config.configs
+    partitioning_config = c["partitioning_config"]
+    if num_slices > 1 and partitioning_config.dcn_mesh_shape is None:
+        raise ValueError(
+            f"--num_slices={num_slices} but slt.PartitioningConfig.dcn_mesh_shape is not "
+            "set; add --gin_file=gin/partitioning/multislice.gin with "
+            f"--gin.NUM_SLICES={num_slices}."
+        )
+    topo = compile_analysis.topology(topology_name, num_slices)
+    if hbm_bytes is not None:
+        topo = dataclasses.replace(topo, chip=dataclasses.replace(topo.chip, hbm_bytes=hbm_bytes))
+    setup = train_job.build_training(
+        task_feature_lengths=config.task_feature_lengths,
+        batch_size=config.batch_size,
+        num_microbatches=config.num_microbatches,
+        network_config=c["network_config"],
+        optimizer_config=c["optimizer_config"],
+        loss_config=c["loss_config"],
+        decoding_config=c["decoding_config"],
+        partitioning_config=partitioning_config,
+        devices=topo.devices,
+    )
+    trainer = setup.trainer
+    eval_config = c.get("eval_config") or configs_lib.EvalConfig()
+    report: dict[str, Any] = {
+        "topology": topology_name,
+        "num_slices": num_slices,
+        "platform": topo.platform,
+        "chip": topo.chip.name,
+        "num_chips": topo.num_chips,
+        "mesh": dict(setup.mesh.shape),
+        "batch_size": config.batch_size,
+        "num_microbatches": config.num_microbatches,
+        "batch_shapes": {k: list(v) for k, v in setup.batch_shapes.items()},
+        "num_params": int(
+            sum(math.prod(x.shape) for x in jax.tree.leaves(trainer.abstract_state.params))
+        ),
+    }
+    if decode:
+        partitioning.check_batch_size(eval_config.batch_size, trainer.batch_sharding)
+    state = checkpoints.abstract_with_shardings(trainer.abstract_state, trainer.state_sharding)
+    batch = compile_analysis.abstract_batch(setup.batch_shapes, trainer.batch_sharding)
+    rng = jax.ShapeDtypeStruct(
+        (), jax.random.key(0).dtype, sharding=partitioning.replicated(setup.mesh)
+    )
+    with jax.set_mesh(setup.mesh):
+        compiled, seconds, cpu_seconds = _timed_compile(trainer.train_step, state, batch, rng)
+        train = compile_analysis.step_report(
+            compiled, num_chips=topo.num_chips, chip=topo.chip, compile_seconds=seconds
+        )
+        train["compile_cpu_seconds"] = round(cpu_seconds, 1)
+        train["flops_per_step"]["analytic_total"] = analytic_train_flops(
+            c["network_config"], trainer.abstract_state.params, setup.batch_shapes
+        )
+        report["train_step"] = train
+        if decode:
+            report["decode_steps"] = {}
+            shapes = restore.batch_shapes(config.task_feature_lengths, eval_config.batch_size)
+            eval_batch = compile_analysis.abstract_batch(shapes, trainer.batch_sharding)
+            beams = c["decoding_config"].num_beams
+            for method, options in (
+                ("greedy", {"decode_method": "greedy"}),
+                (f"beam{beams}", {"decode_method": "beam", "num_beams": beams, "ctc_weight": 0.0}),
+            ):
+                fn = predict.make_predict_fn(
+                    setup.model,
+                    trainer.params_sharding,
+                    trainer.batch_sharding,
+                    decode_options=options,
+                )
+                compiled, seconds, _ = _timed_compile(fn, state.params, eval_batch)
+                step = compile_analysis.step_report(
+                    compiled, num_chips=topo.num_chips, chip=topo.chip, compile_seconds=seconds
+                )
+                step["batch_size"] = eval_config.batch_size
+                report["decode_steps"][method] = step
+    steps = [report["train_step"], *report.get("decode_steps", {}).values()]
+    report["fits"] = all(s["fits"] for s in steps)
+    report["hbm_bytes"] = topo.chip.hbm_bytes
+    for key in ("peak_bytes", "argument_bytes", "temp_bytes", "output_bytes"):
+        report[key] = report["train_step"][key]
+    report["flops_per_step"] = report["train_step"]["flops_per_step"]
+    report["collectives"] = report["train_step"]["collectives"]
+    report["compile_seconds"] = report["train_step"]["compile_seconds"]
+    report["compile_cpu_seconds"] = report["train_step"]["compile_cpu_seconds"]
+    if not report["fits"]:
+        report["advice"] = advice(report, config)
+    return report
+
+
+def advice(report: Mapping[str, Any], config: CheckConfig) -> list[str]:
+    """Gin bindings that would make the train step fit, with estimated peaks."""
+    from slt import compile_analysis, partitioning
+
+    gib = compile_analysis.GIB
+    step = report["train_step"]
+    c = config.configs
+    net, part = c["network_config"], c["partitioning_config"]
+    fixed = step["argument_bytes"] + step["output_bytes"] - step["alias_bytes"]
+    temp, hbm = step["temp_bytes"], report["hbm_bytes"]
+    chips = report["num_chips"]
+    out = []
+
+    def est(peak: float) -> str:
+        verdict = "fits" if peak <= hbm else "still over"
+        return f"~{peak / gib:.1f} GiB per chip, {verdict}"
+
+    rules = tuple(part.logical_axis_rules)
+    if rules in (
+        tuple(partitioning.DATA_PARALLEL_RULES),
+        tuple(partitioning.TENSOR_PARALLEL_RULES),
+    ):
+        # Parameters and optimizer state are (mostly) replicated: FSDP splits them.
+        out.append(
+            "FSDP: --gin_file=gin/partitioning/fsdp.gin (or fsdp_tensor_parallel.gin) "
+            f"splits parameters and optimizer state over the chips ({est(fixed / chips + temp)})"
+        )
+    if net.remat_policy == "none":
+        out.append(
+            'recompute activations: --gin.slt.T5Config.remat_policy=\\"full\\" (or '
+            '\\"minimal\\"); most of the '
+            f"{temp / gib:.1f} GiB of temporaries are saved activations"
+        )
+    for micro in (2, 4, 8):
+        m = config.num_microbatches * micro
+        if config.batch_size % m == 0:
+            out.append(
+                f"microbatches: --gin.train.num_microbatches={m} (activations ~1/{micro}: "
+                f"{est(fixed + temp / micro)})"
+            )
+            break
+    per_chip = config.batch_size / max(
+        report["mesh"].get("data", 1) * report["mesh"].get("fsdp", 1), 1
+    )
+    if per_chip >= 2:
+        out.append(
+            f"a smaller per-chip batch: --gin.train.batch_size={config.batch_size // 2} "
+            f"({per_chip / 2:g} rows per data shard; {est(fixed + temp / 2)}) or twice the chips"
+        )
+    if not net.scan_layers:
+        out.append(
+            "--gin.slt.T5Config.scan_layers=True: compiles each stack once (faster compiles, "
+            "and with remat_policy the saved activations of one layer at a time)"
+        )
+    if rules == tuple(partitioning.FSDP_RULES):
+        out.append(
+            "2-D partitioning: --gin_file=gin/partitioning/fsdp_tensor_parallel.gin "
+            "--gin.MODEL_PARALLEL=4 also splits heads, MLP and vocabulary"
+        )
+    return out
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The report as a table for people."""
+    from slt import compile_analysis
+
+    gib = compile_analysis.GIB
+
+    def g(n: int | None) -> str:
+        return "-" if n is None else f"{n / gib:.2f} GiB"
+
+    lines = [
+        f"topology {report['topology']} x {report['num_slices']} slice(s): "
+        f"{report['num_chips']} x {report['chip']}, mesh {report['mesh']}",
+        f"model: {report['num_params'] / 1e9:.3f}B parameters; global batch "
+        f"{report['batch_size']}, {report['num_microbatches']} microbatch(es); "
+        f"shapes {report['batch_shapes']}",
+        "",
+    ]
+    steps = {"train step": report["train_step"]}
+    for name, step in report.get("decode_steps", {}).items():
+        steps[f"decode {name} (batch {step['batch_size']})"] = step
+    header = f"{'per chip':34s}" + "".join(f"{n:>26s}" for n in steps)
+    lines.append(header)
+    rows = [
+        ("arguments (params + opt state)", "argument_bytes"),
+        ("outputs", "output_bytes"),
+        ("  of which donated (aliased)", "alias_bytes"),
+        ("temporaries", "temp_bytes"),
+        ("generated code", "generated_code_bytes"),
+        ("peak", "peak_bytes"),
+        ("HBM", "hbm_bytes"),
+        ("headroom", "headroom_bytes"),
+    ]
+    for label, key in rows:
+        lines.append(f"{label:34s}" + "".join(f"{g(s.get(key)):>26s}" for s in steps.values()))
+    lines.append(
+        f"{'fits':34s}" + "".join(f"{('yes' if s['fits'] else 'NO'):>26s}" for s in steps.values())
+    )
+    lines.append(
+        f"{'compile time':34s}"
+        + "".join(f"{s['compile_seconds']:>24.1f} s" for s in steps.values())
+    )
+    lines.append(f"train step compile: {report['train_step']['compile_cpu_seconds']:.1f} CPU s")
+    flops = report["train_step"]["flops_per_step"]
+    lines += [
+        "",
+        f"train step FLOPs: XLA {flops['xla_per_chip']:.3e} per chip, "
+        f"{flops['xla_total']:.3e} total; model (analytic, no recomputation) "
+        f"{flops['analytic_total']:.3e} total (XLA / model = "
+        f"{flops['xla_total'] / max(flops['analytic_total'], 1):.2f})",
+    ]
+    if "step_seconds_bound" in report["train_step"]:
+        lines.append(
+            f"train step time >= {report['train_step']['step_seconds_bound']:.3f} s "
+            "(a bound: XLA's FLOPs at the chip's peak bf16 rate, nothing else)"
+        )
+    lines.append("collectives per train step, per chip:")
+    for kind, c in report["train_step"]["collectives"].items():
+        lines.append(f"  {kind:20s} {c['count']:6d} ops {c['bytes'] / gib:10.3f} GiB")
+    lines.append("")
+    if report["fits"]:
+        lines.append("verdict: FITS")
+    else:
+        lines.append("verdict: DOES NOT FIT. What would help (gin bindings):")
+        lines += [f"  - {a}" for a in report.get("advice", [])]
+    return "\n".join(lines)
+
+
+def _help() -> str:
+    from slt import train as train_job
+
+    doc = __doc__.strip()
+    return f"{doc}\n\n" + gin_utils.gin_help(train_job.train).split("\n", 3)[3]
+
+
+def main(argv: Sequence[str]) -> None:
+    if "-h" in argv or "--help" in argv:
+        gin_utils.add_cpu_xla_flags()
+        sys.stdout.write(
+            "usage: python -m slt.compile_check --topology=T [--num_slices=S] "
+            "[--json_out=PATH] [--skip_decode] --gin_file=FILE ... [--gin.NAME=VALUE ...]\n\n"
+            + _help()
+        )
+        raise SystemExit(0)
+    own, rest = _parse_own_args(argv)
+    if not own.topology:
+        print(
+            "usage: python -m slt.compile_check --topology=T --gin_file=FILE ...\n"
+            "python -m slt.compile_check: error: --topology is required (e.g. v5e-256, "
+            "v4-128, cpu-8)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    _force_cpu_devices(own.topology, own.num_slices)
+    gin_utils.quiet_tensorflow()
+    gin_utils.add_cpu_xla_flags()
+    from slt import compile_analysis
+    from slt import train as train_job
+
+    gin_utils.parse_gin_args(rest, train_job.train)
+    try:
+        hbm = None if own.hbm_gib is None else int(own.hbm_gib * compile_analysis.GIB)
+        report = check(own.topology, own.num_slices, decode=not own.skip_decode, hbm_bytes=hbm)
+    except ValueError as error:
+        print(f"ERROR: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    print(format_report(report), flush=True)
+    if own.json_out:
+        with open(own.json_out, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"report written to {own.json_out}")
+    raise SystemExit(0 if report["fits"] else 1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

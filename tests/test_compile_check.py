@@ -1,0 +1,290 @@
+"""`python -m slt.compile_check`: meshes over compile-only TPU devices, the report of a
+compiled train step on fake CPU devices and on a TPU v5e-8, the fit verdict with its
+advice, and the errors of bad input. TPU cases need libtpu (the `[test]` extra has it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from slt import compile_analysis, compile_check, configs, partitioning
+from slt import trainer as trainer_lib
+from slt.models import decoding, network
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+requires_libtpu = pytest.mark.skipif(
+    importlib.util.find_spec("libtpu") is None,
+    reason='needs the TPU compiler: pip install -e ".[tpu]" (the [test] extra has it)',
+)
+
+
+SMALL = network.T5Config(
+    vocab_size=384,
+    emb_dim=64,
+    num_heads=4,
+    head_dim=16,
+    num_encoder_layers=1,
+    num_decoder_layers=1,
+    mlp_dim=128,
+    dtype="float32",
+)
+
+
+def _config(partitioning_config: configs.PartitioningConfig, batch_size: int = 8):
+    return compile_check.CheckConfig(
+        task_feature_lengths={"landmarks": 8, "inputs": 4, "targets": 4},
+        batch_size=batch_size,
+        num_microbatches=1,
+        configs={
+            "network_config": SMALL,
+            "optimizer_config": trainer_lib.OptimizerConfig(),
+            "loss_config": configs.LossConfig(),
+            "decoding_config": decoding.DecodingConfig(),
+            "partitioning_config": partitioning_config,
+            "eval_config": configs.EvalConfig(batch_size=8),
+        },
+    )
+
+
+# --- meshes over compile-only devices (nothing compiled) ---------------------------
+
+
+@requires_libtpu
+@pytest.mark.parametrize(
+    "name, model_parallel",
+    [("v4-128", 2), ("v4-128", 4), ("v5p-128", 2), ("v6e-256", 2), ("v6e-256", 4)],
+)
+def test_mesh_splits_physical_axes(name, model_parallel):
+    devices = compile_analysis.topology(name).devices
+    mesh = partitioning.make_mesh((1, -1, model_parallel), devices=devices)
+    assert dict(mesh.shape) == {
+        "data": 1,
+        "fsdp": len(devices) // model_parallel,
+        "model": model_parallel,
+    }
+    assert sorted(d.id for d in mesh.devices.flat) == sorted(d.id for d in devices)
+
+
+@requires_libtpu
+def test_jax_make_mesh_alone_cannot_split_a_v4_cube():
+    # Why make_mesh lays slices out itself: a model axis of 2 on a 4x4x4 torus.
+    devices = compile_analysis.topology("v4-128").devices
+    with pytest.raises((ValueError, NotImplementedError), match="physical mesh"):
+        jax.make_mesh((1, 32, 2), partitioning.MESH_AXES, devices=devices)
+
+
+@requires_libtpu
+def test_multislice_mesh_puts_each_slice_in_one_dcn_block():
+    topo = compile_analysis.topology("v5e-8", num_slices=2)
+    assert topo.num_chips == 16
+    mesh = partitioning.make_mesh((1, -1, 1), devices=topo.devices, dcn_mesh_shape=(2, 1, 1))
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 8, "model": 1}
+    for data_index in range(2):
+        assert {d.slice_index for d in mesh.devices[data_index].flat} == {data_index}
+
+
+@requires_libtpu
+def test_one_slice_of_compile_only_devices_takes_a_dcn_mesh_shape():
+    # Compile-only devices of one slice carry no slice_index.
+    devices = compile_analysis.topology("v5e-8").devices
+    assert getattr(devices[0], "slice_index", None) is None
+    mesh = partitioning.make_mesh((1, -1, 1), devices=devices, dcn_mesh_shape=(1, 1, 1))
+    assert dict(mesh.shape) == {"data": 1, "fsdp": 8, "model": 1}
+    # Two "slices" of one process: consecutive blocks of its devices.
+    mesh = partitioning.make_mesh((1, -1, 1), devices=devices, dcn_mesh_shape=(2, 1, 1))
+    assert {d.id for d in mesh.devices[0].flat} == {d.id for d in devices[:4]}
+
+
+# --- bad input, before any compile ---------------------------------------------------
+
+
+def test_unknown_topology_lists_the_accepted_forms():
+    with pytest.raises(ValueError, match=r"unknown topology 'tpu-9'.*v4-N.*v5e-N.*cpu-N"):
+        compile_analysis.topology("tpu-9")
+    with pytest.raises(ValueError, match=r"v5e slices have \[1, 4, 8"):
+        compile_analysis.topology("v5e-12")
+
+
+def test_gpu_topologies_are_refused_with_what_to_do_instead():
+    with pytest.raises(ValueError, match=r"h100-8: compiling for GPUs.*cpu-N"):
+        compile_analysis.topology("h100-8")
+
+
+def test_mesh_that_does_not_match_the_topology_fails_before_compiling():
+    config = _config(configs.PartitioningConfig(mesh_shape=(2, 1, 1)))
+    with pytest.raises(ValueError, match=r"mesh_shape \(2, 1, 1\) needs 2 devices, there are 1"):
+        compile_check.check("cpu-1", config=config, decode=False)
+
+
+@requires_libtpu
+def test_parameters_that_do_not_divide_fail_before_compiling():
+    # 4 heads cannot be split 8 ways over `model`.
+    rules = partitioning.TENSOR_PARALLEL_RULES
+    config = _config(configs.PartitioningConfig(mesh_shape=(1, 1, 8), logical_axis_rules=rules))
+    with pytest.raises(
+        ValueError, match=r"(?s)cannot be split over mesh.*rel_embedding.*slt.PartitioningConfig"
+    ):
+        compile_check.check("v5e-8", config=config, decode=False)
+
+
+@requires_libtpu
+def test_batch_that_does_not_divide_fails_before_compiling():
+    config = _config(configs.PartitioningConfig(), batch_size=12)
+    with pytest.raises(ValueError, match=r"batch_size=12 does not split over 8 data shards"):
+        compile_check.check("v5e-8", config=config, decode=False)
+
+
+def test_num_slices_needs_a_dcn_mesh_shape():
+    with pytest.raises(ValueError, match=r"multislice.gin"):
+        compile_check.check("cpu-1", num_slices=2, config=_config(configs.PartitioningConfig()))
+
+
+# --- the command: compile and report -------------------------------------------------
+
+GIN = """
+include 'gin/models/tiny.gin'
+train.task_feature_lengths = {"landmarks": 16, "inputs": 8, "targets": 8}
+train.batch_size = 16
+slt.EvalConfig.batch_size = 8
+"""
+
+
+def _compile_check(tmp_path, name: str, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    gin_file = tmp_path / "job.gin"
+    gin_file.write_text(GIN)
+    json_out = tmp_path / f"{name}.json"
+    env = dict(os.environ)
+    for key in ("XLA_FLAGS", "JAX_PLATFORMS"):
+        env.pop(key, None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "slt.compile_check",
+            f"--gin_file={gin_file}",
+            f"--json_out={json_out}",
+            *args,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    report = json.loads(json_out.read_text()) if json_out.exists() else {}
+    return result, report
+
+
+@pytest.fixture(scope="module")
+def cpu8_oversized(tmp_path_factory):
+    # Data parallel on 8 fake CPU devices, judged against 1 MiB per chip: cannot fit.
+    return _compile_check(
+        tmp_path_factory.mktemp("cpu8"), "cpu8", "--topology=cpu-8", "--hbm_gib=0.001"
+    )
+
+
+def test_cpu8_report_counts_memory_flops_and_collectives(cpu8_oversized):
+    result, report = cpu8_oversized
+    assert report, result.stdout[-3000:] + result.stderr[-3000:]
+    train = report["train_step"]
+    assert report["mesh"] == {"data": 8, "fsdp": 1, "model": 1}
+    assert report["num_chips"] == 8
+    # Data parallel: each chip holds every f32 parameter plus the optimizer state.
+    assert train["argument_bytes"] > 4 * report["num_params"]
+    assert train["peak_bytes"] >= train["argument_bytes"] + train["temp_bytes"]
+    assert train["alias_bytes"] > 0  # the state is donated
+    # The gradients are all-reduced: at least one f32 copy of every parameter.
+    assert train["collectives"]["all-reduce"]["bytes"] >= 4 * report["num_params"]
+    assert train["collectives"]["all-gather"]["count"] == 0
+    flops = train["flops_per_step"]
+    assert flops["xla_total"] == pytest.approx(8 * flops["xla_per_chip"])
+    assert 0.7 < flops["xla_total"] / flops["analytic_total"] < 1.3
+    assert set(report["decode_steps"]) == {"greedy", "beam4"}
+    assert all(s["peak_bytes"] > 0 for s in report["decode_steps"].values())
+    for key in (
+        "fits",
+        "hbm_bytes",
+        "peak_bytes",
+        "argument_bytes",
+        "temp_bytes",
+        "output_bytes",
+        "flops_per_step",
+        "collectives",
+        "compile_seconds",
+    ):
+        assert key in report
+
+
+def test_oversized_configuration_exits_1_with_advice(cpu8_oversized):
+    result, report = cpu8_oversized
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert report["fits"] is False and report["hbm_bytes"] == int(0.001 * 2**30)
+    assert "verdict: DOES NOT FIT" in result.stdout
+    for binding in (
+        "fsdp.gin",
+        "remat_policy",
+        "train.num_microbatches=2",
+        "train.batch_size=8",
+        "scan_layers=True",
+    ):
+        assert binding in result.stdout, binding
+
+
+@requires_libtpu
+def test_tpu_v5e8_fsdp_compiles_and_fits(tmp_path):
+    result, report = _compile_check(
+        tmp_path,
+        "v5e8",
+        "--topology=v5e-8",
+        "--skip_decode",
+        "--gin_file=gin/partitioning/fsdp.gin",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert report["fits"] is True and report["chip"] == "TPU v5e"
+    assert report["hbm_bytes"] == 16 * 2**30
+    assert report["mesh"] == {"data": 1, "fsdp": 8, "model": 1}
+    train = report["train_step"]
+    # FSDP: parameters are split 8 ways, so a chip holds far less than one f32 copy.
+    assert train["argument_bytes"] < 4 * report["num_params"]
+    assert train["collectives"]["all-gather"]["count"] > 0
+    assert train["step_seconds_bound"] > 0
+    assert "verdict: FITS" in result.stdout
+
+
+# --- slt.train's memory line ---------------------------------------------------------
+
+
+def test_train_compiles_the_step_once_and_prints_its_memory(capsys):
+    import numpy as np
+
+    from slt import train as train_job
+
+    setup = train_job.build_training(
+        task_feature_lengths={"landmarks": 8, "inputs": 4, "targets": 4},
+        batch_size=2,
+        network_config=SMALL,
+        partitioning_config=configs.PartitioningConfig(donate_state=False),
+        devices=jax.devices()[:1],
+    )
+    trainer = setup.trainer
+    state = trainer.init_state(jax.random.key(0))
+    rng = jax.random.key(1)
+    compiled = train_job.compile_train_step(trainer, state, rng)
+    line = capsys.readouterr().out
+    assert line.startswith("train step: peak ") and "GiB per chip" in line
+    assert "arguments" in line and "compiled in" in line
+    batch = {
+        k: np.ones(s, np.float32 if k == "encoder_landmarks" else np.int32)
+        for k, s in setup.batch_shapes.items()
+    }
+    _, expected = trainer.train_step(state, batch, rng)
+    _, got = compiled(state, batch, rng)
+    assert float(got["loss"]) == pytest.approx(float(expected["loss"]), rel=1e-6)
