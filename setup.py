@@ -23,6 +23,13 @@ INSTALL_REQUIRES = [
     "spoken-to-signed==0.4.0",
     "babel==2.18.0",
     "numpy>=2.0,<2.5",
+    # One protobuf for TensorFlow (>= 6.31.1) and Apache Beam (< 7); sentencepiece 0.2.3's
+    # generated code refuses a protobuf runtime older than 7.36, 0.2.2's checks none.
+    "protobuf==6.33.6",
+    "sentencepiece==0.2.2",
+    # Caption files for python -m slt.manifest_makers: WebVTT and SubRip parsers.
+    "webvtt-py==0.6.0",
+    "srt==3.5.3",
     # Evaluation: offline language identification (models inside the wheel, 96 MB),
     # the metrics plot, and TensorBoard summaries (tf.summary needs the package).
     "lingua-language-detector==2.1.1",
@@ -39,12 +46,15 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["slt", "slt.*", "tasks", "tasks.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
+        # Apache Beam: python -m slt.prepare --runner=... (Dataflow, Flink, Spark, Direct).
+        "beam": ["apache-beam==2.77.0"],
         # torch (CPU), transformers and safetensors: weight import/export and numerical
         # parity tests against transformers' PyTorch T5 only; the library never needs torch.
         # importlib_resources: TFDS needs it to write the small builder a test reads.
         # ruff: the linter and formatter CI runs before the tests.
         "test": [
             "pytest==9.2.0",
+            "apache-beam==2.77.0",
             "torch==2.13.0",
             "transformers==5.23.0",
             "safetensors==0.8.0",
