@@ -18,6 +18,7 @@ older configs keep working.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,8 @@ import jax
 import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+log = logging.getLogger(__name__)
 
 LogicalRules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 
@@ -405,8 +408,24 @@ def initialize_distributed(
                 "slt.DistributedConfig.process_id)."
             )
         jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)
+        _log_joined("SLT_COORDINATOR_ADDRESS")
         return True
     if env.get("SLT_DISTRIBUTED_AUTO") == "1":
         jax.distributed.initialize(**kwargs)
+        _log_joined("JAX's cluster detection (SLT_DISTRIBUTED_AUTO=1)")
         return True
     return False
+
+
+def _log_joined(source: str) -> None:
+    """One line per process that launchers and their tests read: who joined what."""
+    from jax._src import distributed  # the resolved values; public API would start the backend
+
+    state = distributed.global_state
+    log.info(
+        "jax.distributed: process %s of %s processes, coordinator %s (from %s)",
+        state.process_id,
+        state.num_processes,
+        state.coordinator_address,
+        source,
+    )
