@@ -341,6 +341,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=gin_utils.HelpFormatter,
     )
+    parser.add_argument(
+        "--verbosity",
+        choices=gin_utils.LOG_LEVELS,
+        default=None,
+        help=f"log level of slt's messages (default: ${gin_utils.LOG_LEVEL_ENV}, else info)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     youtube = commands.add_parser(
         "youtube", help="a folder of videos with .vtt/.srt captions", description=__doc__
@@ -385,7 +391,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     for command in (youtube, how2sign):
         command.add_argument("--output", required=True, help="the manifest (.jsonl) to write")
         command.add_argument("--report", default=None, help="default: <output>.report.jsonl")
-        command.add_argument("--verbosity", choices=gin_utils.LOG_LEVELS, default=None)
     args = parser.parse_args(argv)
     gin_utils.setup_logging(args.verbosity)
     return args

@@ -222,13 +222,20 @@ ENTRY_POINTS = {
         "  infer.partitioning_config = @slt.PartitioningConfig()\n",
     ],
     "slt.translate": ["python -m slt.translate --checkpoint", "--source_lang"],
-    "slt.prepare": ["python -m slt.prepare --manifest=", "--examples_per_shard"],
+    "slt.prepare": ["python -m slt.prepare --manifest=", "--examples_per_shard", "--runner"],
+    "slt.manifest_makers": ["python -m slt.manifest_makers youtube --input_dir=", "how2sign"],
     "slt.export": ["python -m slt.export --checkpoint", "--format {hf,t5x}"],
     "slt.io.video": ["python -m slt.io.video VIDEO.mp4 OUT.npz", "--install"],
     "slt.io.tfds_export": ["python -m slt.io.tfds_export --tfds_name=", "--text_key"],
 }
 # Their unknown-flag error, in subprocesses too where it is cheap (no JAX import).
-LIGHT_ENTRY_POINTS = ("slt.prepare", "slt.export", "slt.io.video", "slt.io.tfds_export")
+LIGHT_ENTRY_POINTS = (
+    "slt.prepare",
+    "slt.manifest_makers",
+    "slt.export",
+    "slt.io.video",
+    "slt.io.tfds_export",
+)
 
 
 @pytest.fixture(scope="module")
