@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,7 +64,7 @@ def _label(task: str) -> str:
         return f"{language} ({'S' if language in em.E1_SEEN else 'Z'})"
     if task.startswith("fingerspelling_word_slt_"):
         sign, spoken = task.split("_")[-2:]
-        return spoken if sign == "ase" else f"{sign}>{spoken}"
+        return spoken if sign == "ase" else f"{sign}>{spoken}"  # E1: ASL -> English
     return task
 
 
@@ -98,6 +99,65 @@ def run_arm_seed(
     ]
     gin_utils.parse_gin_args(argv, train_lib.train)
     return train_lib.train()
+
+
+def _check_kept_run(run_dir: str, train_steps: int) -> None:
+    """A finished run is reused only if it trained for `train_steps`."""
+    path = os.path.join(run_dir, "train", "metrics.jsonl")
+    last = None
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                last = json.loads(line).get("step", last)
+    if last != train_steps:
+        raise ValueError(
+            f"{run_dir} holds a finished run of {last} steps (from {path}), not "
+            f"study.train_steps={train_steps}: use another OUTPUT_DIR or remove {run_dir}."
+        )
+
+
+def script(text: str) -> str | None:
+    """The Unicode script most of `text`'s letters are in (LATIN, CYRILLIC, GREEK,
+    ARABIC, ...); None without letters."""
+    counts: dict[str, int] = {}
+    for ch in text:
+        if ch.isalpha():
+            name = unicodedata.name(ch, "")
+            if name:
+                counts[name.split()[0]] = counts.get(name.split()[0], 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
+def script_accuracy(eval_dir: str, split: str = "test") -> dict[str, float]:
+    """Per E1 direction, the share of predictions written in their reference's script:
+    a coarse language check that holds on single words, where the language identifier
+    is weak (it separates Latin from Cyrillic, Greek and Arabic only)."""
+    out = {}
+    for task in E1_TASKS:
+        path = os.path.join(eval_dir, f"{task}.{split}.predictions.jsonl")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f]
+            if rows:
+                hits = sum(script(r["prediction"]) == script(r["target"]) for r in rows)
+                out[task] = hits / len(rows)
+    return out
+
+
+def reference_language_accuracy(eval_dir: str, split: str = "test") -> dict[str, float]:
+    """Per E1 direction, the language accuracy of the references themselves: how often
+    the identifier places the correct single words in their language (the ceiling of
+    a model's language accuracy here)."""
+    out = {}
+    for task in E1_TASKS:
+        path = os.path.join(eval_dir, f"{task}.{split}.predictions.jsonl")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f]
+            language = "en" if task == fm.word_name("ase") else task.rsplit("_", 1)[1]
+            targets = [r["target"] for r in rows]
+            out[task] = metrics_lib.language_accuracy(targets, [language] * len(targets))
+    return out
 
 
 def mt_overlap_breakdown(eval_dir: str, split: str = "test") -> dict[str, dict[str, Any]]:
@@ -183,18 +243,23 @@ def write_study_report(
     info: Mapping[str, Any],
     e1_arms: Sequence[str],
     e2_arms: Sequence[str],
+    reference_language_accuracy: Mapping[str, float] | None = None,
 ) -> str:
-    """Writes report.md, e1.png, e2.png and summary.json; returns the report's text."""
+    """Writes report.md, e1.png, e2.png and summary.json; returns the report's text.
+
+    `reference_language_accuracy` (E1 task -> share) adds a column to the E1 table."""
     text = [
         "# Study report",
         "",
         f"- command: `{info['command']}`",
         f"- commit: `{info['commit']}`; date {info['date']}; machine: {info['machine']}",
-        f"- {info['train_steps']} steps per run, seeds {list(info['seeds'])}; "
+        f"- steps per run {info['train_steps']}, seeds {list(info['seeds'])}; "
         f"wall time {info['wall_s'] / 60:.1f} min in all",
         "- cells: mean [min, max] over seeds",
-        "",
     ]
+    if info.get("missing_runs"):
+        text.append(f"- not finished, left out: {', '.join(info['missing_runs'])}")
+    text.append("")
     summary: dict[str, Any] = {"info": dict(info), "e1": {}, "e2": {}}
     e1_arms = [a for a in e1_arms if a in runs]
     e2_arms = [a for a in e2_arms if a in runs]
@@ -204,11 +269,21 @@ def write_study_report(
             "## E1: zero-shot SLT through MT data",
             "",
             study_report.group_table(runs, e1_arms, E1_GROUPS),
-            study_report.comparison_table(runs, e1_arms, E1_TASKS, labels),
+            study_report.comparison_table(
+                runs, e1_arms, E1_TASKS, labels, metrics=("chrf", "exact_match")
+            ),
+            study_report.comparison_table(
+                runs,
+                e1_arms,
+                E1_TASKS,
+                labels,
+                reference_language_accuracy,
+                metrics=("language_accuracy", "script_accuracy", "empty_rate"),
+            ),
         ]
         if len(e1_arms) >= 2:
             z = E1_GROUPS["Z (zero-shot)"]
-            for metric in ("chrf", "language_accuracy"):
+            for metric in ("chrf", "language_accuracy", "script_accuracy"):
                 verdict = _verdict(runs, e1_arms[1], e1_arms[0], z, metric)
                 summary["e1"][f"verdict_{metric}"] = verdict
                 text.append(f"- Z directions, {metric}: {verdict}.")
@@ -221,7 +296,13 @@ def write_study_report(
                 _overlap_table(overlap, e1_arms),
             ]
         study_report.plot_comparison(
-            runs, e1_arms, E1_TASKS, labels, os.path.join(output_dir, "e1.png"), "E1"
+            runs,
+            e1_arms,
+            E1_TASKS,
+            labels,
+            os.path.join(output_dir, "e1.png"),
+            "E1",
+            ("chrf", "language_accuracy", "script_accuracy"),
         )
         text += ["![E1](e1.png)", ""]
         summary["e1"]["groups"] = {
@@ -235,8 +316,9 @@ def write_study_report(
             for arm in e1_arms
         }
         summary["e1"]["mt_overlap"] = overlap
+        summary["e1"]["reference_language_accuracy"] = dict(reference_language_accuracy or {})
     if e2_arms:
-        labels = {t: _label(t) for t in E2_TASKS}
+        labels = {t: "{}>{}".format(*t.split("_")[-2:]) for t in E2_TASKS}
         tasks = [t for t in E2_TASKS if any(t in m for a in e2_arms for m in runs[a].values())]
         text += [
             "## E2: more sign languages",
@@ -267,17 +349,21 @@ def study(
     output_dir: str = gin.REQUIRED,
     arms: Mapping[str, str] = gin.REQUIRED,
     seeds: Sequence[int] = (0, 1),
-    train_steps: int = 1000,
+    train_steps: int | Mapping[str, int] = 1000,
     bindings: Sequence[str] = (),
     e1_arms: Sequence[str] = ("e1_a", "e1_b"),
     e2_arms: Sequence[str] = ("e2_ase", "e2_all_signs"),
+    report_only: bool = False,
 ) -> str:
     """Trains and evaluates every arm (`{name: gin file}`) for every seed, in order,
     and writes the report; returns its text.
 
     `bindings` (gin text) apply to every run after its arm file. `e1_arms` are the E1
     arms in the order (without MT, with MT, ...): the second is compared with the
-    first; `e2_arms` likewise (ASL only, all lexicons).
+    first; `e2_arms` likewise (ASL only, all lexicons). `report_only` trains nothing:
+    the report covers the finished runs and lists the missing ones. `train_steps` is
+    one number for every arm or `{arm: steps}` (the arms of one experiment should
+    match).
     """
     for name, arm_file in arms.items():
         found = [
@@ -290,6 +376,15 @@ def study(
             )
     if not seeds:
         raise ValueError("study.seeds is empty; give at least one seed, e.g. [0, 1].")
+    steps_of = (
+        dict(train_steps)
+        if isinstance(train_steps, Mapping)
+        else dict.fromkeys(arms, int(train_steps))
+    )
+    if set(arms) - set(steps_of):
+        raise ValueError(
+            f"study.train_steps names no steps for arms {sorted(set(arms) - set(steps_of))}."
+        )
     output_dir = os.path.abspath(output_dir)
     os.makedirs(os.path.join(output_dir, "metrics"), exist_ok=True)
     command = " ".join(["python -m slt.experiment", *sys.argv[1:]])
@@ -297,6 +392,8 @@ def study(
     runs: dict[str, dict[int, dict]] = {}
     overlap: dict[str, dict[int, dict]] = {}
     wall: dict[str, float] = {}
+    references: dict[str, float] = {}
+    missing: list[str] = []
     # Seed-major: every arm's first seed is done before any arm's second.
     for seed in seeds:
         for name, arm_file in arms.items():
@@ -304,10 +401,15 @@ def study(
             metrics_path = os.path.join(run_dir, "eval", "metrics.json")
             run_start = time.monotonic()
             if os.path.isfile(metrics_path):
+                _check_kept_run(run_dir, steps_of[name])
                 print(f"{name} seed {seed}: kept {metrics_path}", flush=True)
+            elif report_only:
+                print(f"{name} seed {seed}: not finished, left out of the report", flush=True)
+                missing.append(f"{name}/seed_{seed}")
+                continue
             else:
                 print(f"{name} seed {seed}: training {arm_file} in {run_dir}", flush=True)
-                run_arm_seed(arm_file, run_dir, seed, train_steps, bindings)
+                run_arm_seed(arm_file, run_dir, seed, steps_of[name], bindings)
                 with open(os.path.join(run_dir, "wall_s.json"), "w", encoding="utf-8") as f:
                     json.dump(time.monotonic() - run_start, f)
             wall_path = os.path.join(run_dir, "wall_s.json")
@@ -320,21 +422,24 @@ def study(
                 metrics_path, os.path.join(output_dir, "metrics", f"{name}.seed_{seed}.json")
             )
             if name in e1_arms:
-                overlap.setdefault(name, {})[seed] = mt_overlap_breakdown(
-                    os.path.join(run_dir, "eval")
-                )
+                eval_dir = os.path.join(run_dir, "eval")
+                for task, value in script_accuracy(eval_dir).items():
+                    runs[name][seed][task]["script_accuracy"] = value
+                overlap.setdefault(name, {})[seed] = mt_overlap_breakdown(eval_dir)
+                references = references or reference_language_accuracy(eval_dir)
     info = {
         "command": command,
         "commit": _commit(),
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "train_steps": train_steps,
+        "train_steps": steps_of,
         "seeds": list(seeds),
         "arms": dict(arms),
         "wall_s": time.monotonic() - start,  # of this invocation (kept runs not redone)
         "run_wall_s": wall,
+        "missing_runs": missing,
     }
-    report = write_study_report(output_dir, runs, overlap, info, e1_arms, e2_arms)
+    report = write_study_report(output_dir, runs, overlap, info, e1_arms, e2_arms, references)
     print(f"wrote {output_dir}/report.md, e1.png, e2.png and summary.json", flush=True)
     return report
 

@@ -17,6 +17,8 @@ METRICS = (
     ("exact_match", "exact %", 100.0),
     ("language_accuracy", "lang. acc. %", 100.0),
     ("empty_rate", "empty %", 100.0),
+    # Only where computed (`slt.experiment.script_accuracy`, the E1 directions).
+    ("script_accuracy", "script acc. %", 100.0),
 )
 Runs = Mapping[str, Mapping[int, Mapping[str, Mapping[str, Any]]]]
 
@@ -58,16 +60,41 @@ def cell(s: Mapping[str, Any] | None, scale: float = 1.0) -> str:
     return f"{scale * s['mean']:.1f} [{scale * s['min']:.1f}, {scale * s['max']:.1f}]"
 
 
+def present_metrics(
+    runs: Runs, arms: Sequence[str], keys: Sequence[str] | None = None
+) -> list[tuple[str, str, float]]:
+    """The `METRICS` (of `keys`, default all) that some run of `arms` has."""
+    return [
+        (k, t, s)
+        for k, t, s in METRICS
+        if (keys is None or k in keys)
+        and any(k in tm for a in arms for m in runs[a].values() for tm in m.values())
+    ]
+
+
 def comparison_table(
-    runs: Runs, arms: Sequence[str], tasks: Sequence[str], labels: Mapping[str, str]
+    runs: Runs,
+    arms: Sequence[str],
+    tasks: Sequence[str],
+    labels: Mapping[str, str],
+    reference_language_accuracy: Mapping[str, float] | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> str:
-    """Markdown: one row per task and metric column per arm, `mean [min, max]`."""
-    header = ["direction"] + [f"{title} {arm}" for _, title, _ in METRICS for arm in arms]
+    """Markdown: one row per task and metric column per arm, `mean [min, max]`, for the
+    `metrics` keys (default all) the runs have; with `reference_language_accuracy`
+    (task -> share) a last column of it, in %."""
+    columns = present_metrics(runs, arms, metrics)
+    header = ["direction"] + [f"{title} {arm}" for _, title, _ in columns for arm in arms]
+    if reference_language_accuracy is not None:
+        header.append("lang. acc. of references %")
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for task in tasks:
         cells = [labels.get(task, task)]
-        for key, _, scale in METRICS:
+        for key, _, scale in columns:
             cells += [cell(task_spread(runs, arm, task, key), scale) for arm in arms]
+        if reference_language_accuracy is not None:
+            value = reference_language_accuracy.get(task)
+            cells.append("-" if value is None else f"{100 * value:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -75,12 +102,14 @@ def comparison_table(
 def group_table(runs: Runs, arms: Sequence[str], groups: Mapping[str, Sequence[str]]) -> str:
     """Markdown: per arm and group of tasks, each metric averaged over the group's
     tasks per seed, then `mean [min, max]` over seeds."""
-    header = ["arm", "group", "tasks"] + [title for _, title, _ in METRICS]
+    columns = present_metrics(runs, arms)
+    header = ["arm", "group", "tasks"] + [title for _, title, _ in columns]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for arm in arms:
         for group, tasks in groups.items():
-            cells = [arm, group, str(len(tasks))]
-            cells += [cell(group_spread(runs, arm, tasks, k), scale) for k, _, scale in METRICS]
+            present = [t for t in tasks if any(t in m for m in runs[arm].values())]
+            cells = [arm, group, str(len(present))]
+            cells += [cell(group_spread(runs, arm, tasks, k), scale) for k, _, scale in columns]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -18,7 +18,8 @@ from tasks import fingerspelling_mixtures as fm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_TASKS = [fm.word_name("ase"), fm.aug_name("ar")]
-# A 1-layer, 32-wide model for every run, two eval tasks: the test checks the wiring.
+# A 1-layer, 32-wide model for every run, one seed, two eval tasks: the test checks
+# the wiring (every arm trains, is evaluated and reported), not the numbers.
 TINY_BINDINGS = [
     "slt.T5Config.emb_dim = 32",
     "slt.T5Config.head_dim = 8",
@@ -42,7 +43,7 @@ def study_dir(tmp_path_factory):
         "--gin_file=gin/experiments/study.gin",
         f'--gin.OUTPUT_DIR="{out}"',
         "--gin.study.train_steps=2",
-        "--gin.study.seeds=[0, 1]",
+        "--gin.study.seeds=[0]",
         # Bindings of every run (after its arm file), not of the study itself.
         "--gin_bindings=study.bindings = " + json.dumps(TINY_BINDINGS),
     ]
@@ -64,7 +65,7 @@ ARMS = ("e1_a", "e1_b", "e2_ase", "e2_all_signs")
 def test_every_arm_and_seed_trains_and_is_evaluated(study_dir):
     out, stdout = study_dir
     for arm in ARMS:
-        for seed in (0, 1):
+        for seed in (0,):
             run = out / arm / f"seed_{seed}"
             losses = [json.loads(line) for line in (run / "train" / "metrics.jsonl").open()]
             assert [r["step"] for r in losses][-1] == 2
@@ -86,8 +87,8 @@ def test_report_plots_and_summary_are_written(study_dir):
     for plot in ("e1.png", "e2.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["info"]["seeds"] == [0, 1]
-    assert set(summary["info"]["run_wall_s"]) == {f"{a}/seed_{s}" for a in ARMS for s in (0, 1)}
+    assert summary["info"]["seeds"] == [0]
+    assert set(summary["info"]["run_wall_s"]) == {f"{a}/seed_0" for a in ARMS}
     # The zero-shot test words split by MT overlap, and the split covers them all.
     ar = summary["e1"]["mt_overlap"]["e1_b"]["0"][fm.aug_name("ar")]
     assert ar["in_mt_train"]["num_examples"] + ar["not_in_mt_train"]["num_examples"] == 66
@@ -105,7 +106,7 @@ def test_a_finished_study_is_kept_when_run_again(study_dir):
             "--gin_file=gin/experiments/study.gin",
             f'--gin.OUTPUT_DIR="{out}"',
             "--gin.study.train_steps=2",
-            "--gin.study.seeds=[0, 1]",
+            "--gin.study.seeds=[0]",
         ],
         cwd=REPO,
         env=dict(os.environ, JAX_PLATFORMS="cpu"),
@@ -114,7 +115,7 @@ def test_a_finished_study_is_kept_when_run_again(study_dir):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count(": kept ") == 8
+    assert done.stdout.count(": kept ") == len(ARMS)
     assert (out / "metrics" / "e1_a.seed_0.json").read_text() == before
 
 
