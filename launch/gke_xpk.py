@@ -33,7 +33,8 @@ def job_command(args: argparse.Namespace) -> str:
     job_args = list(args.job_args)
     if args.num_slices > 1 and not any(MULTISLICE_GIN in a for a in job_args):
         job_args += [f"--gin_file={MULTISLICE_GIN}", f"--gin.NUM_SLICES={args.num_slices}"]
-    job_args.append(f'--gin.MODEL_DIR="{args.model_dir}"')
+    if args.model_dir:
+        job_args.append(f'--gin.MODEL_DIR="{args.model_dir}"')
     return "SLT_DISTRIBUTED_AUTO=1 " + shlex.join(["python", "-m", args.job, *job_args])
 
 
@@ -70,13 +71,15 @@ def check(args: argparse.Namespace) -> None:
         "--docker_image=us-docker.pkg.dev/PROJECT/slt/slt:latest",
         "model_dir": "the run directory, a bucket: --model_dir=gs://BUCKET/runs/NAME",
     }
+    if args.job != "slt.train":  # other jobs name their outputs in their own flags
+        del fixes["model_dir"]
     for flag, fix in fixes.items():
         if not getattr(args, flag):
             raise ValueError(f"--{flag} is required: {fix}.")
     if args.num_slices < 1:
         raise ValueError(f"--num_slices={args.num_slices}: give 1 or more slices.")
     tpu = tpu_types.parse_tpu_type(args.tpu_type, "--tpu_type")
-    if not args.shared_model_dir:
+    if args.model_dir and not args.shared_model_dir:
         # Pods of a multi-host slice do not share a disk.
         tpu_types.check_shared_model_dir(args.model_dir, tpu.gke_hosts * args.num_slices)
     if not shutil.which(args.xpk):
@@ -99,7 +102,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tpu_type", help="e.g. v5litepod-16, v5p-32, v6e-256")
     parser.add_argument("--num_slices", type=int, default=1)
     parser.add_argument("--docker_image", help="image built from launch/Dockerfile")
-    parser.add_argument("--model_dir", help="run directory, gs://BUCKET/...")
+    parser.add_argument("--model_dir", help="slt.train's run directory, gs://BUCKET/...")
     parser.add_argument(
         "--shared_model_dir",
         action="store_true",

@@ -118,11 +118,13 @@ def setup_commands(args: argparse.Namespace, archive: str) -> list[list[list[str
 
 
 def job_arguments(args: argparse.Namespace) -> list[str]:
-    """The job's own flags: the user's, the multislice gin file, MODEL_DIR."""
+    """The job's own flags: the user's, the multislice gin file, MODEL_DIR (training)."""
     job_args = list(args.job_args)
     if args.node_count > 1 and not any(MULTISLICE_GIN in a for a in job_args):
         job_args += [f"--gin_file={MULTISLICE_GIN}", f"--gin.NUM_SLICES={args.node_count}"]
-    return [*job_args, f'--gin.MODEL_DIR="{args.model_dir}"']
+    if args.model_dir:
+        job_args.append(f'--gin.MODEL_DIR="{args.model_dir}"')
+    return job_args
 
 
 def run_script(args: argparse.Namespace) -> str:
@@ -143,7 +145,7 @@ def run_script(args: argparse.Namespace) -> str:
 
 def run_commands(args: argparse.Namespace) -> list[list[list[str]]]:
     tpu = tpu_types.parse_tpu_type(args.accelerator_type)
-    if not args.shared_model_dir:
+    if args.model_dir and not args.shared_model_dir:
         tpu_types.check_shared_model_dir(args.model_dir, tpu.hosts * args.node_count)
     script = run_script(args)
     return [[_ssh(node, args, script) for node in node_names(args.name, args.node_count)]]
@@ -277,7 +279,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     run = add("run", "run one slt job on every worker (`-- JOB FLAGS...`)")
     run.add_argument("--accelerator_type", help="slice type (to count hosts)")
-    run.add_argument("--model_dir", required=True, help="run directory; a gs:// bucket path")
+    run.add_argument(
+        "--model_dir",
+        help="slt.train's run directory (a gs:// path); other jobs take their own flags",
+    )
     run.add_argument(
         "--shared_model_dir",
         action="store_true",
@@ -295,8 +300,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     add("delete", "delete the queued resource and its TPU nodes")
     args = parser.parse_args(argv)
-    if args.command == "run" and not args.run_name:
-        args.run_name = os.path.basename(args.model_dir.rstrip("/")) or "run"
+    if args.command == "run":
+        if args.job == "slt.train" and not args.model_dir:
+            parser.error("run --job=slt.train needs --model_dir (e.g. gs://BUCKET/runs/NAME)")
+        if not args.run_name:
+            args.run_name = os.path.basename((args.model_dir or args.job).rstrip("/"))
     return args
 
 
