@@ -197,3 +197,22 @@ def test_create_setup_run_logs_delete_trains_on_two_workers(gcloud, tmp_path):
         ["tpu-vm", "ssh"],
         ["queued-resources", "delete"],
     ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tpu_vm.py", "--help"],
+        *[["tpu_vm.py", verb, "--help"] for verb in ("create", "setup", "run", "logs", "delete")],
+        ["gke_xpk.py", "--help"],
+    ],
+)
+def test_launchers_answer_help(args):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "launch", args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and "usage:" in result.stdout, result.stderr
+    if args[1] == "--help":  # the top level points at the walk-through
+        assert "docs/launch.md" in result.stdout
