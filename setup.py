@@ -60,6 +60,13 @@ setuptools.setup(
             "safetensors==0.8.0",
             "importlib_resources==7.1.0",
             "ruff==0.17.6",
+            # The TPU compiler: tests compile the train step for a TPU v5e-8 on CPU.
+            "libtpu==0.0.42.1",
         ],
+        # A TPU VM (and `python -m slt.compile_check` for TPU pods on any machine):
+        # the libtpu release jax 0.10.2 pins.
+        "tpu": ["jax[tpu]==0.10.2"],
+        # A GPU machine: jax's CUDA 12 plugin with the CUDA libraries from pip.
+        "gpu": ["jax[cuda12]==0.10.2"],
     },
 )
