@@ -188,7 +188,7 @@ def test_create_setup_run_logs_delete_trains_on_two_workers(gcloud, tmp_path):
         assert f"jax.distributed: process {process} of 2 processes" in logs.stdout
     assert _launch(env, "delete", *WHERE).returncode == 0
     assert json.loads((record_dir / "state.json").read_text()) == {"queued_resources": {}}
-    verbs = [call[3:5] for call in _calls(record_dir)]
+    verbs = [call[2:4] for call in _calls(record_dir)]
     assert verbs == [
         ["queued-resources", "create"],
         ["tpu-vm", "scp"],
