@@ -385,7 +385,8 @@ def _help() -> str:
     from slt import train as train_job
 
     doc = __doc__.strip()
-    return f"{doc}\n\n" + gin_utils.gin_help(train_job.train).split("\n", 3)[3]
+    bindings = gin_utils.gin_help(train_job.train)
+    return f"{doc}\n\n" + bindings[bindings.index("gin bindings of") :]
 
 
 def main(argv: Sequence[str]) -> None:
@@ -393,8 +394,8 @@ def main(argv: Sequence[str]) -> None:
         gin_utils.add_cpu_xla_flags()
         sys.stdout.write(
             "usage: python -m slt.compile_check --topology=T [--num_slices=S] "
-            "[--json_out=PATH] [--skip_decode] --gin_file=FILE ... [--gin.NAME=VALUE ...]\n\n"
-            + _help()
+            "[--json_out=PATH] [--skip_decode] [--hbm_gib=G]\n       --gin_file=FILE ... "
+            "[--gin.NAME=VALUE ...]\n\n" + _help()
         )
         raise SystemExit(0)
     own, rest = _parse_own_args(argv)

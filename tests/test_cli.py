@@ -206,6 +206,12 @@ ENTRY_POINTS = {
         "    slt.CheckpointConfig.period = 1000\n",
         "    slt.PartitioningConfig.logical_axis_rules = %slt.DATA_PARALLEL_RULES\n",
     ],
+    "slt.compile_check": [
+        "python -m slt.compile_check --topology=v5e-256",
+        "--num_slices=S",
+        "  train.batch_size = <required>\n",
+        "    slt.T5Config.scan_layers = False\n",
+    ],
     "slt.eval": [
         "python -m slt.eval --gin_file=",
         "  evaluate.checkpoint = <required>\n",
