@@ -148,7 +148,9 @@ def _fmt_row(row: dict, result: dict | None) -> str:
     scan = " + scan_layers" if "scan_layers" in " ".join(row["args"]) else ""
     cells = [row["model"], topology, row["rules"] + scan, str(row["batch"])]
     if not result or result.get("status") != "compiled":
-        reason = (result or {}).get("status", "not run: not reached in this run")
+        reason = (result or {}).get(
+            "status", "not run yet: run the script again (it compiles the rows still missing)"
+        )
         return "| " + " | ".join(cells + ["-"] * 7 + [reason]) + " |"
     mesh = "x".join(str(v) for v in result["mesh"].values())
     coll = result["collectives"]
