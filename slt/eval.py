@@ -12,7 +12,6 @@ chrF, language accuracy, empty rate, BLEURT with a BLEURT checkpoint; signatures
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,7 +25,7 @@ import jax  # noqa: E402
 
 import gin  # noqa: E402
 import tasks  # noqa: E402,F401  (registers the tasks)
-from slt import configs, restore, scoring  # noqa: E402
+from slt import configs, restore, scoring, storage  # noqa: E402
 
 
 @gin.configurable(denylist=[])
@@ -71,7 +70,8 @@ def evaluate(
         name = f"eval_{restored.step}_{split}"
         if prepared_data_dir or mixture_or_task_name:  # not the checkpoint's own tasks
             name += "_" + (task_names[0] if prepared_data_dir else mixture_or_task_name)
-        output_dir = os.path.join(restored.model_dir, name)
+        output_dir = storage.join(restored.model_dir, name)
+    storage.check_writable(output_dir, "evaluate.output_dir")  # before any decoding
     if not bleurt_checkpoint:
         print(
             "BLEURT: not computed, no BLEURT checkpoint given "
@@ -122,7 +122,11 @@ def print_results(results: Mapping[str, Mapping[str, Any]], split: str) -> None:
 
 def main(argv: Sequence[str]) -> None:
     gin_utils.parse_gin_args(argv, evaluate)
-    evaluate()
+    try:
+        evaluate()
+    except storage.StorageError as error:
+        print(f"\nERROR: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import jax  # noqa: E402
 
 import gin  # noqa: E402
 import tasks  # noqa: E402,F401  (registers the tasks)
-from slt import configs, prediction_files, restore  # noqa: E402
+from slt import configs, prediction_files, restore, storage  # noqa: E402
 
 
 @gin.configurable(denylist=[])
@@ -67,6 +67,7 @@ def infer(
         partitioning_config,
         distributed_config,
     )
+    storage.check_writable(output_dir, "infer.output_dir")  # before any decoding
     print(
         f"writing predictions of {restored} on {len(task_names)} task(s), {split} split",
         flush=True,
@@ -103,7 +104,11 @@ def infer(
 
 def main(argv: Sequence[str]) -> None:
     gin_utils.parse_gin_args(argv, infer)
-    infer()
+    try:
+        infer()
+    except storage.StorageError as error:
+        print(f"\nERROR: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Shard k, `<task>.<split>.predictions-0000k.jsonl`, holds examples
 [k * chunk_size, (k + 1) * chunk_size) in the split's order, one JSON object per line:
 id, prompt, prediction, target (if the task has one) and score. Each shard is written
-to a temporary file and renamed when complete, so a restart skips exactly the shards
+whole (locally to a temporary name, renamed when complete), so a restart skips exactly the shards
 that exist (their examples are read again but not decoded) and redoes any shard that
 was cut off. `<task>.<split>.done.json` marks a finished task; `<task>.<split>.run.json`
 records `chunk_size` and the run's settings, and a restart with other values is
@@ -15,33 +15,29 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
 
-from slt import predict
+from slt import predict, storage
 
 
 def write_jsonl(path: str, rows: Iterable[Mapping[str, Any]]) -> None:
-    """One JSON object per line, written to `path.tmp` and renamed when complete."""
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(path + ".tmp", path)
+    """One JSON object per line, written whole (`slt.storage.write_text`): a reader
+    sees the complete file or none."""
+    storage.write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def shard_path(output_dir: str, task: str, split: str, chunk: int) -> str:
-    return os.path.join(output_dir, f"{task}.{split}.predictions-{chunk:05d}.jsonl")
+    return storage.join(output_dir, f"{task}.{split}.predictions-{chunk:05d}.jsonl")
 
 
 def _check_run(prefix: str, run: Mapping[str, Any]) -> None:
     """Records `run` beside the shards, or refuses to add to shards of another run."""
     previous = None
-    if jax.process_index() == 0 and os.path.isfile(prefix + ".run.json"):
-        with open(prefix + ".run.json", encoding="utf-8") as f:
-            previous = json.load(f)
+    if jax.process_index() == 0 and storage.isfile(prefix + ".run.json"):
+        previous = json.loads(storage.read_text(prefix + ".run.json"))
     if predict.process_zero_says(previous is not None and previous != run):
         raise ValueError(
             f"{prefix}.run.json: the shards there were written with "
@@ -49,8 +45,7 @@ def _check_run(prefix: str, run: Mapping[str, Any]) -> None:
             "settings to resume, or another output_dir."
         )
     if jax.process_index() == 0 and previous is None:
-        with open(prefix + ".run.json", "w", encoding="utf-8") as f:
-            json.dump(run, f)
+        storage.write_text(prefix + ".run.json", json.dumps(run))
 
 
 def write_task_predictions(
@@ -70,12 +65,11 @@ def write_task_predictions(
     `on_chunk_written(k, path)` is called after shard k is written. Returns counts:
     shards written and skipped, examples decoded and in total.
     """
-    os.makedirs(output_dir, exist_ok=True)
-    prefix = os.path.join(output_dir, f"{task_name}.{split}")
+    storage.makedirs(output_dir)
+    prefix = storage.join(output_dir, f"{task_name}.{split}")
     # Process 0 decides what is on disk (every process must take the same branches).
-    if predict.process_zero_says(os.path.isfile(prefix + ".done.json")):
-        with open(prefix + ".done.json", encoding="utf-8") as f:
-            done = json.load(f)
+    if predict.process_zero_says(storage.isfile(prefix + ".done.json")):
+        done = json.loads(storage.read_text(prefix + ".done.json"))
         return {
             **done,
             "shards_written": 0,
@@ -99,7 +93,7 @@ def write_task_predictions(
             split,
             chunk_size,
             show_progress,
-            skip=lambda k: os.path.isfile(shard_path(output_dir, task_name, split, k)),
+            skip=lambda k: storage.isfile(shard_path(output_dir, task_name, split, k)),
         )
     ) as chunks:
         for chunk in chunks:
@@ -116,8 +110,8 @@ def write_task_predictions(
             if on_chunk_written is not None:
                 on_chunk_written(chunk.index, path)
     if jax.process_index() == 0:
-        with open(prefix + ".done.json", "w", encoding="utf-8") as f:
-            json.dump({"shards": num_chunks, "examples": counts["examples"]}, f)
+        done = {"shards": num_chunks, "examples": counts["examples"]}
+        storage.write_text(prefix + ".done.json", json.dumps(done))
     return counts
 
 
@@ -125,7 +119,6 @@ def read_predictions(output_dir: str, task_name: str, split: str) -> list[dict[s
     """All predictions of a task split from its shards, in order."""
     pattern = glob.escape(f"{task_name}.{split}.predictions-") + "[0-9]*.jsonl"
     rows = []
-    for path in sorted(glob.glob(os.path.join(output_dir, pattern))):
-        with open(path, encoding="utf-8") as f:
-            rows += [json.loads(line) for line in f]
+    for path in storage.glob(output_dir, pattern):
+        rows += [json.loads(line) for line in storage.read_text(path).splitlines()]
     return rows

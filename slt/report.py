@@ -3,10 +3,12 @@ plot of the metrics per task and language, and TensorBoard summaries."""
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
+
+from slt import storage
 
 # Metrics on a 0-100 scale in the table and the plot; rates are shown as percentages.
 PERCENT_METRICS = ("language_accuracy", "empty_rate", "exact_match")
@@ -78,14 +80,27 @@ def plot_metrics(results: Mapping[str, Mapping[str, Any]], path: str, split: str
     ax.set_title(f"metrics per task and language ({split} split)")
     ax.legend(fontsize=7, ncols=min(len(columns), 3))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    storage.write_bytes(path, png.getvalue())
 
 
 def write_tensorboard(
     results: Mapping[str, Mapping[str, Any]], log_dir: str, split: str, step: int
 ) -> None:
-    """Scalars `<split>/<task>/<metric>` and the signatures as text, at `step`."""
+    """Scalars `<split>/<task>/<metric>` and the signatures as text, at `step`.
+
+    The events are written locally (TensorBoard writes through TensorFlow's own file
+    system) and copied to `log_dir` through `slt.storage`."""
+    with storage.staging_dir("eval-events") as local:
+        _write_events(results, local, split, step)
+        storage.upload_dir(local, log_dir)
+
+
+def _write_events(
+    results: Mapping[str, Mapping[str, Any]], log_dir: str, split: str, step: int
+) -> None:
     from clu import metric_writers
 
     writer = metric_writers.create_default_writer(log_dir, asynchronous=False)
@@ -106,9 +121,8 @@ def write_reports(
     results: Mapping[str, Mapping[str, Any]], output_dir: str, split: str, step: int
 ) -> None:
     """metrics.json, metrics.md, metrics.png and TensorBoard event files in `output_dir`."""
-    with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, ensure_ascii=False)
-    with open(os.path.join(output_dir, "metrics.md"), "w", encoding="utf-8") as f:
-        f.write(markdown_table(results, split))
-    plot_metrics(results, os.path.join(output_dir, "metrics.png"), split)
+    metrics = json.dumps(results, indent=2, ensure_ascii=False)
+    storage.write_text(storage.join(output_dir, "metrics.json"), metrics)
+    storage.write_text(storage.join(output_dir, "metrics.md"), markdown_table(results, split))
+    plot_metrics(results, storage.join(output_dir, "metrics.png"), split)
     write_tensorboard(results, output_dir, split, step)

@@ -8,14 +8,13 @@ BLEURT checkpoint) and writes the predictions and reports (`slt.report`).
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 
-from slt import metrics, predict, prediction_files, report
+from slt import metrics, predict, prediction_files, report, storage
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def evaluate_tasks(
         bleurt_scorer = bleurt.BleurtScorer(bleurt_checkpoint)
     write = bool(output_dir) and jax.process_index() == 0
     if write:
-        os.makedirs(output_dir, exist_ok=True)
+        storage.makedirs(output_dir)
     predictor = predict.Predictor(
         predict_fn, params, task_feature_lengths, batch_size, batch_sharding
     )
@@ -100,7 +99,7 @@ def evaluate_tasks(
         )
         if write:
             prediction_files.write_jsonl(
-                os.path.join(output_dir, f"{name}.{split}.predictions.jsonl"), predictions
+                storage.join(output_dir, f"{name}.{split}.predictions.jsonl"), predictions
             )
     if write:
         report.write_reports(results, output_dir, split, step or 0)

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import seqio
 
+from slt import storage
+
 log = logging.getLogger(__name__)
 
 GROUPS = ("sign", "mt")
@@ -77,8 +79,8 @@ def configure(
 
 def dataset_root(name: str) -> str:
     """Where dataset `name` is read from: `dataset_roots[name]` or `<data_root>/<name>`."""
-    root = SETTINGS.dataset_roots.get(name) or os.path.join(SETTINGS.data_root, name)
-    return os.path.expanduser(root)
+    root = SETTINGS.dataset_roots.get(name) or storage.join(SETTINGS.data_root, name)
+    return storage.absolute(root)
 
 
 def _size(task: seqio.Task) -> int | None:

@@ -16,11 +16,10 @@ dataset's directory holds MADLAD-400-style `<split>/<src>-<tgt>.tsv|jsonl` files
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import seqio
 
-from slt import landmarks
+from slt import landmarks, storage
 from tasks import languages, mixing, paper_tasks, sources, tfds_sources
 
 
@@ -181,7 +180,7 @@ class ConfiguredTextSource(sources.TextPairSource):
 
 def translations(dataset: str, language: str) -> sources.TranslationTable:
     def path():
-        return mixing.SETTINGS.translations_files.get(dataset) or os.path.join(
+        return mixing.SETTINGS.translations_files.get(dataset) or storage.join(
             mixing.dataset_root(dataset), "translations.jsonl"
         )
 

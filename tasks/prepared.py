@@ -18,26 +18,24 @@ translation repeats it.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 
 import seqio
 
-from slt import features, landmarks, shards
+from slt import features, landmarks, shards, storage
 from tasks import languages, paper_tasks, sources
 
 
 def dataset_info(data_dir: str) -> dict:
     """The prepared dataset's `dataset_info.json`; an error says how to make it."""
-    path = os.path.join(data_dir, shards.INFO_FILE)
-    if not os.path.exists(path):
+    path = storage.join(data_dir, shards.INFO_FILE)
+    if not storage.exists(path):
         raise FileNotFoundError(
             f"{path} does not exist: {data_dir} is not a complete prepared dataset. Run "
             "`python -m slt.prepare --manifest=... --output_dir=" + data_dir + "` (without "
             "--strict failures) first."
         )
-    with open(path) as f:
-        info = json.load(f)
+    info = json.loads(storage.read_text(path))
     if info.get("format") != shards.FORMAT:
         raise ValueError(f"{path}: format {info.get('format')!r}, expected {shards.FORMAT!r}.")
     return info

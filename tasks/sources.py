@@ -29,18 +29,19 @@ Records a source or task drops on purpose are counted in `SKIPPED`, by reason.
 from __future__ import annotations
 
 import abc
-import glob
+import contextlib
+import gzip
+import io
 import json
 import logging
-import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from slt import landmarks
+from slt import landmarks, storage
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,16 @@ class MissingDataError(FileNotFoundError):
 
 
 def _resolve(path: PathOrFn) -> str:
-    return os.path.expanduser(path() if callable(path) else path)
+    return storage.absolute(path() if callable(path) else path)
+
+
+@contextlib.contextmanager
+def _open_text(path: str) -> Iterator[io.TextIOBase]:
+    """A text file (gzip-compressed when named `.gz`) on any storage, strict UTF-8."""
+    with storage.open_file(path, "rb") as raw:
+        data = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+        with io.TextIOWrapper(data, encoding="utf-8", errors="strict") as text:
+            yield text
 
 
 def shard_files(files: Sequence[str], shard_info: seqio.ShardInfo | None) -> list[str] | None:
@@ -254,7 +264,7 @@ class PreparedClipSource(ClipSource):
     def info(self, split: str = "train") -> dict:
         from tasks import prepared
 
-        if not os.path.isdir(self.root):
+        if not storage.isdir(self.root):
             raise self._missing("no directory", split)
         try:
             return prepared.dataset_info(self.root)
@@ -285,7 +295,7 @@ class PreparedClipSource(ClipSource):
     def dataset(self, split, shuffle, seed, shard_info):
         from slt import shards  # the prepared-shard format
 
-        files = [os.path.join(self.root, n) for n in self.info(split)["splits"][split]["shards"]]
+        files = [storage.join(self.root, n) for n in self.info(split)["splits"][split]["shards"]]
 
         def parse(serialized):
             ex = shards.parse(serialized)
@@ -324,37 +334,31 @@ class ParallelTextFiles(TextPairSource):
         return dict(self._skipped)
 
     def _files(self, split):
-        root = os.path.join(_resolve(self._root), split)
-        return sorted(
-            glob.glob(os.path.join(root, "*.tsv"))
-            + glob.glob(os.path.join(root, "*.tsv.gz"))
-            + glob.glob(os.path.join(root, "*.jsonl"))
-            + glob.glob(os.path.join(root, "*.jsonl.gz"))
-        )
+        root = storage.join(_resolve(self._root), split)
+        patterns = ("*.tsv", "*.tsv.gz", "*.jsonl", "*.jsonl.gz")
+        return sorted(path for pattern in patterns for path in storage.glob(root, pattern))
 
     def check(self, split):
         root = _resolve(self._root)
         if not self._files(split):
             raise MissingDataError(
                 self.name,
-                os.path.join(root, split),
+                storage.join(root, split),
                 "no <src>-<tgt>.tsv or .jsonl parallel text files",
                 self.prepare_command.format(root=root, split=split),
             )
 
     @staticmethod
     def _pair_of(path: str) -> tuple[str, str] | None:
-        stem = os.path.basename(path).split(".")[0]
+        stem = storage.name(path).split(".")[0]
         parts = stem.split("-")
         return (parts[0], parts[1]) if len(parts) == 2 else None
 
     def _records(self, path: str):
-        import gzip
 
         pair = self._pair_of(path)
-        opener = gzip.open if path.endswith(".gz") else open
-        name = os.path.basename(path)
-        with opener(path, "rt", encoding="utf-8", errors="strict") as f:
+        name = storage.name(path)
+        with _open_text(path) as f:
             for number, line in enumerate(f, start=1):
                 line = line.rstrip("\n")
                 if not line.strip():
@@ -423,7 +427,7 @@ class TfdsParallelText(TextPairSource):
         import tensorflow_datasets as tfds
 
         root = _resolve(self._root)
-        if not os.path.exists(os.path.join(root, "dataset_info.json")):
+        if not storage.exists(storage.join(root, "dataset_info.json")):
             raise MissingDataError(
                 self.name,
                 root,
@@ -478,7 +482,7 @@ class TranslationTable:
 
     def load(self) -> dict[str, str]:
         path = _resolve(self._path)
-        if not os.path.exists(path):
+        if not storage.exists(path):
             raise MissingDataError(
                 self.dataset,
                 path,
@@ -487,9 +491,8 @@ class TranslationTable:
                 or 'write one JSONL line {"id", "language", "text"} per translated caption',
             )
         table: dict[str, str] = {}
-        name = os.path.basename(path)
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        name = storage.name(path)
+        lines = storage.read_text(path).splitlines()
         is_tsv = path.endswith((".tsv", ".tab"))
         header = lines[0].split("\t") if is_tsv and self.column else None
         for number, line in enumerate(lines, start=1):

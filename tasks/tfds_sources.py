@@ -52,7 +52,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-import os
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Mapping, Sequence
 
@@ -60,7 +59,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from slt import landmarks
+from slt import landmarks, storage
 from tasks import sources
 
 # signsuisse's spokenLanguage -> the Swiss sign language of that language region.
@@ -166,7 +165,8 @@ def elan_sentences(eaf_path: str) -> list[dict]:
     `Deutsche_Übersetzung_<P>` tier, with the `Translation_into_English_<P>`
     annotation of the same time slots. Times in ms; None where a time slot has no
     value (unaligned)."""
-    root = ElementTree.parse(eaf_path).getroot()
+    with storage.open_file(eaf_path, "rb") as f:
+        root = ElementTree.parse(f).getroot()
     slots = {}
     for slot in root.iter("TIME_SLOT"):
         value = slot.get("TIME_VALUE")
@@ -235,7 +235,7 @@ def segment_document(
 
     `poses` maps "a" / "b" to decoded PoseFeatures. Unusable sentences are counted.
     """
-    if not os.path.exists(eaf_path):
+    if not storage.exists(eaf_path):
         raise FileNotFoundError(
             f"{dataset}: document {document_id}: its ELAN file {eaf_path!r} (paths/eaf, "
             "recorded when the dgs_corpus builder was prepared) is not there. Keep the "
@@ -527,7 +527,7 @@ class TfdsClipSource(TfdsExampleSource):
         import tensorflow_datasets as tfds
 
         root = self.root
-        if not os.path.exists(os.path.join(root, "dataset_info.json")):
+        if not storage.exists(storage.join(root, "dataset_info.json")):
             raise sources.MissingDataError(
                 self.name,
                 root,
