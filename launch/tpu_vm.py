@@ -135,7 +135,7 @@ def run_script(args: argparse.Namespace) -> str:
         f"set -o pipefail; mkdir -p $HOME/slt_logs; cd {args.remote_dir}; "
         f'SLT_DISTRIBUTED_AUTO=1 {job} 2>&1 | tee -a {logfile} | sed -u "s/^/[$HOSTNAME] /"'
     )
-    if args.detach:  # keeps running after the ssh session closes; `logs` reads it
+    if args.detach:  # keeps running after ssh disconnects; `logs` reads it
         body = (
             f"mkdir -p $HOME/slt_logs; cd {args.remote_dir}; SLT_DISTRIBUTED_AUTO=1 "
             f"nohup {job} >> {logfile} 2>&1 < /dev/null & echo started $HOSTNAME"
