@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--rows", default="", help="comma-separated row names (default: all)")
     parser.add_argument("--min_free_gib", type=float, default=11.0)
     parser.add_argument("--deadline", default=None, help="HH:MM UTC: start no row after it")
-    parser.add_argument("--timeout_s", type=int, default=1500)
+    parser.add_argument("--timeout_s", type=int, default=3600)
     parser.add_argument("--list", action="store_true", help="print the row names and exit")
     parser.add_argument(
         "--render_only",
