@@ -99,6 +99,7 @@ def batch(cfg, b=3, p=3, t=8, d=6, seed=0):
     }
 
 
+@pytest.mark.slow  # about 50 s of compiles; joint beam search stays in the default run
 def test_joint_greedy_limits():
     inputs = batch(TINY)
     model = EncoderDecoderModel(Transformer(TINY))

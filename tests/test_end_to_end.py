@@ -76,6 +76,7 @@ def test_metrics_checkpoint_and_config_are_written(trained):
     assert "emb_dim = 64" in config and "train_steps = 40" in config
 
 
+@pytest.mark.slow  # the default run resumes a gs:// run (tests/test_storage.py)
 def test_resumes_from_the_latest_checkpoint(trained):
     model_dir, _ = trained
     stdout = _run(model_dir, 45)

@@ -12,6 +12,10 @@ from slt import export as export_lib
 from slt import train as train_lib  # sets XLA flags before JAX starts
 from slt.models import network, weights
 
+# Training the scanned CTC model takes about 90 s on 2 cores; the export mappings
+# themselves are checked in the default run by tests/test_weights.py.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
