@@ -65,42 +65,21 @@ class CldrParallelTextWithoutHeldOut(fs_sources.CldrParallelText):
         self.name = f"cldr_en_{language}_without_held_out_asl"
 
     def _rows(self, split: str) -> tuple[tuple[str, str, str], ...]:
-        rows = fs_sources.cldr_pairs(*self.languages, self.seed)[split]
+        rows = super()._rows(split)
         if split != "train":
             return rows
         held_out = held_out_asl_words()
         return tuple(r for r in rows if r[1] not in held_out)
 
-    def num_examples(self, split):
-        return len(self._rows(split))
-
     def dataset(self, split, shuffle, seed, shard_info):
-        all_rows = fs_sources.cldr_pairs(*self.languages, self.seed)[split]
+        all_rows = super()._rows(split)
         rows = self._rows(split)
         if len(rows) < len(all_rows):
             sources.SKIPPED.add(
                 f"{self.name}: MT pair whose English side is a held-out ASL word",
                 len(all_rows) - len(rows),
             )
-        return _pairs_dataset(rows, self.languages, split, shard_info)
-
-
-def _pairs_dataset(rows, languages, split, shard_info):
-    import tensorflow as tf
-
-    if not rows:
-        raise ValueError(f"CLDR has no {split} pairs for {languages}.")
-    a, b = languages
-    ds = tf.data.Dataset.from_tensor_slices(
-        {
-            "source_text": tf.constant([r[1] for r in rows]),
-            "target_text": tf.constant([r[2] for r in rows]),
-            "source_language": tf.constant([a] * len(rows)),
-            "target_language": tf.constant([b] * len(rows)),
-            "id": tf.constant([f"cldr:{r[0]}" for r in rows]),
-        }
-    )
-    return sources._shard_examples(ds, shard_info)
+        return super().dataset(split, shuffle, seed, shard_info)
 
 
 def disjoint_mt_name(language: str) -> str:

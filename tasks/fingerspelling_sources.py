@@ -113,11 +113,15 @@ class CldrParallelText(sources.TextPairSource):
     def check(self, split):
         pass
 
+    def _rows(self, split: str) -> tuple[tuple[str, str, str], ...]:
+        """(key, name in language a, name in language b) of a split."""
+        return cldr_pairs(*self.languages, self.seed)[split]
+
     def num_examples(self, split):
-        return len(cldr_pairs(*self.languages, self.seed)[split])
+        return len(self._rows(split))
 
     def dataset(self, split, shuffle, seed, shard_info):
-        rows = cldr_pairs(*self.languages, self.seed)[split]
+        rows = self._rows(split)
         if not rows:
             raise ValueError(f"CLDR has no {split} pairs for {self.languages}.")
         a, b = self.languages
