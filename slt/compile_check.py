@@ -39,7 +39,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from slt import gin_utils
+from slt import gin_utils, storage
 
 DEFAULT_EVAL_BATCH_SIZE = 64
 
@@ -386,7 +386,8 @@ def _help() -> str:
 
     doc = __doc__.strip()
     bindings = gin_utils.gin_help(train_job.train)
-    return f"{doc}\n\n" + bindings[bindings.index("gin bindings of") :]
+    # The options of every gin job (--gin_file, --gin.NAME, --verbosity) and train's bindings.
+    return f"{doc}\n\n" + bindings[bindings.index("options:") :]
 
 
 def main(argv: Sequence[str]) -> None:
@@ -395,7 +396,7 @@ def main(argv: Sequence[str]) -> None:
         sys.stdout.write(
             "usage: python -m slt.compile_check --topology=T [--num_slices=S] "
             "[--json_out=PATH] [--skip_decode] [--hbm_gib=G]\n       --gin_file=FILE ... "
-            "[--gin.NAME=VALUE ...]\n\n" + _help()
+            "[--gin.NAME=VALUE ...] [--verbosity=LEVEL]\n\n" + _help()
         )
         raise SystemExit(0)
     own, rest = _parse_own_args(argv)
@@ -422,8 +423,7 @@ def main(argv: Sequence[str]) -> None:
         raise SystemExit(2) from None
     print(format_report(report), flush=True)
     if own.json_out:
-        with open(own.json_out, "w") as f:
-            json.dump(report, f, indent=1)
+        storage.write_text(own.json_out, json.dumps(report, indent=1))
         print(f"report written to {own.json_out}")
     raise SystemExit(0 if report["fits"] else 1)
 
