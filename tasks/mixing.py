@@ -27,6 +27,7 @@ from slt import storage
 log = logging.getLogger(__name__)
 
 GROUPS = ("sign", "mt")
+TFDS_PREFIX = "tfds:"  # a dataset root read as a TFDS builder directory
 
 
 @dataclasses.dataclass
@@ -80,6 +81,8 @@ def configure(
 def dataset_root(name: str) -> str:
     """Where dataset `name` is read from: `dataset_roots[name]` or `<data_root>/<name>`."""
     root = SETTINGS.dataset_roots.get(name) or storage.join(SETTINGS.data_root, name)
+    if root.startswith(TFDS_PREFIX):  # a TFDS builder directory: make its path absolute
+        return TFDS_PREFIX + storage.absolute(root[len(TFDS_PREFIX) :])
     return storage.absolute(root)
 
 
