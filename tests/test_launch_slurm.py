@@ -46,6 +46,9 @@ def _wait(predicate, timeout_s, what, cluster, output):
     raise AssertionError(f"{what} within {timeout_s} s\n{text[-3000:]}\n{cluster.logs()}")
 
 
+# About 5 minutes on 2 cores (two tiny training processes, started twice), more than the
+# default run can hold: `python -m pytest -m slow tests/test_launch_slurm.py`.
+@pytest.mark.slow
 def test_sbatch_two_tasks_join_checkpoint_requeue_and_resume(tmp_path):
     model_dir, output = tmp_path / "run", tmp_path / "slurm.out"
     flags = [
