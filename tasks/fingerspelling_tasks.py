@@ -9,12 +9,16 @@ first built.
 from __future__ import annotations
 
 import functools
+import os
+import sys
+from typing import Any
 
 import numpy as np
 import seqio
 
 from slt import landmarks
-from tasks import fingerspelling, fingerspelling_sources, paper_tasks
+from slt.io import pose_files
+from tasks import corpus_cache, fingerspelling, fingerspelling_sources, paper_tasks
 
 # Each training word is composed this many times, each time with other speeds,
 # transitions and perturbations; eval splits use one fixed composition per word.
@@ -58,8 +62,23 @@ def standardized_config(
     """The default preprocessing plus per-feature statistics of training clips.
 
     Pooled over all 19 languages (so every task shares one config) and computed from
-    training words only, on first use; registering stays free of disk access.
+    training words only, on first use; registering stays free of disk access. The
+    statistics are kept in the corpus cache (`tasks/corpus_cache.py`), keyed by every
+    input of `corpus_feature_statistics`, so only the first process on a machine computes them.
     """
+    mean, std = corpus_cache.cached(
+        "fingerspelling_feature_statistics",
+        statistics_key(corpus_seed, clips_per_language),
+        lambda: corpus_feature_statistics(corpus_seed, clips_per_language),
+    )
+    return landmarks.LandmarkConfig(feature_mean=tuple(mean), feature_std=tuple(std))
+
+
+def corpus_feature_statistics(
+    corpus_seed: int = CORPUS_SEED, clips_per_language: int = 64
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-feature (mean, std) of `clips_per_language` training clips of each language,
+    computed (never read from the cache)."""
     clips = []
     for sign_language in SIGN_TO_SPOKEN:
         lexicon = fingerspelling.load_lexicon(sign_language)
@@ -67,8 +86,29 @@ def standardized_config(
         rng = np.random.default_rng(corpus_seed)
         for word in rng.choice(words, size=min(clips_per_language, len(words)), replace=False):
             clips.append(fingerspelling.compose_clip(lexicon, lexicon.spell(word), rng))
-    mean, std = landmarks.feature_statistics(clips)
-    return landmarks.LandmarkConfig(feature_mean=mean, feature_std=std)
+    return landmarks.feature_statistics(clips)
+
+
+def statistics_key(corpus_seed: int, clips_per_language: int) -> dict[str, Any]:
+    """Everything `corpus_feature_statistics` depends on: its arguments, the lexicons, the
+    recordings (index and files), the CLDR words (babel), the code that composes and
+    normalises clips, and the packages whose numbers it uses."""
+    recordings = [os.path.join(fingerspelling.lexicon_dir(), "index.csv")]  # local: package
+    recordings += [path for path, _, _, _ in fingerspelling._index()]
+    return {
+        "corpus_seed": corpus_seed,
+        "clips_per_language": clips_per_language,
+        "sign_to_spoken": list(SIGN_TO_SPOKEN.items()),  # in the order clips are pooled
+        "landmark_config": repr(landmarks.LandmarkConfig()),
+        "augment_config": repr(fingerspelling.AugmentConfig()),
+        "recordings": corpus_cache.files_digest(recordings),
+        "code": corpus_cache.source_digest(
+            [sys.modules[__name__], fingerspelling, landmarks, pose_files]
+        ),
+        "packages": corpus_cache.package_versions(
+            "numpy", "babel", "spoken-to-signed", "pose-format"
+        ),
+    }
 
 
 def register(
