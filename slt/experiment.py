@@ -82,13 +82,11 @@ def _commit() -> str:
         return "unknown"
 
 
-def run_arm_seed(
+def train_argv(
     arm_file: str, run_dir: str, seed: int, train_steps: int, bindings: Sequence[str]
-) -> dict[str, dict]:
-    """Trains and evaluates one arm for one seed in this process: the arm's gin file
-    replaces whatever config was parsed before."""
-    gin.clear_config()
-    argv = [
+) -> list[str]:
+    """The `slt.train` flags of one run of an arm."""
+    return [
         f"--gin_file={arm_file}",
         f'--gin.MODEL_DIR="{run_dir}"',
         f"--gin.train.seed={seed}",
@@ -97,8 +95,70 @@ def run_arm_seed(
         f"--gin.slt.OptimizerConfig.warmup_steps={max(1, train_steps // 10)}",
         *(f"--gin_bindings={b}" for b in bindings),
     ]
+
+
+def run_arm_seed(
+    arm_file: str, run_dir: str, seed: int, train_steps: int, bindings: Sequence[str]
+) -> dict[str, dict]:
+    """Trains and evaluates one arm for one seed in this process: the arm's gin file
+    replaces whatever config was parsed before."""
+    gin.clear_config()
+    argv = train_argv(arm_file, run_dir, seed, train_steps, bindings)
     gin_utils.parse_gin_args(argv, train_lib.train)
     return train_lib.train()
+
+
+# One run per process uses about one core on CPU (the tiny model's ops are too small
+# for XLA's thread pool), so a study on N cores can run N of them side by side.
+def _start_run_process(argv: Sequence[str], run_dir: str) -> tuple[subprocess.Popen, Any]:
+    os.makedirs(run_dir, exist_ok=True)
+    # The log stays open while the process runs; run_in_processes closes it.
+    log = open(os.path.join(run_dir, "train.log"), "w", encoding="utf-8")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "slt.train", *argv],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=os.getcwd(),
+    )
+    return process, log
+
+
+def run_in_processes(
+    jobs: Sequence[tuple[str, str, list[str]]], parallel_runs: int, poll_s: float = 5.0
+) -> dict[str, float]:
+    """Runs `slt.train` once per job (`(label, run_dir, argv)`), at most `parallel_runs`
+    at a time; each run's output goes to `<run_dir>/train.log`. Returns each label's
+    wall time; a failed run raises with its log's tail."""
+    pending = list(jobs)
+    running: dict[str, tuple[subprocess.Popen, Any, str, float]] = {}
+    wall: dict[str, float] = {}
+    while pending or running:
+        while pending and len(running) < parallel_runs:
+            label, run_dir, argv = pending.pop(0)
+            print(f"{label}: training in {run_dir} (log: {run_dir}/train.log)", flush=True)
+            process, log = _start_run_process(argv, run_dir)
+            running[label] = (process, log, run_dir, time.monotonic())
+        time.sleep(poll_s)
+        for label in list(running):
+            process, log, run_dir, start = running[label]
+            if process.poll() is None:
+                continue
+            log.close()
+            del running[label]
+            if process.returncode != 0:
+                for p, other_log, _, _ in running.values():
+                    p.terminate()
+                    p.wait()
+                    other_log.close()
+                with open(os.path.join(run_dir, "train.log"), encoding="utf-8") as f:
+                    tail = "".join(f.readlines()[-20:])
+                raise RuntimeError(
+                    f"{label}: slt.train exited with {process.returncode}; the end of "
+                    f"{run_dir}/train.log:\n{tail}"
+                )
+            wall[label] = time.monotonic() - start
+            print(f"{label}: done in {wall[label] / 60:.1f} min", flush=True)
+    return wall
 
 
 def _check_kept_run(run_dir: str, train_steps: int) -> None:
@@ -354,6 +414,7 @@ def study(
     e1_arms: Sequence[str] = ("e1_a", "e1_b"),
     e2_arms: Sequence[str] = ("e2_ase", "e2_all_signs"),
     report_only: bool = False,
+    parallel_runs: int = 1,
 ) -> str:
     """Trains and evaluates every arm (`{name: gin file}`) for every seed, in order,
     and writes the report; returns its text.
@@ -363,8 +424,12 @@ def study(
     first; `e2_arms` likewise (ASL only, all lexicons). `report_only` trains nothing:
     the report covers the finished runs and lists the missing ones. `train_steps` is
     one number for every arm or `{arm: steps}` (the arms of one experiment should
-    match).
+    match). `parallel_runs` > 1 trains that many runs at once, each in its own
+    `slt.train` process (one per core on a CPU machine); 1 trains them one after
+    another in this process. The numbers do not depend on it.
     """
+    if parallel_runs < 1:
+        raise ValueError(f"study.parallel_runs={parallel_runs}: give 1 or more.")
     for name, arm_file in arms.items():
         found = [
             p for p in (arm_file, os.path.join(gin_utils.REPO_ROOT, arm_file)) if os.path.isfile(p)
@@ -395,38 +460,56 @@ def study(
     references: dict[str, float] = {}
     missing: list[str] = []
     # Seed-major: every arm's first seed is done before any arm's second.
-    for seed in seeds:
-        for name, arm_file in arms.items():
-            run_dir = os.path.join(output_dir, name, f"seed_{seed}")
-            metrics_path = os.path.join(run_dir, "eval", "metrics.json")
-            run_start = time.monotonic()
-            if os.path.isfile(metrics_path):
-                _check_kept_run(run_dir, steps_of[name])
-                print(f"{name} seed {seed}: kept {metrics_path}", flush=True)
-            elif report_only:
-                print(f"{name} seed {seed}: not finished, left out of the report", flush=True)
-                missing.append(f"{name}/seed_{seed}")
-                continue
-            else:
-                print(f"{name} seed {seed}: training {arm_file} in {run_dir}", flush=True)
-                run_arm_seed(arm_file, run_dir, seed, steps_of[name], bindings)
-                with open(os.path.join(run_dir, "wall_s.json"), "w", encoding="utf-8") as f:
-                    json.dump(time.monotonic() - run_start, f)
-            wall_path = os.path.join(run_dir, "wall_s.json")
-            if os.path.isfile(wall_path):
-                with open(wall_path, encoding="utf-8") as f:
-                    wall[f"{name}/seed_{seed}"] = json.load(f)
-            with open(metrics_path, encoding="utf-8") as f:
-                runs.setdefault(name, {})[seed] = json.load(f)
-            shutil.copyfile(
-                metrics_path, os.path.join(output_dir, "metrics", f"{name}.seed_{seed}.json")
+    order = [(seed, name) for seed in seeds for name in arms]
+    to_train = []
+    for seed, name in order:
+        run_dir = os.path.join(output_dir, name, f"seed_{seed}")
+        if os.path.isfile(os.path.join(run_dir, "eval", "metrics.json")):
+            _check_kept_run(run_dir, steps_of[name])
+            print(f"{name} seed {seed}: kept {run_dir}/eval/metrics.json", flush=True)
+        elif not report_only:
+            to_train.append((seed, name, run_dir))
+    if parallel_runs > 1 and to_train:
+        jobs = [
+            (
+                f"{name}/seed_{seed}",
+                run_dir,
+                train_argv(arms[name], run_dir, seed, steps_of[name], bindings),
             )
-            if name in e1_arms:
-                eval_dir = os.path.join(run_dir, "eval")
-                for task, value in script_accuracy(eval_dir).items():
-                    runs[name][seed][task]["script_accuracy"] = value
-                overlap.setdefault(name, {})[seed] = mt_overlap_breakdown(eval_dir)
-                references = references or reference_language_accuracy(eval_dir)
+            for seed, name, run_dir in to_train
+        ]
+        for label, seconds in run_in_processes(jobs, parallel_runs).items():
+            with open(os.path.join(output_dir, label, "wall_s.json"), "w", encoding="utf-8") as f:
+                json.dump(seconds, f)
+    else:
+        for seed, name, run_dir in to_train:
+            print(f"{name} seed {seed}: training {arms[name]} in {run_dir}", flush=True)
+            run_start = time.monotonic()
+            run_arm_seed(arms[name], run_dir, seed, steps_of[name], bindings)
+            with open(os.path.join(run_dir, "wall_s.json"), "w", encoding="utf-8") as f:
+                json.dump(time.monotonic() - run_start, f)
+    for seed, name in order:
+        run_dir = os.path.join(output_dir, name, f"seed_{seed}")
+        metrics_path = os.path.join(run_dir, "eval", "metrics.json")
+        if not os.path.isfile(metrics_path):
+            print(f"{name} seed {seed}: not finished, left out of the report", flush=True)
+            missing.append(f"{name}/seed_{seed}")
+            continue
+        wall_path = os.path.join(run_dir, "wall_s.json")
+        if os.path.isfile(wall_path):
+            with open(wall_path, encoding="utf-8") as f:
+                wall[f"{name}/seed_{seed}"] = json.load(f)
+        with open(metrics_path, encoding="utf-8") as f:
+            runs.setdefault(name, {})[seed] = json.load(f)
+        shutil.copyfile(
+            metrics_path, os.path.join(output_dir, "metrics", f"{name}.seed_{seed}.json")
+        )
+        if name in e1_arms:
+            eval_dir = os.path.join(run_dir, "eval")
+            for task, value in script_accuracy(eval_dir).items():
+                runs[name][seed][task]["script_accuracy"] = value
+            overlap.setdefault(name, {})[seed] = mt_overlap_breakdown(eval_dir)
+            references = references or reference_language_accuracy(eval_dir)
     info = {
         "command": command,
         "commit": _commit(),
@@ -436,6 +519,7 @@ def study(
         "seeds": list(seeds),
         "arms": dict(arms),
         "wall_s": time.monotonic() - start,  # of this invocation (kept runs not redone)
+        "parallel_runs": parallel_runs,
         "run_wall_s": wall,
         "missing_runs": missing,
     }
