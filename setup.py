@@ -44,6 +44,8 @@ setuptools.setup(
     description="Sign language translation from pose landmarks with T5-family models in JAX.",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["slt", "slt.*", "tasks", "tasks.*"]),
+    # XLA's target descriptions of the GPUs python -m slt.compile_check compiles for.
+    package_data={"slt": ["gpu_specs/*.txtpb"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # Apache Beam: python -m slt.prepare --runner=... (Dataflow, Flink, Spark, Direct).
@@ -74,5 +76,8 @@ setuptools.setup(
         "tpu": ["jax[tpu]==0.10.2"],
         # A GPU machine: jax's CUDA 12 plugin with the CUDA libraries from pip.
         "gpu": ["jax[cuda12]==0.10.2"],
+        # `python -m slt.compile_check` for GPU hosts on any machine: the plugin (and its
+        # PJRT library) alone; compiling needs no GPU, driver or CUDA libraries.
+        "gpu-compile": ["jax-cuda12-plugin==0.10.2"],
     },
 )
