@@ -1,4 +1,5 @@
-r"""The fit table: the paper's model sizes compiled for TPU pods with each rule set.
+r"""The fit table: the paper's model sizes compiled for TPU pods and GPU hosts with each
+rule set.
 
   nice -n 10 python bench/fit_table.py --out_dir=bench/fit_table [--rows=xl-v5e256-fsdp,...]
 
@@ -10,7 +11,8 @@ produce the rest. Before each compile the script checks the host's available mem
 and skips the row (recorded as not run, with the reason) when less than
 `--min_free_gib` is available; `--deadline=HH:MM` (UTC) stops starting new rows.
 Writes `--out_dir`/table.md: every row, compiled or not, and why not.
-Needs the TPU runtime: pip install -e ".[tpu]".
+TPU rows need the TPU runtime (pip install -e ".[tpu]"), GPU rows jax's CUDA plugin
+(pip install -e ".[gpu-compile]").
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ MODELS = {
     "mt5-xxl": "gin/models/mt5_xxl.gin",
 }
 TOPOLOGIES = ("v5e-256", "v4-128", "v5p-128")
+# One host of 8 H100s, and two such hosts (16 GPUs over the hosts' network).
+GPU_TOPOLOGIES = ("h100-8", "h100-2x8")
 RULES = {
     "dp": ["--gin_file=gin/partitioning/data_parallel.gin"],
     "fsdp": ["--gin_file=gin/partitioning/fsdp.gin"],
@@ -46,19 +50,24 @@ RULES = {
 SCAN = ["--gin.slt.T5Config.scan_layers=True"]
 
 
-def _row(model: str, topology: str, rules: str, slices: int = 1, extra=()) -> dict:
+def _row(
+    model: str, topology: str, rules: str, slices: int = 1, extra=(), microbatches: int = 1
+) -> dict:
     batch = 256 * slices
     name = f"{model}-{topology}-{rules}" + (f"-x{slices}" if slices > 1 else "")
     name += "-scan" if extra == SCAN else ""
+    name += f"-mb{microbatches}" if microbatches > 1 else ""
     args = [
         f"--topology={topology}",
-        f"--num_slices={slices}",
         f"--gin_file={MODELS[model]}",
         *RULES[rules],
         f"--gin.train.task_feature_lengths={LENGTHS}",
         f"--gin.train.batch_size={batch}",
+        f"--gin.train.num_microbatches={microbatches}",
         *extra,
     ]
+    if not topology.startswith("h100"):  # GPU hosts are in the topology name
+        args.insert(1, f"--num_slices={slices}")
     if slices > 1:
         args += ["--gin_file=gin/partitioning/multislice.gin", f"--gin.NUM_SLICES={slices}"]
     return {
@@ -68,8 +77,25 @@ def _row(model: str, topology: str, rules: str, slices: int = 1, extra=()) -> di
         "slices": slices,
         "rules": rules,
         "batch": batch,
+        "microbatches": microbatches,
         "args": args,
     }
+
+
+def _gpu_rows() -> list[dict]:
+    """ByT5-XL on one and two 8 x H100 hosts: FSDP at the paper's batch, in 8
+    microbatches (32 rows each: 4 per GPU on one host), and with the data axis over
+    the two hosts (gin/partitioning/multislice.gin: FSDP inside a host only)."""
+    rows = [
+        _row("byt5-xl", "h100-8", "fsdp", microbatches=8),
+        _row("byt5-xl", "h100-8", "fsdp"),
+        _row("byt5-xl", "h100-2x8", "fsdp", microbatches=8),
+    ]
+    two_hosts = _row("byt5-xl", "h100-2x8", "fsdp", microbatches=8)
+    two_hosts["name"] += "-dcn"
+    two_hosts["rules"] += " (data over hosts)"
+    two_hosts["args"] += ["--gin_file=gin/partitioning/multislice.gin", "--gin.NUM_SLICES=2"]
+    return rows + [two_hosts]
 
 
 def _rows() -> list[dict]:
@@ -85,6 +111,7 @@ def _rows() -> list[dict]:
         for topology in TOPOLOGIES:
             for rules in RULES:
                 rest.append(_row(model, topology, rules))
+    first += _gpu_rows()
     names = {r["name"] for r in first}
     return first + [r for r in rest if r["name"] not in names]
 
@@ -146,7 +173,9 @@ def _run(row: dict, out_dir: str, timeout_s: int) -> dict:
 def _fmt_row(row: dict, result: dict | None) -> str:
     topology = row["topology"] + (f" x {row['slices']} slices" if row["slices"] > 1 else "")
     scan = " + scan_layers" if "scan_layers" in " ".join(row["args"]) else ""
-    cells = [row["model"], topology, row["rules"] + scan, str(row["batch"])]
+    micro = row.get("microbatches", 1)
+    batch = f"{row['batch']} ({micro} microbatches)" if micro > 1 else str(row["batch"])
+    cells = [row["model"], topology, row["rules"] + scan, batch]
     if not result or result.get("status") != "compiled":
         reason = (result or {}).get(
             "status", "not run yet: run the script again (it compiles the rows still missing)"

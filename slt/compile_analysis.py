@@ -1,9 +1,11 @@
 """Accelerator topologies, and what a compiled step costs on one.
 
-`topology(name, num_slices)` gives the devices of a TPU slice (or several) or fake
-CPU devices, with each chip's memory (HBM) and peak bf16 FLOP/s. TPU devices are
-compile-only: JAX compiles for them on a CPU machine once the TPU runtime is
-installed (`pip install -e ".[tpu]"`); nothing runs.
+`topology(name, num_slices)` gives the devices of a TPU slice (or several), of one or
+more GPU hosts, or fake CPU devices, with each chip's memory (HBM) and peak bf16
+FLOP/s. TPU and GPU devices are compile-only: JAX compiles for them on a CPU machine
+once the TPU compiler (`pip install -e ".[tpu]"`) or jax's CUDA plugin
+(`pip install jax-cuda12-plugin==0.10.2`) is installed; nothing runs. A GPU is
+described to XLA by its target description, a text file in `slt/gpu_specs/`.
 
 `step_report(compiled, ...)` reads a compiled step's memory per chip, FLOPs and the
 collectives in its program; `memory_line` is the one-line summary `slt.train` prints
@@ -13,6 +15,7 @@ for the step it compiled on a real accelerator.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import importlib.util
 import logging
 import math
@@ -48,11 +51,32 @@ TPU_CHIPS = {
 # What a host of fake CPU devices reports: no HBM limit of its own.
 CPU_CHIP = ChipSpec("CPU", 0, 0.0)
 
+
+@dataclasses.dataclass(frozen=True)
+class GpuKind:
+    """A GPU XLA can compile for: its target description in slt/gpu_specs/ (memory,
+    compute capability, cores: all XLA needs) and its peak dense bf16 FLOP/s (data sheet)."""
+
+    spec_file: str
+    peak_flops: float
+
+
+GPU_KINDS = {
+    "a100": GpuKind("a100_sxm_80.txtpb", 312e12),
+    "h100": GpuKind("h100_sxm.txtpb", 989e12),
+    "h200": GpuKind("h200.txtpb", 989e12),
+}
+# An HGX / DGX host holds 8 GPUs on one NVLink switch.
+MAX_GPUS_PER_HOST = 8
+
 TOPOLOGY_FORMS = (
     "TPU: v4-N or v5p-N (N TensorCores, 2 per chip: v4-8 ... v4-4096), "
     "v5e-N / v5litepod-N or v6e-N (N chips: 1, 4, 8, 16, 32, 64, 128, 256); "
-    "cpu-N (N fake CPU devices of this process)"
+    f"GPU: {', '.join(f'{k}-G' for k in GPU_KINDS)} (one host of G GPUs, 1 to "
+    f"{MAX_GPUS_PER_HOST}) or {', '.join(f'{k}-HxG' for k in GPU_KINDS)} (H hosts of G "
+    "GPUs each, e.g. h100-2x8); cpu-N (N fake CPU devices of this process)"
 )
+_GPU_NAME = re.compile(rf"({'|'.join(GPU_KINDS)})-(?:(\d+)x)?(\d+)")
 
 # Chip grids of the 2-D (v5e, v6e) slices, as in the Cloud TPU documentation.
 _GRIDS_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8)}
@@ -64,10 +88,11 @@ class Topology:
     """The devices of `name` (all slices), the chip they sit on and how many slices."""
 
     name: str
-    platform: str  # "tpu" or "cpu"
+    platform: str  # "tpu", "gpu" or "cpu"
     chip: ChipSpec
     devices: tuple[Any, ...]
     num_slices: int = 1
+    num_hosts: int = 1
 
     @property
     def num_chips(self) -> int:
@@ -96,13 +121,9 @@ def topology(name: str, num_slices: int = 1) -> Topology:
         return _cpu_topology(name, int(match.group(1)), num_slices)
     if match := re.fullmatch(r"(v4|v5p|v5e|v5litepod|v6e)-(\d+)", text):
         return _tpu_topology(name, match.group(1), int(match.group(2)), num_slices)
-    if re.fullmatch(r"(a100|h100|h200)-(\d+x)?\d+", text):
-        raise ValueError(
-            f"topology {name}: compiling for GPUs without them is not supported (it needs "
-            "XLA's GPU target description and the CUDA compiler); accepted forms: "
-            f"{TOPOLOGY_FORMS}. On a GPU machine, slt.train prints the memory of the step "
-            "it compiled."
-        )
+    if match := _GPU_NAME.fullmatch(text):
+        hosts = int(match.group(2) or 1)
+        return _gpu_topology(name, match.group(1), hosts, int(match.group(3)), num_slices)
     raise ValueError(f"unknown topology {name!r}; accepted forms: {TOPOLOGY_FORMS}.")
 
 
@@ -126,6 +147,107 @@ def require_runtime() -> None:
             "compiling for TPU needs its runtime (libtpu), which is not installed: "
             'pip install -e ".[tpu]" (in the repository).'
         )
+
+
+def is_gpu_topology(name: str) -> bool:
+    return _GPU_NAME.fullmatch(name.strip().lower()) is not None
+
+
+def cuda_plugin_installed() -> bool:
+    """Whether jax's CUDA 12 plugin (jax-cuda12-plugin, jax-cuda12-pjrt) is importable."""
+    try:
+        return importlib.util.find_spec("jax_plugins.xla_cuda12") is not None
+    except ModuleNotFoundError:  # no jax_plugins namespace at all
+        return False
+
+
+def require_gpu_runtime() -> None:
+    """Fails, with the install command, when jax's CUDA plugin is not installed."""
+    if not cuda_plugin_installed():
+        raise ValueError(
+            "compiling for GPU needs jax's CUDA 12 plugin, which is not installed: "
+            'pip install -e ".[gpu-compile]" (in the repository; that is '
+            "jax-cuda12-plugin==0.10.2, enough to compile on any machine), or "
+            'pip install -e ".[gpu]" on a GPU machine (the plugin and the CUDA libraries).'
+        )
+
+
+def gpu_target_config(kind: str) -> str:
+    """XLA's target description of GPU `kind` (a GpuTargetConfigProto as text)."""
+    spec = importlib.resources.files("slt") / "gpu_specs" / GPU_KINDS[kind].spec_file
+    return spec.read_text()
+
+
+def gpu_chip(kind: str) -> ChipSpec:
+    """The GPU's name and memory as its target description gives them."""
+    text = gpu_target_config(kind)
+    memory = re.search(r"device_memory_size:\s*(\d+)", text)
+    label = re.search(r'device_description_str:\s*"([^"]+)"', text)
+    if memory is None or label is None:
+        raise ValueError(
+            f"slt/gpu_specs/{GPU_KINDS[kind].spec_file} has no device_memory_size or "
+            "device_description_str; restore it from XLA's target_config/specs."
+        )
+    return ChipSpec(label.group(1), int(memory.group(1)), GPU_KINDS[kind].peak_flops)
+
+
+def _cuda_compile_only_devices(target_config: str, topology_text: str) -> list[Any]:
+    """Compile-only CUDA devices of `topology_text` (slices x hosts x GPUs per host)."""
+    from jax._src.lib import xla_client
+    from jax.experimental import topologies
+
+    options = dict(target_config=target_config, topology=topology_text)
+    try:
+        return topologies.get_topology_desc(platform="cuda", **options).devices
+    except NotImplementedError:
+        pass
+    # jax registers the plugin only after its CUDA version check, which fails on a
+    # machine without CUDA unless JAX_PLATFORMS excludes cuda (python -m
+    # slt.compile_check sets it); the compiler in the plugin needs no CUDA.
+    import jax_plugins.xla_cuda12 as plugin
+
+    if xla_client.pjrt_plugin_loaded("cuda"):
+        raise ValueError(
+            "jax's CUDA plugin is loaded but offers no compile-only topology; run "
+            "python -m slt.compile_check in a fresh process."
+        )
+    path = str(plugin._get_library_path())
+    c_api = xla_client.load_pjrt_plugin_dynamically("cuda", path)
+    topology = xla_client.make_c_api_device_topology(c_api, "", **options)
+    return topology._make_compile_only_devices()
+
+
+def _gpu_topology(name: str, kind: str, hosts: int, per_host: int, num_slices: int) -> Topology:
+    if num_slices != 1:
+        raise ValueError(
+            f"topology {name} with --num_slices={num_slices}: GPU hosts are part of the "
+            "topology name (h100-2x8 is 2 hosts of 8 GPUs), not --num_slices; to put a "
+            "mesh axis over the hosts, set slt.PartitioningConfig.dcn_mesh_shape "
+            "(gin/partitioning/multislice.gin with --gin.NUM_SLICES=hosts)."
+        )
+    if not 1 <= per_host <= MAX_GPUS_PER_HOST or hosts < 1:
+        raise ValueError(
+            f"topology {name}: a host has 1 to {MAX_GPUS_PER_HOST} GPUs and there is at "
+            f"least one host; accepted forms: {TOPOLOGY_FORMS}."
+        )
+    require_gpu_runtime()
+    from jax._src.lib import _jax
+
+    chip = gpu_chip(kind)
+    # XLA's GPU topology is partitions x hosts x GPUs per host; a partition is one NVLink
+    # domain, which is one host for A100 / H100 / H200. Each host is one process of
+    # `per_host` devices (slt.partitioning treats GPU hosts as the slices).
+    topology_text = f"{hosts}x1x{per_host}"
+    try:
+        devices = _cuda_compile_only_devices(gpu_target_config(kind), topology_text)
+    except _jax.JaxRuntimeError as error:
+        raise ValueError(
+            f"topology {name}: jax's CUDA plugin refused the target description "
+            f"slt/gpu_specs/{GPU_KINDS[kind].spec_file} ({str(error).splitlines()[0]}); "
+            "a field the plugin's XLA does not know must be removed from the file."
+        ) from None
+    log.info("topology %s: CUDA %s, %d devices (%s)", name, topology_text, len(devices), chip.name)
+    return Topology(name, "gpu", chip, tuple(devices), 1, hosts)
 
 
 def _tpu_topology(name: str, kind: str, count: int, num_slices: int) -> Topology:
@@ -167,8 +289,9 @@ def _tpu_topology(name: str, kind: str, count: int, num_slices: int) -> Topology
             wrap=(False, False, False),
         )
     # libtpu writes its logs to /tmp unless told otherwise.
+    # local: libtpu's own log directory on this machine (as on the next line)
     os.environ.setdefault("TPU_LOG_DIR", os.path.join(os.path.expanduser("~"), ".cache", "libtpu"))
-    os.makedirs(os.environ["TPU_LOG_DIR"], exist_ok=True)
+    os.makedirs(os.environ["TPU_LOG_DIR"], exist_ok=True)  # local: as above
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     desc = topologies.get_topology_desc(platform="tpu", num_slices=num_slices, **kwargs)
     log.info(
@@ -209,6 +332,26 @@ def _array_bytes(type_text: str) -> int:
         if dtype in _DTYPE_BYTES:
             total += _DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
     return total
+
+
+def _tuple_elements(type_text: str) -> list[str]:
+    """The top-level elements of an HLO tuple type `(a, (b, c), d)`: ["a", "(b, c)", "d"]."""
+    text = re.sub(r"/\*.*?\*/", "", type_text).strip()
+    if not text.startswith("("):
+        return [text]
+    elements, depth, start = [], 0, 1
+    for i, char in enumerate(text):
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            if depth == 0:
+                elements.append(text[start:i])
+                break
+        elif char == "," and depth == 1:
+            elements.append(text[start:i])
+            start = i + 1
+    return [e.strip() for e in elements if e.strip()]
 
 
 def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
@@ -257,9 +400,10 @@ def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
                     continue
                 type_text = rhs[: match.start()]
                 if match.group(1) and type_text.strip().startswith("("):
-                    # An async start's result is (operands, outputs[, scratch]).
-                    parts = re.findall(r"[a-z0-9]+\[[0-9,]*\]", type_text)
-                    type_text = parts[len(parts) // 2] if len(parts) > 1 else type_text
+                    # An async start's result is (operands, outputs[, scratch]); a
+                    # combined op (GPU) has a tuple of each.
+                    parts = _tuple_elements(type_text)
+                    type_text = parts[1] if len(parts) > 1 else type_text
                 result[kind]["count"] += times
                 result[kind]["bytes"] += times * _array_bytes(type_text)
                 break
@@ -297,7 +441,23 @@ def xla_flops(compiled: Any) -> float:
     cost = compiled.cost_analysis()
     if isinstance(cost, Sequence) and not isinstance(cost, Mapping):
         cost = cost[0] if cost else {}
+    if not cost:
+        cost = _optimized_module_cost(compiled)
     return float((cost or {}).get("flops", 0.0))
+
+
+def _optimized_module_cost(compiled: Any) -> dict[str, float]:
+    """XLA's cost analysis of the compiled (optimized, partitioned) module, run on the
+    CPU client: compile-only CUDA executables report none of their own."""
+    from jax._src.lib import _jax
+
+    try:
+        modules = compiled.runtime_executable().hlo_modules()
+        client = jax.devices("cpu")[0].client
+        return dict(_jax.hlo_module_cost_analysis(client, modules[0]))
+    except Exception as error:  # noqa: BLE001 (a private API: no FLOPs rather than no report)
+        log.warning("no cost analysis of the compiled program: %s", error)
+        return {}
 
 
 def step_report(

@@ -1,5 +1,5 @@
-r"""Compile a training job's train and decode steps for a TPU pod or CPU devices, and
-tell whether they fit in each chip's memory. Nothing is allocated.
+r"""Compile a training job's train and decode steps for a TPU pod, GPU hosts or CPU
+devices, and tell whether they fit in each chip's memory. Nothing is allocated.
 
   python -m slt.compile_check --topology=v5e-256 \
       --gin_file=gin/models/byt5_xl.gin --gin_file=gin/partitioning/fsdp.gin \
@@ -10,7 +10,8 @@ Takes the same gin files and bindings as `python -m slt.train` (MODEL_DIR and th
 task need a value but are not read) plus:
 
   --topology=T       v4-N, v5p-N (TensorCores), v5e-N / v5litepod-N, v6e-N (chips);
-                     cpu-N (fake CPU devices)
+                     h100-G, a100-G, h200-G (one host of G GPUs) or h100-HxG (H hosts
+                     of G GPUs); cpu-N (fake CPU devices)
   --num_slices=S     S slices of T joined over the data-centre network (multislice;
                      set slt.PartitioningConfig.dcn_mesh_shape, e.g. the NUM_SLICES of
                      gin/partitioning/multislice.gin, to match)
@@ -24,7 +25,8 @@ The mesh is built from the topology's devices as `slt.train` builds it from real
 `Trainer.train_step`; the decode steps are the eval jobs' jitted `predict_fn`
 (greedy and beam search) at `slt.EvalConfig.batch_size`. Exit status: 0 when every
 step fits, 1 when one does not (the report names the gin bindings that would help),
-2 for bad input. TPU topologies need `pip install -e ".[tpu]"`.
+2 for bad input. TPU topologies need `pip install -e ".[tpu]"`, GPU topologies jax's
+CUDA plugin (`pip install -e ".[gpu-compile]"`; no GPU, driver or CUDA needed).
 """
 
 from __future__ import annotations
@@ -164,7 +166,8 @@ def check(
     config = config or train_arguments()
     c = config.configs
     partitioning_config = c["partitioning_config"]
-    if num_slices > 1 and partitioning_config.dcn_mesh_shape is None:
+    gpu = compile_analysis.is_gpu_topology(topology_name)
+    if num_slices > 1 and partitioning_config.dcn_mesh_shape is None and not gpu:
         raise ValueError(
             f"--num_slices={num_slices} but slt.PartitioningConfig.dcn_mesh_shape is not "
             "set; add --gin_file=gin/partitioning/multislice.gin with "
@@ -192,6 +195,7 @@ def check(
         "platform": topo.platform,
         "chip": topo.chip.name,
         "num_chips": topo.num_chips,
+        "num_hosts": topo.num_hosts,
         "mesh": dict(setup.mesh.shape),
         "batch_size": config.batch_size,
         "num_microbatches": config.num_microbatches,
@@ -323,8 +327,10 @@ def format_report(report: Mapping[str, Any]) -> str:
     def g(n: int | None) -> str:
         return "-" if n is None else f"{n / gib:.2f} GiB"
 
+    hosts = report.get("num_hosts", 1)
+    where = f"{hosts} host(s), " if report.get("platform") == "gpu" else ""
     lines = [
-        f"topology {report['topology']} x {report['num_slices']} slice(s): "
+        f"topology {report['topology']} x {report['num_slices']} slice(s): {where}"
         f"{report['num_chips']} x {report['chip']}, mesh {report['mesh']}",
         f"model: {report['num_params'] / 1e9:.3f}B parameters; global batch "
         f"{report['batch_size']}, {report['num_microbatches']} microbatch(es); "
@@ -372,6 +378,14 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines.append("collectives per train step, per chip:")
     for kind, c in report["train_step"]["collectives"].items():
         lines.append(f"  {kind:20s} {c['count']:6d} ops {c['bytes'] / gib:10.3f} GiB")
+    if report.get("platform") == "gpu":
+        # JAX's GPU allocator takes 75% of the memory at start-up unless told otherwise.
+        share = report["peak_bytes"] / report["hbm_bytes"]
+        lines.append(
+            f"the train step's peak is {share:.0%} of the GPU's memory; JAX preallocates "
+            "75% of it unless XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise (judge against "
+            "that share with --hbm_gib)"
+        )
     lines.append("")
     if report["fits"]:
         lines.append("verdict: FITS")

@@ -192,7 +192,10 @@ def device_slices(devices: Sequence[jax.Device], num_slices: int) -> list[list[j
             groups.setdefault(key(device), []).append(device)
         return [groups[k] for k in sorted(groups)]
 
-    if all(getattr(d, "slice_index", None) is not None for d in devices):
+    # A GPU host is one NVLink domain, and its devices (real or compile-only) may all
+    # carry slice_index 0: on GPUs the hosts are the slices.
+    gpu_hosts = devices[0].platform == "gpu" and len({d.process_index for d in devices}) > 1
+    if not gpu_hosts and all(getattr(d, "slice_index", None) is not None for d in devices):
         slices, by = grouped(lambda d: d.slice_index), "slice_index"
     elif len({d.process_index for d in devices}) > 1:
         slices, by = grouped(lambda d: d.process_index), "process"
