@@ -107,7 +107,8 @@ def test_one_arm_trains_is_evaluated_and_reported(one_arm_dir):
     assert 0.0 <= summary["runs"]["e1_b"]["0"][fm.aug_name("sk")]["script_accuracy"] <= 1.0
 
 
-@pytest.mark.slow
+# The study command as a user runs it (study.gin: two runs at a time, each its own
+# slt.train process), for 2 steps per arm.
 def test_every_arm_trains_and_is_evaluated(study_dir):
     out, stdout = study_dir
     for arm in ARMS:
@@ -125,9 +126,30 @@ def test_every_arm_trains_and_is_evaluated(study_dir):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["info"]["run_wall_s"]) == {f"{a}/seed_0" for a in ARMS}
+    assert summary["info"]["parallel_runs"] == 2
+    for arm in ARMS:  # each run's own log, from its own process
+        assert "step 2/2" in (out / arm / "seed_0" / "train.log").read_text()
+    # E1 decodes with the attention decoder alone, E2 with the CTC head.
+    e1_config = (out / "e1_b" / "seed_0" / "config.gin").read_text()
+    e2_config = (out / "e2_ase" / "seed_0" / "config.gin").read_text()
+    assert "encoder_ctc_head = False" in e1_config or "encoder_ctc_head" not in e1_config
+    assert "encoder_ctc_head = True" in e2_config
 
 
-@pytest.mark.slow
+def test_a_failed_run_stops_the_study_with_its_log(tmp_path):
+    from slt import experiment
+
+    jobs = [
+        ("bad/seed_0", str(tmp_path / "bad"), ["--gin_file=gin/experiments/no_such_arm.gin"]),
+        ("never/seed_0", str(tmp_path / "never"), ["--gin_file=gin/experiments/e2_ase.gin"]),
+    ]
+    failed = r"(?s)bad/seed_0: slt.train exited with [1-9].*no_such_arm"
+    with pytest.raises(RuntimeError, match=failed):
+        experiment.run_in_processes(jobs, parallel_runs=1, poll_s=0.2)
+    assert (tmp_path / "bad" / "train.log").is_file()
+    assert not (tmp_path / "never").exists()  # the queue stops at the first failure
+
+
 def test_a_finished_study_is_kept_when_run_again(study_dir):
     out, _ = study_dir
     before = (out / "metrics" / "e1_a.seed_0.json").read_text()
