@@ -20,13 +20,14 @@ refuse them.
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 from collections.abc import Mapping
 
 import numpy as np
 
-from slt import landmarks
+from slt import landmarks, storage
 from slt.io import errors
 from slt.io.pose_files import HolisticPose
 
@@ -105,10 +106,9 @@ def from_tfds_pose(feature: Mapping[str, np.ndarray], source: str = "<tfds>") ->
 
 def read_npy(path: str | os.PathLike) -> HolisticPose:
     path = os.fspath(path)
+    raw = storage.read_bytes(path)  # a local path or gs://...; FileNotFoundError if missing
     try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
+        data = np.load(io.BytesIO(raw), allow_pickle=False)
     except Exception as e:
         raise errors.BadInput(
             "corrupt_array", f"{path}: numpy cannot load it ({type(e).__name__}: {e})."
@@ -122,11 +122,10 @@ def read_npy(path: str | os.PathLike) -> HolisticPose:
 
 def read_npz(path: str | os.PathLike) -> HolisticPose:
     path = os.fspath(path)
+    raw = storage.read_bytes(path)  # a local path or gs://...; FileNotFoundError if missing
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise errors.BadInput(
             "corrupt_array", f"{path}: numpy cannot load it ({type(e).__name__}: {e})."
@@ -146,10 +145,13 @@ def read_npz(path: str | os.PathLike) -> HolisticPose:
 def write_npz(
     path: str | os.PathLike, points: np.ndarray, confidence: np.ndarray, fps: float
 ) -> None:
-    """Writes [T, N, 3] points, [T, N] confidence and fps as `read_npz` reads them."""
+    """Writes [T, N, 3] points, [T, N] confidence and fps as `read_npz` reads them
+    (to a local path or gs://..., whole)."""
+    buffer = io.BytesIO()
     np.savez(
-        path,
+        buffer,
         data=np.asarray(points, np.float32),
         conf=np.asarray(confidence, np.float32),
         fps=np.float32(fps),
     )
+    storage.write_bytes(path, buffer.getvalue())

@@ -11,7 +11,7 @@ from pose_format import Pose
 from pose_format.pose_header import PoseHeader
 from pose_format.utils.reader import BufferReader
 
-from slt import landmarks
+from slt import landmarks, storage
 from slt.io import errors
 
 
@@ -58,8 +58,7 @@ def read_pose(path: str | os.PathLike, person: int = 0) -> HolisticPose:
         person.
     """
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        buffer = f.read()
+    buffer = storage.read_bytes(path)  # a local path or gs://...
     try:
         _check_complete(buffer, path)
         pose = Pose.read(buffer)

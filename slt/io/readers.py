@@ -6,7 +6,9 @@ The reader is chosen by extension:
   .mp4 .mov .avi .mkv .webm .m4v MediaPipe Holistic in its own environment
                                  (`video.extract_holistic`)
 Training (`slt.prepare`) and translation read files through this function, so both
-see the same landmarks.
+see the same landmarks. Paths may be local or `gs://` (through `slt.storage`): pose
+files and arrays are read from storage directly, a video is copied to a local
+temporary file first (MediaPipe's OpenCV reader opens local files only).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 
 import numpy as np
 
+from slt import storage
 from slt.io import arrays, errors, pose_files
 from slt.io.pose_files import HolisticPose
 
@@ -33,11 +36,9 @@ def read_holistic(path: str) -> HolisticPose:
       `wrong_point_count`, `video_failed`, `video_backend_missing`).
     """
     path = os.fspath(path)
-    if "://" in path:
-        return _read_remote(path)
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise errors.BadInput("missing_file", f"{path}: no such file.")
-    extension = os.path.splitext(path)[1].lower()
+    extension = storage.extension(path)
     try:
         if extension in POSE_EXTENSIONS:
             return pose_files.read_pose(path)
@@ -57,27 +58,6 @@ def read_holistic(path: str) -> HolisticPose:
         f"{POSE_EXTENSIONS + ARRAY_EXTENSIONS + VIDEO_EXTENSIONS}; convert it to .pose "
         "or .npy.",
     )
-
-
-def _read_remote(path: str) -> HolisticPose:
-    """A gs:// (or other etils.epath) file: copied to a local temporary file, then read."""
-    import dataclasses
-    import tempfile
-
-    from etils import epath
-
-    remote = epath.Path(path)
-    if not remote.is_file():
-        raise errors.BadInput("missing_file", f"{path}: no such file.")
-    with tempfile.TemporaryDirectory(prefix="slt-remote-") as tmp:
-        local = os.path.join(tmp, "clip" + os.path.splitext(path)[1].lower())
-        with open(local, "wb") as f:
-            f.write(remote.read_bytes())
-        try:
-            pose = read_holistic(local)
-        except errors.BadInput as e:
-            raise errors.BadInput(e.reason, str(e).replace(local, path)) from e
-    return dataclasses.replace(pose, source=path)
 
 
 def check_holistic(pose: HolisticPose) -> None:

@@ -13,18 +13,20 @@ reports them: nothing is dropped here.
   python -m slt.prepare --manifest=data/phoenix/train.jsonl --output_dir=data/phoenix/prepared
 
 Loading a TFDS builder needs `pip install sign-language-datasets` and its download.
+`--output_dir` may be local or `gs://` (written through `slt.storage`; the manifest
+last, whole, so that a cut-off export leaves no manifest naming missing files).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from slt import gin_utils
+from slt import gin_utils, storage
 
 
 def _field(example: Mapping, key: str):
@@ -66,31 +68,32 @@ def export_examples(
     Returns:
       (manifest path, number of rows).
     """
-    pose_dir = os.path.join(output_dir, split)
-    os.makedirs(pose_dir, exist_ok=True)
-    manifest = os.path.join(output_dir, f"{split}.jsonl")
-    rows = 0
-    with open(manifest, "w", encoding="utf-8", errors="surrogateescape") as f:
-        for n, example in enumerate(examples):
-            example_id = _text(_field(example, id_key)) or f"{split}:{n}"
-            pose = _field(example, pose_key)
-            path = ""
-            if isinstance(pose, Mapping) and "data" in pose:
-                path = os.path.join(split, f"{n:07d}.npz")
-                np.savez(
-                    os.path.join(output_dir, path),
-                    **{k: np.asarray(v) for k, v in pose.items() if k in ("data", "conf", "fps")},
-                )
-            row = {
-                "id": example_id,
-                "path": path or f"{split}/{n:07d}.missing-pose",
-                "text": _text(_field(example, text_key)) or "",
-                "sign_language": sign_language,
-                "spoken_language": spoken_language,
-            }
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            rows += 1
-    return manifest, rows
+    storage.makedirs(storage.join(output_dir, split))
+    manifest = storage.join(output_dir, f"{split}.jsonl")
+    lines = []
+    for n, example in enumerate(examples):
+        example_id = _text(_field(example, id_key)) or f"{split}:{n}"
+        pose = _field(example, pose_key)
+        path = ""
+        if isinstance(pose, Mapping) and "data" in pose:
+            path = f"{split}/{n:07d}.npz"  # relative to the manifest
+            buffer = io.BytesIO()
+            np.savez(
+                buffer,
+                **{k: np.asarray(v) for k, v in pose.items() if k in ("data", "conf", "fps")},
+            )
+            storage.write_bytes(storage.join(output_dir, path), buffer.getvalue())
+        row = {
+            "id": example_id,
+            "path": path or f"{split}/{n:07d}.missing-pose",
+            "text": _text(_field(example, text_key)) or "",
+            "sign_language": sign_language,
+            "spoken_language": spoken_language,
+        }
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    # Texts decoded with surrogate escapes go back out as the bytes they came from.
+    storage.write_bytes(manifest, "".join(lines).encode("utf-8", "surrogateescape"))
+    return manifest, len(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

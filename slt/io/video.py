@@ -27,29 +27,33 @@ import subprocess
 import sys
 import tempfile
 
-from slt import gin_utils
+from slt import gin_utils, storage
 from slt.io import arrays, errors
 from slt.io.pose_files import HolisticPose
 
 PYTHON_ENV_VAR = "SLT_MEDIAPIPE_PYTHON"
 VENV_ENV_VAR = "SLT_MEDIAPIPE_VENV"
+# local: the MediaPipe environment is a virtual environment on this machine
 DEFAULT_VENV = os.path.join("~", ".cache", "slt", "mediapipe-venv")
 MEDIAPIPE_REQUIREMENTS = ("mediapipe==0.10.21", "numpy<2")
+# local: a file of this package
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "video_worker.py")
 INSTALL_COMMAND = "python -m slt.io.video --install"
 
 
 def venv_dir() -> str:
+    # local: a virtual environment on this machine
     return os.path.expanduser(os.environ.get(VENV_ENV_VAR) or DEFAULT_VENV)
 
 
 def mediapipe_python() -> str:
     """The MediaPipe environment's python: $SLT_MEDIAPIPE_PYTHON, else the venv's."""
+    # local: an interpreter on this machine
     return os.environ.get(PYTHON_ENV_VAR) or os.path.join(venv_dir(), "bin", "python")
 
 
 def backend_available() -> bool:
-    return os.path.isfile(mediapipe_python())
+    return os.path.isfile(mediapipe_python())  # local: an interpreter on this machine
 
 
 def extract_holistic(path: str, timeout_s: float | None = 3600) -> HolisticPose:
@@ -61,15 +65,16 @@ def extract_holistic(path: str, timeout_s: float | None = 3600) -> HolisticPose:
         failed; the message has its stderr).
     """
     python = mediapipe_python()
-    if not os.path.isfile(python):
+    if not os.path.isfile(python):  # local: an interpreter on this machine
         raise errors.BadInput(
             "video_backend_missing",
             f"{path}: reading videos needs the MediaPipe environment, and {python} does "
             f"not exist. Install it with `{INSTALL_COMMAND}`, or set {PYTHON_ENV_VAR} to "
             "the python of an environment with mediapipe==0.10.21.",
         )
-    with tempfile.TemporaryDirectory(prefix="slt-video-") as tmp:
-        out = os.path.join(tmp, "landmarks.npz")
+    # OpenCV opens local files only: a gs:// video is copied to a temporary file first.
+    with storage.local_copy(path) as video, tempfile.TemporaryDirectory(prefix="slt-video-") as tmp:
+        out = os.path.join(tmp, "landmarks.npz")  # local: in the temporary directory
         env = dict(
             os.environ,
             PYTHONNOUSERSITE="1",
@@ -79,7 +84,7 @@ def extract_holistic(path: str, timeout_s: float | None = 3600) -> HolisticPose:
         )
         try:
             done = subprocess.run(
-                [python, WORKER, path, out],
+                [python, WORKER, video, out],
                 capture_output=True,
                 text=True,
                 timeout=timeout_s,
@@ -89,7 +94,7 @@ def extract_holistic(path: str, timeout_s: float | None = 3600) -> HolisticPose:
             raise errors.BadInput(
                 "video_failed", f"{path}: MediaPipe took over {timeout_s} s; split the video."
             ) from e
-        if done.returncode != 0 or not os.path.exists(out):
+        if done.returncode != 0 or not os.path.exists(out):  # local: in the temporary directory
             tail = (done.stderr or "").strip().splitlines()[-5:]
             raise errors.BadInput(
                 "video_failed",
@@ -102,12 +107,12 @@ def extract_holistic(path: str, timeout_s: float | None = 3600) -> HolisticPose:
 def install(directory: str | None = None, python: str = "python3.11") -> str:
     """Creates the MediaPipe environment; returns its python."""
     # `venv` refuses a symlinked directory (e.g. a cache dir linked elsewhere): use its target.
+    # local: a virtual environment (as are the paths below)
     directory = os.path.realpath(os.path.expanduser(directory or venv_dir()))
     subprocess.run([python, "-m", "venv", directory], check=True)
-    subprocess.run(
-        [os.path.join(directory, "bin", "pip"), "install", *MEDIAPIPE_REQUIREMENTS], check=True
-    )
-    return os.path.join(directory, "bin", "python")
+    pip = os.path.join(directory, "bin", "pip")  # local: in the virtual environment
+    subprocess.run([pip, "install", *MEDIAPIPE_REQUIREMENTS], check=True)
+    return os.path.join(directory, "bin", "python")  # local: in the virtual environment
 
 
 def main(argv: list[str] | None = None) -> int:
