@@ -40,11 +40,9 @@ import dataclasses
 import difflib
 import io
 import json
-import os
 from collections.abc import Collection, Iterator
 
-from etils import epath
-
+from slt import storage
 from slt.io import errors
 
 REQUIRED = ("path", "sign_language", "spoken_language")
@@ -136,13 +134,13 @@ class RowError:
 
 def read_lines(manifest_path: str) -> list[str]:
     """The manifest's lines, bytes decoded as UTF-8 with surrogate escapes."""
-    raw = epath.Path(manifest_path).read_bytes()  # a local path or gs://...
+    raw = storage.read_bytes(manifest_path)  # a local path or gs://...
     return raw.decode("utf-8", errors="surrogateescape").splitlines()
 
 
 def raw_rows(manifest_path: str, lines: list[str]) -> Iterator[tuple[str, dict | str]]:
     """(row id, field dict) per data row, or (row id, error text) if unparsable."""
-    name = os.path.basename(manifest_path)
+    name = storage.name(manifest_path)
     is_tsv = manifest_path.endswith((".tsv", ".tab"))
     if is_tsv:
         if not lines:
@@ -250,10 +248,7 @@ def parse_row(
             f"{row_id}: the row lacks {lacking}; every row needs {REQUIRED} "
             "and a `text` or `captions`.",
         )
-    if "://" in manifest_dir and "://" not in path:
-        path = f"{manifest_dir.rstrip('/')}/{path}"  # normpath would fold gs:// to gs:/
-    elif not os.path.isabs(path) and "://" not in path:
-        path = os.path.normpath(os.path.join(manifest_dir, path))
+    path = storage.resolve(manifest_dir, path)  # relative paths are under the manifest's dir
     try:
         start, end = _seconds(row, "start"), _seconds(row, "end")
         fps = _seconds(row, "fps")

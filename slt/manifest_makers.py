@@ -16,8 +16,10 @@ Every caption or file not turned into a row is written to the report
 (`<output>.report.jsonl`, or `--report`) with its reason, and the counts are printed:
 captions = kept + dropped, always.
 
-Paths in the manifest are relative to its directory. The languages are checked as
-`slt.prepare` checks them (tasks/languages.py).
+Paths in the manifest are relative to its directory (absolute where they cannot be: a
+`gs://` file outside a `gs://` manifest's directory). Inputs and outputs may be local
+or `gs://` paths (through `slt.storage`). The languages are checked as `slt.prepare`
+checks them (tasks/languages.py).
 """
 
 from __future__ import annotations
@@ -29,13 +31,10 @@ import dataclasses
 import io
 import json
 import logging
-import os
 import sys
 from collections.abc import Collection, Iterable
 
-from etils import epath
-
-from slt import captions, gin_utils
+from slt import captions, gin_utils, storage
 from slt.io import readers
 
 log = logging.getLogger(__name__)
@@ -103,25 +102,23 @@ def check_languages(
 
 
 def _relative(path: str, manifest_dir: str) -> str:
-    return os.path.relpath(path, manifest_dir)
+    return storage.relative_to(path, manifest_dir)
 
 
 def _pair_files(input_dir: str, spoken_language: str, made: Made):
     """(video, caption file) pairs under input_dir; unpaired files are reported."""
     videos: dict[str, str] = {}  # path without extension -> video path
     caption_files = []
-    for directory, _, names in sorted(os.walk(input_dir)):
-        for name in sorted(names):
-            path = os.path.join(directory, name)
-            extension = os.path.splitext(name)[1].lower()
-            if extension in MEDIA_EXTENSIONS:
-                videos[os.path.splitext(path)[0]] = path
-            elif extension in captions.CAPTION_EXTENSIONS:
-                caption_files.append(path)
+    for path in storage.walk_files(input_dir):
+        base, extension = storage.split_extension(path)
+        if extension.lower() in MEDIA_EXTENSIONS:
+            videos[base] = path
+        elif extension.lower() in captions.CAPTION_EXTENSIONS:
+            caption_files.append(path)
     language = spoken_language.split("-")[0].lower()
     chosen: dict[str, str] = {}
     for path in caption_files:
-        base = os.path.splitext(path)[0]
+        base = storage.split_extension(path)[0]
         if base in videos:
             key, tag = base, None
         else:
@@ -129,7 +126,7 @@ def _pair_files(input_dir: str, spoken_language: str, made: Made):
             if key not in videos:
                 made.drop(
                     "no_video",
-                    f"{path}: no video named {os.path.basename(base)}.<video extension> next "
+                    f"{path}: no video named {storage.name(base)}.<video extension> next "
                     "to it; put the video beside its captions, or remove the file.",
                     file=path,
                 )
@@ -154,7 +151,7 @@ def _pair_files(input_dir: str, spoken_language: str, made: Made):
         if key not in chosen:
             made.drop(
                 "no_captions",
-                f"{video}: no caption file ({os.path.basename(key)}.vtt, .srt or "
+                f"{video}: no caption file ({storage.name(key)}.vtt, .srt or "
                 f".{language}.vtt) in {spoken_language}.",
                 file=video,
             )
@@ -189,14 +186,13 @@ def from_youtube(
     """Videos and their caption files -> manifest rows (see the module docstring)."""
     if level not in ("sentence", "clip"):
         raise ValueError(f"--level must be sentence or clip, not {level!r}")
-    if not os.path.isdir(input_dir):
+    if not storage.isdir(input_dir):
         raise ValueError(f"--input_dir {input_dir}: no such directory.")
     made = Made()
     languages = {"sign_language": sign_language, "spoken_language": spoken_language}
     for video, caption_file in _pair_files(input_dir, spoken_language, made):
         try:
-            with open(caption_file, "rb") as f:
-                text = captions.decode(f.read(), encoding)
+            text = captions.decode(storage.read_bytes(caption_file), encoding)
         except (OSError, LookupError) as e:
             made.drop("unreadable_file", f"{caption_file}: {e}", file=caption_file)
             continue
@@ -214,7 +210,7 @@ def from_youtube(
                 end=cue.end,
             )
         path = _relative(video, manifest_dir)
-        stem = os.path.splitext(os.path.relpath(video, input_dir))[0]
+        stem = storage.split_extension(storage.relative_to(video, input_dir))[0]
         if level == "sentence":
             for k, cue in enumerate(kept):
                 made.rows.append(
@@ -265,8 +261,7 @@ def from_how2sign(
     """
     if layout not in ("clips", "raw"):
         raise ValueError(f"--layout must be clips or raw, not {layout!r}")
-    with open(csv_path, "rb") as f:
-        text = f.read().decode("utf-8-sig", errors="surrogateescape")
+    text = storage.read_bytes(csv_path).decode("utf-8-sig", errors="surrogateescape")
     reader = csv.DictReader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
     header = reader.fieldnames or []
     times = next((t for t in HOW2SIGN_TIMES if set(t) <= set(header)), None)
@@ -280,15 +275,15 @@ def from_how2sign(
     made = Made()
     for number, row in enumerate(reader, start=2):
         made.num_captions += 1
-        where = f"{os.path.basename(csv_path)}:{number}"
+        where = f"{storage.name(csv_path)}:{number}"
         name = row["SENTENCE_NAME"] if layout == "clips" else row["VIDEO_NAME"]
         sentence = " ".join((row["SENTENCE"] or "").split())
         fields = {"file": csv_path, "line": number, "id": row["SENTENCE_NAME"]}
         if not sentence:
             made.drop("empty_caption", f"{where}: the sentence is empty.", **fields)
             continue
-        video = os.path.join(videos_dir, (name or "") + extension)
-        if not os.path.isfile(video):
+        video = storage.join(videos_dir, (name or "") + extension)
+        if not storage.isfile(video):
             made.drop(
                 "missing_video",
                 f"{where}: {video} does not exist; check --videos_dir, --layout and --extension.",
@@ -331,8 +326,8 @@ def write(made: Made, output: str, report: str) -> None:
             for r in records
         )
 
-    epath.Path(output).write_text(lines(made.rows), encoding="utf-8")
-    epath.Path(report).write_text(lines(made.report), encoding="utf-8")
+    storage.write_text(output, lines(made.rows))
+    storage.write_text(report, lines(made.report))
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -410,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    manifest_dir = os.path.dirname(os.path.abspath(args.output))
+    manifest_dir = storage.parent(args.output)
     try:
         if args.command == "youtube":
             made = from_youtube(
@@ -436,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report = args.report or os.path.splitext(args.output)[0] + ".report.jsonl"
+    report = args.report or storage.split_extension(args.output)[0] + ".report.jsonl"
     write(made, args.output, report)
     print(json.dumps({"manifest": args.output, "report": report, **made.counts()}))
     return 0

@@ -37,7 +37,7 @@ from collections.abc import Collection, Iterable, Iterator
 
 from etils import epath
 
-from slt import clips, gin_utils, landmarks, manifest
+from slt import clips, gin_utils, landmarks, manifest, storage
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +208,8 @@ class Plan:
 
 
 def manifest_dir_of(manifest_path: str) -> str:
-    if "://" in manifest_path:  # gs://bucket/dir/m.jsonl: relative paths are under gs://bucket/dir
-        return manifest_path.rsplit("/", 1)[0]
-    return os.path.dirname(os.path.abspath(manifest_path))
+    """The directory relative clip paths are under (gs://bucket/dir for gs://bucket/dir/m.jsonl)."""
+    return storage.parent(manifest_path)
 
 
 def plan(
