@@ -11,52 +11,57 @@ TensorFlow SavedModel directory with a `bleurt_config.json` beside `saved_model.
 Its `serving_default` signature takes int64 `input_ids`, `input_mask` and
 `segment_ids` [B, max_seq_length] and returns `predictions` [B]. Each pair is encoded
 BERT style: `[CLS] reference [SEP] candidate [SEP]`, the longer side truncated first.
-No checkpoint can be downloaded at run time: pass the path of one on disk.
+No checkpoint can be downloaded at run time: pass the path of an unpacked one, on local
+disk or `gs://` (read through `slt.storage`; a `gs://` SavedModel is copied to a local
+temporary directory while it loads, since TensorFlow's loader reads `gs://` only
+through its own file system, which no emulator can stand in for).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 
 import numpy as np
+
+from slt import storage
 
 CONFIG_FILE = "bleurt_config.json"
 
 
 class BleurtScorer:
-    """Scores (reference, candidate) pairs with a BLEURT checkpoint on disk."""
+    """Scores (reference, candidate) pairs with a BLEURT checkpoint (local or gs://)."""
 
     def __init__(self, checkpoint_dir: str):
         import tensorflow as tf
         import tensorflow_text as tf_text
 
-        self.checkpoint_dir = os.path.abspath(checkpoint_dir)
-        config_path = os.path.join(self.checkpoint_dir, CONFIG_FILE)
-        if not os.path.isfile(config_path):
+        self.checkpoint_dir = storage.absolute(checkpoint_dir)
+        config_path = storage.join(self.checkpoint_dir, CONFIG_FILE)
+        if not storage.isfile(config_path):
             raise FileNotFoundError(
                 f"BLEURT checkpoint {self.checkpoint_dir}: no {CONFIG_FILE} there. Pass the "
                 "directory of an unpacked BLEURT checkpoint (e.g. BLEURT-20), the one that "
                 "holds bleurt_config.json and saved_model.pb."
             )
-        with open(config_path, encoding="utf-8") as f:
-            self.config = json.load(f)
+        self.config = json.loads(storage.read_text(config_path))
         if "max_seq_length" not in self.config:
             raise ValueError(f"{config_path}: field max_seq_length is missing.")
         self.max_seq_length = int(self.config["max_seq_length"])
-        self.name = str(self.config.get("name", os.path.basename(self.checkpoint_dir)))
+        self.name = str(self.config.get("name", storage.name(self.checkpoint_dir)))
 
         if self.config.get("sp_model"):
-            model_path = os.path.join(self.checkpoint_dir, self.config["sp_model"] + ".model")
-            with open(model_path, "rb") as f:
-                sp = tf_text.SentencepieceTokenizer(model=f.read(), out_type=tf.int64)
+            model_path = storage.join(self.checkpoint_dir, self.config["sp_model"] + ".model")
+            sp = tf_text.SentencepieceTokenizer(
+                model=storage.read_bytes(model_path), out_type=tf.int64
+            )
             self._tokenize = lambda texts: sp.tokenize(texts)
             self._cls, self._sep = (int(sp.string_to_id(t)) for t in ("[CLS]", "[SEP]"))
         elif self.config.get("vocab_file"):
-            vocab_path = os.path.join(self.checkpoint_dir, self.config["vocab_file"])
-            with open(vocab_path, encoding="utf-8") as f:
-                vocab = [line.rstrip("\n") for line in f]
+            vocab_path = storage.join(self.checkpoint_dir, self.config["vocab_file"])
+            # One token a line; \r\n and \r end lines too (text mode reads them so).
+            text = storage.read_text(vocab_path).replace("\r\n", "\n").replace("\r", "\n")
+            vocab = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
             missing = [t for t in ("[CLS]", "[SEP]", "[UNK]") if t not in vocab]
             if missing:
                 raise ValueError(f"{vocab_path}: the vocabulary lacks {missing}.")
@@ -76,7 +81,9 @@ class BleurtScorer:
                 f"{config_path}: needs vocab_file (WordPiece) or sp_model (SentencePiece)."
             )
         try:
-            self._model = tf.saved_model.load(self.checkpoint_dir)
+            # The loaded model holds its variables in memory: the local copy can go.
+            with storage.local_copy(self.checkpoint_dir) as saved_model_dir:
+                self._model = tf.saved_model.load(saved_model_dir)
         except (OSError, ValueError) as e:
             raise ValueError(
                 f"BLEURT checkpoint {self.checkpoint_dir}: not a loadable SavedModel ({e})."

@@ -10,17 +10,18 @@ in it (the latest step is taken otherwise). Hugging Face: `model.safetensors` an
 T5X: the legacy msgpack + TensorStore layout that `t5x_params_loader` (and t5x) read.
 Both hold the text model only (token embedding, encoder, decoder). Parameters that a
 text T5 has no place for (the landmark projection, the CTC head) are left out and
-listed; keep the slt checkpoint to translate sign language.
+listed; keep the slt checkpoint to translate sign language. `--checkpoint` and
+`--output` may be local or `gs://` paths; an output that cannot be written stops the
+export before the checkpoint is read.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
-from slt import gin_utils
+from slt import gin_utils, storage
 
 
 def export(checkpoint: str, output: str, format: str = "hf", dtype: str = "float32") -> list[str]:
@@ -35,11 +36,12 @@ def export(checkpoint: str, output: str, format: str = "hf", dtype: str = "float
 
     if format not in ("hf", "t5x"):
         raise ValueError(f"--format {format!r}: use 'hf' or 't5x'.")
-    if os.path.exists(output) and os.listdir(output):
+    if storage.listdir(output):
         raise FileExistsError(
             f"--output {output} exists and is not empty; choose a new "
             "directory (an export never overwrites files)."
         )
+    storage.check_writable(output, "--output")
     restored = restore.restore_model(checkpoint)
     params = jax.tree.map(np.asarray, jax.device_get(restored.params))
     if format == "hf":
@@ -74,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     gin_utils.quiet_tensorflow()
     try:
         left_out = export(args.checkpoint, args.output, args.format, args.dtype)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, storage.StorageError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         raise SystemExit(1) from None
     print(f"wrote {args.format} text model to {args.output}")

@@ -19,6 +19,9 @@ T5X checkpoint maps by identity and a Hugging Face one through ``HF_NAME_TABLE``
   for gin (``slt.CheckpointConfig.initial_path`` names the checkpoint).
 
 All arrays are returned as float32 numpy arrays keyed by ``/``-joined T5X paths.
+Checkpoints are read and written through ``slt.storage``, so every path may be local
+or ``gs://``: T5X arrays through TensorStore's own ``gcs`` store, safetensors files
+through a local copy (``safe_open`` memory-maps a local file).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 import zlib
 from collections.abc import Mapping
@@ -34,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from slt import storage
 from slt.models.network import T5Config, stack_layers, unstack_layers
 
 log = logging.getLogger(__name__)
@@ -224,20 +227,21 @@ def _is_tensorstore_spec(leaf: Any) -> bool:
     return isinstance(leaf, Mapping) and "driver" in leaf
 
 
-def _local_spec(spec: Mapping[str, Any], step_dir: str) -> tuple[dict[str, Any], str]:
-    """The spec with its kvstore pointed at the local copy of its array directory."""
+def _array_spec(spec: Mapping[str, Any], step_dir: str) -> tuple[dict[str, Any], str]:
+    """The spec with its kvstore pointed at its array directory inside ``step_dir``
+    (local or ``gs://``), and that directory."""
     kvstore = dict(spec.get("kvstore") or {})
     relative = kvstore.get("path") or spec.get("path")
     if not relative:
         raise ValueError(f"TensorStore spec without a path: {dict(spec)}")
     candidates = [
-        os.path.join(step_dir, relative),
-        os.path.join(step_dir, os.path.basename(relative.rstrip("/"))),
+        storage.join(step_dir, relative),
+        storage.join(step_dir, storage.name(relative.rstrip("/"))),
     ]
-    local = next((c for c in candidates if os.path.isdir(c)), candidates[-1])
+    directory = next((c for c in candidates if storage.isdir(c)), candidates[-1])
     out = {k: v for k, v in spec.items() if k not in ("kvstore", "path", "metadata")}
-    out["kvstore"] = {"driver": "file", "path": local}
-    return out, local
+    out["kvstore"] = storage.tensorstore_kvstore(directory)
+    return out, directory
 
 
 def read_t5x_checkpoint(step_dir: str) -> tuple[FlatWeights, list[str]]:
@@ -249,17 +253,16 @@ def read_t5x_checkpoint(step_dir: str) -> tuple[FlatWeights, list[str]]:
     import tensorstore as ts
     from flax import serialization
 
-    path = os.path.join(step_dir, "checkpoint")
-    if not os.path.isfile(path):
+    path = storage.join(step_dir, "checkpoint")
+    if not storage.isfile(path):
         hint = (
             " It looks like an Orbax-format T5X checkpoint; convert it with t5x or "
             "export it to Hugging Face first."
-            if os.path.isdir(os.path.join(step_dir, "state"))
+            if storage.isdir(storage.join(step_dir, "state"))
             else ""
         )
         raise FileNotFoundError(f"{path}: no T5X msgpack 'checkpoint' file in {step_dir}.{hint}")
-    with open(path, "rb") as f:
-        state = serialization.msgpack_restore(f.read())
+    state = serialization.msgpack_restore(storage.read_bytes(path))
     root = state.get("optimizer", state)
     if "target" not in root:
         raise WeightsMismatchError(
@@ -270,8 +273,8 @@ def read_t5x_checkpoint(step_dir: str) -> tuple[FlatWeights, list[str]]:
     weights, errors = {}, []
     for name, leaf in flatten(root["target"]).items():
         if _is_tensorstore_spec(leaf):
-            spec, local = _local_spec(leaf, step_dir)
-            if not os.path.isdir(local):
+            spec, local = _array_spec(leaf, step_dir)
+            if not storage.isdir(local):
                 errors.append(f"  {name}: array directory {local} is missing")
                 continue
             array = ts.open(spec, open=True).result().read().result()
@@ -304,7 +307,7 @@ def write_t5x_checkpoint(
     import tensorstore as ts
     from flax import serialization
 
-    os.makedirs(step_dir, exist_ok=True)
+    storage.makedirs(step_dir)
     target = {}
     for name, value in flatten(unstack_layers(params)).items():
         value = np.asarray(value, np.float32)
@@ -322,8 +325,8 @@ def write_t5x_checkpoint(
                 "compressor": {"id": "gzip", "level": 1},
             },
         }
-        local = dict(spec, kvstore={"driver": "file", "path": os.path.join(step_dir, directory)})
-        store = ts.open(local, create=True, delete_existing=True).result()
+        stored = dict(spec, kvstore=storage.tensorstore_kvstore(storage.join(step_dir, directory)))
+        store = ts.open(stored, create=True, delete_existing=True).result()
         store.write(value.astype(store.dtype.numpy_dtype)).result()
         target[name] = spec
     state = {
@@ -333,23 +336,23 @@ def write_t5x_checkpoint(
             "state": {"step": np.asarray(step, np.int32), "param_states": {}},
         },
     }
-    with open(os.path.join(step_dir, "checkpoint"), "wb") as f:
-        f.write(serialization.msgpack_serialize(state))
+    # Last, so that a cut-off write leaves no `checkpoint` file that names missing arrays.
+    checkpoint_file = storage.join(step_dir, "checkpoint")
+    storage.write_bytes(checkpoint_file, serialization.msgpack_serialize(state))
 
 
 # --------------------------------------------------------------------- Hugging Face
 
 
 def _safetensors_files(path: str) -> list[str]:
-    if os.path.isfile(path):
+    if storage.isfile(path):
         return [path]
-    index = os.path.join(path, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        with open(index) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-        return [os.path.join(path, s) for s in shards]
-    single = os.path.join(path, "model.safetensors")
-    if os.path.isfile(single):
+    index = storage.join(path, "model.safetensors.index.json")
+    if storage.isfile(index):
+        shards = sorted(set(json.loads(storage.read_text(index))["weight_map"].values()))
+        return [storage.join(path, s) for s in shards]
+    single = storage.join(path, "model.safetensors")
+    if storage.isfile(single):
         return [single]
     raise FileNotFoundError(
         f"{path}: no model.safetensors or model.safetensors.index.json "
@@ -368,7 +371,8 @@ def read_hf_checkpoint(path: str) -> tuple[FlatWeights, list[str]]:
 
     raw: dict[str, np.ndarray] = {}
     for file in _safetensors_files(path):
-        with safe_open(file, framework="numpy") as f:
+        # One shard at a time: a gs:// shard is copied to local disk while it is read.
+        with storage.local_copy(file) as local, safe_open(local, framework="numpy") as f:
             for name in f.keys():  # noqa: SIM118 (a safe_open handle is not iterable)
                 raw[name] = _float32(f.get_tensor(name))
     weights, skipped, unknown = {}, [], []
@@ -464,7 +468,7 @@ def write_hf_checkpoint(params: Mapping[str, Any], config: T5Config, out_dir: st
     the CTC head), which a text-only T5 has no place for."""
     from safetensors.numpy import save_file
 
-    os.makedirs(out_dir, exist_ok=True)
+    storage.makedirs(out_dir)
     tensors, left_out = {}, []
     for name, value in flatten(unstack_layers(params)).items():
         translated = t5x_to_hf_name(name)
@@ -479,9 +483,10 @@ def write_hf_checkpoint(params: Mapping[str, Any], config: T5Config, out_dir: st
         hf_name, transpose = translated
         value = np.asarray(value, np.float32)
         tensors[hf_name] = np.ascontiguousarray(value.T if transpose else value)
-    save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(hf_config(config), f, indent=2, sort_keys=True)
+    with storage.local_output(storage.join(out_dir, "model.safetensors")) as local:
+        save_file(tensors, local, metadata={"format": "pt"})
+    config_json = json.dumps(hf_config(config), indent=2, sort_keys=True)
+    storage.write_text(storage.join(out_dir, "config.json"), config_json)
     return sorted(left_out)
 
 
