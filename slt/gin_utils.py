@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+# local: the checkout this package runs from (gin/ files are looked up there)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LOG_LEVEL_ENV = "SLT_LOG_LEVEL"

