@@ -12,7 +12,7 @@ task need a value but are not read) plus:
   --topology=T       v4-N, v5p-N (TensorCores), v5e-N / v5litepod-N, v6e-N (chips);
                      h100-G, a100-G, h200-G (one host of G GPUs) or h100-HxG (H hosts
                      of G GPUs); cpu-N (fake CPU devices)
-  --num_slices=S     S slices of T joined over the data-centre network (multislice;
+  --num_slices=S     S TPU slices of T joined over the data-centre network (multislice;
                      set slt.PartitioningConfig.dcn_mesh_shape, e.g. the NUM_SLICES of
                      gin/partitioning/multislice.gin, to match)
   --json_out=PATH    also write the report as JSON

@@ -113,11 +113,6 @@ def test_unknown_topology_lists_the_accepted_forms():
         compile_analysis.topology("v5e-12")
 
 
-def test_gpu_topologies_are_refused_with_what_to_do_instead():
-    with pytest.raises(ValueError, match=r"h100-8: compiling for GPUs.*cpu-N"):
-        compile_analysis.topology("h100-8")
-
-
 def test_mesh_that_does_not_match_the_topology_fails_before_compiling():
     config = _config(configs.PartitioningConfig(mesh_shape=(2, 1, 1)))
     with pytest.raises(ValueError, match=r"mesh_shape \(2, 1, 1\) needs 2 devices, there are 1"):
