@@ -45,8 +45,9 @@ def cache_dir() -> str:
     """The directory of the cache's entries (not created here)."""
     base = os.environ.get(CACHE_DIR_ENV)
     if not base:
+        # local: the default cache is in this machine's home directory (as on the next line)
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-        base = os.path.join(xdg, "slt")
+        base = os.path.join(xdg, "slt")  # local: as above
     return storage.join(storage.absolute(base), "corpus")
 
 
