@@ -2,9 +2,11 @@
 `tests/` on the path)."""
 
 import os
+import sys
 from typing import Any
 
 import numpy as np
+from tiny_train_flags import TINY_TRAIN_FLAGS
 
 from slt import partitioning
 from slt import trainer as trainer_lib
@@ -74,3 +76,19 @@ def make_trainer(optimizer_name: str = "adamw") -> trainer_lib.Trainer:
     return trainer_lib.Trainer(
         model, optimizer, mesh, partitioning.DATA_PARALLEL_RULES, TRAINER_SHAPES
     )
+
+
+def train_command(model_dir: str | os.PathLike, steps: int, *extra: str) -> list[str]:
+    """`python -m slt.train` of the tiny model (`TINY_TRAIN_FLAGS`) for `steps` steps in
+    `model_dir` (local or gs://), its learning rate decaying to the last step; `extra`
+    gin flags come last, so they override these."""
+    return [
+        sys.executable,
+        "-m",
+        "slt.train",
+        *TINY_TRAIN_FLAGS,
+        f'--gin.MODEL_DIR="{model_dir}"',
+        f"--gin.train.train_steps={steps}",
+        f"--gin.slt.OptimizerConfig.decay_steps={steps}",
+        *extra,
+    ]

