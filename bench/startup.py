@@ -1,20 +1,23 @@
 """What a job process costs before it trains: the corpus cache against computing the
 corpus statistics, and `--help`.
 
-Runs, in turns (each turn runs every variant once, so a change of load hits all alike):
-  - `python -m slt.train --help`;
-  - a 2-step tiny training job on the demo task (the flags of tests/tiny_train_flags.py,
-    no evaluation), which is what most subprocess tests start:
-      cold:   an empty corpus cache (SLT_CACHE_DIR in a fresh temporary directory), so the
-              job computes the feature statistics of 19 lexicons and writes them;
-      warm:   the cache the cold job of the same turn wrote;
-      before: (with --before COMMIT) the code of COMMIT, from `git archive`, which has no
-              cache.
+Runs, in turns (each turn runs every variant once, so a change of load hits all alike),
+each variant in a new process:
+  - help:    `python -m slt.train --help`;
+  - cold:    what every job on the demo corpus does first: import `tasks` (registers every
+             task) and get the landmark preprocessing of the demo task (`slt.train` records
+             it in the checkpoint; its datasets use it), with an empty corpus cache
+             (SLT_CACHE_DIR in a fresh temporary directory), so the process computes the
+             feature statistics of 19 lexicons and writes them;
+  - warm:    the same, reading the entry the cold process of the same turn wrote;
+  - before:  (with --before COMMIT) the same with the code of COMMIT from `git archive`;
+  - train_cold, train_warm: (with --train) a whole 2-step tiny training job (the flags of
+             tests/tiny_train_flags.py, no evaluation), as most subprocess tests start it.
 Prints each variant's wall-clock and CPU seconds (user + system of the process) per turn,
-their medians, and the per-turn ratios cold / warm (> 1: the cache saves time), then a
+their medians and the per-turn ratios cold / warm (> 1: the cache saves time), then a
 JSON line with the same.
 
-  nice -n 15 python bench/startup.py [--repeats 3] [--before 2cc381e]
+  nice -n 15 python bench/startup.py [--repeats 3] [--before 2cc381e] [--train]
 """
 
 from __future__ import annotations
@@ -56,6 +59,11 @@ def _run(args: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]:
     return wall, cpu
 
 
+# What a job on the demo corpus does first (slt.train: `tasks.landmark_config` of its
+# task, recorded in the checkpoint): register every task, get the demo task's config.
+STARTUP = "import tasks; tasks.landmark_config('fingerspelling_slt_ase_en')"
+
+
 def _train(model_dir: str) -> list[str]:
     return [sys.executable, "-m", "slt.train", *TRAIN_FLAGS, f'--gin.MODEL_DIR="{model_dir}"']
 
@@ -67,35 +75,51 @@ def _checkout(commit: str, directory: str) -> None:
     subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True)
 
 
+def _ratios(times: dict[str, list[tuple[float, float]]], slow: str, fast: str) -> dict:
+    return {
+        f"{slow}_over_{fast}_{what}": paired.ratio_summary(
+            [t[i] for t in times[slow]], [t[i] for t in times[fast]], 2
+        )
+        for i, what in ((0, "wall"), (1, "cpu"))
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="turns (default 3)")
     parser.add_argument(
-        "--before", default=None, help="also time the code of this commit (no corpus cache)"
+        "--before", default=None, help="also time the start-up of this commit's code"
     )
+    parser.add_argument("--train", action="store_true", help="also time 2-step training jobs")
     args = parser.parse_args()
 
     base_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    times: dict[str, list[tuple[float, float]]] = {"help": [], "cold": [], "warm": []}
+    variants = ["help", "cold", "warm"]
+    variants += ["before"] if args.before else []
+    variants += ["train_cold", "train_warm"] if args.train else []
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="slt-startup-") as scratch:
-        before_dir = None
+        before_dir = os.path.join(scratch, "before")
         if args.before:
-            before_dir = os.path.join(scratch, "before")
             os.makedirs(before_dir)
             _checkout(args.before, before_dir)
-            times["before"] = []
         for turn in range(args.repeats):
-            cache = dict(base_env, SLT_CACHE_DIR=os.path.join(scratch, f"cache{turn}"))
-            times["help"].append(
-                _run([sys.executable, "-m", "slt.train", "--help"], base_env, REPO)
-            )
-            for variant in ("cold", "warm"):
-                run_dir = os.path.join(scratch, f"{variant}{turn}")
-                times[variant].append(_run(_train(run_dir), cache, REPO))
-            if before_dir:
-                env = dict(cache, PYTHONPATH=before_dir)  # its slt and tasks come first
-                run_dir = os.path.join(scratch, f"before{turn}")
-                times["before"].append(_run(_train(run_dir), env, before_dir))
+            caches = {
+                kind: dict(base_env, SLT_CACHE_DIR=os.path.join(scratch, f"{kind}{turn}"))
+                for kind in ("startup", "train")
+            }
+            startup = [sys.executable, "-c", STARTUP]
+            commands = {
+                "help": ([sys.executable, "-m", "slt.train", "--help"], base_env, REPO),
+                "cold": (startup, caches["startup"], REPO),
+                "warm": (startup, caches["startup"], REPO),
+                # Its own slt and tasks come first on the path; it has no cache to read.
+                "before": (startup, dict(base_env, PYTHONPATH=before_dir), before_dir),
+                "train_cold": (_train(os.path.join(scratch, f"tc{turn}")), caches["train"], REPO),
+                "train_warm": (_train(os.path.join(scratch, f"tw{turn}")), caches["train"], REPO),
+            }
+            for name in variants:
+                times[name].append(_run(*commands[name]))
             done = ", ".join(
                 f"{k} {v[-1][0]:.1f} s ({v[-1][1]:.1f} s CPU)" for k, v in times.items()
             )
@@ -109,18 +133,11 @@ def main() -> None:
         }
         for name, values in times.items()
     }
-    ratios = {
-        "cold_over_warm_wall": paired.ratio_summary(
-            [t[0] for t in times["cold"]], [t[0] for t in times["warm"]], 2
-        ),
-        "cold_over_warm_cpu": paired.ratio_summary(
-            [t[1] for t in times["cold"]], [t[1] for t in times["warm"]], 2
-        ),
-    }
-    if "before" in times:
-        ratios["before_over_warm_cpu"] = paired.ratio_summary(
-            [t[1] for t in times["before"]], [t[1] for t in times["warm"]], 2
-        )
+    ratios = _ratios(times, "cold", "warm")
+    if args.before:
+        ratios |= _ratios(times, "before", "warm")
+    if args.train:
+        ratios |= _ratios(times, "train_cold", "train_warm")
     for name, s in summary.items():
         print(f"{name}: median {s['median_wall_s']} s wall, {s['median_cpu_s']} s CPU")
     print(json.dumps({"load_average": os.getloadavg(), "times": summary, "ratios": ratios}))
