@@ -94,7 +94,8 @@ MpiDefault=none
 MailProg=/bin/true
 ReturnToService=2
 SlurmdParameters=config_overrides
-KillWait=60
+# SIGTERM to SIGKILL: the processes' checkpoint save took over 60 s on a loaded machine.
+KillWait=300
 GresTypes=gpu
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} Gres=gpu:{gpus} State=UNKNOWN
 PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
@@ -110,7 +111,22 @@ def _wait_for(predicate, timeout_s: float, what: str, cluster: Cluster) -> None:
     raise RuntimeError(f"SLURM test cluster: {what} within {timeout_s} s\n{cluster.logs()}")
 
 
+def _jobs(env: dict[str, str]) -> list[str]:
+    result = subprocess.run(
+        ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, timeout=60
+    )
+    return result.stdout.split()
+
+
 def _stop(root: str, env: dict[str, str]) -> None:
+    # Jobs first: job steps outlive the daemons, and a failed or interrupted test would
+    # leave its training processes running.
+    with contextlib.suppress(subprocess.SubprocessError, OSError):
+        if _jobs(env):
+            subprocess.run(["scancel", "--full", *_jobs(env)], env=env, timeout=60)
+            deadline = time.monotonic() + 60
+            while _jobs(env) and time.monotonic() < deadline:
+                time.sleep(0.5)
     subprocess.run(["scontrol", "shutdown"], env=env, capture_output=True, timeout=60)
     for name in ("slurmd", "slurmctld", "munged"):
         path = os.path.join(root, f"{name}.pid")
