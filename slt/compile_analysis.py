@@ -191,6 +191,10 @@ def gpu_chip(kind: str) -> ChipSpec:
     return ChipSpec(label.group(1), int(memory.group(1)), GPU_KINDS[kind].peak_flops)
 
 
+# The CUDA plugin as this module loaded it, when jax did not register it (see below).
+_cuda_c_api: Any = None
+
+
 def _cuda_compile_only_devices(target_config: str, topology_text: str) -> list[Any]:
     """Compile-only CUDA devices of `topology_text` (slices x hosts x GPUs per host)."""
     from jax._src.lib import xla_client
@@ -206,14 +210,16 @@ def _cuda_compile_only_devices(target_config: str, topology_text: str) -> list[A
     # slt.compile_check sets it); the compiler in the plugin needs no CUDA.
     import jax_plugins.xla_cuda12 as plugin
 
-    if xla_client.pjrt_plugin_loaded("cuda"):
-        raise ValueError(
-            "jax's CUDA plugin is loaded but offers no compile-only topology; run "
-            "python -m slt.compile_check in a fresh process."
-        )
-    path = str(plugin._get_library_path())
-    c_api = xla_client.load_pjrt_plugin_dynamically("cuda", path)
-    topology = xla_client.make_c_api_device_topology(c_api, "", **options)
+    global _cuda_c_api
+    if _cuda_c_api is None:
+        if xla_client.pjrt_plugin_loaded("cuda"):
+            raise ValueError(
+                "jax's CUDA plugin is loaded but offers no compile-only topology; run "
+                "python -m slt.compile_check in a fresh process."
+            )
+        path = str(plugin._get_library_path())
+        _cuda_c_api = xla_client.load_pjrt_plugin_dynamically("cuda", path)
+    topology = xla_client.make_c_api_device_topology(_cuda_c_api, "", **options)
     return topology._make_compile_only_devices()
 
 
