@@ -23,11 +23,12 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import unicodedata
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ gin_utils.add_cpu_xla_flags()
 
 import gin  # noqa: E402
 from slt import metrics as metrics_lib  # noqa: E402
-from slt import study_report  # noqa: E402
+from slt import storage, study_report  # noqa: E402
 from slt import train as train_lib  # noqa: E402
 from tasks import experiment_mixtures as em  # noqa: E402
 from tasks import fingerspelling_mixtures as fm  # noqa: E402
@@ -110,17 +111,27 @@ def run_arm_seed(
 
 # One run per process uses about one core on CPU (the tiny model's ops are too small
 # for XLA's thread pool), so a study on N cores can run N of them side by side.
-def _start_run_process(argv: Sequence[str], run_dir: str) -> tuple[subprocess.Popen, Any]:
-    os.makedirs(run_dir, exist_ok=True)
+def _log_path(run_dir: str) -> str:
+    """Where a run's process writes its output: `<run_dir>/train.log` on disk; for a
+    run directory in a bucket, a local file that is uploaded when the run ends."""
+    if storage.is_remote(run_dir):
+        return storage.join(tempfile.gettempdir(), f"slt-study-{uuid.uuid4().hex}.log")
+    storage.makedirs(run_dir)
+    return storage.join(run_dir, "train.log")
+
+
+def _start_run_process(argv: Sequence[str], run_dir: str) -> tuple[subprocess.Popen, Any, str]:
+    log_path = _log_path(run_dir)
     # The log stays open while the process runs; run_in_processes closes it.
-    log = open(os.path.join(run_dir, "train.log"), "w", encoding="utf-8")  # noqa: SIM115
+    # local: a child process writes its output to a local file (see _log_path)
+    log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "slt.train", *argv],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=os.getcwd(),
     )
-    return process, log
+    return process, log, log_path
 
 
 def run_in_processes(
@@ -130,28 +141,30 @@ def run_in_processes(
     at a time; each run's output goes to `<run_dir>/train.log`. Returns each label's
     wall time; a failed run raises with its log's tail."""
     pending = list(jobs)
-    running: dict[str, tuple[subprocess.Popen, Any, str, float]] = {}
+    running: dict[str, tuple[subprocess.Popen, Any, str, str, float]] = {}
     wall: dict[str, float] = {}
     while pending or running:
         while pending and len(running) < parallel_runs:
             label, run_dir, argv = pending.pop(0)
             print(f"{label}: training in {run_dir} (log: {run_dir}/train.log)", flush=True)
-            process, log = _start_run_process(argv, run_dir)
-            running[label] = (process, log, run_dir, time.monotonic())
+            process, log, log_path = _start_run_process(argv, run_dir)
+            running[label] = (process, log, log_path, run_dir, time.monotonic())
         time.sleep(poll_s)
         for label in list(running):
-            process, log, run_dir, start = running[label]
+            process, log, log_path, run_dir, start = running[label]
             if process.poll() is None:
                 continue
             log.close()
             del running[label]
+            tail = "".join(storage.read_text(log_path).splitlines(keepends=True)[-20:])
+            if log_path != storage.join(run_dir, "train.log"):
+                storage.copy_file(log_path, storage.join(run_dir, "train.log"))
+                storage.remove(log_path)
             if process.returncode != 0:
-                for p, other_log, _, _ in running.values():
+                for p, other_log, _, _, _ in running.values():
                     p.terminate()
                     p.wait()
                     other_log.close()
-                with open(os.path.join(run_dir, "train.log"), encoding="utf-8") as f:
-                    tail = "".join(f.readlines()[-20:])
                 raise RuntimeError(
                     f"{label}: slt.train exited with {process.returncode}; the end of "
                     f"{run_dir}/train.log:\n{tail}"
@@ -163,17 +176,21 @@ def run_in_processes(
 
 def _check_kept_run(run_dir: str, train_steps: int) -> None:
     """A finished run is reused only if it trained for `train_steps`."""
-    path = os.path.join(run_dir, "train", "metrics.jsonl")
+    path = storage.join(run_dir, "train", "metrics.jsonl")
     last = None
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
+    if storage.isfile(path):
+        for line in storage.read_text(path).splitlines():
+            if line.strip():
                 last = json.loads(line).get("step", last)
     if last != train_steps:
         raise ValueError(
             f"{run_dir} holds a finished run of {last} steps (from {path}), not "
             f"study.train_steps={train_steps}: use another OUTPUT_DIR or remove {run_dir}."
         )
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
 
 
 def script(text: str) -> str | None:
@@ -194,10 +211,9 @@ def script_accuracy(eval_dir: str, split: str = "test") -> dict[str, float]:
     is weak (it separates Latin from Cyrillic, Greek and Arabic only)."""
     out = {}
     for task in E1_TASKS:
-        path = os.path.join(eval_dir, f"{task}.{split}.predictions.jsonl")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                rows = [json.loads(line) for line in f]
+        path = storage.join(eval_dir, f"{task}.{split}.predictions.jsonl")
+        if storage.isfile(path):
+            rows = _read_jsonl(path)
             if rows:
                 hits = sum(script(r["prediction"]) == script(r["target"]) for r in rows)
                 out[task] = hits / len(rows)
@@ -210,10 +226,9 @@ def reference_language_accuracy(eval_dir: str, split: str = "test") -> dict[str,
     a model's language accuracy here)."""
     out = {}
     for task in E1_TASKS:
-        path = os.path.join(eval_dir, f"{task}.{split}.predictions.jsonl")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                rows = [json.loads(line) for line in f]
+        path = storage.join(eval_dir, f"{task}.{split}.predictions.jsonl")
+        if storage.isfile(path):
+            rows = _read_jsonl(path)
             language = "en" if task == fm.word_name("ase") else task.rsplit("_", 1)[1]
             targets = [r["target"] for r in rows]
             out[task] = metrics_lib.language_accuracy(targets, [language] * len(targets))
@@ -226,11 +241,10 @@ def mt_overlap_breakdown(eval_dir: str, split: str = "test") -> dict[str, dict[s
     out = {}
     for language in em.E1_ZERO_SHOT:
         task = fm.aug_name(language)
-        path = os.path.join(eval_dir, f"{task}.{split}.predictions.jsonl")
-        if not os.path.isfile(path):
+        path = storage.join(eval_dir, f"{task}.{split}.predictions.jsonl")
+        if not storage.isfile(path):
             continue
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f]
+        rows = _read_jsonl(path)
         train_pairs = {(r[1], r[2]) for r in fs_sources.cldr_pairs("en", language)["train"]}
         parts: dict[str, list] = {"in_mt_train": [], "not_in_mt_train": []}
         for row in rows:
@@ -360,7 +374,7 @@ def write_study_report(
             e1_arms,
             E1_TASKS,
             labels,
-            os.path.join(output_dir, "e1.png"),
+            storage.join(output_dir, "e1.png"),
             "E1",
             ("chrf", "language_accuracy", "script_accuracy"),
         )
@@ -391,15 +405,16 @@ def write_study_report(
             summary["e2"]["verdict_ase_chrf"] = verdict
             text += [f"- ASL test words, chrF: {verdict}.", ""]
         study_report.plot_comparison(
-            runs, e2_arms, tasks, labels, os.path.join(output_dir, "e2.png"), "E2", ("chrf",)
+            runs, e2_arms, tasks, labels, storage.join(output_dir, "e2.png"), "E2", ("chrf",)
         )
         text += ["![E2](e2.png)", ""]
     summary["runs"] = runs
     report = "\n".join(text)
-    with open(os.path.join(output_dir, "report.md"), "w", encoding="utf-8") as f:
-        f.write(report)
-    with open(os.path.join(output_dir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, ensure_ascii=False, default=str)
+    storage.write_text(storage.join(output_dir, "report.md"), report)
+    storage.write_text(
+        storage.join(output_dir, "summary.json"),
+        json.dumps(summary, indent=2, ensure_ascii=False, default=str),
+    )
     return report
 
 
@@ -432,7 +447,7 @@ def study(
         raise ValueError(f"study.parallel_runs={parallel_runs}: give 1 or more.")
     for name, arm_file in arms.items():
         found = [
-            p for p in (arm_file, os.path.join(gin_utils.REPO_ROOT, arm_file)) if os.path.isfile(p)
+            p for p in (arm_file, storage.join(gin_utils.REPO_ROOT, arm_file)) if storage.isfile(p)
         ]
         if not found:
             raise FileNotFoundError(
@@ -450,8 +465,8 @@ def study(
         raise ValueError(
             f"study.train_steps names no steps for arms {sorted(set(arms) - set(steps_of))}."
         )
-    output_dir = os.path.abspath(output_dir)
-    os.makedirs(os.path.join(output_dir, "metrics"), exist_ok=True)
+    output_dir = storage.absolute(output_dir)
+    storage.makedirs(storage.join(output_dir, "metrics"))
     command = " ".join(["python -m slt.experiment", *sys.argv[1:]])
     start = time.monotonic()
     runs: dict[str, dict[int, dict]] = {}
@@ -463,8 +478,8 @@ def study(
     order = [(seed, name) for seed in seeds for name in arms]
     to_train = []
     for seed, name in order:
-        run_dir = os.path.join(output_dir, name, f"seed_{seed}")
-        if os.path.isfile(os.path.join(run_dir, "eval", "metrics.json")):
+        run_dir = storage.join(output_dir, name, f"seed_{seed}")
+        if storage.isfile(storage.join(run_dir, "eval", "metrics.json")):
             _check_kept_run(run_dir, steps_of[name])
             print(f"{name} seed {seed}: kept {run_dir}/eval/metrics.json", flush=True)
         elif not report_only:
@@ -479,33 +494,31 @@ def study(
             for seed, name, run_dir in to_train
         ]
         for label, seconds in run_in_processes(jobs, parallel_runs).items():
-            with open(os.path.join(output_dir, label, "wall_s.json"), "w", encoding="utf-8") as f:
-                json.dump(seconds, f)
+            storage.write_text(storage.join(output_dir, label, "wall_s.json"), json.dumps(seconds))
     else:
         for seed, name, run_dir in to_train:
             print(f"{name} seed {seed}: training {arms[name]} in {run_dir}", flush=True)
             run_start = time.monotonic()
             run_arm_seed(arms[name], run_dir, seed, steps_of[name], bindings)
-            with open(os.path.join(run_dir, "wall_s.json"), "w", encoding="utf-8") as f:
-                json.dump(time.monotonic() - run_start, f)
+            storage.write_text(
+                storage.join(run_dir, "wall_s.json"), json.dumps(time.monotonic() - run_start)
+            )
     for seed, name in order:
-        run_dir = os.path.join(output_dir, name, f"seed_{seed}")
-        metrics_path = os.path.join(run_dir, "eval", "metrics.json")
-        if not os.path.isfile(metrics_path):
+        run_dir = storage.join(output_dir, name, f"seed_{seed}")
+        metrics_path = storage.join(run_dir, "eval", "metrics.json")
+        if not storage.isfile(metrics_path):
             print(f"{name} seed {seed}: not finished, left out of the report", flush=True)
             missing.append(f"{name}/seed_{seed}")
             continue
-        wall_path = os.path.join(run_dir, "wall_s.json")
-        if os.path.isfile(wall_path):
-            with open(wall_path, encoding="utf-8") as f:
-                wall[f"{name}/seed_{seed}"] = json.load(f)
-        with open(metrics_path, encoding="utf-8") as f:
-            runs.setdefault(name, {})[seed] = json.load(f)
-        shutil.copyfile(
-            metrics_path, os.path.join(output_dir, "metrics", f"{name}.seed_{seed}.json")
+        wall_path = storage.join(run_dir, "wall_s.json")
+        if storage.isfile(wall_path):
+            wall[f"{name}/seed_{seed}"] = json.loads(storage.read_text(wall_path))
+        runs.setdefault(name, {})[seed] = json.loads(storage.read_text(metrics_path))
+        storage.copy_file(
+            metrics_path, storage.join(output_dir, "metrics", f"{name}.seed_{seed}.json")
         )
         if name in e1_arms:
-            eval_dir = os.path.join(run_dir, "eval")
+            eval_dir = storage.join(run_dir, "eval")
             for task, value in script_accuracy(eval_dir).items():
                 runs[name][seed][task]["script_accuracy"] = value
             overlap.setdefault(name, {})[seed] = mt_overlap_breakdown(eval_dir)

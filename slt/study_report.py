@@ -11,6 +11,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from slt import storage
+
 # (key, column title, scale): rates are shown as percentages.
 METRICS = (
     ("chrf", "chrF", 1.0),
@@ -159,5 +161,7 @@ def plot_comparison(
         ax.legend(fontsize=7)
     axes[0].set_title(f"{title} (bars: mean over seeds; whiskers: min-max)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    # matplotlib writes local files only; local_output uploads a gs:// plot whole.
+    with storage.local_output(path) as local:
+        fig.savefig(local, dpi=100, format="png")
     plt.close(fig)

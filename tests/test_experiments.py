@@ -150,6 +150,18 @@ def test_a_failed_run_stops_the_study_with_its_log(tmp_path):
     assert not (tmp_path / "never").exists()  # the queue stops at the first failure
 
 
+def test_a_run_in_a_bucket_gets_its_log_uploaded(gcs):
+    import gcs_emulator
+
+    from slt import experiment, storage
+
+    run_dir = f"gs://{gcs_emulator.BUCKET}/study/bad/seed_0"
+    jobs = [("bad/seed_0", run_dir, ["--gin_file=gin/experiments/no_such_arm.gin"])]
+    with pytest.raises(RuntimeError, match="no_such_arm"):
+        experiment.run_in_processes(jobs, parallel_runs=1, poll_s=0.2)
+    assert "no_such_arm.gin" in storage.read_text(f"{run_dir}/train.log")
+
+
 def test_a_finished_study_is_kept_when_run_again(study_dir):
     out, _ = study_dir
     before = (out / "metrics" / "e1_a.seed_0.json").read_text()
