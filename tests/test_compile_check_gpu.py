@@ -211,10 +211,11 @@ def test_oversized_configuration_over_two_gpu_hosts_gets_advice():
             ),
         },
     )
-    report = compile_check.check("h100-2x8", config=small, decode=False, hbm_bytes=2**20)
+    # Judged against 1 KiB per GPU: a GPU's shard of the parameters alone is more.
+    report = compile_check.check("h100-2x8", config=small, decode=False, hbm_bytes=1024)
     assert report["mesh"] == {"data": 2, "fsdp": 8, "model": 1}
     assert report["num_hosts"] == 2 and report["num_chips"] == 16
-    assert report["fits"] is False and report["peak_bytes"] > 2**20
+    assert report["fits"] is False and report["peak_bytes"] > 1024
     # The gradients cross the hosts: an all-reduce over the data axis.
     assert report["collectives"]["all-reduce"]["count"] > 0
     assert any("num_microbatches=2" in a for a in report["advice"])
