@@ -357,6 +357,16 @@ def parse_gin_args(argv: Sequence[str], job: Callable) -> None:
             )
     if not files:
         raise _usage_error(job, "no --gin_file given; e.g. --gin_file=gin/runs/demo.gin")
+    for name in files:
+        # local: gin reads its files from local disk, relative to the working directory
+        # or the checkout, as it is told below
+        if not any(os.path.isfile(os.path.join(d, name)) for d in (os.getcwd(), REPO_ROOT)):
+            raise _usage_error(
+                job,
+                f"--gin_file={name}: no such file in the working directory ({os.getcwd()}) "
+                f"or the repository ({REPO_ROOT}); the project's gin files are under gin/ "
+                "(e.g. gin/runs/demo.gin)",
+            )
     setup_logging(verbosity)
     register_configurables()
     gin.add_config_file_search_path(os.getcwd())

@@ -125,6 +125,7 @@ def test_real_jobs_bind_every_config_parameter(tmp_path):
         (["--gin.slt.CheckpointConfig.period"], "expected --gin.NAME=VALUE"),
         (["--verbosity=loud"], "use one of debug, info, warning, error"),
         ([], "no --gin_file given"),
+        (["--gin_file=gin/runs/no_such.gin"], "--gin_file=gin/runs/no_such.gin: no such file"),
     ],
 )
 def test_gin_usage_errors_exit_2_with_the_usage(argv, message, capsys):
