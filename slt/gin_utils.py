@@ -358,8 +358,8 @@ def parse_gin_args(argv: Sequence[str], job: Callable) -> None:
     if not files:
         raise _usage_error(job, "no --gin_file given; e.g. --gin_file=gin/runs/demo.gin")
     for name in files:
-        # local: gin reads its files from local disk, relative to the working directory
-        # or the checkout, as it is told below
+        # Gin is told below to look in the working directory, then the checkout.
+        # local: gin reads its files from local disk
         if not any(os.path.isfile(os.path.join(d, name)) for d in (os.getcwd(), REPO_ROOT)):
             raise _usage_error(
                 job,
