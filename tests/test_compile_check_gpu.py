@@ -13,10 +13,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers import tiny_t5_config
 
 from slt import compile_analysis, compile_check, configs, partitioning
 from slt import trainer as trainer_lib
-from slt.models import decoding, network
+from slt.models import decoding
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -125,16 +126,8 @@ def test_two_h100_hosts_are_two_slices_of_eight():
         assert {d.process_index for d in mesh.devices[host].flat} == {host}
 
 
-SMALL = network.T5Config(
-    vocab_size=384,
-    emb_dim=64,
-    num_heads=4,
-    head_dim=16,
-    num_encoder_layers=1,
-    num_decoder_layers=1,
-    mlp_dim=128,
-    dtype="float32",
-)
+# One layer each side, width 64: the compile tests' model (helpers.tiny_t5_config).
+SMALL = tiny_t5_config(emb_dim=64, num_heads=4, mlp_dim=128, dtype="float32")
 
 GIN = """
 include 'gin/models/tiny.gin'
