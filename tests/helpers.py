@@ -92,3 +92,43 @@ def train_command(model_dir: str | os.PathLike, steps: int, *extra: str) -> list
         f"--gin.slt.OptimizerConfig.decay_steps={steps}",
         *extra,
     ]
+
+
+# A tiny job for `python -m slt.compile_check`: the demo model at lengths 16/8/8, batch 16.
+COMPILE_CHECK_GIN = """
+include 'gin/models/tiny.gin'
+train.task_feature_lengths = {"landmarks": 16, "inputs": 8, "targets": 8}
+train.batch_size = 16
+slt.EvalConfig.batch_size = 8
+"""
+
+
+def run_compile_check(tmp_path: Any, name: str, *args: str, timeout: int = 600) -> tuple[Any, dict]:
+    """Runs `python -m slt.compile_check` on COMPILE_CHECK_GIN with `args`, writing its
+    report to `tmp_path/<name>.json`; returns the finished process and the report ({}
+    when none was written). XLA_FLAGS and JAX_PLATFORMS are not passed on, so the
+    command picks its own devices as a user's would."""
+    import json
+    import subprocess
+
+    gin_file = tmp_path / "job.gin"
+    gin_file.write_text(COMPILE_CHECK_GIN)
+    json_out = tmp_path / f"{name}.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "slt.compile_check",
+            f"--gin_file={gin_file}",
+            f"--json_out={json_out}",
+            *args,
+        ],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    report = json.loads(json_out.read_text()) if json_out.exists() else {}
+    return result, report

@@ -5,14 +5,11 @@ advice, and the errors of bad input. TPU cases need libtpu (the `[test]` extra h
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import subprocess
-import sys
 
 import jax
 import pytest
-from helpers import tiny_t5_config
+from helpers import run_compile_check, tiny_t5_config
 
 from slt import compile_analysis, compile_check, configs, partitioning
 from slt import trainer as trainer_lib
@@ -137,44 +134,11 @@ def test_num_slices_needs_a_dcn_mesh_shape():
 
 # --- the command: compile and report -------------------------------------------------
 
-GIN = """
-include 'gin/models/tiny.gin'
-train.task_feature_lengths = {"landmarks": 16, "inputs": 8, "targets": 8}
-train.batch_size = 16
-slt.EvalConfig.batch_size = 8
-"""
-
-
-def _compile_check(tmp_path, name: str, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
-    gin_file = tmp_path / "job.gin"
-    gin_file.write_text(GIN)
-    json_out = tmp_path / f"{name}.json"
-    env = dict(os.environ)
-    for key in ("XLA_FLAGS", "JAX_PLATFORMS"):
-        env.pop(key, None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "slt.compile_check",
-            f"--gin_file={gin_file}",
-            f"--json_out={json_out}",
-            *args,
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    report = json.loads(json_out.read_text()) if json_out.exists() else {}
-    return result, report
-
 
 @pytest.fixture(scope="module")
 def cpu8_oversized(tmp_path_factory):
     # Data parallel on 8 fake CPU devices, judged against 1 MiB per chip: cannot fit.
-    return _compile_check(
+    return run_compile_check(
         tmp_path_factory.mktemp("cpu8"),
         "cpu8",
         "--topology=cpu-8",
@@ -230,7 +194,7 @@ def test_oversized_configuration_exits_1_with_advice(cpu8_oversized):
 
 @requires_libtpu
 def test_tpu_v5e8_fsdp_compiles_and_fits(tmp_path):
-    result, report = _compile_check(
+    result, report = run_compile_check(
         tmp_path,
         "v5e8",
         "--topology=v5e-8",
@@ -282,7 +246,7 @@ def test_train_compiles_the_step_once_and_prints_its_memory(capsys):
 
 @pytest.mark.slow
 def test_decode_steps_compile_at_the_eval_batch_size(tmp_path):
-    result, report = _compile_check(tmp_path, "decode", "--topology=cpu-8")
+    result, report = run_compile_check(tmp_path, "decode", "--topology=cpu-8")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert set(report["decode_steps"]) == {"greedy", "beam4"}
     for step in report["decode_steps"].values():

@@ -6,14 +6,11 @@ command is the error, which is what the default run checks."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
-from helpers import tiny_t5_config
+from helpers import run_compile_check, tiny_t5_config
 
 from slt import compile_analysis, compile_check, configs, partitioning
 from slt import trainer as trainer_lib
@@ -129,42 +126,19 @@ def test_two_h100_hosts_are_two_slices_of_eight():
 # One layer each side, width 64: the compile tests' model (helpers.tiny_t5_config).
 SMALL = tiny_t5_config(emb_dim=64, num_heads=4, mlp_dim=128, dtype="float32")
 
-GIN = """
-include 'gin/models/tiny.gin'
-train.task_feature_lengths = {"landmarks": 16, "inputs": 8, "targets": 8}
-train.batch_size = 16
-slt.EvalConfig.batch_size = 8
-"""
-
 
 @pytest.mark.slow
 @requires_cuda_plugin
 def test_tiny_model_compiles_for_h100_8_with_fsdp(tmp_path):
-    gin_file = tmp_path / "job.gin"
-    gin_file.write_text(GIN)
-    json_out = tmp_path / "h100.json"
-    env = dict(os.environ)
-    for key in ("XLA_FLAGS", "JAX_PLATFORMS"):
-        env.pop(key, None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "slt.compile_check",
-            "--topology=h100-8",
-            "--skip_decode",
-            f"--gin_file={gin_file}",
-            "--gin_file=gin/partitioning/fsdp.gin",
-            f"--json_out={json_out}",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
+    result, report = run_compile_check(
+        tmp_path,
+        "h100",
+        "--topology=h100-8",
+        "--skip_decode",
+        "--gin_file=gin/partitioning/fsdp.gin",
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    report = json.loads(json_out.read_text())
     assert report["platform"] == "gpu" and report["chip"] == "NVIDIA H100 80GB HBM3"
     assert report["fits"] is True and report["hbm_bytes"] == 84942979072
     assert report["mesh"] == {"data": 1, "fsdp": 8, "model": 1}
