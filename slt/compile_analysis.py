@@ -322,13 +322,50 @@ def abstract_batch(shapes: Mapping[str, tuple[int, ...]], sharding: Any) -> dict
     }
 
 
+def bytes_per_chip(tree: Any) -> int:
+    """The bytes one chip holds of a tree of ShapeDtypeStructs with shardings: each
+    leaf's shard (the largest, when a dimension does not split evenly)."""
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        sharding = getattr(leaf, "sharding", None)
+        shape = sharding.shard_shape(leaf.shape) if sharding is not None else leaf.shape
+        total += math.prod(shape) * np.dtype(leaf.dtype).itemsize
+    return total
+
+
+def uncompiled_step_report(input_bytes: int, chip: ChipSpec) -> dict[str, Any]:
+    """The report of a step that was not compiled because its inputs alone, as one
+    chip holds them, exceed the chip's memory: the peak is at least that."""
+    return {
+        "compiled": False,
+        "not_compiled_because": (
+            f"its inputs alone are {input_bytes / GIB:.2f} GiB per chip, more than the "
+            f"{chip.hbm_bytes / GIB:.2f} GiB of HBM"
+        ),
+        "argument_bytes": input_bytes,
+        "peak_bytes": input_bytes,
+        "output_bytes": None,
+        "alias_bytes": None,
+        "temp_bytes": None,
+        "generated_code_bytes": None,
+        "hbm_bytes": chip.hbm_bytes,
+        "headroom_bytes": chip.hbm_bytes - input_bytes,
+        "fits": False,
+        "flops_per_step": {"xla_per_chip": None, "xla_total": None},
+        "collectives": {},
+        "compile_seconds": 0.0,
+        "compile_cpu_seconds": 0.0,
+    }
+
+
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2}
 _DTYPE_BYTES |= {"s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8}
 _DTYPE_BYTES |= {"f8e4m3fn": 1, "f8e5m2": 1, "s4": 1, "u4": 1, "c128": 16}
 _ARRAY = re.compile(r"\b([a-z]+[0-9]*[a-z0-9]*)\[([0-9,]*)\]")
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
-_CALLED = re.compile(r"(body|condition|calls|to_apply|branch_computations)=\{?([%\w.\-, ]+)\}?")
+# `calls=%f` names one computation, `branch_computations={%a, %b}` a list.
+_CALLED = re.compile(r"(body|condition|calls|to_apply|branch_computations)=(\{[^}]*\}|%?[\w.\-]+)")
 _TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 
 
@@ -360,12 +397,41 @@ def _tuple_elements(type_text: str) -> list[str]:
     return [e.strip() for e in elements if e.strip()]
 
 
-def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
-    """Count and bytes per chip per step of each kind of collective in an optimized,
-    SPMD-partitioned HLO module (its shapes are per device). An op inside a while loop
-    with a known trip count (scanned layers, microbatches) counts that many times.
-    Bytes are those of the op's result: the gathered array for an all-gather, the
-    scattered shard for a reduce-scatter."""
+def _trip_count(line: str, computations: Mapping[str, list[str]]) -> int:
+    """How often the while loop of HLO instruction `line` runs its body (1 for any
+    other instruction, or when it cannot be told). XLA writes a known trip count into
+    the loop's backend config on some platforms; on others the loop's condition is
+    `counter < N` on a constant N, and JAX's loops (scan, fori_loop) count from 0 by 1."""
+    if " while(" not in line:
+        return 1
+    if known := _TRIP_COUNT.search(line):
+        return int(known.group(1))
+    condition = re.search(r"condition=%?([\w.\-]+)", line)
+    body = computations.get(condition.group(1), []) if condition else []
+    constants = {}
+    for inner in body:
+        if match := re.match(r"\s*%?([\w.\-]+) = s32\[\][^ ]* constant\((\d+)\)", inner):
+            constants[match.group(1)] = int(match.group(2))
+    for inner in body:
+        if inner.lstrip().startswith("ROOT") and "compare(" in inner and "direction=LT" in inner:
+            operands = re.search(r"compare\(([^)]*)\)", inner).group(1)
+            names = [o.strip().lstrip("%") for o in operands.split(",")]
+            if len(names) == 2 and names[1] in constants:
+                return constants[names[1]]
+    return 1
+
+
+def has_loops(hlo_text: str) -> bool:
+    """Whether the program runs a loop body more than once (scanned layers,
+    microbatches): XLA's cost analysis counts such a body once."""
+    computations = _computations(hlo_text)[0]
+    return any(
+        _trip_count(line, computations) > 1 for lines in computations.values() for line in lines
+    )
+
+
+def _computations(hlo_text: str) -> tuple[dict[str, list[str]], str | None]:
+    """The instructions of each computation of an HLO module, and the entry's name."""
     computations: dict[str, list[str]] = {}
     entry, current = None, None
     for line in hlo_text.splitlines():
@@ -379,15 +445,25 @@ def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
             current = None
         else:
             computations[current].append(line)
+    return computations, entry
+
+
+def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
+    """Count and bytes per chip per step of each kind of collective in an optimized,
+    SPMD-partitioned HLO module (its shapes are per device). An op inside a while loop
+    with a known trip count (scanned layers, microbatches) counts that many times.
+    Bytes are those of the op's result: the gathered array for an all-gather, the
+    scattered shard for a reduce-scatter."""
+    computations, entry = _computations(hlo_text)
     multiplier: dict[str, int] = {}
 
     def visit(name: str, times: int) -> None:
         multiplier[name] = multiplier.get(name, 0) + times
         for line in computations.get(name, ()):
-            trips = _TRIP_COUNT.search(line)
+            trips = _trip_count(line, computations)
             for field, names in _CALLED.findall(line):
-                inner = times * (int(trips.group(1)) if trips and field == "body" else 1)
-                for called in names.split(","):
+                inner = times * (trips if field == "body" else 1)
+                for called in names.strip("{}").split(","):
                     called = called.strip().lstrip("%")
                     if called in computations:
                         visit(called, inner)
@@ -472,12 +548,18 @@ def step_report(
     """Memory per chip, fit, XLA's FLOPs and the collectives of a compiled step."""
     report = memory_stats(compiled)
     flops = xla_flops(compiled)
+    hlo_text = compiled.as_text()
     report.update(
         hbm_bytes=chip.hbm_bytes,
         fits=(report["peak_bytes"] <= chip.hbm_bytes) if chip.hbm_bytes else True,
         headroom_bytes=chip.hbm_bytes - report["peak_bytes"] if chip.hbm_bytes else None,
-        flops_per_step={"xla_per_chip": flops, "xla_total": flops * num_chips},
-        collectives=collectives(compiled.as_text()),
+        flops_per_step={
+            "xla_per_chip": flops,
+            "xla_total": flops * num_chips,
+            # XLA counts a loop's body once, however often it runs.
+            "xla_counts_loop_bodies_once": has_loops(hlo_text),
+        },
+        collectives=collectives(hlo_text),
         compile_seconds=round(compile_seconds, 1),
     )
     if chip.peak_flops:

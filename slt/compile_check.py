@@ -19,6 +19,9 @@ task need a value but are not read) plus:
   --skip_decode      compile only the train step, not the eval jobs' decode steps
   --hbm_gib=G        judge the fit against G GiB per chip instead of the chip's HBM
                      (what a CPU device has, or room kept for something else)
+  --always_compile   compile a step even when its inputs (parameters, optimizer
+                     state, batch) alone, as one chip holds them, exceed the HBM;
+                     without it such a step is reported as not fitting, uncompiled
 
 The mesh is built from the topology's devices as `slt.train` builds it from real ones
 (`slt.train.build_training`), and the compiled function is that job's
@@ -53,6 +56,7 @@ def _parse_own_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]
     parser.add_argument("--json_out", default=None)
     parser.add_argument("--skip_decode", action="store_true")
     parser.add_argument("--hbm_gib", type=float, default=None)
+    parser.add_argument("--always_compile", action="store_true")
     return parser.parse_known_args(list(argv))
 
 
@@ -155,8 +159,13 @@ def check(
     decode: bool = True,
     config: CheckConfig | None = None,
     hbm_bytes: int | None = None,
+    always_compile: bool = False,
 ) -> dict[str, Any]:
-    """Compiles the job's train step (and decode steps) for the topology; the report."""
+    """Compiles the job's train step (and decode steps) for the topology; the report.
+
+    A step whose inputs (parameters, optimizer state, batch) alone exceed a chip's HBM
+    is not compiled unless `always_compile`: its report says so and gives that lower
+    bound as the peak."""
     import jax
 
     from slt import checkpoints, compile_analysis, partitioning, predict, restore
@@ -211,15 +220,29 @@ def check(
     rng = jax.ShapeDtypeStruct(
         (), jax.random.key(0).dtype, sharding=partitioning.replicated(setup.mesh)
     )
+    # The step's inputs stay live through it, so their bytes per chip bound the peak
+    # from below: when they alone exceed the HBM, the compile (minutes) would only
+    # confirm what the shardings already say.
+    input_bytes = compile_analysis.bytes_per_chip((state, batch))
+    over = bool(topo.chip.hbm_bytes) and input_bytes > topo.chip.hbm_bytes and not always_compile
     with jax.set_mesh(setup.mesh):
-        compiled, seconds, cpu_seconds = _timed_compile(trainer.train_step, state, batch, rng)
-        train = compile_analysis.step_report(
-            compiled, num_chips=topo.num_chips, chip=topo.chip, compile_seconds=seconds
-        )
-        train["compile_cpu_seconds"] = round(cpu_seconds, 1)
-        train["flops_per_step"]["analytic_total"] = analytic_train_flops(
+        if over:
+            train = compile_analysis.uncompiled_step_report(input_bytes, topo.chip)
+        else:
+            compiled, seconds, cpu_seconds = _timed_compile(trainer.train_step, state, batch, rng)
+            train = compile_analysis.step_report(
+                compiled, num_chips=topo.num_chips, chip=topo.chip, compile_seconds=seconds
+            )
+            train["compile_cpu_seconds"] = round(cpu_seconds, 1)
+        flops = train["flops_per_step"]
+        flops["analytic_total"] = analytic_train_flops(
             c["network_config"], trainer.abstract_state.params, setup.batch_shapes
         )
+        if flops.get("xla_counts_loop_bodies_once") and topo.chip.peak_flops:
+            # XLA's count misses all but one run of each loop body; the model's own
+            # FLOPs are then the larger lower bound.
+            per_chip = max(flops["xla_per_chip"], flops["analytic_total"] / topo.num_chips)
+            train["step_seconds_bound"] = per_chip / topo.chip.peak_flops
         report["train_step"] = train
         if decode:
             report["decode_steps"] = {}
@@ -236,10 +259,18 @@ def check(
                     trainer.batch_sharding,
                     decode_options=options,
                 )
-                compiled, seconds, _ = _timed_compile(fn, state.params, eval_batch)
-                step = compile_analysis.step_report(
-                    compiled, num_chips=topo.num_chips, chip=topo.chip, compile_seconds=seconds
-                )
+                decode_bytes = compile_analysis.bytes_per_chip((state.params, eval_batch))
+                if (
+                    topo.chip.hbm_bytes
+                    and decode_bytes > topo.chip.hbm_bytes
+                    and not always_compile
+                ):
+                    step = compile_analysis.uncompiled_step_report(decode_bytes, topo.chip)
+                else:
+                    compiled, seconds, _ = _timed_compile(fn, state.params, eval_batch)
+                    step = compile_analysis.step_report(
+                        compiled, num_chips=topo.num_chips, chip=topo.chip, compile_seconds=seconds
+                    )
                 step["batch_size"] = eval_config.batch_size
                 report["decode_steps"][method] = step
     steps = [report["train_step"], *report.get("decode_steps", {}).values()]
@@ -264,6 +295,8 @@ def advice(report: Mapping[str, Any], config: CheckConfig) -> list[str]:
     step = report["train_step"]
     c = config.configs
     net, part = c["network_config"], c["partitioning_config"]
+    if not step.get("compiled", True):
+        return _advice_for_inputs(report, tuple(part.logical_axis_rules))
     fixed = step["argument_bytes"] + step["output_bytes"] - step["alias_bytes"]
     temp, hbm = step["temp_bytes"], report["hbm_bytes"]
     chips = report["num_chips"]
@@ -318,6 +351,38 @@ def advice(report: Mapping[str, Any], config: CheckConfig) -> list[str]:
     return out
 
 
+def _advice_for_inputs(report: Mapping[str, Any], rules: tuple) -> list[str]:
+    """What would help a train step whose inputs alone overflow a chip: only splitting
+    the parameters and optimizer state over more chips does (activations come on top)."""
+    from slt import compile_analysis, partitioning
+
+    gib = compile_analysis.GIB
+    inputs, hbm, chips = (
+        report["train_step"]["argument_bytes"],
+        report["hbm_bytes"],
+        report["num_chips"],
+    )
+    out = []
+    if rules in (
+        tuple(partitioning.DATA_PARALLEL_RULES),
+        tuple(partitioning.TENSOR_PARALLEL_RULES),
+    ):
+        split = inputs / chips
+        out.append(
+            "FSDP: --gin_file=gin/partitioning/fsdp.gin (or fsdp_tensor_parallel.gin) "
+            "splits parameters and optimizer state over the chips (their "
+            f"{inputs / gib:.1f} GiB per chip become ~{split / gib:.2f} GiB; then run the "
+            "check again for the activations)"
+        )
+    else:
+        need = math.ceil(inputs * chips / hbm)
+        out.append(
+            f"more chips: split this way the inputs need more than {need} chips of "
+            f"{hbm / gib:.0f} GiB before any activation (a larger topology or --num_slices)"
+        )
+    return out
+
+
 def format_report(report: Mapping[str, Any]) -> str:
     """The report as a table for people."""
     from slt import compile_analysis
@@ -362,7 +427,15 @@ def format_report(report: Mapping[str, Any]) -> str:
         + "".join(f"{s['compile_seconds']:>24.1f} s" for s in steps.values())
     )
     lines.append(f"train step compile: {report['train_step']['compile_cpu_seconds']:.1f} CPU s")
+    for name, step in steps.items():
+        if not step.get("compiled", True):
+            lines.append(
+                f"{name} not compiled: {step['not_compiled_because']} (--always_compile "
+                "compiles it anyway)"
+            )
     flops = report["train_step"]["flops_per_step"]
+    if flops["xla_total"] is None:
+        flops = dict(flops, xla_per_chip=float("nan"), xla_total=float("nan"))
     lines += [
         "",
         f"train step FLOPs: XLA {flops['xla_per_chip']:.3e} per chip, "
@@ -370,10 +443,16 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"{flops['analytic_total']:.3e} total (XLA / model = "
         f"{flops['xla_total'] / max(flops['analytic_total'], 1):.2f})",
     ]
+    if flops.get("xla_counts_loop_bodies_once"):
+        lines.append(
+            "  (the program runs loops: scanned layers or microbatches. XLA counts each loop "
+            "body once, so its figure is short of the FLOPs a step runs)"
+        )
     if "step_seconds_bound" in report["train_step"]:
         lines.append(
             f"train step time >= {report['train_step']['step_seconds_bound']:.3f} s "
-            "(a bound: XLA's FLOPs at the chip's peak bf16 rate, nothing else)"
+            "(a bound: the step's FLOPs per chip at the chip's peak bf16 rate, nothing "
+            "else)"
         )
     lines.append("collectives per train step, per chip:")
     for kind, c in report["train_step"]["collectives"].items():
@@ -409,7 +488,8 @@ def main(argv: Sequence[str]) -> None:
         gin_utils.add_cpu_xla_flags()
         sys.stdout.write(
             "usage: python -m slt.compile_check --topology=T [--num_slices=S] "
-            "[--json_out=PATH] [--skip_decode] [--hbm_gib=G]\n       --gin_file=FILE ... "
+            "[--json_out=PATH] [--skip_decode] [--hbm_gib=G] [--always_compile]\n"
+            "       --gin_file=FILE ... "
             "[--gin.NAME=VALUE ...] [--verbosity=LEVEL]\n\n" + _help()
         )
         raise SystemExit(0)
@@ -431,7 +511,13 @@ def main(argv: Sequence[str]) -> None:
     gin_utils.parse_gin_args(rest, train_job.train)
     try:
         hbm = None if own.hbm_gib is None else int(own.hbm_gib * compile_analysis.GIB)
-        report = check(own.topology, own.num_slices, decode=not own.skip_decode, hbm_bytes=hbm)
+        report = check(
+            own.topology,
+            own.num_slices,
+            decode=not own.skip_decode,
+            hbm_bytes=hbm,
+            always_compile=own.always_compile,
+        )
     except ValueError as error:
         print(f"ERROR: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

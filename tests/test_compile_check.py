@@ -5,6 +5,7 @@ advice, and the errors of bad input. TPU cases need libtpu (the `[test]` extra h
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 
 import jax
@@ -135,15 +136,64 @@ def test_num_slices_needs_a_dcn_mesh_shape():
 # --- the command: compile and report -------------------------------------------------
 
 
+# A while loop as TPU HLO writes it (no known trip count: the condition compares the
+# counter with a constant), with an all-gather in its body, and one with the count in
+# its backend config; the all-reduce in the entry runs once.
+LOOP_HLO = """HloModule m
+
+%cond (p: (s32[], f32[8])) -> pred[] {
+  %p = (s32[], f32[8]) parameter(0)
+  %n = s32[]{:T(128)} constant(24)
+  %i = s32[] get-tuple-element(%p), index=0
+  ROOT %lt = pred[] compare(%i, %n), direction=LT
+}
+
+%body (q: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %q = (s32[], f32[8]) parameter(0)
+  %w = f32[8]{0} get-tuple-element(%q), index=1
+  %ag = bf16[64,32]{1,0} all-gather(%w), dimensions={0}
+  ROOT %t = (s32[], f32[8]) tuple(%i, %w)
+}
+
+%body2 (r: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %r = (s32[], f32[8]) parameter(0)
+  %rs = f32[4]{0} reduce-scatter(%x), dimensions={0}, to_apply=%add
+  ROOT %t2 = (s32[], f32[8]) tuple(%i, %x)
+}
+
+ENTRY %main (a: f32[8]) -> f32[8] {
+  %init = (s32[], f32[8]) tuple(%zero, %a)
+  %loop = (s32[], f32[8]) while(%init), condition=%cond, body=%body
+  %loop2 = (s32[], f32[8]) while(%init), condition=%cond2, body=%body2,\
+ backend_config={"known_trip_count":{"n":"3"}}
+  ROOT %ar = f32[8]{0} all-reduce(%a), to_apply=%add
+}
+"""
+
+
+def test_collectives_in_a_loop_count_once_per_iteration():
+    got = compile_analysis.collectives(LOOP_HLO)
+    assert got["all-gather"] == {"count": 24, "bytes": 24 * 2 * 64 * 32}
+    assert got["reduce-scatter"] == {"count": 3, "bytes": 3 * 4 * 4}
+    assert got["all-reduce"] == {"count": 1, "bytes": 32}
+    assert compile_analysis.has_loops(LOOP_HLO)
+    straight = LOOP_HLO.replace("constant(24)", "constant(1)").replace('"n":"3"', '"n":"1"')
+    assert not compile_analysis.has_loops(straight)
+    assert compile_analysis.collectives(straight)["all-gather"]["count"] == 1
+
+
 @pytest.fixture(scope="module")
 def cpu8_oversized(tmp_path_factory):
     # Data parallel on 8 fake CPU devices, judged against 1 MiB per chip: cannot fit.
+    # The replicated parameters alone are over 1 MiB, so without --always_compile the
+    # check would not compile the step (see the test of that below).
     return run_compile_check(
         tmp_path_factory.mktemp("cpu8"),
         "cpu8",
         "--topology=cpu-8",
         "--hbm_gib=0.001",
         "--skip_decode",
+        "--always_compile",
     )
 
 
@@ -190,6 +240,28 @@ def test_oversized_configuration_exits_1_with_advice(cpu8_oversized):
         "scan_layers=True",
     ):
         assert binding in result.stdout, binding
+
+
+def test_inputs_over_the_hbm_are_not_compiled_and_name_fsdp(cpu8_oversized, tmp_path):
+    compiled = cpu8_oversized[1]["train_step"]
+    result, report = run_compile_check(
+        tmp_path, "bound", "--topology=cpu-8", "--hbm_gib=0.001", "--skip_decode"
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    train = report["train_step"]
+    assert train["compiled"] is False and report["fits"] is False
+    assert train["compile_seconds"] == 0 and train["temp_bytes"] is None
+    assert "train step not compiled: its inputs alone are" in result.stdout
+    # The bound counts the sharded state and the whole batch shard each chip holds; the
+    # compiled step's arguments are the same state, the random key and the batch
+    # features it reads (jit drops inputs a function never reads).
+    batch_bytes = sum(4 * math.prod(s[1:]) * 16 // 8 for s in report["batch_shapes"].values())
+    assert -64 <= train["argument_bytes"] - compiled["argument_bytes"] <= batch_bytes
+    assert train["peak_bytes"] == train["argument_bytes"] > report["hbm_bytes"]
+    # FSDP splits the replicated state 8 ways: the advice gives that per-chip figure.
+    split = train["argument_bytes"] / 8 / 2**30
+    assert f"become ~{split:.2f} GiB" in result.stdout
+    assert "fsdp.gin" in result.stdout and "remat_policy" not in result.stdout
 
 
 @requires_libtpu
