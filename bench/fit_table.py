@@ -4,12 +4,12 @@ rule set.
   nice -n 10 python bench/fit_table.py --out_dir=bench/fit_table [--rows=xl-v5e256-fsdp,...]
 
 Each row runs `python -m slt.compile_check --skip_decode --json_out=...` in its own
-process, one at a time (a big compile takes 7-11 GB of host memory and 5-7 minutes on
-2 cores). Rows run in the priority order of ROWS; a row whose JSON is already in
+process, `--jobs` at a time (a big compile takes 7-13 GB of host memory and 5-10 minutes
+on 2 cores). Rows run in the priority order of ROWS; a row whose JSON is already in
 `--out_dir` is not compiled again, so the script can be stopped and run again to
-produce the rest. Before each compile the script checks the host's available memory
-and skips the row (recorded as not run, with the reason) when less than
-`--min_free_gib` is available; `--deadline=HH:MM` (UTC) stops starting new rows.
+produce the rest. Before each compile the script waits until the host has `--min_free_gib`
+available (up to `--memory_wait_s`), else skips the row (recorded as not run, with the
+reason); `--deadline=HH:MM` (UTC) stops starting new rows.
 Writes `--out_dir`/table.md: every row, compiled or not, and why not.
 TPU rows need the TPU runtime (pip install -e ".[tpu]"), GPU rows jax's CUDA plugin
 (pip install -e ".[gpu-compile]").
@@ -18,11 +18,13 @@ TPU rows need the TPU runtime (pip install -e ".[tpu]"), GPU rows jax's CUDA plu
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,21 +101,23 @@ def _gpu_rows() -> list[dict]:
 
 
 def _rows() -> list[dict]:
-    first = [
+    """Every model x topology x rule set with scanned layers (the XL rows first), the
+    two-slice case, then ByT5-XL with its layers unrolled for comparison, then the GPU
+    hosts."""
+    table = []
+    for model in ("byt5-xl", "byt5-base", "byt5-large", "mt5-xl", "byt5-xxl", "mt5-xxl"):
+        for topology in TOPOLOGIES:
+            for rules in RULES:
+                table.append(_row(model, topology, rules, extra=SCAN))
+        if model == "byt5-xl":
+            table.append(_row(model, "v5e-256", "fsdp", slices=2, extra=SCAN))
+    unrolled = [
         _row("byt5-xl", "v5e-256", "fsdp"),
         _row("byt5-xl", "v4-128", "fsdp_tp4"),
         _row("byt5-xl", "v5p-128", "fsdp"),
         _row("byt5-xl", "v5e-256", "fsdp", slices=2),
-        _row("byt5-xl", "v5e-256", "fsdp", extra=SCAN),
     ]
-    rest = []
-    for model in MODELS:
-        for topology in TOPOLOGIES:
-            for rules in RULES:
-                rest.append(_row(model, topology, rules))
-    first += _gpu_rows()
-    names = {r["name"] for r in first}
-    return first + [r for r in rest if r["name"] not in names]
+    return table + unrolled + _gpu_rows()
 
 
 def _available_gib() -> float:
@@ -182,6 +186,13 @@ def _fmt_row(row: dict, result: dict | None) -> str:
         )
         return "| " + " | ".join(cells + ["-"] * 7 + [reason]) + " |"
     mesh = "x".join(str(v) for v in result["mesh"].values())
+    train = result.get("train_step", {})
+    if train.get("compiled", True) is False:
+        # The parameters and optimizer state alone overflow a chip: not compiled.
+        inputs = train["argument_bytes"] / GIB
+        cells += [mesh, f"> {inputs:.1f} / {result['hbm_bytes'] / GIB:.0f}", "**no**"]
+        cells += ["-"] * 4 + [f"not compiled: inputs alone {inputs:.1f} GiB per chip"]
+        return "| " + " | ".join(cells) + " |"
     coll = result["collectives"]
     coll_gib = sum(c["bytes"] for c in coll.values()) / GIB
     flops = result["flops_per_step"]
@@ -191,7 +202,9 @@ def _fmt_row(row: dict, result: dict | None) -> str:
         "yes" if result["fits"] else "**no**",
         f"{result['compile_seconds']:.0f} ({result.get('compile_cpu_seconds', '?')})",
         f"{coll_gib:.1f}",
-        f"{flops['xla_total'] / max(flops['analytic_total'], 1):.2f}",
+        "n/a (loops)"
+        if flops.get("xla_counts_loop_bodies_once")
+        else f"{flops['xla_total'] / max(flops['analytic_total'], 1):.2f}",
         f"{result.get('host_peak_rss_bytes', 0) / GIB:.1f}",
         "compiled",
     ]
@@ -207,6 +220,16 @@ def main() -> None:
     parser.add_argument("--min_free_gib", type=float, default=11.0)
     parser.add_argument("--deadline", default=None, help="HH:MM UTC: start no row after it")
     parser.add_argument("--timeout_s", type=int, default=3600)
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="rows compiled at once (each needs --min_free_gib)"
+    )
+    parser.add_argument("--stagger_s", type=int, default=120, help="between the first starts")
+    parser.add_argument(
+        "--memory_wait_s",
+        type=int,
+        default=1800,
+        help="how long a row waits for --min_free_gib before it is skipped",
+    )
     parser.add_argument("--list", action="store_true", help="print the row names and exit")
     parser.add_argument(
         "--render_only",
@@ -228,28 +251,50 @@ def main() -> None:
     if os.path.exists(results_path):
         with open(results_path) as f:
             results = json.load(f)
-    for row in rows:
-        if wanted and row["name"] not in wanted:
-            continue
-        if args.render_only or results.get(row["name"], {}).get("status") == "compiled":
-            continue
+    todo = [
+        row
+        for row in rows
+        if (not wanted or row["name"] in wanted)
+        and not args.render_only
+        and results.get(row["name"], {}).get("status") != "compiled"
+    ]
+    lock = threading.Lock()
+
+    def compile_row(row: dict) -> None:
         now = datetime.datetime.now(datetime.UTC)
         if args.deadline and now.strftime("%H:%M") >= args.deadline:
-            results.setdefault(row["name"], {"status": "not run: out of time in this run"})
-            continue
-        free = _available_gib()
+            with lock:
+                results.setdefault(row["name"], {"status": "not run: out of time in this run"})
+            return
+        # A row that starts while another compiles waits for the memory it needs.
+        waited = 0
+        while (free := _available_gib()) < args.min_free_gib and waited < args.memory_wait_s:
+            time.sleep(10)
+            waited += 10
         if free < args.min_free_gib:
-            results[row["name"]] = {
-                "status": f"not run: {free:.1f} GiB host memory available, "
-                f"a compile needs ~{args.min_free_gib:.0f}"
-            }
+            with lock:
+                results[row["name"]] = {
+                    "status": f"not run: {free:.1f} GiB host memory available, "
+                    f"a compile needs ~{args.min_free_gib:.0f}"
+                }
             print(f"{row['name']}: skipped, {free:.1f} GiB available", flush=True)
-            continue
-        print(f"{now:%H:%M:%S} {row['name']}: compiling", flush=True)
-        results[row["name"]] = _run(row, args.out_dir, args.timeout_s)
-        print(f"  -> {results[row['name']]['status']}", flush=True)
-        with open(results_path, "w") as f:
-            json.dump(results, f, indent=1)
+            return
+        print(
+            f"{datetime.datetime.now(datetime.UTC):%H:%M:%S} {row['name']}: compiling", flush=True
+        )
+        result = _run(row, args.out_dir, args.timeout_s)
+        print(f"  {row['name']} -> {result['status']}", flush=True)
+        with lock:
+            results[row["name"]] = result
+            with open(results_path, "w") as f:
+                json.dump(results, f, indent=1)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for index, row in enumerate(todo):
+            if index and index < args.jobs:
+                # Let the first compile reach its peak before the next one checks memory.
+                time.sleep(args.stagger_s)
+            pool.submit(compile_row, row)
     lines = [
         "| model | topology | rules | global batch | mesh (data x fsdp x model) | "
         "peak / HBM GiB per chip | fits | compile s (CPU s) | collective GiB per chip per step | "
