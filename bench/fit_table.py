@@ -188,10 +188,19 @@ def _fmt_row(row: dict, result: dict | None) -> str:
     mesh = "x".join(str(v) for v in result["mesh"].values())
     train = result.get("train_step", {})
     if train.get("compiled", True) is False:
-        # The parameters and optimizer state alone overflow a chip: not compiled.
-        inputs = train["argument_bytes"] / GIB
-        cells += [mesh, f"> {inputs:.1f} / {result['hbm_bytes'] / GIB:.0f}", "**no**"]
-        cells += ["-"] * 4 + [f"not compiled: inputs alone {inputs:.1f} GiB per chip"]
+        # Not compiled: the inputs alone overflow a chip, or the compiler ran out of HBM
+        # (its message names the temporaries needed). The peak is at least this.
+        low = train["peak_bytes"] / GIB
+        cells += [mesh, f"> {low:.1f} / {result['hbm_bytes'] / GIB:.0f}", "**no**"]
+        if train.get("compiler_out_of_memory"):
+            temp = train.get("temp_bytes")
+            cells += [f"{train['compile_seconds']:.0f} ({train['compile_cpu_seconds']})"]
+            cells += ["-", "-", f"{result.get('host_peak_rss_bytes', 0) / GIB:.1f}"]
+            needs = f"temporaries {temp / GIB:.1f} GiB" if temp else "see the log"
+            cells += [f"compiler out of HBM: {needs}"]
+        else:
+            inputs = train["argument_bytes"] / GIB
+            cells += ["-"] * 4 + [f"not compiled: inputs alone {inputs:.1f} GiB per chip"]
         return "| " + " | ".join(cells) + " |"
     coll = result["collectives"]
     coll_gib = sum(c["bytes"] for c in coll.values()) / GIB

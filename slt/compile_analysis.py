@@ -329,7 +329,9 @@ def bytes_per_chip(tree: Any) -> int:
     for leaf in jax.tree.leaves(tree):
         sharding = getattr(leaf, "sharding", None)
         shape = sharding.shard_shape(leaf.shape) if sharding is not None else leaf.shape
-        total += math.prod(shape) * np.dtype(leaf.dtype).itemsize
+        # A random key's dtype (key<fry>) is no NumPy dtype but knows its size.
+        itemsize = getattr(leaf.dtype, "itemsize", None) or np.dtype(leaf.dtype).itemsize
+        total += math.prod(shape) * itemsize
     return total
 
 
@@ -356,6 +358,30 @@ def uncompiled_step_report(input_bytes: int, chip: ChipSpec) -> dict[str, Any]:
         "compile_seconds": 0.0,
         "compile_cpu_seconds": 0.0,
     }
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": GIB, "T": 1024**4}
+
+
+def out_of_memory_step_report(message: str, input_bytes: int, chip: ChipSpec) -> dict[str, Any]:
+    """The report of a step whose compile stopped because it ran out of HBM. The TPU
+    compiler says, e.g., "the total memory required for HLO temporaries (35.44G) exceeds
+    available HBM (15.75G)" (G: GiB); the temporaries it names plus the inputs are then
+    a lower bound on the peak."""
+    report = uncompiled_step_report(input_bytes, chip)
+    first_line = message.strip().splitlines()[0] if message.strip() else message
+    report["not_compiled_because"] = f"the compiler ran out of HBM: {first_line[:300]}"
+    report["compiler_out_of_memory"] = True
+    if match := re.search(r"HLO temporaries \(([\d.]+)([KMGT]?)\)", message):
+        temp = int(float(match.group(1)) * _UNITS[match.group(2)])
+        report.update(
+            temp_bytes=temp,
+            output_bytes=0,
+            alias_bytes=0,
+            peak_bytes=input_bytes + temp,
+            headroom_bytes=chip.hbm_bytes - input_bytes - temp,
+        )
+    return report
 
 
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")

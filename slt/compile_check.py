@@ -145,12 +145,42 @@ def analytic_train_flops(network_config: Any, params: Any, batch_shapes: Mapping
     return float(batch * (6 * dense + 3 * attention))
 
 
-def _timed_compile(lowerable: Any, *args: Any) -> tuple[Any, float, float]:
-    """The compiled program, and the wall and CPU seconds lowering and compiling took
-    (CPU seconds of this process: on a loaded machine they say more than wall time)."""
+def _compile_step(
+    lowerable: Any, args: tuple, topo: Any, always_compile: bool = False
+) -> dict[str, Any]:
+    """The step report of `lowerable` compiled for `args` on the topology's chips.
+
+    The step's inputs stay live through it, so their bytes per chip bound the peak from
+    below: when they alone exceed the HBM, the compile (minutes for a big model) would
+    only confirm what the shardings say, and it is skipped unless `always_compile`. A
+    TPU compile that runs out of HBM raises instead of returning a program; its message
+    still says how much the temporaries needed, and that makes the report."""
+    import jax
+
+    from slt import compile_analysis
+
+    input_bytes = compile_analysis.bytes_per_chip(args)
+    hbm = topo.chip.hbm_bytes
+    if hbm and input_bytes > hbm and not always_compile:
+        return compile_analysis.uncompiled_step_report(input_bytes, topo.chip)
     started, cpu_started = time.perf_counter(), time.process_time()
-    compiled = lowerable.lower(*args).compile()
-    return compiled, time.perf_counter() - started, time.process_time() - cpu_started
+    try:
+        compiled = lowerable.lower(*args).compile()
+    except jax.errors.JaxRuntimeError as error:
+        if "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        report = compile_analysis.out_of_memory_step_report(str(error), input_bytes, topo.chip)
+    else:
+        report = compile_analysis.step_report(
+            compiled,
+            num_chips=topo.num_chips,
+            chip=topo.chip,
+            compile_seconds=time.perf_counter() - started,
+        )
+    report["compile_seconds"] = round(time.perf_counter() - started, 1)
+    # CPU seconds of this process: on a loaded machine they say more than wall time.
+    report["compile_cpu_seconds"] = round(time.process_time() - cpu_started, 1)
+    return report
 
 
 def check(
@@ -220,20 +250,8 @@ def check(
     rng = jax.ShapeDtypeStruct(
         (), jax.random.key(0).dtype, sharding=partitioning.replicated(setup.mesh)
     )
-    # The step's inputs stay live through it, so their bytes per chip bound the peak
-    # from below: when they alone exceed the HBM, the compile (minutes) would only
-    # confirm what the shardings already say.
-    input_bytes = compile_analysis.bytes_per_chip((state, batch))
-    over = bool(topo.chip.hbm_bytes) and input_bytes > topo.chip.hbm_bytes and not always_compile
     with jax.set_mesh(setup.mesh):
-        if over:
-            train = compile_analysis.uncompiled_step_report(input_bytes, topo.chip)
-        else:
-            compiled, seconds, cpu_seconds = _timed_compile(trainer.train_step, state, batch, rng)
-            train = compile_analysis.step_report(
-                compiled, num_chips=topo.num_chips, chip=topo.chip, compile_seconds=seconds
-            )
-            train["compile_cpu_seconds"] = round(cpu_seconds, 1)
+        train = _compile_step(trainer.train_step, (state, batch, rng), topo, always_compile)
         flops = train["flops_per_step"]
         flops["analytic_total"] = analytic_train_flops(
             c["network_config"], trainer.abstract_state.params, setup.batch_shapes
@@ -259,18 +277,7 @@ def check(
                     trainer.batch_sharding,
                     decode_options=options,
                 )
-                decode_bytes = compile_analysis.bytes_per_chip((state.params, eval_batch))
-                if (
-                    topo.chip.hbm_bytes
-                    and decode_bytes > topo.chip.hbm_bytes
-                    and not always_compile
-                ):
-                    step = compile_analysis.uncompiled_step_report(decode_bytes, topo.chip)
-                else:
-                    compiled, seconds, _ = _timed_compile(fn, state.params, eval_batch)
-                    step = compile_analysis.step_report(
-                        compiled, num_chips=topo.num_chips, chip=topo.chip, compile_seconds=seconds
-                    )
+                step = _compile_step(fn, (state.params, eval_batch), topo, always_compile)
                 step["batch_size"] = eval_config.batch_size
                 report["decode_steps"][method] = step
     steps = [report["train_step"], *report.get("decode_steps", {}).values()]
@@ -295,7 +302,8 @@ def advice(report: Mapping[str, Any], config: CheckConfig) -> list[str]:
     step = report["train_step"]
     c = config.configs
     net, part = c["network_config"], c["partitioning_config"]
-    if not step.get("compiled", True):
+    if step.get("temp_bytes") is None:
+        # Not compiled and nothing known of the activations: only the inputs' split helps.
         return _advice_for_inputs(report, tuple(part.logical_axis_rules))
     fixed = step["argument_bytes"] + step["output_bytes"] - step["alias_bytes"]
     temp, hbm = step["temp_bytes"], report["hbm_bytes"]
@@ -429,20 +437,27 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines.append(f"train step compile: {report['train_step']['compile_cpu_seconds']:.1f} CPU s")
     for name, step in steps.items():
         if not step.get("compiled", True):
-            lines.append(
-                f"{name} not compiled: {step['not_compiled_because']} (--always_compile "
-                "compiles it anyway)"
+            hint = (
+                ""
+                if step.get("compiler_out_of_memory")
+                else " (--always_compile compiles it anyway)"
             )
+            lines.append(f"{name} not compiled: {step['not_compiled_because']}{hint}")
     flops = report["train_step"]["flops_per_step"]
     if flops["xla_total"] is None:
-        flops = dict(flops, xla_per_chip=float("nan"), xla_total=float("nan"))
-    lines += [
-        "",
-        f"train step FLOPs: XLA {flops['xla_per_chip']:.3e} per chip, "
-        f"{flops['xla_total']:.3e} total; model (analytic, no recomputation) "
-        f"{flops['analytic_total']:.3e} total (XLA / model = "
-        f"{flops['xla_total'] / max(flops['analytic_total'], 1):.2f})",
-    ]
+        lines += [
+            "",
+            f"train step FLOPs: model (analytic, no recomputation) "
+            f"{flops['analytic_total']:.3e} total; XLA's count: none (not compiled)",
+        ]
+    else:
+        lines += [
+            "",
+            f"train step FLOPs: XLA {flops['xla_per_chip']:.3e} per chip, "
+            f"{flops['xla_total']:.3e} total; model (analytic, no recomputation) "
+            f"{flops['analytic_total']:.3e} total (XLA / model = "
+            f"{flops['xla_total'] / max(flops['analytic_total'], 1):.2f})",
+        ]
     if flops.get("xla_counts_loop_bodies_once"):
         lines.append(
             "  (the program runs loops: scanned layers or microbatches. XLA counts each loop "
@@ -454,7 +469,10 @@ def format_report(report: Mapping[str, Any]) -> str:
             "(a bound: the step's FLOPs per chip at the chip's peak bf16 rate, nothing "
             "else)"
         )
-    lines.append("collectives per train step, per chip:")
+    lines.append(
+        "collectives per train step, per chip:"
+        + ("" if report["train_step"].get("compiled", True) else " none known (not compiled)")
+    )
     for kind, c in report["train_step"]["collectives"].items():
         lines.append(f"  {kind:20s} {c['count']:6d} ops {c['bytes'] / gib:10.3f} GiB")
     if report.get("platform") == "gpu":

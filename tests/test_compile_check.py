@@ -265,6 +265,31 @@ def test_inputs_over_the_hbm_are_not_compiled_and_name_fsdp(cpu8_oversized, tmp_
 
 
 @requires_libtpu
+def test_tpu_compile_out_of_hbm_is_a_report_with_advice(tmp_path):
+    # 1,024 rows of 512 frames and 512 target bytes per v5e chip: the TPU compiler stops
+    # (RESOURCE_EXHAUSTED) instead of returning a program; its message sizes the
+    # temporaries, and the check reports them.
+    result, report = run_compile_check(
+        tmp_path,
+        "oom",
+        "--topology=v5e-8",
+        "--skip_decode",
+        '--gin.train.task_feature_lengths={"landmarks": 512, "inputs": 8, "targets": 512}',
+        "--gin.train.batch_size=8192",
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    train = report["train_step"]
+    assert train["compiled"] is False and train["compiler_out_of_memory"] is True
+    assert "RESOURCE_EXHAUSTED" in train["not_compiled_because"]
+    assert 16 * 2**30 < train["temp_bytes"] < 64 * 2**30
+    assert train["peak_bytes"] == train["argument_bytes"] + train["temp_bytes"]
+    assert report["fits"] is False and "Traceback" not in result.stderr
+    # Half the activations would fit: the advice says so for microbatches.
+    assert "train.num_microbatches=2 (activations ~1/2" in result.stdout
+    assert "--always_compile" not in result.stdout
+
+
+@requires_libtpu
 def test_tpu_v5e8_fsdp_compiles_and_fits(tmp_path):
     result, report = run_compile_check(
         tmp_path,
