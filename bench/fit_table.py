@@ -85,15 +85,14 @@ def _row(
 
 
 def _gpu_rows() -> list[dict]:
-    """ByT5-XL on one and two 8 x H100 hosts: FSDP at the paper's batch, in 8
-    microbatches (32 rows each: 4 per GPU on one host), and with the data axis over
-    the two hosts (gin/partitioning/multislice.gin: FSDP inside a host only)."""
+    """ByT5-XL with scanned layers on one and two 8 x H100 hosts: FSDP at the paper's
+    batch, in 8 microbatches (32 rows each: 4 per GPU on one host), and with the data
+    axis over the two hosts (gin/partitioning/multislice.gin: FSDP inside a host only)."""
     rows = [
-        _row("byt5-xl", "h100-8", "fsdp", microbatches=8),
-        _row("byt5-xl", "h100-8", "fsdp"),
-        _row("byt5-xl", "h100-2x8", "fsdp", microbatches=8),
+        _row("byt5-xl", "h100-8", "fsdp", extra=SCAN, microbatches=8),
+        _row("byt5-xl", "h100-8", "fsdp", extra=SCAN),
     ]
-    two_hosts = _row("byt5-xl", "h100-2x8", "fsdp", microbatches=8)
+    two_hosts = _row("byt5-xl", "h100-2x8", "fsdp", extra=SCAN, microbatches=8)
     two_hosts["name"] += "-dcn"
     two_hosts["rules"] += " (data over hosts)"
     two_hosts["args"] += ["--gin_file=gin/partitioning/multislice.gin", "--gin.NUM_SLICES=2"]
