@@ -165,8 +165,14 @@ def _run(row: dict, out_dir: str, timeout_s: int) -> dict:
     with open(log_path) as f:
         output = f.read()
     if proc.returncode not in (0, 1) or not os.path.exists(json_path):
-        last = [line for line in output.splitlines() if line.strip()][-1:] or ["?"]
-        return {"status": f"failed (exit {proc.returncode}): {last[0][:200]}", "command": command}
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        # Bad input (exit 2) is an "ERROR: ..." line and its first detail; else the last line.
+        errors = [i for i, line in enumerate(lines) if line.startswith("ERROR:")]
+        if errors:
+            why = " ".join(lines[errors[0] : errors[0] + 2])
+        else:
+            why = lines[-1] if lines else "?"
+        return {"status": f"failed (exit {proc.returncode}): {why[:300]}", "command": command}
     with open(json_path) as f:
         report = json.load(f)
     report.update(status="compiled", wall_seconds=round(wall, 1), host_peak_rss_bytes=peak_rss)
