@@ -467,7 +467,9 @@ def _computations(hlo_text: str) -> tuple[dict[str, list[str]], str | None]:
                 computations[current] = []
                 if line.startswith("ENTRY"):
                     entry = current
-        elif line.strip() == "}":
+        elif line.startswith("}"):
+            # "}" or, for a computation on another thread (v5p's SparseCore),
+            # '}, execution_thread="sparsecore"'. Instructions are indented.
             current = None
         else:
             computations[current].append(line)

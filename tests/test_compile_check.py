@@ -138,7 +138,8 @@ def test_num_slices_needs_a_dcn_mesh_shape():
 
 # A while loop as TPU HLO writes it (no known trip count: the condition compares the
 # counter with a constant), with an all-gather in its body, and one with the count in
-# its backend config; the all-reduce in the entry runs once.
+# its backend config; the all-reduce in the entry runs once. A computation for v5p's
+# SparseCore ends with '}, execution_thread=...', not '}'.
 LOOP_HLO = """HloModule m
 
 %cond (p: (s32[], f32[8])) -> pred[] {
@@ -154,6 +155,11 @@ LOOP_HLO = """HloModule m
   %ag = bf16[64,32]{1,0} all-gather(%w), dimensions={0}
   ROOT %t = (s32[], f32[8]) tuple(%i, %w)
 }
+
+%copy_on_sparsecore (e: f32[8]) -> f32[8] {
+  %e = f32[8]{0} parameter(0)
+  ROOT %c = f32[8]{0} copy(%e)
+}, execution_thread="sparsecore"
 
 %body2 (r: (s32[], f32[8])) -> (s32[], f32[8]) {
   %r = (s32[], f32[8]) parameter(0)
