@@ -479,7 +479,7 @@ def _computations(hlo_text: str) -> tuple[dict[str, list[str]], str | None]:
 def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
     """Count and bytes per chip per step of each kind of collective in an optimized,
     SPMD-partitioned HLO module (its shapes are per device). An op inside a while loop
-    with a known trip count (scanned layers, microbatches) counts that many times.
+    (scanned layers, microbatches) counts once per iteration (`_trip_count`).
     Bytes are those of the op's result: the gathered array for an all-gather, the
     scattered shard for a reduce-scatter."""
     computations, entry = _computations(hlo_text)
