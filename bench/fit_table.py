@@ -4,8 +4,9 @@ rule set.
   nice -n 10 python bench/fit_table.py --out_dir=bench/fit_table [--rows=xl-v5e256-fsdp,...]
 
 Each row runs `python -m slt.compile_check --skip_decode --json_out=...` in its own
-process, `--jobs` at a time (a big compile takes 7-13 GB of host memory and 5-10 minutes
-on 2 cores). Rows run in the priority order of ROWS; a row whose JSON is already in
+process, `--jobs` at a time (on 2 cores a scanned ByT5-XL row takes 2-5 CPU minutes and
+3-4 GiB of host memory, an unrolled one 10-15 CPU minutes and 10-13 GiB). Rows run in
+the order of `_rows()`; a row whose JSON is already in
 `--out_dir` is not compiled again, so the script can be stopped and run again to
 produce the rest. Before each compile the script waits until the host has `--min_free_gib`
 available (up to `--memory_wait_s`), else skips the row (recorded as not run, with the
@@ -304,11 +305,14 @@ def main() -> None:
                 json.dump(results, f, indent=1)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = []
         for index, row in enumerate(todo):
             if index and index < args.jobs:
                 # Let the first compile reach its peak before the next one checks memory.
                 time.sleep(args.stagger_s)
-            pool.submit(compile_row, row)
+            futures.append(pool.submit(compile_row, row))
+        for future in futures:
+            future.result()  # an error in the script itself stops it, not just its row
     lines = [
         "| model | topology | rules | global batch | mesh (data x fsdp x model) | "
         "peak / HBM GiB per chip | fits | compile s (CPU s) | collective GiB per chip per step | "

@@ -15,6 +15,7 @@ for the step it compiled on a real accelerator.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import importlib.util
 import logging
@@ -456,8 +457,10 @@ def has_loops(hlo_text: str) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=1)
 def _computations(hlo_text: str) -> tuple[dict[str, list[str]], str | None]:
-    """The instructions of each computation of an HLO module, and the entry's name."""
+    """The instructions of each computation of an HLO module, and the entry's name
+    (kept for the last module: `step_report` asks for its loops and its collectives)."""
     computations: dict[str, list[str]] = {}
     entry, current = None, None
     for line in hlo_text.splitlines():
