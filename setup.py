@@ -43,9 +43,10 @@ setuptools.setup(
     version="0.1.0",
     description="Sign language translation from pose landmarks with T5-family models in JAX.",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["slt", "slt.*", "tasks", "tasks.*"]),
+    packages=setuptools.find_packages(include=["slt", "slt.*"]),
+    # The gin configs (--gin_file=runs/demo.gin finds them in an installed package), and
     # XLA's target descriptions of the GPUs python -m slt.compile_check compiles for.
-    package_data={"slt": ["gpu_specs/*.txtpb"]},
+    package_data={"slt": ["gin/*/*.gin", "performance/gpu_specs/*.txtpb"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # Apache Beam: python -m slt.prepare --runner=... (Dataflow, Flink, Spark, Direct).

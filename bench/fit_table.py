@@ -34,20 +34,20 @@ GIB = 1024**3
 # The paper's lengths: 256 landmark frames plus a text prompt, 256 target bytes.
 LENGTHS = '{"landmarks": 256, "inputs": 32, "targets": 256}'
 MODELS = {
-    "byt5-base": "gin/models/byt5_base.gin",
-    "byt5-large": "gin/models/byt5_large.gin",
-    "byt5-xl": "gin/models/byt5_xl.gin",
-    "byt5-xxl": "gin/models/byt5_xxl.gin",
-    "mt5-xl": "gin/models/mt5_xl.gin",
-    "mt5-xxl": "gin/models/mt5_xxl.gin",
+    "byt5-base": "models/byt5_base.gin",
+    "byt5-large": "models/byt5_large.gin",
+    "byt5-xl": "models/byt5_xl.gin",
+    "byt5-xxl": "models/byt5_xxl.gin",
+    "mt5-xl": "models/mt5_xl.gin",
+    "mt5-xxl": "models/mt5_xxl.gin",
 }
 TOPOLOGIES = ("v5e-256", "v4-128", "v5p-128")
 # One host of 8 H100s, and two such hosts (16 GPUs over the hosts' network).
 GPU_TOPOLOGIES = ("h100-8", "h100-2x8")
 RULES = {
-    "dp": ["--gin_file=gin/partitioning/data_parallel.gin"],
-    "fsdp": ["--gin_file=gin/partitioning/fsdp.gin"],
-    "fsdp_tp4": ["--gin_file=gin/partitioning/fsdp_tensor_parallel.gin", "--gin.MODEL_PARALLEL=4"],
+    "dp": ["--gin_file=partitioning/data_parallel.gin"],
+    "fsdp": ["--gin_file=partitioning/fsdp.gin"],
+    "fsdp_tp4": ["--gin_file=partitioning/fsdp_tensor_parallel.gin", "--gin.MODEL_PARALLEL=4"],
 }
 # Big models: scanned layers compile once per stack instead of once per layer.
 SCAN = ["--gin.slt.T5Config.scan_layers=True"]
@@ -72,7 +72,7 @@ def _row(
     if not topology.startswith("h100"):  # GPU hosts are in the topology name
         args.insert(1, f"--num_slices={slices}")
     if slices > 1:
-        args += ["--gin_file=gin/partitioning/multislice.gin", f"--gin.NUM_SLICES={slices}"]
+        args += ["--gin_file=partitioning/multislice.gin", f"--gin.NUM_SLICES={slices}"]
     return {
         "name": name,
         "model": model,
@@ -88,7 +88,7 @@ def _row(
 def _gpu_rows() -> list[dict]:
     """ByT5-XL with scanned layers on one and two 8 x H100 hosts: FSDP at the paper's
     batch, in 8 microbatches (32 rows each: 4 per GPU on one host), and with the data
-    axis over the two hosts (gin/partitioning/multislice.gin: FSDP inside a host only)."""
+    axis over the two hosts (partitioning/multislice.gin: FSDP inside a host only)."""
     rows = [
         _row("byt5-xl", "h100-8", "fsdp", extra=SCAN, microbatches=8),
         _row("byt5-xl", "h100-8", "fsdp", extra=SCAN),
@@ -96,7 +96,7 @@ def _gpu_rows() -> list[dict]:
     two_hosts = _row("byt5-xl", "h100-2x8", "fsdp", extra=SCAN, microbatches=8)
     two_hosts["name"] += "-dcn"
     two_hosts["rules"] += " (data over hosts)"
-    two_hosts["args"] += ["--gin_file=gin/partitioning/multislice.gin", "--gin.NUM_SLICES=2"]
+    two_hosts["args"] += ["--gin_file=partitioning/multislice.gin", "--gin.NUM_SLICES=2"]
     return rows + [two_hosts]
 
 

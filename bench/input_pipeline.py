@@ -7,7 +7,7 @@ Measures, in one run on this machine:
     once and written by `slt.prepare` into a temporary directory (what a user with
     their own data trains from) -> the same tokens, converter and batches/s;
   - the jitted train step alone, on one fixed batch: steps/s, for the demo's tiny model
-    (gin/models/tiny.gin) and for the T5-small-shaped reference of the model benches
+    (models/tiny.gin) and for the T5-small-shaped reference of the model benches
     (d_model 512, 6+6 layers, d_ff 1024; the smallest model a real run would train),
     at the same batch and lengths.
 Prints a final JSON line with the rates and the ratios pipeline / step: above 1
@@ -35,18 +35,28 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import seqio  # noqa: E402
 
-import tasks  # noqa: E402, F401
-from slt import clips, features, landmarks, partitioning, prepare  # noqa: E402
-from slt import trainer as trainer_lib  # noqa: E402
+from slt import (
+    prepare,  # noqa: E402
+    tasks,  # noqa: E402, F401
+)
+from slt.data import (
+    features,  # noqa: E402
+    landmarks,  # noqa: E402
+)
+from slt.io import clips  # noqa: E402
 from slt.models import model as model_lib  # noqa: E402
 from slt.models import network  # noqa: E402
-from tasks import fingerspelling, fingerspelling_tasks, prepared  # noqa: E402
+from slt.tasks import prepared  # noqa: E402
+from slt.tasks.fingerspelling import corpus as fingerspelling  # noqa: E402
+from slt.tasks.fingerspelling import tasks as fingerspelling_tasks  # noqa: E402
+from slt.training import partitioning  # noqa: E402
+from slt.training import trainer as trainer_lib  # noqa: E402
 
 TASK = "fingerspelling_slt_ase_en"
 PREPARED_TASK = "bench_prepared_slt_ase_en"
 LENGTHS = {"landmarks": 160, "inputs": 24, "targets": 24}
 BATCH = 32
-# gin/models/tiny.gin
+# models/tiny.gin
 CONFIG = network.T5Config(
     emb_dim=128,
     num_heads=4,
@@ -73,7 +83,9 @@ def pipeline_rate(task: str, num_batches: int) -> float:
         batch_size=BATCH,
         feature_converter=features.LandmarkEncDecFeatureConverter(),
     )
-    it = ds.prefetch(2).as_numpy_iterator()  # as training reads it (slt.input_state.InputStream)
+    it = ds.prefetch(
+        2
+    ).as_numpy_iterator()  # as training reads it (slt.training.input_state.InputStream)
     for _ in range(3):  # fill the shuffle buffer and compute statistics first
         next(it)
     start = time.perf_counter()

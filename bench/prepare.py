@@ -27,15 +27,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from pose_format import Pose  # noqa: E402
 
-from slt import clips, landmarks, prepare  # noqa: E402
-from slt.io import pose_files  # noqa: E402
+from slt import prepare  # noqa: E402
+from slt.data import landmarks  # noqa: E402
+from slt.io import (
+    clips,  # noqa: E402
+    pose_files,  # noqa: E402
+)
 
 # `tasks` (seqio, TensorFlow) is imported inside functions: prepare's fork server
 # imports this script, and its workers should stay light.
 
 
 def _files(count: int, spoken) -> list[tuple[str, str, str]]:
-    from tasks import fingerspelling
+    from slt.tasks.fingerspelling import corpus as fingerspelling
 
     rows = [(path, sign, text) for path, _, sign, text in fingerspelling._index() if sign in spoken]
     return [rows[i % len(rows)] for i in range(count)]
@@ -144,7 +148,7 @@ def main() -> None:
     parser.add_argument("--frame_clips", type=int, default=100)
     parser.add_argument("--workers", type=int, default=0, help="0: one per core")
     args = parser.parse_args()
-    from tasks import fingerspelling_tasks
+    from slt.tasks.fingerspelling import tasks as fingerspelling_tasks
 
     spoken = fingerspelling_tasks.SIGN_TO_SPOKEN
     files = _files(args.clips, spoken)

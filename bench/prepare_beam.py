@@ -26,15 +26,20 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from slt import clips, prepare, prepare_beam  # noqa: E402
-from slt.io import pose_files, video  # noqa: E402
+from slt import prepare, prepare_beam  # noqa: E402
+from slt.io import (  # noqa: E402
+    clips,  # noqa: E402
+    pose_files,
+    video,
+)
 
 YOUTUBE_ASL_HOURS = 984  # Uthus et al. 2023: 11,093 videos, 610,193 captions
 ASSUMED_FPS = 30.0
 
 
 def _manifest(directory: str, count: int) -> tuple[str, int]:
-    from tasks import fingerspelling, fingerspelling_tasks
+    from slt.tasks.fingerspelling import corpus as fingerspelling
+    from slt.tasks.fingerspelling import tasks as fingerspelling_tasks
 
     spoken = fingerspelling_tasks.SIGN_TO_SPOKEN
     rows = [(p, sign, text) for p, _, sign, text in fingerspelling._index() if sign in spoken]

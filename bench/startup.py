@@ -61,7 +61,7 @@ def _run(args: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]:
 
 # What a job on the demo corpus does first (slt.train: `tasks.landmark_config` of its
 # task, recorded in the checkpoint): register every task, get the demo task's config.
-STARTUP = "import tasks; tasks.landmark_config('fingerspelling_slt_ase_en')"
+STARTUP = "from slt import tasks; tasks.landmark_config('fingerspelling_slt_ase_en')"
 
 
 def _train(model_dir: str) -> list[str]:

@@ -23,7 +23,8 @@ import sys
 
 MEASURE = r"""
 import json, statistics, sys, time
-from slt import configs, partitioning
+from slt.training import configs
+from slt.training import partitioning
 from slt import train as train_lib  # before JAX starts: the job's XLA flags
 import jax, numpy as np
 from slt.models import network

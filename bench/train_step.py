@@ -7,7 +7,7 @@ The T5-small-shaped reference model of the benches: d_model 512, 6+6 layers, 8 h
 frames (encoder length 264), 128 target bytes. One step = forward, backward and an
 Adafactor update.
 
-* ours: ``slt.trainer.Trainer`` with ``make_optimizer(OptimizerConfig('adafactor'))``
+* ours: ``slt.training.trainer.Trainer`` with ``make_optimizer(OptimizerConfig('adafactor'))``
   (T5X's Adafactor: factored second moments, decay 0.8, update clipping 1.0, updates
   scaled by parameter RMS), on a 1-device mesh, exactly the path ``slt.train`` takes.
 * HF: ``T5ForConditionalGeneration`` in float32 eager mode, loaded from our weights
@@ -93,11 +93,11 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from paired import alternate, ratio_summary  # noqa: E402  (bench/paired.py)
 
-from slt import partitioning  # noqa: E402
-from slt import trainer as trainer_lib  # noqa: E402
 from slt.models import weights  # noqa: E402
 from slt.models.model import EncoderDecoderModel  # noqa: E402
 from slt.models.network import T5Config, Transformer  # noqa: E402
+from slt.training import partitioning  # noqa: E402
+from slt.training import trainer as trainer_lib  # noqa: E402
 
 BATCH, PROMPT, FRAMES, TARGETS = 8, 8, 256, 128
 D, HEADS, HEAD_DIM, LAYERS, MLP, VOCAB = 512, 8, 64, 6, 1024, 384

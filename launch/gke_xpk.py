@@ -4,11 +4,11 @@
     python launch/gke_xpk.py --cluster=slt-v5e --workload=demo-1 --project=P \\
         --zone=us-west4-a --tpu_type=v5litepod-16 --num_slices=2 \\
         --docker_image=us-docker.pkg.dev/P/slt/slt:latest \\
-        --model_dir=gs://BUCKET/runs/demo -- --gin_file=gin/runs/demo.gin
+        --model_dir=gs://BUCKET/runs/demo -- --gin_file=runs/demo.gin
 
 The image is launch/Dockerfile (the project with its TPU extra); every pod of every
 slice runs `python -m JOB FLAGS --gin.MODEL_DIR=...` with `SLT_DISTRIBUTED_AUTO=1`,
-and with several slices gin/partitioning/multislice.gin. `--dry_run` passes xpk's
+and with several slices partitioning/multislice.gin. `--dry_run` passes xpk's
 own `--dry-run` (xpk prints the commands and the JobSet, runs nothing);
 `--manifest=PATH` keeps the JobSet YAML. Standard library only. See docs/launch.md.
 """
@@ -25,7 +25,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tpu_types  # noqa: E402  (this folder, not a package)
 
-MULTISLICE_GIN = "gin/partitioning/multislice.gin"
+MULTISLICE_GIN = "partitioning/multislice.gin"
 
 
 def job_command(args: argparse.Namespace) -> str:

@@ -2,7 +2,7 @@
 # Start one slt job as N processes on this machine (CPU; each process gets
 # DEVICES fake devices), the way a multi-host job runs: every process runs the same
 # command, and jax.distributed connects them through process 0 at 127.0.0.1:PORT.
-#   launch/local_multiprocess.sh 2 4 --gin_file=gin/runs/demo.gin --gin.MODEL_DIR=\"/tmp/mp\"
+#   launch/local_multiprocess.sh 2 4 --gin_file=runs/demo.gin --gin.MODEL_DIR=\"/tmp/mp\"
 # On real clusters set SLT_COORDINATOR_ADDRESS / SLT_NUM_PROCESSES / SLT_PROCESS_ID
 # per host the same way (or SLT_DISTRIBUTED_AUTO=1 on TPU pods and SLURM).
 set -euo pipefail

@@ -6,14 +6,14 @@
     python launch/tpu_vm.py setup  --name=slt-demo --project=P --zone=Z [--git_ref=HEAD]
     python launch/tpu_vm.py run    --name=slt-demo --project=P --zone=Z \\
         --accelerator_type=v5litepod-16 --model_dir=gs://BUCKET/runs/demo -- \\
-        --gin_file=gin/runs/demo.gin
+        --gin_file=runs/demo.gin
     python launch/tpu_vm.py logs   --name=slt-demo --project=P --zone=Z --run_name=demo
     python launch/tpu_vm.py delete --name=slt-demo --project=P --zone=Z
 
 `--dry_run` prints every gcloud command instead of running it. The TPU slices are
 one queued resource named `--name`; with `--node_count=N > 1` its nodes are
 `NAME-0` ... `NAME-(N-1)` (gcloud's `--node-prefix`) and `run` adds
-gin/partitioning/multislice.gin. Every worker runs the same command with
+partitioning/multislice.gin. Every worker runs the same command with
 `SLT_DISTRIBUTED_AUTO=1` (JAX finds its peers from the TPU VM metadata) and keeps
 its log in `~/slt_logs/RUN_NAME-HOST.log`. Standard library only. See docs/launch.md.
 """
@@ -34,7 +34,7 @@ import tpu_types  # noqa: E402  (this folder, not a package)
 
 log = logging.getLogger("launch.tpu_vm")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MULTISLICE_GIN = "gin/partitioning/multislice.gin"
+MULTISLICE_GIN = "partitioning/multislice.gin"
 CAPACITY_FLAGS = {"on-demand": [], "spot": ["--spot"], "reserved": ["--reserved"]}
 
 

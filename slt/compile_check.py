@@ -2,7 +2,7 @@ r"""Compile a training job's train and decode steps for a TPU pod, GPU hosts or 
 devices, and tell whether they fit in each chip's memory. Nothing is allocated.
 
   python -m slt.compile_check --topology=v5e-256 \
-      --gin_file=gin/models/byt5_xl.gin --gin_file=gin/partitioning/fsdp.gin \
+      --gin_file=models/byt5_xl.gin --gin_file=partitioning/fsdp.gin \
       --gin.train.batch_size=256 --gin.train.task_feature_lengths=... \
       --json_out=/tmp/xl_v5e256.json
 
@@ -14,7 +14,7 @@ task need a value but are not read) plus:
                      of G GPUs); cpu-N (fake CPU devices)
   --num_slices=S     S TPU slices of T joined over the data-centre network (multislice;
                      set slt.PartitioningConfig.dcn_mesh_shape, e.g. the NUM_SLICES of
-                     gin/partitioning/multislice.gin, to match)
+                     partitioning/multislice.gin, to match)
   --json_out=PATH    also write the report as JSON
   --skip_decode      compile only the train step, not the eval jobs' decode steps
   --hbm_gib=G        judge the fit against G GiB per chip instead of the chip's HBM
@@ -87,6 +87,7 @@ def train_arguments() -> CheckConfig:
     import inspect
 
     import gin
+
     from slt import train as train_job
 
     bound = gin.get_bindings("train")
@@ -157,7 +158,7 @@ def _compile_step(
     still says how much the temporaries needed, and that makes the report."""
     import jax
 
-    from slt import compile_analysis
+    from slt.performance import compile_analysis
 
     input_bytes = compile_analysis.bytes_per_chip(args)
     hbm = topo.chip.hbm_bytes
@@ -198,9 +199,11 @@ def check(
     bound as the peak."""
     import jax
 
-    from slt import checkpoints, compile_analysis, partitioning, predict, restore
-    from slt import configs as configs_lib
     from slt import train as train_job
+    from slt.evaluation import predict, restore
+    from slt.performance import compile_analysis
+    from slt.training import checkpoints, partitioning
+    from slt.training import configs as configs_lib
 
     config = config or train_arguments()
     c = config.configs
@@ -209,7 +212,7 @@ def check(
     if num_slices > 1 and partitioning_config.dcn_mesh_shape is None and not gpu:
         raise ValueError(
             f"--num_slices={num_slices} but slt.PartitioningConfig.dcn_mesh_shape is not "
-            "set; add --gin_file=gin/partitioning/multislice.gin with "
+            "set; add --gin_file=partitioning/multislice.gin with "
             f"--gin.NUM_SLICES={num_slices}."
         )
     topo = compile_analysis.topology(topology_name, num_slices)
@@ -296,7 +299,8 @@ def check(
 
 def advice(report: Mapping[str, Any], config: CheckConfig) -> list[str]:
     """Gin bindings that would make the train step fit, with estimated peaks."""
-    from slt import compile_analysis, partitioning
+    from slt.performance import compile_analysis
+    from slt.training import partitioning
 
     gib = compile_analysis.GIB
     step = report["train_step"]
@@ -321,7 +325,7 @@ def advice(report: Mapping[str, Any], config: CheckConfig) -> list[str]:
     ):
         # Parameters and optimizer state are (mostly) replicated: FSDP splits them.
         out.append(
-            "FSDP: --gin_file=gin/partitioning/fsdp.gin (or fsdp_tensor_parallel.gin) "
+            "FSDP: --gin_file=partitioning/fsdp.gin (or fsdp_tensor_parallel.gin) "
             f"splits parameters and optimizer state over the chips ({est(fixed / chips + temp)})"
         )
     if net.remat_policy == "none":
@@ -353,7 +357,7 @@ def advice(report: Mapping[str, Any], config: CheckConfig) -> list[str]:
         )
     if rules == tuple(partitioning.FSDP_RULES):
         out.append(
-            "2-D partitioning: --gin_file=gin/partitioning/fsdp_tensor_parallel.gin "
+            "2-D partitioning: --gin_file=partitioning/fsdp_tensor_parallel.gin "
             "--gin.MODEL_PARALLEL=4 also splits heads, MLP and vocabulary"
         )
     return out
@@ -362,7 +366,8 @@ def advice(report: Mapping[str, Any], config: CheckConfig) -> list[str]:
 def _advice_for_inputs(report: Mapping[str, Any], rules: tuple) -> list[str]:
     """What would help a train step whose inputs alone overflow a chip: only splitting
     the parameters and optimizer state over more chips does (activations come on top)."""
-    from slt import compile_analysis, partitioning
+    from slt.performance import compile_analysis
+    from slt.training import partitioning
 
     gib = compile_analysis.GIB
     inputs, hbm, chips = (
@@ -377,7 +382,7 @@ def _advice_for_inputs(report: Mapping[str, Any], rules: tuple) -> list[str]:
     ):
         split = inputs / chips
         out.append(
-            "FSDP: --gin_file=gin/partitioning/fsdp.gin (or fsdp_tensor_parallel.gin) "
+            "FSDP: --gin_file=partitioning/fsdp.gin (or fsdp_tensor_parallel.gin) "
             "splits parameters and optimizer state over the chips (their "
             f"{inputs / gib:.1f} GiB per chip become ~{split / gib:.2f} GiB; then run the "
             "check again for the activations)"
@@ -393,7 +398,7 @@ def _advice_for_inputs(report: Mapping[str, Any], rules: tuple) -> list[str]:
 
 def format_report(report: Mapping[str, Any]) -> str:
     """The report as a table for people."""
-    from slt import compile_analysis
+    from slt.performance import compile_analysis
 
     gib = compile_analysis.GIB
 
@@ -523,8 +528,8 @@ def main(argv: Sequence[str]) -> None:
     _force_cpu_devices(own.topology, own.num_slices)
     gin_utils.quiet_tensorflow()
     gin_utils.add_cpu_xla_flags()
-    from slt import compile_analysis
     from slt import train as train_job
+    from slt.performance import compile_analysis
 
     gin_utils.parse_gin_args(rest, train_job.train)
     try:

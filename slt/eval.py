@@ -1,6 +1,6 @@
 r"""Evaluate a checkpoint on every eval task of a mixture, or on one task.
 
-  python -m slt.eval --gin_file=gin/runs/eval.gin --gin.CHECKPOINT=\"runs/demo\"
+  python -m slt.eval --gin_file=runs/eval.gin --gin.CHECKPOINT=\"runs/demo\"
 
 CHECKPOINT is a MODEL_DIR of slt.train, its checkpoints/ directory or one step in it.
 The network and the preprocessing come from the checkpoint's metadata. Writes to
@@ -21,11 +21,18 @@ from slt import gin_utils
 gin_utils.quiet_tensorflow()
 gin_utils.add_cpu_xla_flags(decoding=True)
 
+import gin  # noqa: E402
 import jax  # noqa: E402
 
-import gin  # noqa: E402
-import tasks  # noqa: E402,F401  (registers the tasks)
-from slt import configs, restore, scoring, storage  # noqa: E402
+from slt import (
+    storage,  # noqa: E402
+    tasks,  # noqa: E402,F401  (registers the tasks)
+)
+from slt.evaluation import (
+    restore,  # noqa: E402
+    scoring,  # noqa: E402
+)
+from slt.training import configs  # noqa: E402
 
 
 @gin.configurable(denylist=[])

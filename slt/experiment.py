@@ -1,8 +1,8 @@
 r"""Run a study: train every arm for every seed, evaluate, and write one report.
 
-  python -m slt.experiment --gin_file=gin/experiments/study.gin --gin.OUTPUT_DIR=\"runs/study\"
+  python -m slt.experiment --gin_file=experiments/study.gin --gin.OUTPUT_DIR=\"runs/study\"
 
-An arm is a gin file of `slt.train` (gin/experiments/e1_a_slt_aug.gin, ...). Each run
+An arm is a gin file of `slt.train` (experiments/e1_a_slt_aug.gin, ...). Each run
 trains with `train.seed` = the seed and `train.train_steps` = `study.train_steps` in
 OUTPUT_DIR/<arm>/seed_<seed> (a run whose eval/metrics.json exists is kept, so an
 interrupted study resumes), then evaluates on the arm's eval tasks (test split). The
@@ -38,12 +38,14 @@ gin_utils.quiet_tensorflow()
 gin_utils.add_cpu_xla_flags()
 
 import gin  # noqa: E402
-from slt import metrics as metrics_lib  # noqa: E402
-from slt import storage, study_report  # noqa: E402
+
+from slt import storage  # noqa: E402
 from slt import train as train_lib  # noqa: E402
-from tasks import experiment_mixtures as em  # noqa: E402
-from tasks import fingerspelling_mixtures as fm  # noqa: E402
-from tasks import fingerspelling_sources as fs_sources  # noqa: E402
+from slt.evaluation import metrics as metrics_lib  # noqa: E402
+from slt.evaluation import study_report  # noqa: E402
+from slt.tasks.fingerspelling import mixtures as fm  # noqa: E402
+from slt.tasks.fingerspelling import sources as fs_sources  # noqa: E402
+from slt.tasks.study import mixtures as em  # noqa: E402
 
 E1_TASKS = (
     [fm.word_name("ase")]
@@ -446,13 +448,11 @@ def study(
     if parallel_runs < 1:
         raise ValueError(f"study.parallel_runs={parallel_runs}: give 1 or more.")
     for name, arm_file in arms.items():
-        found = [
-            p for p in (arm_file, storage.join(gin_utils.REPO_ROOT, arm_file)) if storage.isfile(p)
-        ]
-        if not found:
+        if gin_utils.find_gin_file(arm_file) is None:
             raise FileNotFoundError(
                 f"study.arms[{name!r}] = {arm_file!r}: no such gin file (give a path "
-                "relative to the working directory or the repository)."
+                "relative to the working directory, or a config of the project such as "
+                "experiments/e1_a_slt_aug.gin)."
             )
     if not seeds:
         raise ValueError("study.seeds is empty; give at least one seed, e.g. [0, 1].")

@@ -31,7 +31,7 @@ def export(checkpoint: str, output: str, format: str = "hf", dtype: str = "float
     import jax
     import numpy as np
 
-    from slt import restore
+    from slt.evaluation import restore
     from slt.models import weights
 
     if format not in ("hf", "t5x"):

@@ -19,14 +19,17 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-# local: the checkout this package runs from (gin/ files are looked up there)
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The installed package; its gin configs ship inside it (slt/gin/).
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))  # local: the package itself
+GIN_DIR = os.path.join(PACKAGE_DIR, "gin")  # local: inside the package
+# The checkout (or site-packages) above the package: `git rev-parse` runs there.
+REPO_ROOT = os.path.dirname(PACKAGE_DIR)  # local: the package's parent
 
 LOG_LEVEL_ENV = "SLT_LOG_LEVEL"
 THIRD_PARTY_LOG_LEVEL_ENV = "SLT_THIRD_PARTY_LOG_LEVEL"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Loggers of this repository; `__main__` is the module run with `python -m`.
-OWN_LOGGERS = ("slt", "tasks", "__main__")
+OWN_LOGGERS = ("slt", "__main__")
 
 
 def quiet_tensorflow() -> None:
@@ -93,7 +96,7 @@ class _StderrHandler(logging.StreamHandler):
 def setup_logging(verbosity: str | None = None) -> None:
     """Sends log records to stderr as `HH:MM:SS LEVEL logger: message`.
 
-    The loggers of this repository (`slt.*`, `tasks.*` and `__main__`) log at
+    The loggers of this repository (`slt.*` and `__main__`) log at
     `verbosity`, else at `$SLT_LOG_LEVEL`, else at INFO: a job shows its progress.
     Every other logger (absl, which also carries orbax's and seqio's messages,
     tensorflow, jax, ...) logs at `$SLT_THIRD_PARTY_LOG_LEVEL`, else at WARNING, unless
@@ -153,7 +156,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 # gin constant's value -> its `%name` (for --help).
 _CONFIG_CLASSES: dict[type, str] = {}
 _CONSTANT_NAMES: dict[int, str] = {}
-# The gin-wrapped `tasks.mixing.configure` (mixing rates and data roots of mixtures).
+# The gin-wrapped `slt.tasks.mixing.configure` (mixing rates and data roots of mixtures).
 _MIXTURE_SETTINGS = None
 
 
@@ -161,9 +164,11 @@ def register_configurables() -> None:
     """Makes the config dataclasses, loaders and partitioning rules bindable from gin
     files as `slt.<name>` (idempotent)."""
     import gin
-    from slt import configs, landmarks, partitioning, trainer
+
+    from slt.data import landmarks
     from slt.models import decoding, network, weights
-    from tasks import mixing, prepared
+    from slt.tasks import mixing, prepared
+    from slt.training import configs, partitioning, trainer
 
     global _MIXTURE_SETTINGS
     for cls in (
@@ -280,7 +285,8 @@ def gin_help(job: Callable) -> str:
         "",
         "options:",
         "  --gin_file=FILE       a gin file; repeatable, later files override earlier ones;",
-        "                        looked up in the working directory, then the repository",
+        "                        looked up in the working directory, then among the",
+        "                        project's configs (listed below)",
         "  --gin.NAME=VALUE      one binding after the files, e.g.",
         "                        --gin.slt.CheckpointConfig.period=500 or",
         '                        --gin.MODEL_DIR=\\"/tmp/run\\" (strings keep their quotes)',
@@ -289,6 +295,8 @@ def gin_help(job: Callable) -> str:
         f"                        (default: ${LOG_LEVEL_ENV}, else info; other libraries:",
         f"                        ${THIRD_PARTY_LOG_LEVEL_ENV}, else warning)",
         "  -h, --help            show this help and exit",
+        "",
+        "the project's configs (--gin_file=NAME): " + ", ".join(gin_config_names()),
         "",
         f"gin bindings of {job.__name__} with their defaults "
         "(set them in a --gin_file or as --gin.NAME=VALUE):",
@@ -314,6 +322,47 @@ def _usage_error(job: Callable, message: str) -> SystemExit:
     return SystemExit(2)
 
 
+def gin_search_path() -> tuple[str, ...]:
+    """Where a gin file name (and a gin `include`) is looked up, in order: the working
+    directory, the configs shipped in the package (`runs/demo.gin`), and the package's
+    parent, so that the checkout form `gin/runs/demo.gin` keeps working from anywhere."""
+    # local: gin reads its files from local disk
+    return (os.getcwd(), GIN_DIR, PACKAGE_DIR)
+
+
+def find_gin_file(name: str) -> str | None:
+    """The path gin will read for `name`, or None when no search directory has it."""
+    absolute = os.path.isabs(name)  # local: gin reads its files from local disk
+    for directory in ("",) if absolute else gin_search_path():
+        path = os.path.join(directory, name)  # local: gin reads its files from local disk
+        if os.path.isfile(path):  # local: as above
+            return path
+    return None
+
+
+def gin_config_names() -> list[str]:
+    """The gin configs shipped with the package, as names for `--gin_file`."""
+    names = []
+    # local: the package's own directory
+    for root, _, files in os.walk(GIN_DIR):
+        for f in files:
+            # local: the package's own directory
+            path = os.path.relpath(os.path.join(root, f), GIN_DIR)
+            names += [path] if f.endswith(".gin") else []
+    return sorted(names)
+
+
+def _use_gin_search_path() -> None:
+    """Points gin at `gin_search_path()` only. gin also tries each relative name as a
+    Python package resource and logs `ERROR ... Path not found` for every directory where
+    that fails, even when a later directory has the file; the project's configs are plain
+    files, so that reader is left out."""
+    import gin
+
+    gin.config._FILE_READERS[:] = [(open, os.path.isfile)]
+    gin.config._LOCATION_PREFIXES[:] = list(gin_search_path())
+
+
 def parse_gin_args(argv: Sequence[str], job: Callable) -> None:
     """Parses the arguments of gin job `job` (a `gin.configurable` function) and applies
     them: `--gin_file=F` (repeatable), `--gin.NAME=VALUE` and `--gin_bindings=B`
@@ -322,7 +371,7 @@ def parse_gin_args(argv: Sequence[str], job: Callable) -> None:
     Before the user's files, each parameter of `job` whose default is a config
     dataclass is bound to `@slt.<Config>()`, so `slt.CheckpointConfig.period = 500`
     works without a `train.checkpoint_config = @slt.CheckpointConfig()` line. Gin files
-    are looked up relative to the working directory, then the repository. A usage error
+    are looked up in `gin_search_path()`. A usage error
     prints the usage and exits with status 2; `--help` exits with 0.
     """
     import gin
@@ -356,21 +405,18 @@ def parse_gin_args(argv: Sequence[str], job: Callable) -> None:
                 "(--help lists the bindings)",
             )
     if not files:
-        raise _usage_error(job, "no --gin_file given; e.g. --gin_file=gin/runs/demo.gin")
+        raise _usage_error(job, "no --gin_file given; e.g. --gin_file=runs/demo.gin")
     for name in files:
-        # Gin is told below to look in the working directory, then the checkout.
-        # local: gin reads its files from local disk
-        if not any(os.path.isfile(os.path.join(d, name)) for d in (os.getcwd(), REPO_ROOT)):
+        if find_gin_file(name) is None:
             raise _usage_error(
                 job,
                 f"--gin_file={name}: no such file in the working directory ({os.getcwd()}) "
-                f"or the repository ({REPO_ROOT}); the project's gin files are under gin/ "
-                "(e.g. gin/runs/demo.gin)",
+                f"or among the project's configs ({GIN_DIR}); e.g. --gin_file=runs/demo.gin "
+                "(python -m slt.train --help lists them)",
             )
     setup_logging(verbosity)
     register_configurables()
-    gin.add_config_file_search_path(os.getcwd())
-    gin.add_config_file_search_path(REPO_ROOT)
+    _use_gin_search_path()
     _bind_config_defaults(job)
     gin.parse_config_files_and_bindings(files, bindings)
     if _MIXTURE_SETTINGS is not None:

@@ -1,6 +1,6 @@
 r"""Write predictions of a checkpoint for a task or mixture split as sharded JSONL.
 
-  python -m slt.infer --gin_file=gin/runs/infer.gin --gin.CHECKPOINT=\"runs/demo\" \
+  python -m slt.infer --gin_file=runs/infer.gin --gin.CHECKPOINT=\"runs/demo\" \
       --gin.OUTPUT_DIR=\"runs/demo/infer\"
 
 One line per example: id, prompt, prediction, target (if present) and score (the sum
@@ -20,11 +20,18 @@ from slt import gin_utils
 gin_utils.quiet_tensorflow()
 gin_utils.add_cpu_xla_flags(decoding=True)
 
+import gin  # noqa: E402
 import jax  # noqa: E402
 
-import gin  # noqa: E402
-import tasks  # noqa: E402,F401  (registers the tasks)
-from slt import configs, prediction_files, restore, storage  # noqa: E402
+from slt import (
+    storage,  # noqa: E402
+    tasks,  # noqa: E402,F401  (registers the tasks)
+)
+from slt.evaluation import (
+    prediction_files,  # noqa: E402
+    restore,  # noqa: E402
+)
+from slt.training import configs  # noqa: E402
 
 
 @gin.configurable(denylist=[])

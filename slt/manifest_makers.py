@@ -11,7 +11,7 @@
 `youtube` writes one row per kept caption (`--level=sentence`), or rows of several
 consecutive captions with their times (`--level=clip`, how the paper pretrains), a
 clip ending before it would exceed `--max_clip_seconds` or at a gap over
-`--max_gap_seconds`. Captions go through YouTube-ASL's filters (`slt/captions.py`).
+`--max_gap_seconds`. Captions go through YouTube-ASL's filters (`slt/data/captions.py`).
 Every caption or file not turned into a row is written to the report
 (`<output>.report.jsonl`, or `--report`) with its reason, and the counts are printed:
 captions = kept + dropped, always.
@@ -19,7 +19,7 @@ captions = kept + dropped, always.
 Paths in the manifest are relative to its directory (absolute where they cannot be: a
 `gs://` file outside a `gs://` manifest's directory). Inputs and outputs may be local
 or `gs://` paths (through `slt.storage`). The languages are checked as `slt.prepare`
-checks them (tasks/languages.py).
+checks them (slt/tasks/languages.py).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ import logging
 import sys
 from collections.abc import Collection, Iterable
 
-from slt import captions, gin_utils, storage
+from slt import gin_utils, storage
+from slt.data import captions
 from slt.io import readers
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,12 @@ def check_languages(
     if sign_language not in sign_languages:
         raise ValueError(
             f"--sign_language {sign_language!r} is not one of {sorted(sign_languages)}; use "
-            "an ISO 639-3 code or add it to tasks/languages.py."
+            "an ISO 639-3 code or add it to slt/tasks/languages.py."
         )
     if spoken_language not in spoken_languages:
         raise ValueError(
             f"--spoken_language {spoken_language!r} is not one of {sorted(spoken_languages)}; "
-            "use a BCP-47 code or add it to tasks/languages.py."
+            "use a BCP-47 code or add it to slt/tasks/languages.py."
         )
 
 
@@ -393,7 +394,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    from tasks import languages  # seqio: only once the flags are known to be good
+    from slt.tasks import languages  # seqio: only once the flags are known to be good
 
     try:
         check_languages(

@@ -3,7 +3,7 @@
   python -m slt.prepare --manifest=clips.jsonl --output_dir=data/mycorpus --split=train
 
 Every input row ends up either written to a shard or reported in `report.jsonl` with
-its reason (see `slt.io.errors.REASONS`): inputs = written + reported, always.
+its reason (see `slt.data.errors.REASONS`): inputs = written + reported, always.
 Clips are read and converted in parallel worker processes (numpy only); the parent
 writes the shards in manifest order, so the output does not depend on the number of
 workers. A shard is finished when its `.done.json` exists; a re-run with the same
@@ -11,8 +11,8 @@ manifest rows and settings skips it (resume after a crash or a kill). `--strict`
 turns any reported input into exit status 1 (the report is still written, and
 `dataset_info.json` is not, so the data source refuses the directory).
 
-The manifest format is in `slt/manifest.py`, the shard format in `slt/shards.py`.
-Workers fork from a fork server that imports `slt.clips` (numpy and the readers)
+The manifest format is in `slt/data/manifest.py`, the shard format in `slt/data/shards.py`.
+Workers fork from a fork server that imports `slt.io.clips` (numpy and the readers)
 and the caller's main script once; this module imports no TensorFlow at import time.
 
 `--runner=NAME` runs the same preparation as an Apache Beam pipeline instead
@@ -37,7 +37,9 @@ from collections.abc import Collection, Iterable, Iterator
 
 from etils import epath
 
-from slt import clips, gin_utils, landmarks, manifest, storage
+from slt import gin_utils, storage
+from slt.data import landmarks, manifest
+from slt.io import clips
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +141,11 @@ def _results(jobs: list, num_workers: int) -> Iterator:
         yield from map(clips.prepare_or_reason, jobs)
         return
     # Not fork: the parent may have TensorFlow (threads) loaded already. The fork
-    # server imports the caller's main script and slt.clips once, and workers fork
+    # server imports the caller's main script and slt.io.clips once, and workers fork
     # from it; with spawn each worker would re-import the main script (which may
     # import TensorFlow: seconds and 0.5 GB per worker).
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", "slt.clips"])
+    context.set_forkserver_preload(["__main__", "slt.io.clips"])
     with context.Pool(num_workers) as pool:
         yield from pool.imap(
             clips.prepare_or_reason, jobs, chunksize=max(1, min(16, len(jobs) // (8 * num_workers)))
@@ -151,7 +153,7 @@ def _results(jobs: list, num_workers: int) -> Iterator:
 
 
 def _language_sets() -> tuple[Collection[str], Collection[str]]:
-    from tasks import languages  # registers the tasks package; parent process only
+    from slt.tasks import languages  # registers the tasks package; parent process only
 
     return languages.SIGN_LANGUAGES, languages.SPOKEN_LANGUAGES
 
@@ -168,7 +170,7 @@ class WrittenClip:
 
 
 def written_clip(clip: clips.PreparedClip) -> WrittenClip:
-    from slt import shards  # TensorFlow
+    from slt.data import shards  # TensorFlow
 
     return WrittenClip(
         example=shards.serialize(clip),
@@ -221,7 +223,7 @@ def plan(
 ) -> Plan:
     """Reads the manifest, checks the landmark config, removes stale shards, finds the
     finished ones (same rows and settings: skipped)."""
-    from slt import shards
+    from slt.data import shards
 
     out = epath.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -360,7 +362,7 @@ def write_shard(
 
 
 def _check_config(output_dir: str, config: landmarks.LandmarkConfig) -> None:
-    from slt import shards
+    from slt.data import shards
 
     path = epath.Path(output_dir) / shards.CONFIG_FILE
     if path.exists():
@@ -392,7 +394,7 @@ def finish(
     seconds: float,
 ) -> PrepareResult:
     """From the shards' markers: report.jsonl, dataset_info.json and the result."""
-    from slt import shards
+    from slt.data import shards
 
     out = epath.Path(output_dir)
     markers = {}
@@ -434,7 +436,7 @@ def finish(
 
 
 def _drop_split(output_dir: str, split: str) -> None:
-    from slt import shards
+    from slt.data import shards
 
     path = epath.Path(output_dir) / shards.INFO_FILE
     if not path.exists():
@@ -449,7 +451,7 @@ def _drop_split(output_dir: str, split: str) -> None:
 
 
 def _write_info(output_dir, split, names, summaries, options, by_reason) -> None:
-    from slt import shards
+    from slt.data import shards
 
     path = epath.Path(output_dir) / shards.INFO_FILE
     info = {"format": shards.FORMAT, "splits": {}}
@@ -490,7 +492,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=gin_utils.HelpFormatter,
     )
-    parser.add_argument("--manifest", required=True, help="JSONL or TSV (see slt/manifest.py)")
+    parser.add_argument("--manifest", required=True, help="JSONL or TSV (see slt/data/manifest.py)")
     parser.add_argument(
         "--output_dir", required=True, help="the dataset directory (all splits share one)"
     )

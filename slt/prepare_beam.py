@@ -41,7 +41,9 @@ import apache_beam as beam
 from apache_beam.options import pipeline_options
 from etils import epath
 
-from slt import clips, manifest, prepare
+from slt import prepare
+from slt.data import manifest
+from slt.io import clips
 
 log = logging.getLogger(__name__)
 

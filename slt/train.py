@@ -1,6 +1,6 @@
 r"""Train (and finally evaluate) a model on a seqio task or mixture.
 
-  python -m slt.train --gin_file=gin/runs/demo.gin --gin.MODEL_DIR=\"/tmp/demo\"
+  python -m slt.train --gin_file=runs/demo.gin --gin.MODEL_DIR=\"/tmp/demo\"
 
 Everything is configured by gin: `--gin_file=F` (repeatable) and `--gin.NAME=VALUE`
 bindings; docs/training.md lists the options. The operative config is written to
@@ -10,8 +10,8 @@ checkpoints to MODEL_DIR/checkpoints and final metrics to MODEL_DIR/eval/metrics
 `build_training` builds what the job runs (mesh, batch shapes, model, Trainer) from
 its configs; `train` restores or initialises the state, opens the input stream and
 runs `_train_loop`. This module prints what the job's user sees; the library modules
-it wires (`slt.trainer`, `slt.train_monitor`, `slt.input_state`, `slt.checkpoints`)
-only log.
+it wires (`slt.training`: `trainer`, `train_monitor`, `input_state`, `checkpoints`) only
+log.
 """
 
 from __future__ import annotations
@@ -27,28 +27,22 @@ from slt import gin_utils
 gin_utils.quiet_tensorflow()
 gin_utils.add_cpu_xla_flags()
 
+import gin  # noqa: E402
 import jax  # noqa: E402
 import seqio  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
 
-import gin  # noqa: E402
-import tasks  # noqa: E402  (registers the tasks)
-from slt import (  # noqa: E402
-    checkpoints,
-    compile_analysis,
-    configs,
-    features,
-    input_state,
-    partitioning,
-    predict,
-    restore,
-    scoring,
+from slt import (
     storage,
-    train_monitor,
+    tasks,  # noqa: E402  (registers the tasks)
 )
-from slt import trainer as trainer_lib  # noqa: E402
+from slt.data import features
+from slt.evaluation import predict, restore, scoring
 from slt.models import decoding, network  # noqa: E402
 from slt.models import model as model_lib  # noqa: E402
+from slt.performance import compile_analysis
+from slt.training import checkpoints, configs, input_state, partitioning, train_monitor
+from slt.training import trainer as trainer_lib  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +126,7 @@ def train(
 
     `num_microbatches` accumulates gradients over that many slices of each batch;
     `log_period` is the steps between progress lines and TensorBoard summaries. The
-    option groups are documented in `slt.configs`.
+    option groups are documented in `slt.training.configs`.
 
     Returns the final metrics, `{task: {metric: value}}`, as written to
     MODEL_DIR/eval/metrics.json; `{}` when stopped by SIGTERM (after saving) or with

@@ -27,9 +27,16 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from slt import features, landmarks, predict, restore  # noqa: E402
+from slt.data import (
+    features,  # noqa: E402
+    landmarks,  # noqa: E402
+)
+from slt.evaluation import (
+    predict,  # noqa: E402
+    restore,  # noqa: E402
+)
 from slt.io import readers  # noqa: E402
-from tasks import languages  # noqa: E402
+from slt.tasks import languages  # noqa: E402
 
 _TASK_LANGUAGES = re.compile(r"_([a-z]{3})_([a-z]{2,3}(?:-[A-Za-z]+)?)$")
 

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from tiny_train_flags import TINY_TRAIN_FLAGS
 
-from slt import partitioning
-from slt import trainer as trainer_lib
 from slt.models import model as model_lib
 from slt.models import network
+from slt.training import partitioning
+from slt.training import trainer as trainer_lib
 
 # Real recordings the tests read; tests/data/README.md says what they are and where they
 # come from.
@@ -96,7 +96,7 @@ def train_command(model_dir: str | os.PathLike, steps: int, *extra: str) -> list
 
 # A tiny job for `python -m slt.compile_check`: the demo model at lengths 16/8/8, batch 16.
 COMPILE_CHECK_GIN = """
-include 'gin/models/tiny.gin'
+include 'models/tiny.gin'
 train.task_feature_lengths = {"landmarks": 16, "inputs": 8, "targets": 8}
 train.batch_size = 16
 slt.EvalConfig.batch_size = 8

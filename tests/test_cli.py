@@ -12,10 +12,11 @@ import os
 import subprocess
 import sys
 
+import gin
 import pytest
 
-import gin
-from slt import configs, gin_utils
+from slt import gin_utils
+from slt.training import configs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,7 +126,7 @@ def test_real_jobs_bind_every_config_parameter(tmp_path):
         (["--gin.slt.CheckpointConfig.period"], "expected --gin.NAME=VALUE"),
         (["--verbosity=loud"], "use one of debug, info, warning, error"),
         ([], "no --gin_file given"),
-        (["--gin_file=gin/runs/no_such.gin"], "--gin_file=gin/runs/no_such.gin: no such file"),
+        (["--gin_file=runs/no_such.gin"], "--gin_file=runs/no_such.gin: no such file"),
     ],
 )
 def test_gin_usage_errors_exit_2_with_the_usage(argv, message, capsys):
@@ -179,12 +180,12 @@ def test_setup_logging_shows_slt_progress_and_hides_third_party_info(capsys, mon
     gin_utils.setup_logging()
     gin_utils.setup_logging()  # again: still one handler
     logging.getLogger("slt.some_module").info("slt progress")
-    logging.getLogger("tasks.mixing").info("tasks progress")
+    logging.getLogger("slt.tasks.mixing").info("tasks progress")
     logging.getLogger("absl").info("absl chatter")
     logging.getLogger("absl").warning("absl warning")
     err = capsys.readouterr().err
     assert "INFO slt.some_module: slt progress" in err
-    assert "INFO tasks.mixing: tasks progress" in err
+    assert "INFO slt.tasks.mixing: tasks progress" in err
     assert "absl chatter" not in err
     assert err.count("absl warning") == 1
 

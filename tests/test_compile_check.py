@@ -12,9 +12,11 @@ import jax
 import pytest
 from helpers import run_compile_check, tiny_t5_config
 
-from slt import compile_analysis, compile_check, configs, partitioning
-from slt import trainer as trainer_lib
+from slt import compile_check
 from slt.models import decoding
+from slt.performance import compile_analysis
+from slt.training import configs, partitioning
+from slt.training import trainer as trainer_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -302,7 +304,7 @@ def test_tpu_v5e8_fsdp_compiles_and_fits(tmp_path):
         "v5e8",
         "--topology=v5e-8",
         "--skip_decode",
-        "--gin_file=gin/partitioning/fsdp.gin",
+        "--gin_file=partitioning/fsdp.gin",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert report["fits"] is True and report["chip"] == "TPU v5e"

@@ -1,8 +1,8 @@
-"""`python -m slt.compile_check` for GPU hosts: the target descriptions in slt/gpu_specs/,
-the names a GPU topology takes, meshes over compile-only H100 devices of one and two
-hosts, and a tiny model compiled for an 8 x H100 host. Compiling needs jax's CUDA plugin
-(`pip install -e ".[gpu-compile]"`, not part of `[test]`); without it the install
-command is the error, which is what the default run checks."""
+"""`python -m slt.compile_check` for GPU hosts: the target descriptions in
+slt/performance/gpu_specs/, the names a GPU topology takes, meshes over compile-only
+H100 devices of one and two hosts, and a tiny model compiled for an 8 x H100 host.
+Compiling needs jax's CUDA plugin (`pip install -e ".[gpu-compile]"`, not part of
+`[test]`); without it the install command is the error, which is what the default run checks."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import re
 import pytest
 from helpers import run_compile_check, tiny_t5_config
 
-from slt import compile_analysis, compile_check, configs, partitioning
-from slt import trainer as trainer_lib
+from slt import compile_check
 from slt.models import decoding
+from slt.performance import compile_analysis
+from slt.training import configs, partitioning
+from slt.training import trainer as trainer_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -135,7 +137,7 @@ def test_tiny_model_compiles_for_h100_8_with_fsdp(tmp_path):
         "h100",
         "--topology=h100-8",
         "--skip_decode",
-        "--gin_file=gin/partitioning/fsdp.gin",
+        "--gin_file=partitioning/fsdp.gin",
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -161,7 +163,7 @@ def test_tiny_model_compiles_for_h100_8_with_fsdp(tmp_path):
 @pytest.mark.slow
 @requires_cuda_plugin
 def test_oversized_configuration_over_two_gpu_hosts_gets_advice():
-    # In-process (no JAX_PLATFORMS): the plugin is loaded by slt.compile_analysis itself.
+    # In-process (no JAX_PLATFORMS): slt.performance.compile_analysis loads the plugin itself.
     small = compile_check.CheckConfig(
         task_feature_lengths={"landmarks": 8, "inputs": 4, "targets": 4},
         batch_size=16,

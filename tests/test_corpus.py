@@ -3,8 +3,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from slt import landmarks
-from tasks import fingerspelling, fingerspelling_tasks
+from slt.data import landmarks
+from slt.tasks.fingerspelling import corpus as fingerspelling
+from slt.tasks.fingerspelling import tasks as fingerspelling_tasks
 
 
 def test_lexicons_match_the_registered_tasks():
@@ -210,7 +211,7 @@ def test_word_clip_task_examples_are_unchanged(case):
     SLT tasks) yield exactly the recorded examples: frames, tokens, ids and order."""
     import seqio
 
-    import tasks  # noqa: F401  (registers)
+    from slt import tasks  # noqa: F401  (registers)
 
     name, split, shuffle, seed, shard = case
     shard_info = seqio.ShardInfo(index=shard[1], num_shards=shard[0]) if shard else None

@@ -1,4 +1,4 @@
-"""The corpus cache (`tasks/corpus_cache.py`): cached feature statistics are the freshly
+"""The corpus cache (`slt/tasks/fingerspelling/cache.py`): cached feature statistics are the freshly
 computed ones bit for bit, any changed input names another entry, and unreadable,
 unwritable or concurrently written entries never change a value."""
 
@@ -12,8 +12,10 @@ import types
 
 import pytest
 
-from slt import landmarks
-from tasks import corpus_cache, fingerspelling, fingerspelling_tasks
+from slt.data import landmarks
+from slt.tasks.fingerspelling import cache as corpus_cache
+from slt.tasks.fingerspelling import corpus as fingerspelling
+from slt.tasks.fingerspelling import tasks as fingerspelling_tasks
 
 
 @pytest.fixture
@@ -117,7 +119,7 @@ def test_corrupt_or_foreign_entries_are_recomputed_and_replaced(cache_dir, caplo
     os.makedirs(os.path.dirname(path))
     with open(path, "w") as f:
         f.write('{"key": {"what": "statistics", "se')  # a truncated write of an old version
-    with caplog.at_level(logging.WARNING, logger="tasks.corpus_cache"):
+    with caplog.at_level(logging.WARNING, logger="slt.tasks.fingerspelling.cache"):
         assert corpus_cache.cached("stats", key, lambda: [1.5, 2.5]) == [1.5, 2.5]
     assert "ignoring unreadable" in caplog.text and path in caplog.text
     with open(path) as f:
@@ -126,7 +128,7 @@ def test_corrupt_or_foreign_entries_are_recomputed_and_replaced(cache_dir, caplo
     with open(path, "w") as f:
         json.dump({"key": {"what": "other"}, "value": [9.0]}, f)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="tasks.corpus_cache"):
+    with caplog.at_level(logging.WARNING, logger="slt.tasks.fingerspelling.cache"):
         assert corpus_cache.cached("stats", key, lambda: [1.5, 2.5]) == [1.5, 2.5]
     assert "holds another key" in caplog.text
 
@@ -137,7 +139,7 @@ def test_an_unwritable_cache_directory_computes_and_warns(tmp_path, monkeypatch,
     readonly.mkdir()
     readonly.chmod(0o500)
     monkeypatch.setenv(corpus_cache.CACHE_DIR_ENV, str(readonly))
-    with caplog.at_level(logging.WARNING, logger="tasks.corpus_cache"):
+    with caplog.at_level(logging.WARNING, logger="slt.tasks.fingerspelling.cache"):
         assert corpus_cache.cached("stats", {"k": 1}, lambda: [4.0]) == [4.0]
     assert "could not write" in caplog.text and corpus_cache.CACHE_DIR_ENV in caplog.text
 
@@ -147,7 +149,7 @@ def test_a_cache_path_that_is_a_file_computes_and_warns(tmp_path, monkeypatch, c
     blocker = tmp_path / "not_a_directory"
     blocker.write_text("")
     monkeypatch.setenv(corpus_cache.CACHE_DIR_ENV, str(blocker))
-    with caplog.at_level(logging.WARNING, logger="tasks.corpus_cache"):
+    with caplog.at_level(logging.WARNING, logger="slt.tasks.fingerspelling.cache"):
         assert corpus_cache.cached("stats", {"k": 1}, lambda: [4.0]) == [4.0]
         assert corpus_cache.cached("stats", {"k": 1}, lambda: [4.0]) == [4.0]
     assert caplog.text.count("could not write") == 2

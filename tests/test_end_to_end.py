@@ -28,7 +28,7 @@ def _run(model_dir, steps):
         sys.executable,
         "-m",
         "slt.train",
-        "--gin_file=gin/runs/demo.gin",
+        "--gin_file=runs/demo.gin",
         f'--gin.MODEL_DIR="{model_dir}"',
         f"--gin.train.train_steps={steps}",
         f"--gin.slt.OptimizerConfig.decay_steps={steps}",

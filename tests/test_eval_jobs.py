@@ -5,17 +5,20 @@ import json
 import logging
 import os
 
+import gin
 import numpy as np
 import pytest
 import sacrebleu
 from helpers import TEST_DATA, tiny_t5_config
 
-import gin
-from slt import configs, landmarks, prediction_files, restore, translate
 from slt import eval as eval_lib
 from slt import infer as infer_lib
 from slt import train as train_lib  # sets XLA flags before JAX starts
-from tasks import fingerspelling
+from slt import translate
+from slt.data import landmarks
+from slt.evaluation import prediction_files, restore
+from slt.tasks.fingerspelling import corpus as fingerspelling
+from slt.training import configs
 
 TASK = "fingerspelling_slt_ase_en"
 
@@ -101,7 +104,7 @@ def test_command_line_binds_the_partitioning_and_distributed_groups(model_dir):
         with pytest.raises(ValueError, match=r"mesh_shape \(2, 1, 1\) needs 2 devices"):
             eval_lib.main(
                 [
-                    "--gin_file=gin/runs/eval.gin",
+                    "--gin_file=runs/eval.gin",
                     f'--gin.CHECKPOINT="{model_dir}"',
                     "--gin.slt.PartitioningConfig.mesh_shape=(2, 1, 1)",
                 ]
@@ -110,7 +113,7 @@ def test_command_line_binds_the_partitioning_and_distributed_groups(model_dir):
         with pytest.raises(ValueError, match="coordinator address '127.0.0.1:1' is set"):
             infer_lib.main(
                 [
-                    "--gin_file=gin/runs/infer.gin",
+                    "--gin_file=runs/infer.gin",
                     f'--gin.CHECKPOINT="{model_dir}"',
                     '--gin.OUTPUT_DIR="/nonexistent"',
                     '--gin.slt.DistributedConfig.coordinator_address="127.0.0.1:1"',
@@ -222,7 +225,8 @@ def test_translate_video(model_dir, capsys):
 
 
 def test_infer_on_a_prepared_dataset(model_dir, tmp_path):
-    from slt import clips, prepare
+    from slt import prepare
+    from slt.io import clips
 
     letters = [(path, text) for path, _, sign, text in fingerspelling._index() if sign == "ase"][:3]
     manifest = tmp_path / "clips.jsonl"

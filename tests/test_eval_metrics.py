@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from slt import metrics
+from slt.evaluation import metrics
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "peru", "chile", "##s", "january"]
 
@@ -47,7 +47,7 @@ def make_tiny_bleurt_checkpoint(directory, max_seq_length=8):
 
 
 def test_bleurt_reads_a_checkpoint_and_encodes_pairs_as_bleurt(tmp_path):
-    from slt import bleurt
+    from slt.evaluation import bleurt
 
     scorer = bleurt.BleurtScorer(str(make_tiny_bleurt_checkpoint(tmp_path / "tiny")))
     pairs = (["Peru", "January Peru Chile Peru"], ["Chiles", "Chiles"])
@@ -72,7 +72,7 @@ def test_bleurt_reads_a_checkpoint_and_encodes_pairs_as_bleurt(tmp_path):
 
 
 def test_bleurt_without_a_checkpoint_says_what_to_pass(tmp_path):
-    from slt import bleurt
+    from slt.evaluation import bleurt
 
     with pytest.raises(FileNotFoundError, match="no bleurt_config.json there"):
         bleurt.BleurtScorer(str(tmp_path))

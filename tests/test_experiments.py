@@ -1,4 +1,4 @@
-"""The study command (`python -m slt.experiment`): every arm of gin/experiments/study.gin
+"""The study command (`python -m slt.experiment`): every arm of experiments/study.gin
 trains a few steps, is evaluated, and the report, plots and metrics JSON are written
 (slow: minutes on 2 cores); a kept run must match the steps; the mixtures hold the
 arms' tasks, and the MT data of the `_disjoint` arm holds no held-out ASL word."""
@@ -13,9 +13,9 @@ import sys
 import pytest
 import seqio
 
-import tasks  # noqa: F401  (registers)
-from tasks import experiment_mixtures as em
-from tasks import fingerspelling_mixtures as fm
+from slt import tasks  # noqa: F401  (registers)
+from slt.tasks.fingerspelling import mixtures as fm
+from slt.tasks.study import mixtures as em
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One zero-shot direction (64 test words) and Greek SLT (7): one decoding batch each.
@@ -41,7 +41,7 @@ def _run_study(out, *extra: str, bindings=TINY_BINDINGS) -> subprocess.Completed
         sys.executable,
         "-m",
         "slt.experiment",
-        "--gin_file=gin/experiments/study.gin",
+        "--gin_file=experiments/study.gin",
         f'--gin.OUTPUT_DIR="{out}"',
         "--gin.study.train_steps=2",
         "--gin.study.seeds=[0]",
@@ -68,7 +68,7 @@ ARMS = ("e1_a", "e1_b", "e2_ase", "e2_all_signs")
 def one_arm_dir(tmp_path_factory):
     """The command with arm B alone: SLT, augmented SLT and MT in one mixture."""
     out = tmp_path_factory.mktemp("one_arm")
-    arms = json.dumps({"e1_b": "gin/experiments/e1_b_slt_aug_mt.gin"})
+    arms = json.dumps({"e1_b": "experiments/e1_b_slt_aug_mt.gin"})
     return out, _run_study(out, f"--gin_bindings=study.arms = {arms}").stdout
 
 
@@ -140,8 +140,8 @@ def test_a_failed_run_stops_the_study_with_its_log(tmp_path):
     from slt import experiment
 
     jobs = [
-        ("bad/seed_0", str(tmp_path / "bad"), ["--gin_file=gin/experiments/no_such_arm.gin"]),
-        ("never/seed_0", str(tmp_path / "never"), ["--gin_file=gin/experiments/e2_ase.gin"]),
+        ("bad/seed_0", str(tmp_path / "bad"), ["--gin_file=experiments/no_such_arm.gin"]),
+        ("never/seed_0", str(tmp_path / "never"), ["--gin_file=experiments/e2_ase.gin"]),
     ]
     failed = r"(?s)bad/seed_0: slt.train exited with [1-9].*no_such_arm"
     with pytest.raises(RuntimeError, match=failed):
@@ -156,7 +156,7 @@ def test_a_run_in_a_bucket_gets_its_log_uploaded(gcs):
     from slt import experiment, storage
 
     run_dir = f"gs://{gcs_emulator.BUCKET}/study/bad/seed_0"
-    jobs = [("bad/seed_0", run_dir, ["--gin_file=gin/experiments/no_such_arm.gin"])]
+    jobs = [("bad/seed_0", run_dir, ["--gin_file=experiments/no_such_arm.gin"])]
     with pytest.raises(RuntimeError, match="no_such_arm"):
         experiment.run_in_processes(jobs, parallel_runs=1, poll_s=0.2)
     assert "no_such_arm.gin" in storage.read_text(f"{run_dir}/train.log")

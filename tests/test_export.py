@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from helpers import tiny_t5_config
 
-from slt import checkpoints, configs, restore
 from slt import export as export_lib
 from slt import train as train_lib  # sets XLA flags before JAX starts
+from slt.evaluation import restore
 from slt.models import network, weights
+from slt.training import checkpoints, configs
 
 # Training the scanned CTC model takes about 90 s on 2 cores; the export mappings
 # themselves are checked in the default run by tests/test_weights.py.

@@ -18,7 +18,7 @@ import tokenize
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE_DIRS = ("slt", "tasks")
+SOURCE_DIRS = ("slt",)
 FILE_API = "slt/storage.py"
 MARKER = "local:"
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from helpers import TEST_DATA
 
-from slt import landmarks
+from slt.data import landmarks
 from slt.io import pose_files
-from tasks import fingerspelling
+from slt.tasks.fingerspelling import corpus as fingerspelling
 
 
 def _letter_file(sign_language="ase", letter="A"):

@@ -118,14 +118,14 @@ def test_dry_run_prints_forms_the_cli_accepts(gcloud):
         "--accelerator_type=v5p-16",
         "--model_dir=gs://b/runs/x",
         "--",
-        "--gin_file=gin/runs/demo.gin",
+        "--gin_file=runs/demo.gin",
     )
     assert [c[5] for c in run] == ["slt-test-0", "slt-test-1"]  # one ssh per slice
     payload = run[0][-1]
     assert payload.startswith("--command=bash -c ")
     for part in (
         "SLT_DISTRIBUTED_AUTO=1",
-        "--gin_file=gin/partitioning/multislice.gin",
+        "--gin_file=partitioning/multislice.gin",
         "--gin.NUM_SLICES=2",
         '--gin.MODEL_DIR=\\"gs://b/runs/x\\"',
         "$HOME/slt_logs/x-$HOSTNAME.log",

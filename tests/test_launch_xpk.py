@@ -60,7 +60,7 @@ def test_xpk_dry_run_writes_the_jobset(tmp_path, tpu_type, num_slices, hosts):
         "--dry_run",
         f"--manifest={manifest}",
         "--",
-        "--gin_file=gin/runs/demo.gin",
+        "--gin_file=runs/demo.gin",
         "--gin.train.train_steps=100",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -72,11 +72,11 @@ def test_xpk_dry_run_writes_the_jobset(tmp_path, tpu_type, num_slices, hosts):
     assert re.search(r"parallelism: (\d+)", yaml).group(1) == str(hosts)
     assert "image: us-docker.pkg.dev/proj/slt/slt:latest" in yaml
     command = (
-        "SLT_DISTRIBUTED_AUTO=1 python -m slt.train --gin_file=gin/runs/demo.gin "
+        "SLT_DISTRIBUTED_AUTO=1 python -m slt.train --gin_file=runs/demo.gin "
         "--gin.train.train_steps=100"
     )
     assert command in yaml
-    assert ("gin/partitioning/multislice.gin" in yaml) == (num_slices > 1)
+    assert ("partitioning/multislice.gin" in yaml) == (num_slices > 1)
     assert '--gin.MODEL_DIR="gs://bucket/runs/demo"' in yaml.replace("'", "")
 
 

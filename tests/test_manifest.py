@@ -5,9 +5,11 @@ import os
 
 import pytest
 
-from slt import clips, landmarks, manifest, prepare
-from slt.io import errors
-from tasks import fingerspelling, languages
+from slt import prepare
+from slt.data import errors, landmarks, manifest
+from slt.io import clips
+from slt.tasks import languages
+from slt.tasks.fingerspelling import corpus as fingerspelling
 
 GOOD = {"path": "a.pose", "text": "A", "sign_language": "ase", "spoken_language": "en"}
 # (wrong field, the field it replaces, the field(s) the message suggests)

@@ -6,9 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from slt import captions, clips, landmarks, manifest_makers, prepare
-from slt.io import arrays, pose_files
-from tasks import fingerspelling, languages
+from slt import manifest_makers, prepare
+from slt.data import captions, landmarks
+from slt.io import arrays, clips, pose_files
+from slt.tasks import languages
+from slt.tasks.fingerspelling import corpus as fingerspelling
 
 VTT = """WEBVTT
 Kind: captions

@@ -1,7 +1,7 @@
 import pytest
 import sacrebleu
 
-from slt import metrics
+from slt.evaluation import metrics
 
 
 def test_metrics_match_sacrebleu_and_carry_signatures():

@@ -1,4 +1,4 @@
-"""The published ByT5/mT5 sizes in gin/models/: parameter counts from shapes alone."""
+"""The published ByT5/mT5 sizes in models/: parameter counts from shapes alone."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import math
 import os
 
 import flax.linen as nn
+import gin
 import jax
 import jax.numpy as jnp
 import pytest
 
-import gin
 from slt import gin_utils
 from slt.models.network import T5Config, Transformer
 

@@ -18,8 +18,9 @@ import pytest
 import seqio
 from tiny_train_flags import TINY_TRAIN_FLAGS
 
-from slt import features, predict
 from slt import train as train_lib  # noqa: F401  (sets XLA flags before JAX starts)
+from slt.data import features
+from slt.evaluation import predict
 
 TASK = "fingerspelling_slt_ase_en"
 LENGTHS = {"landmarks": 160, "inputs": 24, "targets": 24}
@@ -56,7 +57,7 @@ def test_merge_shards_interleaves_and_keeps_every_example():
 def test_one_process_gathers_its_own_results_and_numbers_missing_ids():
     import jax
 
-    from slt import partitioning
+    from slt.training import partitioning
 
     mesh = partitioning.make_mesh((-1,), ("data",))
     sharding = partitioning.batch_sharding(mesh, partitioning.DATA_PARALLEL_RULES)
@@ -172,7 +173,7 @@ def test_two_processes_evaluate_like_one_process_with_eight_devices(tmp_path):
     _run_two(
         [
             "slt.eval",
-            "--gin_file=gin/runs/eval.gin",
+            "--gin_file=runs/eval.gin",
             f'--gin.CHECKPOINT="{one}"',
             '--gin.evaluate.split="validation"',
             "--gin.evaluate.batch_size=16",
@@ -185,7 +186,7 @@ def test_two_processes_evaluate_like_one_process_with_eight_devices(tmp_path):
     _run_two(
         [
             "slt.infer",
-            "--gin_file=gin/runs/infer.gin",
+            "--gin_file=runs/infer.gin",
             f'--gin.CHECKPOINT="{one}"',
             f'--gin.OUTPUT_DIR="{tmp_path / "infer"}"',
             '--gin.infer.split="validation"',

@@ -12,16 +12,14 @@ import seqio
 import tensorflow as tf
 from helpers import TEST_DATA
 
-import tasks
-from slt import clips, features, landmarks, metrics, prepare
-from tasks import (
-    fingerspelling,
-    fingerspelling_sources,
-    languages,
-    mixing,
-    paper_tasks,
-    sources,
-)
+from slt import prepare, tasks
+from slt.data import features, landmarks
+from slt.evaluation import metrics
+from slt.io import clips
+from slt.tasks import languages, mixing, sources
+from slt.tasks.fingerspelling import corpus as fingerspelling
+from slt.tasks.fingerspelling import sources as fingerspelling_sources
+from slt.tasks.paper import tasks as paper_tasks
 
 VOCAB = features.byte_vocabulary()
 LENGTHS = {"landmarks": 40, "inputs": 96, "targets": 64}

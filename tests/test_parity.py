@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import gin
 from slt import gin_utils
 from slt.models import weights
 from slt.models.model import EncoderDecoderModel

@@ -14,7 +14,7 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from slt import partitioning
+from slt.training import partitioning
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -23,8 +23,8 @@ import faulthandler
 faulthandler.dump_traceback_later(500, exit=True)  # a hang shows where, then fails
 import dataclasses, sys, jax, numpy as np
 from jax.sharding import PartitionSpec as P
-from slt import partitioning
-from slt import trainer as trainer_lib
+from slt.training import partitioning
+from slt.training import trainer as trainer_lib
 from slt.models import model as model_lib, network
 from helpers import tiny_t5_config, trainer_batch
 
@@ -192,10 +192,11 @@ def test_mesh_shape_errors_and_minus_one():
 )
 def test_each_strategy_is_one_gin_file(name, rules, mesh_shape):
     import gin
+
     from slt import gin_utils, train
 
     gin.clear_config()
-    gin_utils.parse_gin_args([f"--gin_file=gin/partitioning/{name}.gin"], train.train)
+    gin_utils.parse_gin_args([f"--gin_file=partitioning/{name}.gin"], train.train)
     try:
         # The file's bindings reach the config `train` gets.
         config = gin.query_parameter("train.partitioning_config").scoped_configurable_fn()

@@ -9,9 +9,10 @@ import pytest
 import tensorflow as tf
 from helpers import TEST_DATA
 
-from slt import clips, landmarks, prepare, shards
-from slt.io import arrays, pose_files
-from tasks import fingerspelling
+from slt import prepare
+from slt.data import landmarks, shards
+from slt.io import arrays, clips, pose_files
+from slt.tasks.fingerspelling import corpus as fingerspelling
 
 REDUCED = os.path.join(TEST_DATA, "mediapipe_reduced.pose")
 CONFIG = landmarks.LandmarkConfig(max_frames=100)

@@ -8,8 +8,9 @@ import pytest
 from helpers import TEST_DATA
 from test_prepare import _build_manifest
 
-from slt import clips, landmarks, prepare, prepare_beam, shards
-from slt.io import video
+from slt import prepare, prepare_beam
+from slt.data import landmarks, shards
+from slt.io import clips, video
 
 OPTIONS = clips.PrepareOptions(config=landmarks.LandmarkConfig(max_frames=80))
 MULTI_PROCESS = [

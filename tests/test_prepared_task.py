@@ -7,10 +7,12 @@ import pytest
 import seqio
 from helpers import tiny_t5_config
 
-import tasks
-from slt import clips, configs, features, landmarks, prepare
-from slt.io import pose_files
-from tasks import fingerspelling, prepared
+from slt import prepare, tasks
+from slt.data import features, landmarks
+from slt.io import clips, pose_files
+from slt.tasks import prepared
+from slt.tasks.fingerspelling import corpus as fingerspelling
+from slt.training import configs
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +103,7 @@ def test_incomplete_dataset_is_refused(tmp_path):
 
 def test_gin_registers_a_prepared_task(prepared_dir):
     import gin
+
     from slt import gin_utils
 
     out, _ = prepared_dir
@@ -128,7 +131,7 @@ def test_gin_registers_a_prepared_task(prepared_dir):
 def test_trainer_trains_on_prepared_shards(prepared_dir, tmp_path):
     """The whole chain: prepared shards -> registered task -> slt.train -> eval."""
     from slt import train as train_lib
-    from slt import trainer as trainer_lib
+    from slt.training import trainer as trainer_lib
 
     out, rows = prepared_dir
     prepared.register_prepared_task("prepared_train_slt", out)

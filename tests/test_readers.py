@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from helpers import TEST_DATA
 
-from slt.io import arrays, errors, pose_files, readers
-from tasks import fingerspelling
+from slt.data import errors
+from slt.io import arrays, pose_files, readers
+from slt.tasks.fingerspelling import corpus as fingerspelling
 
 REDUCED = os.path.join(TEST_DATA, "mediapipe_reduced.pose")
 
@@ -127,7 +128,9 @@ def test_tfds_examples_export_to_a_manifest_that_prepares(tmp_path):
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    from slt import clips, landmarks, prepare
+    from slt import prepare
+    from slt.data import landmarks
+    from slt.io import clips
 
     letters = {"E": _letter_file("gsg", "E"), "F": _letter_file("gsg", "F")}
     poses = {k: pose_files.read_pose(v) for k, v in letters.items()}

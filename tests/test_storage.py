@@ -188,7 +188,7 @@ def test_killed_run_on_gcs_resumes_to_the_params_of_a_local_run(gcs, tmp_path):
             sys.executable,
             "-m",
             "slt.eval",
-            "--gin_file=gin/runs/eval.gin",
+            "--gin_file=runs/eval.gin",
             f"--gin.CHECKPOINT={json.dumps(model_dir)}",
         ],
         cwd=REPO,

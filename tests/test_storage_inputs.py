@@ -30,9 +30,11 @@ ROOT = f"gs://{BUCKET}/inputs"
 
 
 def test_clips_and_manifest_on_gcs_prepare_and_the_dataset_reads_back(gcs, tmp_path):
-    from slt import clips, manifest_makers, prepare
-    from slt.io import arrays, errors, readers
-    from tasks import fingerspelling, prepared
+    from slt import manifest_makers, prepare
+    from slt.data import errors
+    from slt.io import arrays, clips, readers
+    from slt.tasks import prepared
+    from slt.tasks.fingerspelling import corpus as fingerspelling
 
     local_pose = os.path.join(TEST_DATA, "mediapipe_reduced.pose")
     remote_pose = f"{ROOT}/corpus/clips/signer.pose"
@@ -89,9 +91,11 @@ def test_clips_and_manifest_on_gcs_prepare_and_the_dataset_reads_back(gcs, tmp_p
 
 def _write_slt_checkpoint(model_dir: str, config) -> dict[str, np.ndarray]:
     """A checkpoint as `slt.train` leaves it (params and metadata); returns its params."""
-    from slt import checkpoints, gin_utils, landmarks
+    from slt import gin_utils
+    from slt.data import landmarks
     from slt.models import model as model_lib
     from slt.models import network, weights
+    from slt.training import checkpoints
 
     lengths = {"landmarks": 8, "inputs": 4, "targets": 4}
     model = model_lib.EncoderDecoderModel(network.Transformer(config))
@@ -152,7 +156,7 @@ def test_export_to_gcs_and_import_both_formats_from_there(gcs, tmp_path):
 def test_bleurt_checkpoint_on_gcs_scores_as_on_disk(gcs, tmp_path):
     from test_eval_metrics import make_tiny_bleurt_checkpoint
 
-    from slt import bleurt
+    from slt.evaluation import bleurt
 
     local = make_tiny_bleurt_checkpoint(tmp_path / "tiny")
     storage.upload_dir(local, f"{ROOT}/bleurt/tiny")

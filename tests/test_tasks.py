@@ -3,9 +3,11 @@ import pytest
 import seqio
 import tensorflow as tf
 
-import tasks
-from slt import features
-from tasks import fingerspelling, fingerspelling_tasks, languages
+from slt import tasks
+from slt.data import features
+from slt.tasks import languages
+from slt.tasks.fingerspelling import corpus as fingerspelling
+from slt.tasks.fingerspelling import tasks as fingerspelling_tasks
 
 LENGTHS = {"landmarks": 160, "inputs": 24, "targets": 24}
 

@@ -1,4 +1,4 @@
-"""sign-language-datasets builders as clip sources (tasks/tfds_sources.py).
+"""sign-language-datasets builders as clip sources (slt/tasks/tfds_sources.py).
 
 Each test writes a small `tf.data` dataset whose element structure is exactly what
 the real builder's `as_dataset` yields. The structures come from the builders'
@@ -19,9 +19,11 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from slt import features, landmarks
+from slt.data import features, landmarks
 from slt.io import arrays, pose_files
-from tasks import fingerspelling, mixing, paper_tasks, sources, tfds_sources
+from slt.tasks import mixing, sources, tfds_sources
+from slt.tasks.fingerspelling import corpus as fingerspelling
+from slt.tasks.paper import tasks as paper_tasks
 
 VOCAB = features.byte_vocabulary()
 LENGTHS = {"landmarks": 256, "inputs": 64, "targets": 64}

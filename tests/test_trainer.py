@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from helpers import make_trainer, trainer_batch
 
-from slt import checkpoints, partitioning
-from slt import trainer as trainer_lib
+from slt.training import checkpoints, partitioning
+from slt.training import trainer as trainer_lib
 
 
 @pytest.mark.parametrize("name", ["adamw", "adafactor"])
@@ -72,8 +72,8 @@ def test_mesh_and_batch_size_errors():
 
 TWO_DEVICE_CHECK = """
 import jax, pytest
-from slt import partitioning
-from slt import trainer as trainer_lib
+from slt.training import partitioning
+from slt.training import trainer as trainer_lib
 from slt.models import model as model_lib, network
 from helpers import TRAINER_CONFIG, TRAINER_SHAPES
 mesh = partitioning.make_mesh((-1,), ("data",))

@@ -12,10 +12,10 @@ import seqio
 import tensorflow as tf
 from helpers import TRAINER_CONFIG, TRAINER_SHAPES, make_trainer, trainer_batch
 
-from slt import checkpoints, input_state, partitioning, train_monitor
-from slt import trainer as trainer_lib
 from slt.models import model as model_lib
 from slt.models import network
+from slt.training import checkpoints, input_state, partitioning, train_monitor
+from slt.training import trainer as trainer_lib
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,10 @@ import os
 import pytest
 from helpers import TEST_DATA
 
-from slt import clips, landmarks, prepare
-from slt.io import errors, readers, video
-from tasks import fingerspelling
+from slt import prepare
+from slt.data import errors, landmarks
+from slt.io import clips, readers, video
+from slt.tasks.fingerspelling import corpus as fingerspelling
 
 VIDEO = os.path.join(TEST_DATA, "test_video.mp4")
 needs_mediapipe = pytest.mark.skipif(

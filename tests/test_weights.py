@@ -250,7 +250,7 @@ def test_export_loads_in_transformers_without_missing_keys(tmp_path):
 def corpus_batch(cfg: T5Config, num_words: int = 8) -> dict:
     """Real clips of the embedded corpus (ASL fingerspelling, English training words),
     byte-encoded as ByT5 does (id = byte + 3, EOS 1)."""
-    from tasks import fingerspelling
+    from slt.tasks.fingerspelling import corpus as fingerspelling
 
     words = list(fingerspelling.word_splits("ase")[0]["train"][:num_words])
     clips = [fingerspelling.clip_frames("ase", w, variant=0)[:48] for w in words]

@@ -3,7 +3,7 @@ the tests that start real training jobs in subprocesses (a 1-layer, 32-wide mode
 step takes milliseconds, so the tests spend their time on what they check)."""
 
 TINY_TRAIN_FLAGS = [
-    "--gin_file=gin/runs/demo.gin",
+    "--gin_file=runs/demo.gin",
     "--gin.slt.T5Config.emb_dim=32",
     "--gin.slt.T5Config.head_dim=8",
     "--gin.slt.T5Config.num_heads=2",

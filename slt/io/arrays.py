@@ -27,8 +27,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from slt import landmarks, storage
-from slt.io import errors
+from slt import storage
+from slt.data import errors, landmarks
 from slt.io.pose_files import HolisticPose
 
 DATA_KEYS = ("data", "points")

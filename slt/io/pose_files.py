@@ -11,8 +11,8 @@ from pose_format import Pose
 from pose_format.pose_header import PoseHeader
 from pose_format.utils.reader import BufferReader
 
-from slt import landmarks, storage
-from slt.io import errors
+from slt import storage
+from slt.data import errors, landmarks
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,8 @@ import os
 import numpy as np
 
 from slt import storage
-from slt.io import arrays, errors, pose_files
+from slt.data import errors
+from slt.io import arrays, pose_files
 from slt.io.pose_files import HolisticPose
 
 POSE_EXTENSIONS = (".pose",)

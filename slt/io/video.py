@@ -28,7 +28,8 @@ import sys
 import tempfile
 
 from slt import gin_utils, storage
-from slt.io import arrays, errors
+from slt.data import errors
+from slt.io import arrays
 from slt.io.pose_files import HolisticPose
 
 PYTHON_ENV_VAR = "SLT_MEDIAPIPE_PYTHON"

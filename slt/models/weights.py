@@ -523,7 +523,7 @@ def merge_pretrained(
             )
     if problems:
         hint = (
-            "\nUse the gin model config of the checkpoint's size (gin/models/"
+            "\nUse the gin model config of the checkpoint's size (models/"
             "byt5_*.gin, mt5_*.gin) or check num_encoder_layers / num_decoder_layers."
         )
         if any("/layers/" in p for p in problems):
