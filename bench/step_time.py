@@ -23,7 +23,6 @@ import sys
 
 MEASURE = r"""
 import json, statistics, sys, time
-from slt.training import configs
 from slt.training import partitioning
 from slt import train as train_lib  # before JAX starts: the job's XLA flags
 import jax, numpy as np
@@ -36,7 +35,7 @@ setup = train_lib.build_training(
     network_config=network.T5Config(vocab_size=384, emb_dim=128, num_heads=4, head_dim=32,
                                     num_encoder_layers=3, num_decoder_layers=2,
                                     mlp_dim=256, landmark_stride=2),
-    partitioning_config=configs.PartitioningConfig(
+    partitioning_config=partitioning.PartitioningConfig(
         mesh_shape=mesh_shape, logical_axis_rules=partitioning.RULE_SETS[layout],
         donate_state=len(jax.devices()) == 1))
 tr = setup.trainer

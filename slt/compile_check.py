@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slt import gin_utils, storage
+from slt.evaluation import evaluate as evaluate_lib
 
 DEFAULT_EVAL_BATCH_SIZE = 64
 
@@ -158,21 +159,21 @@ def _compile_step(
     still says how much the temporaries needed, and that makes the report."""
     import jax
 
-    from slt.performance import compile_analysis
+    from slt.performance import compiled as compiled_lib
 
-    input_bytes = compile_analysis.bytes_per_chip(args)
+    input_bytes = compiled_lib.bytes_per_chip(args)
     hbm = topo.chip.hbm_bytes
     if hbm and input_bytes > hbm and not always_compile:
-        return compile_analysis.uncompiled_step_report(input_bytes, topo.chip)
+        return compiled_lib.uncompiled_step_report(input_bytes, topo.chip)
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         compiled = lowerable.lower(*args).compile()
     except jax.errors.JaxRuntimeError as error:
         if "RESOURCE_EXHAUSTED" not in str(error):
             raise
-        report = compile_analysis.out_of_memory_step_report(str(error), input_bytes, topo.chip)
+        report = compiled_lib.out_of_memory_step_report(str(error), input_bytes, topo.chip)
     else:
-        report = compile_analysis.step_report(
+        report = compiled_lib.step_report(
             compiled,
             num_chips=topo.num_chips,
             chip=topo.chip,
@@ -200,22 +201,21 @@ def check(
     import jax
 
     from slt import train as train_job
-    from slt.evaluation import predict, restore
-    from slt.performance import compile_analysis
+    from slt.evaluation import predict, trained_model
+    from slt.performance import compiled as compiled_lib
     from slt.training import checkpoints, partitioning
-    from slt.training import configs as configs_lib
 
     config = config or train_arguments()
     c = config.configs
     partitioning_config = c["partitioning_config"]
-    gpu = compile_analysis.is_gpu_topology(topology_name)
+    gpu = compiled_lib.is_gpu_topology(topology_name)
     if num_slices > 1 and partitioning_config.dcn_mesh_shape is None and not gpu:
         raise ValueError(
             f"--num_slices={num_slices} but slt.PartitioningConfig.dcn_mesh_shape is not "
             "set; add --gin_file=partitioning/multislice.gin with "
             f"--gin.NUM_SLICES={num_slices}."
         )
-    topo = compile_analysis.topology(topology_name, num_slices)
+    topo = compiled_lib.topology(topology_name, num_slices)
     if hbm_bytes is not None:
         topo = dataclasses.replace(topo, chip=dataclasses.replace(topo.chip, hbm_bytes=hbm_bytes))
     setup = train_job.build_training(
@@ -230,7 +230,7 @@ def check(
         devices=topo.devices,
     )
     trainer = setup.trainer
-    eval_config = c.get("eval_config") or configs_lib.EvalConfig()
+    eval_config = c.get("eval_config") or evaluate_lib.EvalConfig()
     report: dict[str, Any] = {
         "topology": topology_name,
         "num_slices": num_slices,
@@ -249,7 +249,7 @@ def check(
     if decode:
         partitioning.check_batch_size(eval_config.batch_size, trainer.batch_sharding)
     state = checkpoints.abstract_with_shardings(trainer.abstract_state, trainer.state_sharding)
-    batch = compile_analysis.abstract_batch(setup.batch_shapes, trainer.batch_sharding)
+    batch = compiled_lib.abstract_batch(setup.batch_shapes, trainer.batch_sharding)
     rng = jax.ShapeDtypeStruct(
         (), jax.random.key(0).dtype, sharding=partitioning.replicated(setup.mesh)
     )
@@ -267,8 +267,8 @@ def check(
         report["train_step"] = train
         if decode:
             report["decode_steps"] = {}
-            shapes = restore.batch_shapes(config.task_feature_lengths, eval_config.batch_size)
-            eval_batch = compile_analysis.abstract_batch(shapes, trainer.batch_sharding)
+            shapes = trained_model.batch_shapes(config.task_feature_lengths, eval_config.batch_size)
+            eval_batch = compiled_lib.abstract_batch(shapes, trainer.batch_sharding)
             beams = c["decoding_config"].num_beams
             for method, options in (
                 ("greedy", {"decode_method": "greedy"}),
@@ -299,10 +299,10 @@ def check(
 
 def advice(report: Mapping[str, Any], config: CheckConfig) -> list[str]:
     """Gin bindings that would make the train step fit, with estimated peaks."""
-    from slt.performance import compile_analysis
+    from slt.performance import compiled as compiled_lib
     from slt.training import partitioning
 
-    gib = compile_analysis.GIB
+    gib = compiled_lib.GIB
     step = report["train_step"]
     c = config.configs
     net, part = c["network_config"], c["partitioning_config"]
@@ -366,10 +366,10 @@ def advice(report: Mapping[str, Any], config: CheckConfig) -> list[str]:
 def _advice_for_inputs(report: Mapping[str, Any], rules: tuple) -> list[str]:
     """What would help a train step whose inputs alone overflow a chip: only splitting
     the parameters and optimizer state over more chips does (activations come on top)."""
-    from slt.performance import compile_analysis
+    from slt.performance import compiled as compiled_lib
     from slt.training import partitioning
 
-    gib = compile_analysis.GIB
+    gib = compiled_lib.GIB
     inputs, hbm, chips = (
         report["train_step"]["argument_bytes"],
         report["hbm_bytes"],
@@ -398,9 +398,9 @@ def _advice_for_inputs(report: Mapping[str, Any], rules: tuple) -> list[str]:
 
 def format_report(report: Mapping[str, Any]) -> str:
     """The report as a table for people."""
-    from slt.performance import compile_analysis
+    from slt.performance import compiled as compiled_lib
 
-    gib = compile_analysis.GIB
+    gib = compiled_lib.GIB
 
     def g(n: int | None) -> str:
         return "-" if n is None else f"{n / gib:.2f} GiB"
@@ -529,11 +529,11 @@ def main(argv: Sequence[str]) -> None:
     gin_utils.quiet_tensorflow()
     gin_utils.add_cpu_xla_flags()
     from slt import train as train_job
-    from slt.performance import compile_analysis
+    from slt.performance import compiled as compiled_lib
 
     gin_utils.parse_gin_args(rest, train_job.train)
     try:
-        hbm = None if own.hbm_gib is None else int(own.hbm_gib * compile_analysis.GIB)
+        hbm = None if own.hbm_gib is None else int(own.hbm_gib * compiled_lib.GIB)
         report = check(
             own.topology,
             own.num_slices,

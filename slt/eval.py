@@ -12,11 +12,13 @@ chrF, language accuracy, empty rate, BLEURT with a BLEURT checkpoint; signatures
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slt import gin_utils
+from slt.training import partitioning  # noqa: E402
 
 gin_utils.quiet_tensorflow()
 gin_utils.add_cpu_xla_flags(decoding=True)
@@ -28,11 +30,9 @@ from slt import (
     storage,  # noqa: E402
     tasks,  # noqa: E402,F401  (registers the tasks)
 )
-from slt.evaluation import (
-    restore,  # noqa: E402
-    scoring,  # noqa: E402
-)
-from slt.training import configs  # noqa: E402
+from slt.evaluation import evaluate as evaluate_lib  # noqa: E402
+from slt.evaluation import trained_model  # noqa: E402
+from slt.tasks import prepared  # noqa: E402
 
 
 @gin.configurable(denylist=[])
@@ -47,8 +47,8 @@ def evaluate(
     bleurt_checkpoint: str | None = None,
     decode_options: Mapping[str, Any] | None = None,
     show_progress: bool = True,
-    partitioning_config: configs.PartitioningConfig = configs.PartitioningConfig(),
-    distributed_config: configs.DistributedConfig = configs.DistributedConfig(),
+    partitioning_config: partitioning.PartitioningConfig = partitioning.PartitioningConfig(),
+    distributed_config: partitioning.DistributedConfig = partitioning.DistributedConfig(),
 ) -> dict[str, dict[str, Any]]:
     """Metrics per task (as written to metrics.json).
 
@@ -64,14 +64,18 @@ def evaluate(
     or the SLT_* environment variables as for `slt.train`; its `step_timeout_s` is
     not used here) each reads its shard of the split and process 0 writes the outputs.
     """
-    restored, task_names = restore.restore_for_tasks(
+    restored, task_names = trained_model.load_for_tasks(
         checkpoint,
         mixture_or_task_name,
-        prepared_data_dir,
         split,
         batch_size,
         partitioning_config,
         distributed_config,
+        prepared_task=(
+            functools.partial(prepared.register_for_model, prepared_data_dir)
+            if prepared_data_dir
+            else None
+        ),
     )
     if not output_dir:
         name = f"eval_{restored.step}_{split}"
@@ -88,7 +92,7 @@ def evaluate(
     print(f"evaluating {restored} on {len(task_names)} task(s), {split} split", flush=True)
     predictor = restored.predictor(batch_size, decode_options=decode_options)
     with jax.set_mesh(restored.mesh):
-        results = scoring.evaluate_tasks(
+        results = evaluate_lib.evaluate_tasks(
             predictor.predict_fn,
             predictor.params,
             task_names,

@@ -31,7 +31,7 @@ def export(checkpoint: str, output: str, format: str = "hf", dtype: str = "float
     import jax
     import numpy as np
 
-    from slt.evaluation import restore
+    from slt.evaluation import trained_model
     from slt.models import weights
 
     if format not in ("hf", "t5x"):
@@ -42,7 +42,7 @@ def export(checkpoint: str, output: str, format: str = "hf", dtype: str = "float
             "directory (an export never overwrites files)."
         )
     storage.check_writable(output, "--output")
-    restored = restore.restore_model(checkpoint)
+    restored = trained_model.load_trained_model(checkpoint)
     params = jax.tree.map(np.asarray, jax.device_get(restored.params))
     if format == "hf":
         return weights.write_hf_checkpoint(params, restored.model.network.config, output)

@@ -166,9 +166,11 @@ def register_configurables() -> None:
     import gin
 
     from slt.data import landmarks
+    from slt.evaluation import evaluate as evaluate_lib
     from slt.models import decoding, network, weights
     from slt.tasks import mixing, prepared
-    from slt.training import configs, partitioning, trainer
+    from slt.training import checkpoints, input_state, partitioning, trainer
+    from slt.training import trainer as trainer_lib
 
     global _MIXTURE_SETTINGS
     for cls in (
@@ -176,12 +178,12 @@ def register_configurables() -> None:
         decoding.DecodingConfig,
         trainer.OptimizerConfig,
         landmarks.LandmarkConfig,
-        configs.LossConfig,
-        configs.PartitioningConfig,
-        configs.CheckpointConfig,
-        configs.InputConfig,
-        configs.EvalConfig,
-        configs.DistributedConfig,
+        trainer_lib.LossConfig,
+        partitioning.PartitioningConfig,
+        checkpoints.CheckpointConfig,
+        input_state.InputConfig,
+        evaluate_lib.EvalConfig,
+        partitioning.DistributedConfig,
     ):
         with contextlib.suppress(ValueError):  # already registered
             gin.external_configurable(cls, name=cls.__name__, module="slt")

@@ -11,6 +11,7 @@ the same OUTPUT_DIR skips the shards already written.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -29,9 +30,10 @@ from slt import (
 )
 from slt.evaluation import (
     prediction_files,  # noqa: E402
-    restore,  # noqa: E402
+    trained_model,  # noqa: E402
 )
-from slt.training import configs  # noqa: E402
+from slt.tasks import prepared  # noqa: E402
+from slt.training import partitioning  # noqa: E402
 
 
 @gin.configurable(denylist=[])
@@ -47,8 +49,8 @@ def infer(
     decode_options: Mapping[str, Any] | None = None,
     show_progress: bool = True,
     on_chunk_written: Callable[[int, str], None] | None = None,
-    partitioning_config: configs.PartitioningConfig = configs.PartitioningConfig(),
-    distributed_config: configs.DistributedConfig = configs.DistributedConfig(),
+    partitioning_config: partitioning.PartitioningConfig = partitioning.PartitioningConfig(),
+    distributed_config: partitioning.DistributedConfig = partitioning.DistributedConfig(),
 ) -> dict[str, dict[str, int]]:
     """{task: counts}; see `prediction_files.write_task_predictions`.
 
@@ -65,14 +67,18 @@ def infer(
     split, `chunk_size` must be a multiple of the number of shards, and process 0
     writes the files.
     """
-    restored, task_names = restore.restore_for_tasks(
+    restored, task_names = trained_model.load_for_tasks(
         checkpoint,
         mixture_or_task_name,
-        prepared_data_dir,
         split,
         batch_size,
         partitioning_config,
         distributed_config,
+        prepared_task=(
+            functools.partial(prepared.register_for_model, prepared_data_dir)
+            if prepared_data_dir
+            else None
+        ),
     )
     storage.check_writable(output_dir, "infer.output_dir")  # before any decoding
     print(

@@ -37,11 +37,12 @@ from slt import (
     tasks,  # noqa: E402  (registers the tasks)
 )
 from slt.data import features
-from slt.evaluation import predict, restore, scoring
+from slt.evaluation import evaluate as evaluate_lib
+from slt.evaluation import predict, trained_model
 from slt.models import decoding, network  # noqa: E402
 from slt.models import model as model_lib  # noqa: E402
-from slt.performance import compile_analysis
-from slt.training import checkpoints, configs, input_state, partitioning, train_monitor
+from slt.performance import compiled as compiled_lib
+from slt.training import checkpoints, input_state, partitioning, train_monitor
 from slt.training import trainer as trainer_lib  # noqa: E402
 
 
@@ -62,9 +63,9 @@ def build_training(
     num_microbatches: int = 1,
     network_config: network.T5Config = network.T5Config(),
     optimizer_config: trainer_lib.OptimizerConfig = trainer_lib.OptimizerConfig(),
-    loss_config: configs.LossConfig = configs.LossConfig(),
+    loss_config: trainer_lib.LossConfig = trainer_lib.LossConfig(),
     decoding_config: decoding.DecodingConfig = decoding.DecodingConfig(),
-    partitioning_config: configs.PartitioningConfig = configs.PartitioningConfig(),
+    partitioning_config: partitioning.PartitioningConfig = partitioning.PartitioningConfig(),
     devices: Sequence[jax.Device] | None = None,
 ) -> TrainingSetup:
     """The mesh over `devices` (default: `jax.devices()`), batch shapes, model and
@@ -78,7 +79,7 @@ def build_training(
     mesh = partitioning.make_mesh(
         p.mesh_shape, p.mesh_axis_names, devices=devices, dcn_mesh_shape=p.dcn_mesh_shape
     )
-    batch_shapes = restore.batch_shapes(task_feature_lengths, batch_size)
+    batch_shapes = trained_model.batch_shapes(task_feature_lengths, batch_size)
     model = model_lib.EncoderDecoderModel(
         network.Transformer(network_config),
         z_loss=loss_config.z_loss,
@@ -115,12 +116,12 @@ def train(
     network_config: network.T5Config = network.T5Config(),
     optimizer_config: trainer_lib.OptimizerConfig = trainer_lib.OptimizerConfig(),
     decoding_config: decoding.DecodingConfig = decoding.DecodingConfig(),
-    loss_config: configs.LossConfig = configs.LossConfig(),
-    partitioning_config: configs.PartitioningConfig = configs.PartitioningConfig(),
-    checkpoint_config: configs.CheckpointConfig = configs.CheckpointConfig(),
-    input_config: configs.InputConfig = configs.InputConfig(),
-    eval_config: configs.EvalConfig = configs.EvalConfig(),
-    distributed_config: configs.DistributedConfig = configs.DistributedConfig(),
+    loss_config: trainer_lib.LossConfig = trainer_lib.LossConfig(),
+    partitioning_config: partitioning.PartitioningConfig = partitioning.PartitioningConfig(),
+    checkpoint_config: checkpoints.CheckpointConfig = checkpoints.CheckpointConfig(),
+    input_config: input_state.InputConfig = input_state.InputConfig(),
+    eval_config: evaluate_lib.EvalConfig = evaluate_lib.EvalConfig(),
+    distributed_config: partitioning.DistributedConfig = partitioning.DistributedConfig(),
 ) -> dict[str, dict]:
     """Trains for `train_steps` (resuming from the latest checkpoint) and evaluates.
 
@@ -163,9 +164,9 @@ def train(
         setup.model, trainer.params_sharding, trainer.batch_sharding
     )
 
-    def evaluate(params: Any, split: str, output_dir: str, step: int) -> dict[str, dict]:
+    def evaluate_split(params: Any, split: str, output_dir: str, step: int) -> dict[str, dict]:
         # The same decoding and scoring as `python -m slt.eval`.
-        return scoring.evaluate_tasks(
+        return evaluate_lib.evaluate_tasks(
             predict_fn,
             params,
             eval_tasks,
@@ -179,7 +180,7 @@ def train(
 
     def periodic_eval(step: int, params: Any) -> dict[str, dict]:
         output_dir = storage.join(model_dir, "eval", f"step_{step}")
-        return evaluate(params, eval_config.periodic_split, output_dir, step)
+        return evaluate_split(params, eval_config.periodic_split, output_dir, step)
 
     metadata = {  # what translation needs without the training gin files
         "network_config": gin_utils.dataclass_dict(network_config),
@@ -249,7 +250,7 @@ def train(
             saver.finish()
             if preempted or not eval_config.final:
                 return {}
-            results = evaluate(
+            results = evaluate_split(
                 state.params, eval_config.split, storage.join(model_dir, "eval"), int(state.step)
             )
     finally:
@@ -328,12 +329,12 @@ def compile_train_step(
     """`trainer.train_step` compiled before the first batch, for `state` and batches of
     `trainer.batch_shapes`; prints its memory per chip in one line (the figures
     `python -m slt.compile_check` estimates for a topology). Returns the executable."""
-    batch = compile_analysis.abstract_batch(trainer.batch_shapes, trainer.batch_sharding)
+    batch = compiled_lib.abstract_batch(trainer.batch_shapes, trainer.batch_sharding)
     started = time.perf_counter()
     compiled = trainer.train_step.lower(state, batch, dropout_rng).compile()
-    stats = compile_analysis.memory_stats(compiled)
-    hbm = compile_analysis.device_hbm_bytes(jax.local_devices()[0])
-    line = compile_analysis.memory_line("train step", stats, hbm)
+    stats = compiled_lib.memory_stats(compiled)
+    hbm = compiled_lib.device_hbm_bytes(jax.local_devices()[0])
+    line = compiled_lib.memory_line("train step", stats, hbm)
     print(f"{line}; compiled in {time.perf_counter() - started:.1f} s", flush=True)
     return compiled
 
@@ -404,7 +405,7 @@ def _open_input(
     task_feature_lengths: Mapping[str, int],
     batch_size: int,
     seed: int,
-    input_config: configs.InputConfig,
+    input_config: input_state.InputConfig,
     batch_sharding: jax.sharding.NamedSharding,
     step: int,
     position: Mapping[str, int] | None,
@@ -413,11 +414,9 @@ def _open_input(
     and the store of saved iterator states when `input_config.save_state`."""
     # Each host reads the input shards of its position on the mesh's data axes; the
     # batch sequence depends only on `seed` and the number of input shards.
-    host_shard, num_host_shards = partitioning.host_shard_info(batch_sharding, batch_size)
-    shard_ids = input_state.host_input_shards(
-        host_shard, num_host_shards, input_config.num_input_shards
-    )
-    num_shards = num_host_shards * len(shard_ids)
+    host_shard = partitioning.host_input_shard(batch_sharding, batch_size)
+    shard_ids = input_state.input_shard_ids(host_shard, input_config.num_input_shards)
+    num_shards = host_shard.num_shards * len(shard_ids)
     if batch_size % num_shards:
         raise ValueError(
             f"batch_size={batch_size} does not split into {num_shards} input shards; use "
@@ -509,7 +508,7 @@ def _restore_or_init(
     trainer: trainer_lib.Trainer,
     checkpointer: checkpoints.Checkpointer,
     seed: int,
-    checkpoint_config: configs.CheckpointConfig,
+    checkpoint_config: checkpoints.CheckpointConfig,
 ) -> tuple[trainer_lib.TrainState, dict[str, int] | None]:
     """The latest checkpoint of MODEL_DIR (with its input-stream position), else a new
     state, with params from `checkpoint_config.initial_path` when given."""

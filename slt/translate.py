@@ -33,7 +33,7 @@ from slt.data import (
 )
 from slt.evaluation import (
     predict,  # noqa: E402
-    restore,  # noqa: E402
+    trained_model,  # noqa: E402
 )
 from slt.io import readers  # noqa: E402
 from slt.tasks import languages  # noqa: E402
@@ -80,7 +80,7 @@ ELEMENT_SPEC = {
 
 
 def translate_files(
-    restored: restore.RestoredModel,
+    restored: trained_model.TrainedModel,
     paths: Sequence[str],
     prompt: str,
     batch_size: int = 0,
@@ -144,7 +144,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("files", nargs="+", metavar="FILE")
     args = gin_utils.parse_args(parser, argv)
 
-    restored = restore.restore_model(args.checkpoint)
+    restored = trained_model.load_trained_model(args.checkpoint)
     sign, spoken = default_languages(restored.mixture_or_task_name)
     source, target = args.source_lang or sign, args.target_lang or spoken
     if not source or not target:

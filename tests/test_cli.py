@@ -16,7 +16,8 @@ import gin
 import pytest
 
 from slt import gin_utils
-from slt.training import configs
+from slt.evaluation import evaluate as evaluate_lib
+from slt.training import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,9 +26,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def cli_probe(
     *,
     steps: int = 1,
-    checkpoint_config: configs.CheckpointConfig = configs.CheckpointConfig(),
-    eval_config: configs.EvalConfig = configs.EvalConfig(split="validation"),
-) -> tuple[int, configs.CheckpointConfig, configs.EvalConfig]:
+    checkpoint_config: checkpoints.CheckpointConfig = checkpoints.CheckpointConfig(),
+    eval_config: evaluate_lib.EvalConfig = evaluate_lib.EvalConfig(split="validation"),
+) -> tuple[int, checkpoints.CheckpointConfig, evaluate_lib.EvalConfig]:
     """A gin job with config parameters, one with a default other than its class's."""
     return steps, checkpoint_config, eval_config
 

@@ -13,9 +13,10 @@ import pytest
 from helpers import run_compile_check, tiny_t5_config
 
 from slt import compile_check
+from slt.evaluation import evaluate as evaluate_lib
 from slt.models import decoding
-from slt.performance import compile_analysis
-from slt.training import configs, partitioning
+from slt.performance import compiled as compiled_lib
+from slt.training import partitioning
 from slt.training import trainer as trainer_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,7 +32,7 @@ requires_libtpu = pytest.mark.skipif(
 SMALL = tiny_t5_config(emb_dim=64, num_heads=4, mlp_dim=128, dtype="float32")
 
 
-def _config(partitioning_config: configs.PartitioningConfig, batch_size: int = 8):
+def _config(partitioning_config: partitioning.PartitioningConfig, batch_size: int = 8):
     return compile_check.CheckConfig(
         task_feature_lengths={"landmarks": 8, "inputs": 4, "targets": 4},
         batch_size=batch_size,
@@ -39,10 +40,10 @@ def _config(partitioning_config: configs.PartitioningConfig, batch_size: int = 8
         configs={
             "network_config": SMALL,
             "optimizer_config": trainer_lib.OptimizerConfig(),
-            "loss_config": configs.LossConfig(),
+            "loss_config": trainer_lib.LossConfig(),
             "decoding_config": decoding.DecodingConfig(),
             "partitioning_config": partitioning_config,
-            "eval_config": configs.EvalConfig(batch_size=8),
+            "eval_config": evaluate_lib.EvalConfig(batch_size=8),
         },
     )
 
@@ -56,7 +57,7 @@ def _config(partitioning_config: configs.PartitioningConfig, batch_size: int = 8
     [("v4-128", 2), ("v4-128", 4), ("v5p-128", 2), ("v6e-256", 2), ("v6e-256", 4)],
 )
 def test_mesh_splits_physical_axes(name, model_parallel):
-    devices = compile_analysis.topology(name).devices
+    devices = compiled_lib.topology(name).devices
     mesh = partitioning.make_mesh((1, -1, model_parallel), devices=devices)
     assert dict(mesh.shape) == {
         "data": 1,
@@ -69,14 +70,14 @@ def test_mesh_splits_physical_axes(name, model_parallel):
 @requires_libtpu
 def test_jax_make_mesh_alone_cannot_split_a_v4_cube():
     # Why make_mesh lays slices out itself: a model axis of 2 on a 4x4x4 torus.
-    devices = compile_analysis.topology("v4-128").devices
+    devices = compiled_lib.topology("v4-128").devices
     with pytest.raises((ValueError, NotImplementedError), match="physical mesh"):
         jax.make_mesh((1, 32, 2), partitioning.MESH_AXES, devices=devices)
 
 
 @requires_libtpu
 def test_multislice_mesh_puts_each_slice_in_one_dcn_block():
-    topo = compile_analysis.topology("v5e-8", num_slices=2)
+    topo = compiled_lib.topology("v5e-8", num_slices=2)
     assert topo.num_chips == 16
     mesh = partitioning.make_mesh((1, -1, 1), devices=topo.devices, dcn_mesh_shape=(2, 1, 1))
     assert dict(mesh.shape) == {"data": 2, "fsdp": 8, "model": 1}
@@ -87,7 +88,7 @@ def test_multislice_mesh_puts_each_slice_in_one_dcn_block():
 @requires_libtpu
 def test_one_slice_of_compile_only_devices_takes_a_dcn_mesh_shape():
     # Compile-only devices of one slice carry no slice_index.
-    devices = compile_analysis.topology("v5e-8").devices
+    devices = compiled_lib.topology("v5e-8").devices
     assert getattr(devices[0], "slice_index", None) is None
     mesh = partitioning.make_mesh((1, -1, 1), devices=devices, dcn_mesh_shape=(1, 1, 1))
     assert dict(mesh.shape) == {"data": 1, "fsdp": 8, "model": 1}
@@ -101,13 +102,13 @@ def test_one_slice_of_compile_only_devices_takes_a_dcn_mesh_shape():
 
 def test_unknown_topology_lists_the_accepted_forms():
     with pytest.raises(ValueError, match=r"unknown topology 'tpu-9'.*v4-N.*v5e-N.*cpu-N"):
-        compile_analysis.topology("tpu-9")
+        compiled_lib.topology("tpu-9")
     with pytest.raises(ValueError, match=r"v5e slices have \[1, 4, 8"):
-        compile_analysis.topology("v5e-12")
+        compiled_lib.topology("v5e-12")
 
 
 def test_mesh_that_does_not_match_the_topology_fails_before_compiling():
-    config = _config(configs.PartitioningConfig(mesh_shape=(2, 1, 1)))
+    config = _config(partitioning.PartitioningConfig(mesh_shape=(2, 1, 1)))
     with pytest.raises(ValueError, match=r"mesh_shape \(2, 1, 1\) needs 2 devices, there are 1"):
         compile_check.check("cpu-1", config=config, decode=False)
 
@@ -116,7 +117,9 @@ def test_mesh_that_does_not_match_the_topology_fails_before_compiling():
 def test_parameters_that_do_not_divide_fail_before_compiling():
     # 4 heads cannot be split 8 ways over `model`.
     rules = partitioning.TENSOR_PARALLEL_RULES
-    config = _config(configs.PartitioningConfig(mesh_shape=(1, 1, 8), logical_axis_rules=rules))
+    config = _config(
+        partitioning.PartitioningConfig(mesh_shape=(1, 1, 8), logical_axis_rules=rules)
+    )
     with pytest.raises(
         ValueError, match=r"(?s)cannot be split over mesh.*rel_embedding.*slt.PartitioningConfig"
     ):
@@ -125,14 +128,16 @@ def test_parameters_that_do_not_divide_fail_before_compiling():
 
 @requires_libtpu
 def test_batch_that_does_not_divide_fails_before_compiling():
-    config = _config(configs.PartitioningConfig(), batch_size=12)
+    config = _config(partitioning.PartitioningConfig(), batch_size=12)
     with pytest.raises(ValueError, match=r"batch_size=12 does not split over 8 data shards"):
         compile_check.check("v5e-8", config=config, decode=False)
 
 
 def test_num_slices_needs_a_dcn_mesh_shape():
     with pytest.raises(ValueError, match=r"multislice.gin"):
-        compile_check.check("cpu-1", num_slices=2, config=_config(configs.PartitioningConfig()))
+        compile_check.check(
+            "cpu-1", num_slices=2, config=_config(partitioning.PartitioningConfig())
+        )
 
 
 # --- the command: compile and report -------------------------------------------------
@@ -180,14 +185,14 @@ ENTRY %main (a: f32[8]) -> f32[8] {
 
 
 def test_collectives_in_a_loop_count_once_per_iteration():
-    got = compile_analysis.collectives(LOOP_HLO)
+    got = compiled_lib.collectives(LOOP_HLO)
     assert got["all-gather"] == {"count": 24, "bytes": 24 * 2 * 64 * 32}
     assert got["reduce-scatter"] == {"count": 3, "bytes": 3 * 4 * 4}
     assert got["all-reduce"] == {"count": 1, "bytes": 32}
-    assert compile_analysis.has_loops(LOOP_HLO)
+    assert compiled_lib.has_loops(LOOP_HLO)
     straight = LOOP_HLO.replace("constant(24)", "constant(1)").replace('"n":"3"', '"n":"1"')
-    assert not compile_analysis.has_loops(straight)
-    assert compile_analysis.collectives(straight)["all-gather"]["count"] == 1
+    assert not compiled_lib.has_loops(straight)
+    assert compiled_lib.collectives(straight)["all-gather"]["count"] == 1
 
 
 @pytest.fixture(scope="module")
@@ -330,7 +335,7 @@ def test_train_compiles_the_step_once_and_prints_its_memory(capsys):
         task_feature_lengths={"landmarks": 8, "inputs": 4, "targets": 4},
         batch_size=2,
         network_config=SMALL,
-        partitioning_config=configs.PartitioningConfig(donate_state=False),
+        partitioning_config=partitioning.PartitioningConfig(donate_state=False),
         devices=jax.devices()[:1],
     )
     trainer = setup.trainer

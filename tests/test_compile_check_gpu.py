@@ -14,14 +14,14 @@ from helpers import run_compile_check, tiny_t5_config
 
 from slt import compile_check
 from slt.models import decoding
-from slt.performance import compile_analysis
-from slt.training import configs, partitioning
+from slt.performance import compiled as compiled_lib
+from slt.training import partitioning
 from slt.training import trainer as trainer_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
-HAS_CUDA_PLUGIN = compile_analysis.cuda_plugin_installed()
+HAS_CUDA_PLUGIN = compiled_lib.cuda_plugin_installed()
 requires_cuda_plugin = pytest.mark.skipif(
     not HAS_CUDA_PLUGIN,
     reason='needs jax\'s CUDA plugin: pip install -e ".[gpu-compile]"',
@@ -42,10 +42,10 @@ requires_cuda_plugin = pytest.mark.skipif(
 def test_gpu_target_descriptions_give_name_memory_and_compute_capability(
     kind, label, memory, major
 ):
-    chip = compile_analysis.gpu_chip(kind)
+    chip = compiled_lib.gpu_chip(kind)
     assert chip.name == label and chip.hbm_bytes == memory
-    assert chip.peak_flops == compile_analysis.GPU_KINDS[kind].peak_flops > 1e14
-    text = compile_analysis.gpu_target_config(kind)
+    assert chip.peak_flops == compiled_lib.GPU_KINDS[kind].peak_flops > 1e14
+    text = compiled_lib.gpu_target_config(kind)
     assert re.search(rf"cuda_compute_capability \{{\s*major: {major}\b", text)
     assert 'platform_name: "CUDA"' in text
     # Fields the XLA inside jax-cuda12-plugin 0.10.2 refuses stay out.
@@ -65,12 +65,12 @@ def test_gpu_target_descriptions_give_name_memory_and_compute_capability(
 )
 def test_bad_gpu_topology_names_list_the_accepted_forms(name, message):
     with pytest.raises(ValueError, match=message):
-        compile_analysis.topology(name)
+        compiled_lib.topology(name)
 
 
 def test_gpu_hosts_are_in_the_name_not_num_slices():
     with pytest.raises(ValueError, match=r"h100-2x8 is 2 hosts of 8 GPUs.*dcn_mesh_shape"):
-        compile_analysis.topology("h100-8", num_slices=2)
+        compiled_lib.topology("h100-8", num_slices=2)
 
 
 @pytest.mark.skipif(HAS_CUDA_PLUGIN, reason="jax's CUDA plugin is installed here")
@@ -78,9 +78,9 @@ def test_missing_cuda_plugin_gives_the_install_command():
     with pytest.raises(
         ValueError, match=r"pip install -e \"\.\[gpu-compile\]\".*jax-cuda12-plugin==0\.10\.2"
     ):
-        compile_analysis.topology("h100-8")
+        compiled_lib.topology("h100-8")
     with pytest.raises(ValueError, match=r"CUDA 12 plugin"):
-        compile_analysis.topology("a100-2x4")
+        compiled_lib.topology("a100-2x4")
 
 
 def test_combined_async_collectives_count_every_output():
@@ -99,7 +99,7 @@ ENTRY %main (a: f32[8], b: f32[8,255]) -> f32[64] {
   ROOT %out = f32[64]{0} get-tuple-element(%agd), index=0
 }
 """
-    got = compile_analysis.collectives(hlo)
+    got = compiled_lib.collectives(hlo)
     assert got["all-gather"] == {"count": 1, "bytes": 4 * (64 + 64 * 255)}
     assert got["all-to-all"] == {"count": 1, "bytes": 4 * 8 * 4 * 8}
     assert got["reduce-scatter"] == {"count": 1, "bytes": 2 * (8 + 8 * 64)}
@@ -111,7 +111,7 @@ ENTRY %main (a: f32[8], b: f32[8,255]) -> f32[64] {
 
 @requires_cuda_plugin
 def test_two_h100_hosts_are_two_slices_of_eight():
-    topo = compile_analysis.topology("h100-2x8")
+    topo = compiled_lib.topology("h100-2x8")
     assert topo.platform == "gpu" and topo.num_chips == 16 and topo.num_hosts == 2
     assert topo.chip.hbm_bytes == 84942979072
     # Each host is a process of 8 devices, as on two real hosts.
@@ -163,7 +163,7 @@ def test_tiny_model_compiles_for_h100_8_with_fsdp(tmp_path):
 @pytest.mark.slow
 @requires_cuda_plugin
 def test_oversized_configuration_over_two_gpu_hosts_gets_advice():
-    # In-process (no JAX_PLATFORMS): slt.performance.compile_analysis loads the plugin itself.
+    # In-process (no JAX_PLATFORMS): slt.performance.compiled loads the plugin itself.
     small = compile_check.CheckConfig(
         task_feature_lengths={"landmarks": 8, "inputs": 4, "targets": 4},
         batch_size=16,
@@ -171,9 +171,9 @@ def test_oversized_configuration_over_two_gpu_hosts_gets_advice():
         configs={
             "network_config": SMALL,
             "optimizer_config": trainer_lib.OptimizerConfig(),
-            "loss_config": configs.LossConfig(),
+            "loss_config": trainer_lib.LossConfig(),
             "decoding_config": decoding.DecodingConfig(),
-            "partitioning_config": configs.PartitioningConfig(
+            "partitioning_config": partitioning.PartitioningConfig(
                 mesh_shape=(1, -1, 1),
                 dcn_mesh_shape=(2, 1, 1),
                 logical_axis_rules=partitioning.FSDP_RULES,

@@ -16,9 +16,10 @@ from slt import infer as infer_lib
 from slt import train as train_lib  # sets XLA flags before JAX starts
 from slt import translate
 from slt.data import landmarks
-from slt.evaluation import prediction_files, restore
+from slt.evaluation import evaluate as evaluate_lib
+from slt.evaluation import prediction_files, trained_model
 from slt.tasks.fingerspelling import corpus as fingerspelling
-from slt.training import configs
+from slt.training import checkpoints
 
 TASK = "fingerspelling_slt_ase_en"
 
@@ -33,10 +34,10 @@ def model_dir(tmp_path_factory):
         task_feature_lengths={"landmarks": 160, "inputs": 24, "targets": 24},
         batch_size=16,
         train_steps=8,
-        checkpoint_config=configs.CheckpointConfig(period=100),
+        checkpoint_config=checkpoints.CheckpointConfig(period=100),
         log_period=4,
         network_config=tiny_t5_config(landmark_stride=2),
-        eval_config=configs.EvalConfig(split="test", batch_size=32),
+        eval_config=evaluate_lib.EvalConfig(split="test", batch_size=32),
     )
     return model_dir
 
@@ -207,7 +208,7 @@ def test_translate_reads_pose_and_npy_and_reports_bad_files(model_dir, tmp_path,
     assert f"{bad}: error:" in err and f"{missing}: error:" in err and "no such file" in err
 
     # The prompt is the one picked: a language the model never saw still decodes.
-    restored = restore.restore_model(model_dir)
+    restored = trained_model.load_trained_model(model_dir)
     translations, errors = translate.translate_files(restored, [letters[0]], "<slt> <ase> <de>")
     assert not errors and isinstance(translations[letters[0]], str)
 
@@ -245,8 +246,8 @@ def test_infer_on_a_prepared_dataset(model_dir, tmp_path):
             for i, (path, text) in enumerate(letters)
         )
     )
-    restored = restore.restore_model(model_dir)
-    metadata = restore.read_metadata(model_dir)
+    restored = trained_model.load_trained_model(model_dir)
+    metadata = trained_model.read_metadata(model_dir)
     assert landmarks.LandmarkConfig(**metadata["landmark_config"]) == restored.landmark_config
     for name, config in (("data", restored.landmark_config), ("other", None)):
         options = clips.PrepareOptions(config=config) if config else clips.PrepareOptions()

@@ -9,9 +9,10 @@ from helpers import tiny_t5_config
 
 from slt import export as export_lib
 from slt import train as train_lib  # sets XLA flags before JAX starts
-from slt.evaluation import restore
+from slt.evaluation import evaluate as evaluate_lib
+from slt.evaluation import trained_model
 from slt.models import network, weights
-from slt.training import checkpoints, configs
+from slt.training import checkpoints
 
 # Training the scanned CTC model takes about 90 s on 2 cores; the export mappings
 # themselves are checked in the default run by tests/test_weights.py.
@@ -28,9 +29,9 @@ def model_dir(tmp_path_factory):
         task_feature_lengths={"landmarks": 64, "inputs": 24, "targets": 16},
         batch_size=4,
         train_steps=2,
-        checkpoint_config=configs.CheckpointConfig(period=100),
+        checkpoint_config=checkpoints.CheckpointConfig(period=100),
         log_period=1,
-        eval_config=configs.EvalConfig(final=False),
+        eval_config=evaluate_lib.EvalConfig(final=False),
         network_config=tiny_t5_config(
             num_encoder_layers=2, landmark_stride=2, encoder_ctc_head=True, scan_layers=True
         ),
@@ -39,7 +40,7 @@ def model_dir(tmp_path_factory):
 
 
 def trained_text_params(model_dir: str) -> dict[str, np.ndarray]:
-    restored = restore.restore_model(model_dir)
+    restored = trained_model.load_trained_model(model_dir)
     flat = weights.flatten(network.unstack_layers(dict(restored.params)))
     return {
         k: np.asarray(v)
@@ -88,10 +89,10 @@ def test_t5x_export_reads_back_and_refuses_to_overwrite(model_dir, tmp_path, cap
 
 def test_initial_params_load_from_a_run_its_checkpoints_or_a_step(model_dir, tmp_path):
     """`CheckpointConfig.initial_path` (the default loader) takes any of the three paths
-    `slt.eval` takes, and gives the params `restore_model` gives."""
+    `slt.eval` takes, and gives the params `load_trained_model` gives."""
     import jax
 
-    restored = restore.restore_model(model_dir)
+    restored = trained_model.load_trained_model(model_dir)
     abstract = checkpoints.abstract_with_shardings(restored.params, restored.params_sharding)
     expected = jax.tree.map(np.asarray, restored.params)
     for path in (model_dir, f"{model_dir}/checkpoints", f"{model_dir}/checkpoints/2"):

@@ -21,6 +21,7 @@ from tiny_train_flags import TINY_TRAIN_FLAGS
 from slt import train as train_lib  # noqa: F401  (sets XLA flags before JAX starts)
 from slt.data import features
 from slt.evaluation import predict
+from slt.training import partitioning
 
 TASK = "fingerspelling_slt_ase_en"
 LENGTHS = {"landmarks": 160, "inputs": 24, "targets": 24}
@@ -57,11 +58,9 @@ def test_merge_shards_interleaves_and_keeps_every_example():
 def test_one_process_gathers_its_own_results_and_numbers_missing_ids():
     import jax
 
-    from slt.training import partitioning
-
     mesh = partitioning.make_mesh((-1,), ("data",))
     sharding = partitioning.batch_sharding(mesh, partitioning.DATA_PARALLEL_RULES)
-    assert predict.host_input_shard(sharding, 8) == seqio.ShardInfo(0, 1)
+    assert partitioning.host_input_shard(sharding, 8) == (0, 1)
     assert predict.shard_readers(sharding, 8) == [0]
     rows = [{"prediction": "é"}, {"id": "x", "prediction": "b"}]
     assert predict.allgather_json(rows) == [rows]

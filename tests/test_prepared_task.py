@@ -9,10 +9,11 @@ from helpers import tiny_t5_config
 
 from slt import prepare, tasks
 from slt.data import features, landmarks
+from slt.evaluation import evaluate as evaluate_lib
 from slt.io import clips, pose_files
 from slt.tasks import prepared
 from slt.tasks.fingerspelling import corpus as fingerspelling
-from slt.training import configs
+from slt.training import checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -142,11 +143,11 @@ def test_trainer_trains_on_prepared_shards(prepared_dir, tmp_path):
         task_feature_lengths={"landmarks": 32, "inputs": 24, "targets": 8},
         batch_size=10,
         train_steps=30,
-        checkpoint_config=configs.CheckpointConfig(period=100),
+        checkpoint_config=checkpoints.CheckpointConfig(period=100),
         log_period=10,
         network_config=tiny_t5_config(),
         optimizer_config=trainer_lib.OptimizerConfig(name="adamw", learning_rate=1e-2),
-        eval_config=configs.EvalConfig(split="train", batch_size=10),
+        eval_config=evaluate_lib.EvalConfig(split="train", batch_size=10),
         tensorboard=False,
     )
     losses = [

@@ -107,9 +107,9 @@ def test_input_stream_resumes_exactly_and_is_independent_of_hosts():
         np.testing.assert_array_equal(
             np.concatenate([next(host0)["x"], next(host1)["x"]]), expected
         )
-    assert input_state.host_input_shards(1, 2, 4) == [2, 3]
+    assert input_state.input_shard_ids(partitioning.HostShard(1, 2), 4) == [2, 3]
     with pytest.raises(ValueError, match="multiple of the 2 host data shards"):
-        input_state.host_input_shards(0, 2, 3)
+        input_state.input_shard_ids(partitioning.HostShard(0, 2), 3)
 
 
 class _CountingTask:
@@ -286,7 +286,7 @@ def test_input_state_garbage_collection_and_unsaveable_pipelines(tmp_path, caplo
 def test_host_shard_of_a_single_process():
     mesh = partitioning.make_mesh()
     sharding = partitioning.batch_sharding(mesh, partitioning.DATA_PARALLEL_RULES)
-    assert partitioning.host_shard_info(sharding, 8) == (0, 1)
+    assert partitioning.host_input_shard(sharding, 8) == (0, 1)
     assert partitioning.host_batch_rows(sharding, 8) == (0, 8)
 
 

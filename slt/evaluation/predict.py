@@ -177,16 +177,6 @@ def progress_bar(total: int | None, description: str, enabled: bool = True) -> I
 # -- several processes: each reads its input shard, every process gets every prediction
 
 
-def host_input_shard(
-    batch_sharding: jax.sharding.NamedSharding, batch_size: int, process_index: int | None = None
-) -> seqio.ShardInfo:
-    """The eval input shard of a process: its position on the mesh's batch axes, as
-    in training (`partitioning.host_shard_info`). Processes that feed the same batch
-    rows (model parallelism across hosts) read the same shard."""
-    index, count = partitioning.host_shard_info(batch_sharding, batch_size, process_index)
-    return seqio.ShardInfo(index, count)
-
-
 def allgather_ints(values: Sequence[int]) -> np.ndarray:
     """[num_processes, len(values)]: every process's `values` (a collective)."""
     local = np.asarray(values, np.int32).reshape(1, -1)
@@ -239,7 +229,9 @@ def shard_readers(batch_sharding: jax.sharding.NamedSharding, batch_size: int) -
     """One process per input shard (the first that reads it), in shard order."""
     first_of_shard: dict[int, int] = {}
     for p in range(jax.process_count()):
-        first_of_shard.setdefault(host_input_shard(batch_sharding, batch_size, p).index, p)
+        first_of_shard.setdefault(
+            partitioning.host_input_shard(batch_sharding, batch_size, p).index, p
+        )
     return [first_of_shard[s] for s in sorted(first_of_shard)]
 
 
@@ -373,7 +365,7 @@ def predict_chunks(
     over without decoding it (its examples are still read).
     """
     sharding, batch_size = predictor.batch_sharding, predictor.batch_size
-    shard_info = host_input_shard(sharding, batch_size)
+    shard_info = seqio.ShardInfo(*partitioning.host_input_shard(sharding, batch_size))
     readers = shard_readers(sharding, batch_size)
     ds = task_dataset(task_name, split, predictor.task_feature_lengths, shard_info)
     vocabulary = target_vocabulary(task_name)

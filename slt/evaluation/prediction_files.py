@@ -22,6 +22,7 @@ import jax
 
 from slt import storage
 from slt.evaluation import predict
+from slt.training import partitioning
 
 
 def write_jsonl(path: str, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -78,7 +79,9 @@ def write_task_predictions(
             "examples_decoded": 0,
         }
     _check_run(prefix, {"chunk_size": chunk_size, **dict(run_info or {})})
-    num_shards = predict.host_input_shard(predictor.batch_sharding, predictor.batch_size).num_shards
+    num_shards = partitioning.host_input_shard(
+        predictor.batch_sharding, predictor.batch_size
+    ).num_shards
     if chunk_size % num_shards:
         raise ValueError(
             f"infer.chunk_size={chunk_size} must be a multiple of the "

@@ -17,8 +17,11 @@ translation repeats it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Sequence
+from typing import Any
 
 import seqio
 
@@ -103,5 +106,26 @@ def prepared_task(name: str, data_dir: str) -> str:
     slt.prepared_task.name = "mycorpus_slt"
     slt.prepared_task.data_dir = "data/mycorpus"
     """
+    register_prepared_task(name, data_dir)
+    return name
+
+
+def register_for_model(data_dir: str, model: Any) -> str:
+    """Registers the prepared dataset `data_dir` as task `prepared_<dir name>` for a
+    trained model (`slt.evaluation.trained_model.TrainedModel`) and returns the name.
+    The dataset's landmark preprocessing must be the one the model was trained with."""
+    name = "prepared_" + re.sub(r"\W", "_", storage.name(data_dir))
+    dataset_config = landmark_config(data_dir)
+    if dataset_config != model.landmark_config:
+        differ = sorted(
+            k
+            for k, v in dataclasses.asdict(dataset_config).items()
+            if getattr(model.landmark_config, k) != v
+        )
+        raise ValueError(
+            f"{data_dir}: prepared with another landmark config than the checkpoint "
+            f"{model.checkpoint_dir} was trained with (fields {differ} differ); prepare "
+            "it again with the checkpoint's landmark_config."
+        )
     register_prepared_task(name, data_dir)
     return name

@@ -15,6 +15,8 @@ Keeps the newest `max_to_keep` steps plus every multiple of `keep_period`.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -221,3 +223,20 @@ def load_slt_params(path: str, abstract_params: Any) -> Any:
     params = reader.restore_params(step, abstract_params)
     reader.close()
     return params
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """When checkpoints are saved and kept, and where a new run's params come from.
+
+    The newest `keep` steps are kept, plus every multiple of `keep_period`.
+    `initial_path` starts a run that has no checkpoint of its own from other weights,
+    read by `initial_params_loader(path, abstract_params) -> params` (default: an slt
+    MODEL_DIR or checkpoint step).
+    """
+
+    period: int = 1000
+    keep: int = 3
+    keep_period: int | None = None
+    initial_path: str | None = None
+    initial_params_loader: Callable[[str, Any], Any] | None = None

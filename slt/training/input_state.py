@@ -21,6 +21,7 @@ never restored.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -114,10 +115,10 @@ class InputStream:
         return {"batches_consumed": self.position, "num_input_shards": self.num_shards}
 
 
-def host_input_shards(
-    host_shard: int, num_host_shards: int, num_input_shards: int | None
-) -> list[int]:
-    """The input shards a host reads: `num_input_shards / num_host_shards` consecutive ones."""
+def input_shard_ids(host_shard: Any, num_input_shards: int | None) -> list[int]:
+    """The input shards host shard `host_shard` (`partitioning.HostShard`) reads:
+    `num_input_shards / host_shard.num_shards` consecutive ones."""
+    num_host_shards = host_shard.num_shards
     total = num_input_shards or num_host_shards
     if total % num_host_shards:
         raise ValueError(
@@ -125,7 +126,7 @@ def host_input_shards(
             "data shards of this mesh (gin: slt.InputConfig.num_input_shards)."
         )
     per_host = total // num_host_shards
-    return list(range(host_shard * per_host, (host_shard + 1) * per_host))
+    return list(range(host_shard.index * per_host, (host_shard.index + 1) * per_host))
 
 
 class InputStateStore:
@@ -238,3 +239,17 @@ class InputStateStore:
                 storage.rmtree(storage.join(self.directory, name))
                 removed.append(step)
         return sorted(removed)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """How the training stream is split over hosts and resumed.
+
+    `num_input_shards` fixes the stream across host counts (default: one shard per host
+    position on the mesh's data axes). `save_state` saves each input shard's tf.data
+    iterator state with every checkpoint, so a resume restores it instead of replaying
+    the batches already consumed.
+    """
+
+    num_input_shards: int | None = None
+    save_state: bool = False

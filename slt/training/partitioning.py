@@ -18,11 +18,12 @@ older configs keep working.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -349,10 +350,18 @@ def host_batch_rows(
     return min(rows), max(rows) + 1
 
 
-def host_shard_info(
+class HostShard(NamedTuple):
+    """Which part of the input a host reads: shard `index` of `num_shards` (the fields
+    of `seqio.ShardInfo`, so it converts with `seqio.ShardInfo(*shard)`)."""
+
+    index: int
+    num_shards: int
+
+
+def host_input_shard(
     sharding: NamedSharding, global_batch_size: int, process_index: int | None = None
-) -> tuple[int, int]:
-    """(shard index, number of shards) of this host's input data.
+) -> HostShard:
+    """The input shard of a host, in training and in evaluation.
 
     Derived from the host's position on the batch (data) axes of the mesh: hosts
     whose devices hold the same batch rows (model parallelism across hosts) read
@@ -365,7 +374,7 @@ def host_shard_info(
     sizes = {stop - start for start, stop in blocks}
     if len(sizes) != 1 or any(a[1] > b[0] for a, b in zip(blocks, blocks[1:])):
         raise ValueError(f"hosts hold overlapping or unequal batch blocks {blocks}.")
-    return blocks.index(mine), len(blocks)
+    return HostShard(blocks.index(mine), len(blocks))
 
 
 def global_batch(
@@ -432,3 +441,36 @@ def _log_joined(source: str) -> None:
         state.coordinator_address,
         source,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitioningConfig:
+    """How params, optimizer state and batches are laid out over the devices.
+
+    `mesh_shape` is over `mesh_axis_names` (a -1 takes the remaining devices);
+    `dcn_mesh_shape` is the part of the mesh across slices (multislice TPU);
+    `logical_axis_rules` map the model's logical axes onto the mesh axes.
+    """
+
+    mesh_shape: Sequence[int] = (-1, 1, 1)
+    mesh_axis_names: Sequence[str] = MESH_AXES
+    dcn_mesh_shape: Sequence[int] | None = None
+    logical_axis_rules: LogicalRules = DATA_PARALLEL_RULES
+    donate_state: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """Several processes in one job (`jax.distributed`).
+
+    Unset fields come from `SLT_COORDINATOR_ADDRESS`, `SLT_NUM_PROCESSES` and
+    `SLT_PROCESS_ID`, or from JAX's own cluster detection with `SLT_DISTRIBUTED_AUTO=1`.
+    A process exits when no step finishes within `step_timeout_s` (default: 300 s with
+    several processes, off with one): a peer probably died.
+    """
+
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    heartbeat_timeout_s: int = 100
+    step_timeout_s: float | None = None

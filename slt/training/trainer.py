@@ -273,3 +273,21 @@ def drop_decoder_inputs(tokens: jax.Array, rng: jax.Array, rate: float, unk_id: 
     """
     drop = jax.random.bernoulli(rng, rate, tokens.shape) & (tokens > 0)
     return jnp.where(drop, jnp.asarray(unk_id, tokens.dtype), tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """What the train step minimises.
+
+    `z_loss` is T5X's auxiliary `z_loss * log(Z)^2`; `loss_normalizing_factor` divides the
+    summed token loss by a constant (None: by the number of target tokens);
+    `encoder_ctc_weight` adds that weight times the encoder's CTC loss (needs
+    `T5Config.encoder_ctc_head`); `decoder_input_dropout` replaces teacher-forced decoder
+    inputs by UNK at that rate (word dropout).
+    """
+
+    z_loss: float = 1e-4
+    label_smoothing: float = 0.0
+    loss_normalizing_factor: float | None = None
+    encoder_ctc_weight: float = 0.0
+    decoder_input_dropout: float = 0.0

@@ -7,6 +7,7 @@ BLEURT checkpoint) and writes the predictions and reports (`slt.evaluation.repor
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -105,3 +106,19 @@ def evaluate_tasks(
     if write:
         report.write_reports(results, output_dir, split, step or 0)
     return results
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation during and after training.
+
+    `tasks` defaults to the tasks of the training mixture. `period` > 0 evaluates
+    `periodic_split` every that many steps; `final` evaluates `split` at the end.
+    """
+
+    tasks: Sequence[str] | None = None
+    split: str = "test"
+    batch_size: int = 64
+    period: int = 0
+    periodic_split: str = "validation"
+    final: bool = True

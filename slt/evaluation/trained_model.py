@@ -1,6 +1,6 @@
 """A trained model back from its checkpoint, ready to decode on a mesh.
 
-`restore_model(path)` accepts a MODEL_DIR (uses `checkpoints/`), a checkpoints directory
+`load_trained_model(path)` accepts a MODEL_DIR (uses `checkpoints/`), a checkpoints directory
 (latest step) or one step directory, and rebuilds the network and the preprocessing
 from the checkpoint's metadata alone: no training gin files are needed. Only the
 parameters are read (the optimizer state stays on disk), through a read-only orbax
@@ -8,7 +8,7 @@ manager, so a training run still writing to the directory is left alone.
 `read_metadata(path)` reads the metadata alone (e.g. the landmark config, to prepare a
 dataset the way the model was trained).
 
-`restore_for_tasks` is the common start of `python -m slt.eval` and `slt.infer`: join
+`load_for_tasks` is the common start of `python -m slt.eval` and `slt.infer`: join
 the job's other processes, restore, and name the tasks to decode (a mixture's tasks,
 or a prepared dataset registered as a task).
 """
@@ -16,8 +16,7 @@ or a prepared dataset registered as a task).
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -28,13 +27,13 @@ from slt.data import features, landmarks
 from slt.evaluation import predict
 from slt.models import decoding, network
 from slt.models import model as model_lib
-from slt.training import checkpoints, configs, partitioning
+from slt.training import checkpoints, partitioning
 
 METADATA_FIELDS = ("network_config", "landmark_config", "task_feature_lengths")
 
 
 @dataclasses.dataclass
-class RestoredModel:
+class TrainedModel:
     """A checkpoint's model and parameters, sharded onto `mesh`, with its metadata."""
 
     model: model_lib.EncoderDecoderModel
@@ -150,9 +149,10 @@ def read_metadata(path: str) -> dict[str, Any]:
         manager.close()
 
 
-def restore_model(
-    path: str, partitioning_config: configs.PartitioningConfig = configs.PartitioningConfig()
-) -> RestoredModel:
+def load_trained_model(
+    path: str,
+    partitioning_config: partitioning.PartitioningConfig = partitioning.PartitioningConfig(),
+) -> TrainedModel:
     """The parameters and metadata of a checkpoint, sharded onto a new mesh.
 
     The default `partitioning_config` is data parallelism over every device: the
@@ -185,7 +185,7 @@ def restore_model(
         ),
     )
     manager.close()
-    return RestoredModel(
+    return TrainedModel(
         model=model,
         params=restored.state["params"],
         step=step,
@@ -197,43 +197,22 @@ def restore_model(
     )
 
 
-def register_prepared(data_dir: str, restored: RestoredModel) -> str:
-    """Registers a prepared dataset as task `prepared_<dir name>` and returns the name;
-    the dataset's preprocessing must be the one the model was trained with."""
-    from slt.tasks import prepared
-
-    name = "prepared_" + re.sub(r"\W", "_", storage.name(data_dir))
-    dataset_config = prepared.landmark_config(data_dir)
-    if dataset_config != restored.landmark_config:
-        differ = sorted(
-            k
-            for k, v in dataclasses.asdict(dataset_config).items()
-            if getattr(restored.landmark_config, k) != v
-        )
-        raise ValueError(
-            f"{data_dir}: prepared with another landmark config than the checkpoint "
-            f"{restored.checkpoint_dir} was trained with (fields {differ} differ); prepare "
-            "it again with the checkpoint's landmark_config."
-        )
-    prepared.register_prepared_task(name, data_dir)
-    return name
-
-
-def restore_for_tasks(
+def load_for_tasks(
     checkpoint: str,
     mixture_or_task_name: str | None,
-    prepared_data_dir: str | None,
     split: str,
     batch_size: int,
-    partitioning_config: configs.PartitioningConfig,
-    distributed_config: configs.DistributedConfig,
-) -> tuple[RestoredModel, list[str]]:
+    partitioning_config: partitioning.PartitioningConfig,
+    distributed_config: partitioning.DistributedConfig,
+    prepared_task: Callable[[TrainedModel], str] | None = None,
+) -> tuple[TrainedModel, list[str]]:
     """The restored checkpoint and the tasks a decoding job runs on.
 
     Joins the job's other processes first (`distributed_config`, or the SLT_*
     environment variables as for `slt.train`). The tasks are those of
-    `mixture_or_task_name` (default: what the checkpoint was trained on), or the
-    prepared dataset `prepared_data_dir` as one task. Fails before any decoding when a
+    `mixture_or_task_name` (default: what the checkpoint was trained on), or the one
+    task `prepared_task(model)` registers and names (a prepared dataset, checked
+    against the model: `slt.tasks.prepared.register_for_model`). Fails before any decoding when a
     task lacks `split` or `batch_size` does not split over the mesh.
     """
     import seqio
@@ -244,9 +223,9 @@ def restore_for_tasks(
         distributed_config.process_id,
         heartbeat_timeout_s=distributed_config.heartbeat_timeout_s,
     )
-    restored = restore_model(checkpoint, partitioning_config)
-    if prepared_data_dir:
-        task_names = [register_prepared(prepared_data_dir, restored)]
+    restored = load_trained_model(checkpoint, partitioning_config)
+    if prepared_task is not None:
+        task_names = [prepared_task(restored)]
     else:
         name = mixture_or_task_name or restored.mixture_or_task_name
         task_names = [t.name for t in seqio.get_subtasks(seqio.get_mixture_or_task(name))]
