@@ -68,7 +68,7 @@ ENTRY %main (a: f32[1024,1024], w: bf16[256,1024], lhs: bf16[128,256], rhs: bf16
   %loop = (s32[], bf16[128,256]{1,0}, bf16[256,512]{1,0}) while(%init), condition=%cond, body=%body
   ROOT %result = (bf16[512,1024]{1,0}, f32[1024,1024]{1,0}) tuple(%gathered, %doubled)
 }
-"""
+"""  # noqa: E501 (HLO lines as XLA prints them)
 
 V5E = hardware.TPU_RATES["v5e"]
 # v5e: 400 GB/s of ICI per chip both ways over 4 ports = 50 GB/s per link each way; a
