@@ -137,7 +137,7 @@ def test_every_arm_trains_and_is_evaluated(study_dir):
 
 
 def test_a_failed_run_stops_the_study_with_its_log(tmp_path):
-    from slt import experiment
+    from slt.study import runs as study_runs
 
     jobs = [
         ("bad/seed_0", str(tmp_path / "bad"), ["--gin_file=experiments/no_such_arm.gin"]),
@@ -145,7 +145,7 @@ def test_a_failed_run_stops_the_study_with_its_log(tmp_path):
     ]
     failed = r"(?s)bad/seed_0: slt.train exited with [1-9].*no_such_arm"
     with pytest.raises(RuntimeError, match=failed):
-        experiment.run_in_processes(jobs, parallel_runs=1, poll_s=0.2)
+        study_runs.run_in_processes(jobs, parallel_runs=1, poll_s=0.2)
     assert (tmp_path / "bad" / "train.log").is_file()
     assert not (tmp_path / "never").exists()  # the queue stops at the first failure
 
@@ -153,12 +153,13 @@ def test_a_failed_run_stops_the_study_with_its_log(tmp_path):
 def test_a_run_in_a_bucket_gets_its_log_uploaded(gcs):
     import gcs_emulator
 
-    from slt import experiment, storage
+    from slt import storage
+    from slt.study import runs as study_runs
 
     run_dir = f"gs://{gcs_emulator.BUCKET}/study/bad/seed_0"
     jobs = [("bad/seed_0", run_dir, ["--gin_file=experiments/no_such_arm.gin"])]
     with pytest.raises(RuntimeError, match="no_such_arm"):
-        experiment.run_in_processes(jobs, parallel_runs=1, poll_s=0.2)
+        study_runs.run_in_processes(jobs, parallel_runs=1, poll_s=0.2)
     assert "no_such_arm.gin" in storage.read_text(f"{run_dir}/train.log")
 
 
@@ -171,14 +172,14 @@ def test_a_finished_study_is_kept_when_run_again(study_dir):
 
 
 def test_a_kept_run_of_other_steps_is_refused(tmp_path):
-    from slt import experiment
+    from slt.study import runs as study_runs
 
     (tmp_path / "train").mkdir()
     steps = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
     (tmp_path / "train" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
-    experiment._check_kept_run(str(tmp_path), 2)
+    study_runs.check_kept_run(str(tmp_path), 2)
     with pytest.raises(ValueError, match="holds a finished run of 2 steps.*train_steps=3"):
-        experiment._check_kept_run(str(tmp_path), 3)
+        study_runs.check_kept_run(str(tmp_path), 3)
 
 
 def test_disjoint_mt_leaves_out_every_held_out_asl_word():
