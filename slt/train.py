@@ -126,8 +126,8 @@ def train(
     """Trains for `train_steps` (resuming from the latest checkpoint) and evaluates.
 
     `num_microbatches` accumulates gradients over that many slices of each batch;
-    `log_period` is the steps between progress lines and TensorBoard summaries. The
-    option groups are documented in `slt.training.configs`.
+    `log_period` is the steps between progress lines and TensorBoard summaries. Each
+    option group is documented beside the code it configures (docs/training.md).
 
     Returns the final metrics, `{task: {metric: value}}`, as written to
     MODEL_DIR/eval/metrics.json; `{}` when stopped by SIGTERM (after saving) or with
