@@ -148,7 +148,11 @@ def analytic_train_flops(network_config: Any, params: Any, batch_shapes: Mapping
 
 
 def _compile_step(
-    lowerable: Any, args: tuple, topo: Any, always_compile: bool = False
+    lowerable: Any,
+    args: tuple,
+    topo: Any,
+    always_compile: bool = False,
+    predict: Any = None,
 ) -> dict[str, Any]:
     """The step report of `lowerable` compiled for `args` on the topology's chips.
 
@@ -156,7 +160,8 @@ def _compile_step(
     below: when they alone exceed the HBM, the compile (minutes for a big model) would
     only confirm what the shardings say, and it is skipped unless `always_compile`. A
     TPU compile that runs out of HBM raises instead of returning a program; its message
-    still says how much the temporaries needed, and that makes the report."""
+    still says how much the temporaries needed, and that makes the report.
+    `predict(hlo_text, report)`, when given, returns the compiled step's `step_time`."""
     import jax
 
     from slt.performance import compiled as compiled_lib
@@ -179,6 +184,8 @@ def _compile_step(
             chip=topo.chip,
             compile_seconds=time.perf_counter() - started,
         )
+        if predict is not None:
+            report["step_time"] = predict(compiled.as_text(), report)
     report["compile_seconds"] = round(time.perf_counter() - started, 1)
     # CPU seconds of this process: on a loaded machine they say more than wall time.
     report["compile_cpu_seconds"] = round(time.process_time() - cpu_started, 1)
@@ -203,6 +210,7 @@ def check(
     from slt import train as train_job
     from slt.evaluation import predict, trained_model
     from slt.performance import compiled as compiled_lib
+    from slt.performance import step_time
     from slt.training import checkpoints, partitioning
 
     config = config or train_arguments()
@@ -253,12 +261,39 @@ def check(
     rng = jax.ShapeDtypeStruct(
         (), jax.random.key(0).dtype, sharding=partitioning.replicated(setup.mesh)
     )
+    layout = step_time.DeviceLayout.from_mesh(setup.mesh)
+    rates = topo.rates
+    model_flops = analytic_train_flops(
+        c["network_config"], trainer.abstract_state.params, setup.batch_shapes
+    )
+
+    def predictor(model_total: float | None, tokens: float) -> Any:
+        if rates is None:
+            return None
+
+        def predict(hlo_text: str, step: Mapping[str, Any]) -> dict[str, Any]:
+            return step_time.predict(
+                hlo_text,
+                layout,
+                rates,
+                xla_flops_per_chip=step["flops_per_step"]["xla_per_chip"],
+                model_flops_total=model_total,
+                tokens_per_step=tokens,
+            )
+
+        return predict
+
+    target_tokens = math.prod(setup.batch_shapes["decoder_target_tokens"])
     with jax.set_mesh(setup.mesh):
-        train = _compile_step(trainer.train_step, (state, batch, rng), topo, always_compile)
-        flops = train["flops_per_step"]
-        flops["analytic_total"] = analytic_train_flops(
-            c["network_config"], trainer.abstract_state.params, setup.batch_shapes
+        train = _compile_step(
+            trainer.train_step,
+            (state, batch, rng),
+            topo,
+            always_compile,
+            predictor(model_flops, target_tokens),
         )
+        flops = train["flops_per_step"]
+        flops["analytic_total"] = model_flops
         if flops.get("xla_counts_loop_bodies_once") and topo.chip.peak_flops:
             # XLA's count misses all but one run of each loop body; the model's own
             # FLOPs are then the larger lower bound.
@@ -280,7 +315,10 @@ def check(
                     trainer.batch_sharding,
                     decode_options=options,
                 )
-                step = _compile_step(fn, (state.params, eval_batch), topo, always_compile)
+                tokens = math.prod(shapes["decoder_target_tokens"])
+                step = _compile_step(
+                    fn, (state.params, eval_batch), topo, always_compile, predictor(None, tokens)
+                )
                 step["batch_size"] = eval_config.batch_size
                 report["decode_steps"][method] = step
     steps = [report["train_step"], *report.get("decode_steps", {}).values()]
@@ -292,6 +330,18 @@ def check(
     report["collectives"] = report["train_step"]["collectives"]
     report["compile_seconds"] = report["train_step"]["compile_seconds"]
     report["compile_cpu_seconds"] = report["train_step"]["compile_cpu_seconds"]
+    report["step_time"] = report["train_step"].get("step_time")
+    report["predicted_mfu"] = None
+    if report["step_time"]:
+        report["predicted_mfu"] = step_time.mfu(
+            model_flops, report["step_time"]["predicted_s"], topo.num_chips, rates.peak_flops
+        )
+    if rates is None:
+        report["step_time_missing"] = (
+            f"no step time: {topo.chip.name} devices have no public rates to predict with"
+        )
+    elif not report["train_step"].get("compiled", True):
+        report["step_time_missing"] = "no step time: the train step was not compiled"
     if not report["fits"]:
         report["advice"] = advice(report, config)
     return report
@@ -474,6 +524,7 @@ def format_report(report: Mapping[str, Any]) -> str:
             "(a bound: the step's FLOPs per chip at the chip's peak bf16 rate, nothing "
             "else)"
         )
+    lines += _step_time_lines(report, steps)
     lines.append(
         "collectives per train step, per chip:"
         + ("" if report["train_step"].get("compiled", True) else " none known (not compiled)")
@@ -495,6 +546,40 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append("verdict: DOES NOT FIT. What would help (gin bindings):")
         lines += [f"  - {a}" for a in report.get("advice", [])]
     return "\n".join(lines)
+
+
+def _step_time_lines(report: Mapping[str, Any], steps: Mapping[str, Any]) -> list[str]:
+    """The predicted step times, MFU and the collectives by link, mesh axes and dtype."""
+    from slt.performance import step_time
+
+    if not report.get("step_time"):
+        return [report["step_time_missing"]] if report.get("step_time_missing") else []
+    lines = [
+        "predicted step times (from the compiled program and the chip's public rates, not "
+        "measured; " + step_time.OVERLAP_ASSUMPTION + "):"
+    ]
+    for name, step in steps.items():
+        if step.get("step_time"):
+            mfu = report["predicted_mfu"] if name == "train step" else None
+            lines.append(f"  {name}: {step_time.summary_line(step['step_time'], mfu)}")
+            if note := step["step_time"].get("collectives_not_timed"):
+                lines.append(f"    {note}")
+    train = report["step_time"]
+    if "predicted_tokens_per_s" in train:
+        lines.append(
+            f"  train step: {train['predicted_tokens_per_s']:,.0f} target tokens/s predicted "
+            "(slt.train prints the measured tok/s)"
+        )
+    lines.append("train step collectives by link, mesh axes and dtype (per chip per step):")
+    for row in train["collectives"]:
+        seconds = "unknown" if row["seconds"] is None else f"{row['seconds'] * 1e3:.2f} ms"
+        lines.append(
+            f"  {row['kind']:18s} {row['dtype']:5s} {row['link']:8s} "
+            f"{'x'.join(row['mesh_axes']) or '-':14s} {row['count']:6d} ops "
+            f"{row['bytes'] / 2**30:9.3f} GiB, sends {row['bytes_sent'] / 2**30:9.3f} GiB, "
+            f"{seconds}"
+        )
+    return lines
 
 
 def _help() -> str:

@@ -223,6 +223,9 @@ def test_cpu8_report_counts_memory_flops_and_collectives(cpu8_oversized):
     # The gradients are all-reduced: at least one f32 copy of every parameter.
     assert train["collectives"]["all-reduce"]["bytes"] >= 4 * report["num_params"]
     assert train["collectives"]["all-gather"]["count"] == 0
+    # CPU devices have no public rates: no step time, and the report says why.
+    assert report["step_time"] is None and report["predicted_mfu"] is None
+    assert "no public rates" in report["step_time_missing"]
     flops = train["flops_per_step"]
     assert flops["xla_total"] == pytest.approx(8 * flops["xla_per_chip"])
     assert 0.7 < flops["xla_total"] / flops["analytic_total"] < 1.3
@@ -320,6 +323,21 @@ def test_tpu_v5e8_fsdp_compiles_and_fits(tmp_path):
     assert train["argument_bytes"] < 4 * report["num_params"]
     assert train["collectives"]["all-gather"]["count"] > 0
     assert train["step_seconds_bound"] > 0
+    # The step-time model: all 8 chips in one slice, FSDP's collectives over `fsdp` on ICI.
+    timing = report["step_time"]
+    assert timing is train["step_time"] or timing == train["step_time"]
+    terms = {k: timing[f"{k}_s"] for k in ("compute", "memory", "collectives")}
+    assert timing["predicted_s"] == max(terms.values()) > 0
+    assert timing["bound_by"] == max(terms, key=terms.get)
+    assert timing["no_overlap_s"] == pytest.approx(sum(terms.values()))
+    assert {(r["link"], tuple(r["mesh_axes"])) for r in timing["collectives"]} == {
+        ("ICI", ("fsdp",))
+    }
+    assert 0 < report["predicted_mfu"] < 1
+    assert report["predicted_mfu"] == pytest.approx(
+        train["flops_per_step"]["analytic_total"] / (timing["predicted_s"] * 8 * 197e12)
+    )
+    assert "predicted step times (from the compiled program" in result.stdout
     assert "verdict: FITS" in result.stdout
 
 

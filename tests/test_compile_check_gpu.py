@@ -156,6 +156,13 @@ def test_tiny_model_compiles_for_h100_8_with_fsdp(tmp_path):
     flops = train["flops_per_step"]
     assert 0.7 < flops["xla_total"] / flops["analytic_total"] < 1.3
     assert train["step_seconds_bound"] > 0
+    # The step-time model: one host, so every collective runs on NVLink.
+    timing = report["step_time"]
+    assert {r["link"] for r in timing["collectives"]} == {"NVLink"}
+    assert timing["predicted_s"] == max(
+        timing["compute_s"], timing["memory_s"], timing["collectives_s"]
+    )
+    assert 0 < report["predicted_mfu"] < 1
     assert "1 host(s), 8 x NVIDIA H100 80GB HBM3" in result.stdout
     assert "JAX preallocates 75%" in result.stdout and "verdict: FITS" in result.stdout
 

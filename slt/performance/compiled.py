@@ -28,6 +28,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from slt.performance import hardware
+
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
@@ -42,12 +44,11 @@ class ChipSpec:
     peak_flops: float
 
 
-# Public per-chip figures (Cloud TPU system architecture pages, NVIDIA data sheets).
+# Public per-chip figures (Cloud TPU system architecture pages); the rates are those of
+# slt.performance.hardware's table.
 TPU_CHIPS = {
-    "v4": ChipSpec("TPU v4", 32 * GIB, 275e12),
-    "v5e": ChipSpec("TPU v5e", 16 * GIB, 197e12),
-    "v5p": ChipSpec("TPU v5p", 95 * GIB, 459e12),
-    "v6e": ChipSpec("TPU v6e", 32 * GIB, 918e12),
+    kind: ChipSpec(hardware.TPU_RATES[kind].name, hbm * GIB, hardware.TPU_RATES[kind].peak_flops)
+    for kind, hbm in (("v4", 32), ("v5e", 16), ("v5p", 95), ("v6e", 32))
 }
 # What a host of fake CPU devices reports: no HBM limit of its own.
 CPU_CHIP = ChipSpec("CPU", 0, 0.0)
@@ -63,9 +64,9 @@ class GpuKind:
 
 
 GPU_KINDS = {
-    "a100": GpuKind("a100_sxm_80.txtpb", 312e12),
-    "h100": GpuKind("h100_sxm.txtpb", 989e12),
-    "h200": GpuKind("h200.txtpb", 989e12),
+    "a100": GpuKind("a100_sxm_80.txtpb", hardware.GPU_RATES["a100"].peak_flops),
+    "h100": GpuKind("h100_sxm.txtpb", hardware.GPU_RATES["h100"].peak_flops),
+    "h200": GpuKind("h200.txtpb", hardware.GPU_RATES["h200"].peak_flops),
 }
 # An HGX / DGX host holds 8 GPUs on one NVLink switch.
 MAX_GPUS_PER_HOST = 8
@@ -94,10 +95,16 @@ class Topology:
     devices: tuple[Any, ...]
     num_slices: int = 1
     num_hosts: int = 1
+    kind: str = ""  # "v5e", "h100", ...: the key of its rates in slt.performance.hardware
 
     @property
     def num_chips(self) -> int:
         return len(self.devices)
+
+    @property
+    def rates(self) -> hardware.ChipRates | None:
+        """The chip's public rates (None for CPU devices: none to predict with)."""
+        return hardware.rates_for(self.platform, self.kind) if self.kind else None
 
 
 def _cube(chips: int) -> tuple[int, int, int]:
@@ -255,7 +262,7 @@ def _gpu_topology(name: str, kind: str, hosts: int, per_host: int, num_slices: i
             "a field the plugin's XLA does not know must be removed from the file."
         ) from None
     log.info("topology %s: CUDA %s, %d devices (%s)", name, topology_text, len(devices), chip.name)
-    return Topology(name, "gpu", chip, tuple(devices), 1, hosts)
+    return Topology(name, "gpu", chip, tuple(devices), 1, hosts, kind)
 
 
 def _tpu_topology(name: str, kind: str, count: int, num_slices: int) -> Topology:
@@ -305,7 +312,7 @@ def _tpu_topology(name: str, kind: str, count: int, num_slices: int) -> Topology
     log.info(
         "topology %s: %s x %d slice(s), %d devices", name, kwargs, num_slices, len(desc.devices)
     )
-    return Topology(name, "tpu", TPU_CHIPS[kind], tuple(desc.devices), num_slices)
+    return Topology(name, "tpu", TPU_CHIPS[kind], tuple(desc.devices), num_slices, kind=kind)
 
 
 # --- what a compiled step costs ------------------------------------------------
