@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import inspect
 import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 # The installed package; its gin configs ship inside it (slt/gin/).
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))  # local: the package itself
@@ -428,3 +430,84 @@ def parse_gin_args(argv: Sequence[str], job: Callable) -> None:
 def dataclass_dict(value: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config dataclass."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(value).items()}
+
+
+# Errors that a job's input or configuration causes (a bad binding, a missing file, an
+# unwritable directory): the job prints their message as one line, without a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError)
+
+
+def _error_message(error: BaseException) -> str:
+    """The error's message without the note gin appends to errors raised in a
+    configurable ("  In call to configurable ..."), which names no cause."""
+    lines = str(error).splitlines() or [type(error).__name__]
+    for i, line in enumerate(lines):
+        if line.startswith("  In call to configurable"):
+            lines = lines[:i]
+            break
+    return "\n".join(lines).strip() or type(error).__name__
+
+
+def _release(error: BaseException | None) -> None:
+    """Frees what a failed job's frames still hold (tf.data iterators, their threads,
+    device buffers) while the interpreter still runs."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+    gc.collect()
+
+
+def run_job(
+    main: Callable[[Sequence[str]], int | None],
+    argv: Sequence[str] | None = None,
+    user_errors: tuple[type[BaseException], ...] = (),
+) -> NoReturn:
+    """Runs an entry point's `main(argv)` and ends the process with its status.
+
+    A user error (`USER_ERRORS`, `StorageError` and `user_errors`) prints one line,
+    `ERROR: <message>` (the traceback too with `--verbosity=debug`); any other error
+    prints its traceback. A job that fails ends with `os._exit` once its output is
+    flushed: at a normal interpreter exit, a tf.data iterator that a traceback, a cache
+    or another thread still holds is destroyed after Python has stopped its threads,
+    and its destructor then waits forever for them (a failed eval hung that way). A
+    job that fails must end, so that a scheduler can requeue it.
+    """
+    from slt import storage
+
+    argv = sys.argv[1:] if argv is None else argv
+    caught: BaseException | None = None
+    try:
+        result = main(argv)
+        status = 0 if result is None else result
+    except SystemExit as exit_:
+        caught = exit_
+        status = exit_.code
+    except KeyboardInterrupt as error:
+        caught = error
+        print("\ninterrupted", file=sys.stderr, flush=True)
+        status = 130
+    except (*USER_ERRORS, storage.StorageError, *user_errors) as error:
+        caught = error
+        if logging.getLogger("slt").isEnabledFor(logging.DEBUG):
+            sys.stderr.write("".join(traceback.format_exception(error)))
+        print(f"\nERROR: {_error_message(error)}", file=sys.stderr, flush=True)
+        status = 1
+    except BaseException as error:  # noqa: BLE001 (printed, and the job exits with 1)
+        caught = error
+        sys.stderr.write("".join(traceback.format_exception(error)))
+        status = 1
+    if status is None:
+        status = 0
+    elif not isinstance(status, int):  # SystemExit("message")
+        print(status, file=sys.stderr)
+        status = 1
+    if status == 0:
+        raise SystemExit(0)
+    _release(caught)
+    del caught
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
