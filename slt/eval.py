@@ -7,7 +7,8 @@ The network and the preprocessing come from the checkpoint's metadata. Writes to
 `evaluate.output_dir` (default MODEL_DIR/eval_<step>_<split>, plus `_<name>` for a
 mixture, task or prepared dataset other than the checkpoint's own): metrics.json (BLEU,
 chrF, language accuracy, empty rate, BLEURT with a BLEURT checkpoint; signatures),
-<task>.<split>.predictions.jsonl, metrics.md, metrics.png and TensorBoard events.
+<task>.<split>.predictions.jsonl, metrics.md, metrics.png, TensorBoard events and
+report.html (examples with their landmark clips; `slt.ReportConfig` picks them).
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ from slt import (
     tasks,  # noqa: E402,F401  (registers the tasks)
 )
 from slt.evaluation import evaluate as evaluate_lib  # noqa: E402
-from slt.evaluation import trained_model  # noqa: E402
+from slt.evaluation import (
+    html_report,  # noqa: E402
+    trained_model,  # noqa: E402
+)
 from slt.tasks import prepared  # noqa: E402
 
 
@@ -49,11 +53,16 @@ def evaluate(
     show_progress: bool = True,
     partitioning_config: partitioning.PartitioningConfig = partitioning.PartitioningConfig(),
     distributed_config: partitioning.DistributedConfig = partitioning.DistributedConfig(),
+    html: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Metrics per task (as written to metrics.json).
+    report_config: html_report.ReportConfig = html_report.ReportConfig(),
 
     `mixture_or_task_name` defaults to the one the checkpoint was trained on; a mixture
     means each of its tasks; `prepared_data_dir` (a `slt.prepare` output) evaluates that
+    `html` also writes report.html (`report_config` picks its examples; the
+    checkpoint's training curves are added when its MODEL_DIR has train/metrics.jsonl).
+
     dataset instead, as task `prepared_<dir name>`. `decode_options` go to
     `predict_batch` as keywords.
 
@@ -108,10 +117,14 @@ def evaluate(
     if jax.process_index() == 0:  # the one that wrote them
         print_results(results, split)
         print(f"wrote {output_dir}/metrics.json, metrics.md, metrics.png and TensorBoard events")
+            report_config=report_config if html else None,
+            training_log=storage.join(restored.model_dir, "train", "metrics.jsonl"),
     return results
 
 
 def print_results(results: Mapping[str, Mapping[str, Any]], split: str) -> None:
+        if html:
+            print(f"report: {output_dir}/report.html (open it in a browser; it works offline)")
     print(f"\nevaluation ({split} split)")
     print(
         f"{'task':40s} {'BLEU':>7s} {'chrF':>7s} {'lang':>6s} {'empty':>6s} {'exact':>6s} "

@@ -169,6 +169,7 @@ def register_configurables() -> None:
 
     from slt.data import landmarks
     from slt.evaluation import evaluate as evaluate_lib
+    from slt.evaluation import html_report
     from slt.models import decoding, network, weights
     from slt.tasks import mixing, prepared
     from slt.training import checkpoints, input_state, partitioning, trainer
@@ -185,6 +186,7 @@ def register_configurables() -> None:
         checkpoints.CheckpointConfig,
         input_state.InputConfig,
         evaluate_lib.EvalConfig,
+        html_report.ReportConfig,
         partitioning.DistributedConfig,
     ):
         with contextlib.suppress(ValueError):  # already registered

@@ -6,7 +6,9 @@ r"""Write predictions of a checkpoint for a task or mixture split as sharded JSO
 One line per example: id, prompt, prediction, target (if present) and score (the sum
 of the model's log-probabilities of the predicted tokens, EOS included). Shards of
 `chunk_size` examples, `<task>.<split>.predictions-00000.jsonl`, ...; a restart with
-the same OUTPUT_DIR skips the shards already written.
+the same OUTPUT_DIR skips the shards already written. With `--gin.infer.html=True`
+also OUTPUT_DIR/report.html: scores where the split has references, and examples with
+their landmark clips (`slt.ReportConfig` picks them).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from slt import (
     tasks,  # noqa: E402,F401  (registers the tasks)
 )
 from slt.evaluation import (
+    evaluate,  # noqa: E402
+    html_report,  # noqa: E402
     prediction_files,  # noqa: E402
     trained_model,  # noqa: E402
 )
@@ -49,10 +53,14 @@ def infer(
     decode_options: Mapping[str, Any] | None = None,
     show_progress: bool = True,
     on_chunk_written: Callable[[int, str], None] | None = None,
+    html: bool = False,
     partitioning_config: partitioning.PartitioningConfig = partitioning.PartitioningConfig(),
     distributed_config: partitioning.DistributedConfig = partitioning.DistributedConfig(),
+    report_config: html_report.ReportConfig = html_report.ReportConfig(),
 ) -> dict[str, dict[str, int]]:
     """{task: counts}; see `prediction_files.write_task_predictions`.
+
+    `html` also writes OUTPUT_DIR/report.html from the prediction shards (`write_report`).
 
     `mixture_or_task_name` defaults to the one the checkpoint was trained on; with
     `prepared_data_dir` (a `python -m slt.prepare` output) the split of that dataset is
@@ -112,7 +120,49 @@ def infer(
                 f"there), {counts['examples_decoded']} decoded",
                 flush=True,
             )
+    if html and jax.process_index() == 0:
+        path = write_report(
+            output_dir,
+            task_names,
+            split,
+            restored.task_feature_lengths,
+            report_config,
+            title=f"predictions of {restored}, {split} split",
+        )
+        print(f"report: {path} (open it in a browser; it works offline)", flush=True)
     return summary
+
+
+def write_report(
+    output_dir: str,
+    task_names: Sequence[str],
+    split: str,
+    task_feature_lengths: Mapping[str, int],
+    report_config: html_report.ReportConfig,
+    title: str,
+) -> str:
+    """OUTPUT_DIR/report.html from the prediction shards there. Tasks whose examples
+    all have a reference are scored (`evaluate.score_predictions`); the others are
+    shown without metrics."""
+    results, predictions = {}, {}
+    for name in task_names:
+        rows = prediction_files.read_predictions(output_dir, name, split)
+        predictions[name] = rows
+        if rows and all("target" in r for r in rows):
+            results[name] = evaluate.score_predictions(rows)
+        else:
+            results[name] = {"num_examples": len(rows)}
+    path = storage.join(output_dir, "report.html")
+    html_report.write_html_report(
+        path,
+        results,
+        predictions,
+        split,
+        task_feature_lengths=task_feature_lengths,
+        config=report_config,
+        title=title,
+    )
+    return path
 
 
 def main(argv: Sequence[str]) -> None:

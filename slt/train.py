@@ -5,7 +5,8 @@ r"""Train (and finally evaluate) a model on a seqio task or mixture.
 Everything is configured by gin: `--gin_file=F` (repeatable) and `--gin.NAME=VALUE`
 bindings; docs/training.md lists the options. The operative config is written to
 MODEL_DIR/config.gin, the loss of every logged step to MODEL_DIR/train/metrics.jsonl,
-checkpoints to MODEL_DIR/checkpoints and final metrics to MODEL_DIR/eval/metrics.json.
+checkpoints to MODEL_DIR/checkpoints and final metrics to MODEL_DIR/eval/metrics.json,
+with MODEL_DIR/eval/report.html to look at examples and the training curves.
 
 `build_training` builds what the job runs (mesh, batch shapes, model, Trainer) from
 its configs; `train` restores or initialises the state, opens the input stream and
@@ -38,7 +39,7 @@ from slt import (
 )
 from slt.data import features
 from slt.evaluation import evaluate as evaluate_lib
-from slt.evaluation import predict, trained_model
+from slt.evaluation import html_report, predict, trained_model
 from slt.models import decoding, network  # noqa: E402
 from slt.models import model as model_lib  # noqa: E402
 from slt.performance import compiled as compiled_lib
@@ -122,6 +123,7 @@ def train(
     input_config: input_state.InputConfig = input_state.InputConfig(),
     eval_config: evaluate_lib.EvalConfig = evaluate_lib.EvalConfig(),
     distributed_config: partitioning.DistributedConfig = partitioning.DistributedConfig(),
+    report_config: html_report.ReportConfig = html_report.ReportConfig(),
 ) -> dict[str, dict]:
     """Trains for `train_steps` (resuming from the latest checkpoint) and evaluates.
 
@@ -164,7 +166,9 @@ def train(
         setup.model, trainer.params_sharding, trainer.batch_sharding
     )
 
-    def evaluate_split(params: Any, split: str, output_dir: str, step: int) -> dict[str, dict]:
+    def evaluate_split(
+        params: Any, split: str, output_dir: str, step: int, **report: Any
+    ) -> dict[str, dict]:
         # The same decoding and scoring as `python -m slt.eval`.
         return evaluate_lib.evaluate_tasks(
             predict_fn,
@@ -176,6 +180,7 @@ def train(
             trainer.batch_sharding,
             output_dir,
             step=step,
+            **report,
         )
 
     def periodic_eval(step: int, params: Any) -> dict[str, dict]:
@@ -244,6 +249,7 @@ def train(
                     checkpoint_period=checkpoint_config.period,
                     eval_period=eval_config.period,
                     periodic_eval=periodic_eval,
+                    wait_each_step=_queued_steps_can_deadlock(partitioning_config),
                 )
             if not preempted and (train_steps > start_step or checkpointer.latest_step() is None):
                 saver.save(int(state.step), state, force=True)
@@ -251,7 +257,13 @@ def train(
             if preempted or not eval_config.final:
                 return {}
             results = evaluate_split(
-                state.params, eval_config.split, storage.join(model_dir, "eval"), int(state.step)
+                state.params,
+                eval_config.split,
+                storage.join(model_dir, "eval"),
+                int(state.step),
+                report_config=report_config if eval_config.html_report else None,
+                training_log=storage.join(model_dir, "train", "metrics.jsonl"),
+                learning_rate=trainer_lib.learning_rate_schedule(optimizer_config),
             )
     finally:
         checkpointer.close()  # waits for a pending save (the last good state)
@@ -275,8 +287,19 @@ def _train_loop(
     checkpoint_period: int,
     eval_period: int,
     periodic_eval: Callable[[int, Any], dict[str, dict]],
+    wait_each_step: bool = False,
 ) -> tuple[trainer_lib.TrainState, bool]:
     """Steps from `state.step` to `train_steps`, saving and evaluating periodically.
+
+    The host keeps the devices fed: it dispatches step n, then reads batch n+1 and
+    places it on the devices while step n runs, and only then reads the metrics of step
+    n-1 (copied to the host as soon as that step ends). So a step is always queued
+    behind the running one, and the host never waits for the step it just dispatched,
+    except where the state must be known good: before a checkpoint save, an evaluation,
+    a SIGTERM stop and the last step, it reads this step's metrics first. The NaN guard
+    therefore stops at most one step after the first non-finite loss, and a non-finite
+    state is never saved. `wait_each_step` reads every step's metrics before the next
+    dispatch (see `train` for when).
 
     `train_step` is `trainer.train_step` or its compiled executable
     (`compile_train_step`). Returns the last state and whether SIGTERM stopped the
@@ -284,19 +307,34 @@ def _train_loop(
     The final save and evaluation are the caller's.
     """
     dropout_rng = jax.random.key(seed + 1)  # folded with the step: resumes are exact
-    try:
-        for step in range(int(state.step) + 1, train_steps + 1):  # the step once updated
-            batch = partitioning.global_batch(next(stream), trainer.batch_sharding)
-            state, metrics = train_step(state, batch, dropout_rng)
-            # Blocks every step: the NaN guard and the per-step JSONL loss need the
-            # values, and no donated steps queue up (with 4 or more CPU devices, that
-            # can deadlock XLA:CPU's all-reduce; docs/architecture.md, "JAX on CPU").
+    pending: list[tuple[int, Any]] = []  # dispatched steps whose metrics are unread
+
+    def read_metrics(up_to: int) -> None:
+        while pending and pending[0][0] <= up_to:
+            done, metrics = pending.pop(0)
             metrics = jax.device_get(metrics)
-            train_monitor.check_finite(step, metrics, saver.last_saved, saver.directory)
-            if line := train_log.write(step, metrics):
+            train_monitor.check_finite(done, metrics, saver.last_saved, saver.directory)
+            if line := train_log.write(done, metrics):
                 print(line, flush=True)
-            watchdog.step_done(step)
-            if watcher.should_stop(step):
+            watchdog.step_done(done)
+
+    def next_batch() -> dict[str, jax.Array]:
+        return partitioning.global_batch(next(stream), trainer.batch_sharding)
+
+    try:
+        first = int(state.step) + 1  # the step once updated
+        batch = next_batch() if first <= train_steps else None
+        for step in range(first, train_steps + 1):
+            state, metrics = train_step(state, batch, dropout_rng)
+            for leaf in jax.tree.leaves(metrics):
+                leaf.copy_to_host_async()  # ready when the host asks for it
+            pending.append((step, metrics))
+            stop = watcher.should_stop(step)
+            save = step % checkpoint_period == 0
+            evaluate = bool(eval_period) and step % eval_period == 0
+            if wait_each_step or stop or save or evaluate or step == train_steps:
+                read_metrics(step)  # the NaN guard passes this state before it is used
+            if stop:
                 saver.save(step, state, force=True)
                 saver.finish()
                 print(
@@ -307,10 +345,13 @@ def _train_loop(
                 return state, True
             if step == train_steps:
                 break
-            if step % checkpoint_period == 0:
+            if save:
                 saver.save(step, state)
-            if eval_period and step % eval_period == 0:
+            if evaluate:
                 train_log.write_eval(step, periodic_eval(step, state.params))
+            # Read after the save: the saved stream position is the step's own.
+            batch = next_batch()
+            read_metrics(step - 1)
     except jax.errors.JaxRuntimeError as error:
         if jax.process_count() == 1:
             raise
@@ -321,6 +362,18 @@ def _train_loop(
             "checkpoint."
         ) from error
     return state, False
+
+
+def _queued_steps_can_deadlock(partitioning_config: partitioning.PartitioningConfig) -> bool:
+    """Whether the loop must wait for each step before dispatching the next: with 4 or
+    more CPU devices, donated train states of queued steps can deadlock XLA:CPU's
+    all-reduce rendezvous (it aborts after about a minute; docs/architecture.md, "JAX on
+    CPU"). Accelerators, fewer CPU devices and steps without donation do not."""
+    return (
+        partitioning_config.donate_state
+        and jax.default_backend() == "cpu"
+        and jax.local_device_count() >= 4
+    )
 
 
 def compile_train_step(

@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 
 from slt import storage
-from slt.evaluation import metrics, predict, prediction_files, report
+from slt.evaluation import html_report, metrics, predict, prediction_files, report
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,18 @@ def evaluate_tasks(
     bleurt_checkpoint: str | None = None,
     step: int | None = None,
     show_progress: bool = True,
+    report_config: html_report.ReportConfig | None = None,
+    training_log: str | None = None,
+    learning_rate: Callable[[int], float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """{task: metrics}. With `output_dir` also writes, on process 0:
 
     `<task>.<split>.predictions.jsonl`, `metrics.json`, `metrics.md` (a Markdown
     table), `metrics.png` (metrics per task and language) and TensorBoard summaries
-    (at `step`, default 0). BLEURT is computed only with `bleurt_checkpoint`.
+    (at `step`, default 0). BLEURT is computed only with `bleurt_checkpoint`. With
+    `report_config` also `report.html` (`slt.evaluation.html_report`: examples with
+    their clips; the training curves of `training_log`, a `train/metrics.jsonl`, with
+    the optimizer's `learning_rate` schedule).
     """
     predict.check_splits(task_names, split)
     bleurt_scorer = None
@@ -87,10 +93,12 @@ def evaluate_tasks(
     predictor = predict.Predictor(
         predict_fn, params, task_feature_lengths, batch_size, batch_sharding
     )
-    results = {}
+    results, all_predictions = {}, {}
     for name in task_names:
         predictions = predict.predict_task(predictor, name, split, show_progress)
         results[name] = score_predictions(predictions, bleurt_scorer)
+        if write and report_config is not None:
+            all_predictions[name] = predictions
         log.info(
             "eval %s/%s: BLEU %.2f chrF %.2f (%d examples)",
             name,
@@ -105,6 +113,19 @@ def evaluate_tasks(
             )
     if write:
         report.write_reports(results, output_dir, split, step or 0)
+        if report_config is not None:
+            html_report.write_html_report(
+                storage.join(output_dir, "report.html"),
+                results,
+                all_predictions,
+                split,
+                task_feature_lengths=task_feature_lengths,
+                config=report_config,
+                training_log=training_log,
+                learning_rate=learning_rate,
+                title=f"evaluation at step {step or 0}, {split} split",
+                metrics_png=storage.read_bytes(storage.join(output_dir, "metrics.png")),
+            )
     return results
 
 
@@ -113,7 +134,8 @@ class EvalConfig:
     """Evaluation during and after training.
 
     `tasks` defaults to the tasks of the training mixture. `period` > 0 evaluates
-    `periodic_split` every that many steps; `final` evaluates `split` at the end.
+    `periodic_split` every that many steps; `final` evaluates `split` at the end, and
+    with `html_report` also writes its `report.html` (with the training curves).
     """
 
     tasks: Sequence[str] | None = None
@@ -122,3 +144,5 @@ class EvalConfig:
     period: int = 0
     periodic_split: str = "validation"
     final: bool = True
+    # The final evaluation's report.html (`slt.ReportConfig` says which examples).
+    html_report: bool = True
