@@ -5,7 +5,8 @@ r"""Evaluate a checkpoint on every eval task of a mixture, or on one task.
 CHECKPOINT is a MODEL_DIR of slt.train, its checkpoints/ directory or one step in it.
 The network and the preprocessing come from the checkpoint's metadata. Writes to
 `evaluate.output_dir` (default MODEL_DIR/eval_<step>_<split>, plus `_<name>` for a
-mixture, task or prepared dataset other than the checkpoint's own): metrics.json (BLEU,
+mixture, task or prepared dataset other than the checkpoint's own, plus the decode
+options, e.g. `_decode_method-beam_num_beams-4`): metrics.json (BLEU,
 chrF, language accuracy, empty rate, BLEURT with a BLEURT checkpoint; signatures),
 <task>.<split>.predictions.jsonl, metrics.md, metrics.png, TensorBoard events and
 report.html (examples with their landmark clips; `slt.ReportConfig` picks them).
@@ -14,6 +15,7 @@ report.html (examples with their landmark clips; `slt.ReportConfig` picks them).
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -90,6 +92,8 @@ def evaluate(
         name = f"eval_{restored.step}_{split}"
         if prepared_data_dir or mixture_or_task_name:  # not the checkpoint's own tasks
             name += "_" + (task_names[0] if prepared_data_dir else mixture_or_task_name)
+        # Other decode options are other results: they get a directory of their own.
+        name += decode_options_suffix(decode_options)
         output_dir = storage.join(restored.model_dir, name)
     storage.check_writable(output_dir, "evaluate.output_dir")  # before any decoding
     if not bleurt_checkpoint:
@@ -120,6 +124,17 @@ def evaluate(
             report_config=report_config if html else None,
             training_log=storage.join(restored.model_dir, "train", "metrics.jsonl"),
     return results
+
+
+def decode_options_suffix(decode_options: Mapping[str, Any] | None) -> str:
+    """The part of the default output directory's name that `decode_options` add:
+    `_decode_method-beam_num_beams-4` for `{"decode_method": "beam", "num_beams": 4}`,
+    "" for none."""
+    parts = [
+        f"{key}-{re.sub(r'[^A-Za-z0-9.]+', '-', str(value)).strip('-')}"
+        for key, value in sorted((decode_options or {}).items())
+    ]
+    return "".join(f"_{part}" for part in parts)
 
 
 def print_results(results: Mapping[str, Mapping[str, Any]], split: str) -> None:

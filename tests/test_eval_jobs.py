@@ -9,7 +9,7 @@ import gin
 import numpy as np
 import pytest
 import sacrebleu
-from helpers import TEST_DATA, tiny_t5_config
+from helpers import TEST_DATA, needs_mediapipe, tiny_t5_config
 
 from slt import eval as eval_lib
 from slt import infer as infer_lib
@@ -84,6 +84,23 @@ def test_eval_writes_metrics_equal_to_sacrebleu_on_its_predictions(model_dir, tm
         v.tag: v for e in tf.compat.v1.train.summary_iterator(events[0]) for v in e.summary.value
     }
     assert f"test/{TASK}/chrf" in tags and f"test/{TASK}/language_accuracy" in tags
+
+
+def test_other_decode_options_write_to_another_directory(model_dir):
+    """A second evaluation with other decode options keeps the first one's results."""
+    eval_lib.evaluate(checkpoint=model_dir, batch_size=32, show_progress=False)
+    greedy_path = os.path.join(model_dir, "eval_8_test", "metrics.json")
+    with open(greedy_path, "rb") as f:
+        greedy = f.read()
+    options = {"decode_method": "beam", "num_beams": 2}
+    beam = eval_lib.evaluate(
+        checkpoint=model_dir, batch_size=32, show_progress=False, decode_options=options
+    )
+    beam_dir = os.path.join(model_dir, "eval_8_test_decode_method-beam_num_beams-2")
+    with open(os.path.join(beam_dir, "metrics.json")) as f:
+        assert json.load(f)[TASK] == beam[TASK]
+    with open(greedy_path, "rb") as f:
+        assert f.read() == greedy
 
 
 def test_missing_split_fails_before_decoding(model_dir, tmp_path):
@@ -213,12 +230,9 @@ def test_translate_reads_pose_and_npy_and_reports_bad_files(model_dir, tmp_path,
     assert not errors and isinstance(translations[letters[0]], str)
 
 
+@needs_mediapipe
 def test_translate_video(model_dir, capsys):
     video = os.path.join(TEST_DATA, "test_video.mp4")
-    try:
-        from slt.io import video as _  # noqa: F401
-    except ImportError:
-        pytest.skip("slt.io.video (MediaPipe extraction) is not in this tree yet")
     status = translate.main(["--checkpoint", model_dir, video])
     out, err = capsys.readouterr()
     assert status == 0, err
