@@ -7,7 +7,9 @@ Each FILE (.pose, .npy, .npz, or a video through the video extra) is read with
 landmark config saved in the checkpoint's metadata; the prompt is
 `<slt> <source_lang> <target_lang>`. A file that cannot be read or preprocessed gets
 one error line on stderr and the others go on; the exit status is then 1.
-Output: one line per file, `FILE<TAB>TRANSLATION`.
+Output: one line per file, `FILE<TAB>TRANSLATION`. `--html_report PATH` also writes
+an offline page with each file's translation, the clip the model was given and the
+file's own landmarks, animated (`slt.evaluation.html_report`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from slt.data import (
     landmarks,  # noqa: E402
 )
 from slt.evaluation import (
+    html_report,  # noqa: E402
     predict,  # noqa: E402
     trained_model,  # noqa: E402
 )
@@ -141,6 +144,11 @@ def main(argv: Sequence[str]) -> int:
         default=0,
         help="files decoded together (default: all, rounded to devices)",
     )
+    parser.add_argument(
+        "--html_report",
+        metavar="PATH",
+        help="also write an HTML page (e.g. report.html) showing each file's clips and text",
+    )
     parser.add_argument("files", nargs="+", metavar="FILE")
     args = gin_utils.parse_args(parser, argv)
 
@@ -162,7 +170,36 @@ def main(argv: Sequence[str]) -> int:
             print(f"{path}\t{translations[path]}", flush=True)
         else:
             print(f"{path}: error: {errors[path]}", file=sys.stderr, flush=True)
+    if args.html_report:
+        write_report(args.html_report, restored, translations, prompt)
+        print(f"report: {args.html_report} (open it in a browser; it works offline)")
     return 1 if errors else 0
+
+
+def write_report(
+    path: str, restored: trained_model.TrainedModel, translations: dict[str, str], prompt: str
+) -> None:
+    """The HTML page of translated files: the model's frames and the file's own 85
+    points (both read again from the file)."""
+    config = restored.landmark_config
+    items = []
+    for source, translation in translations.items():
+        pose = readers.read_holistic(source)
+        points, present = pose.youtube_asl()
+        items.append(
+            {
+                "id": source,
+                "prompt": prompt,
+                "prediction": translation,
+                "frames": preprocess(source, config)[
+                    : restored.task_feature_lengths[features.LANDMARKS]
+                ],
+                "source_points": points,
+                "source_present": present,
+                "source_fps": pose.fps,
+            }
+        )
+    html_report.write_translation_report(path, items, config, title=f"translations by {restored}")
 
 
 if __name__ == "__main__":

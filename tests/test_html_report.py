@@ -25,7 +25,7 @@ from slt import tasks
 from slt import train as train_lib  # sets XLA flags before JAX starts
 from slt.data import landmarks
 from slt.evaluation import evaluate as evaluate_lib
-from slt.evaluation import html_report, predict
+from slt.evaluation import html_report, predict, prediction_files
 from slt.training import checkpoints
 
 TASK = "fingerspelling_slt_ase_en"
@@ -392,4 +392,49 @@ def test_gaps_text_only_examples_and_an_empty_task_in_chromium(model_dir, browse
             f"({clip_el}.querySelector('input'))"
         )
         assert browser.evaluate(f"{clip_el}.dataset.points") == str(drawn)
+    assert browser.errors() == []
+
+
+def test_infer_report_from_prediction_shards(model_dir, tmp_path):
+    """slt.infer's report reads its shards back and scores them as slt.eval does."""
+    from slt import infer
+
+    predictions = _predictions(model_dir)
+    out = str(tmp_path / "infer")
+    os.makedirs(out)
+    for k in range(2):  # two shards, as infer writes them
+        prediction_files.write_jsonl(
+            prediction_files.shard_path(out, TASK, "test", k), predictions[64 * k : 64 * (k + 1)]
+        )
+    path = infer.write_report(out, [TASK], "test", LENGTHS, html_report.ReportConfig(), "t")
+    with open(path, encoding="utf-8") as f:
+        page = f.read()
+    with open(os.path.join(model_dir, "eval", "metrics.json"), encoding="utf-8") as f:
+        chrf = json.load(f)[TASK]["chrf"]
+    assert f"<td>{chrf:.2f}</td>" in page and len(_clips(page)) == 10
+
+
+@needs_chromium
+def test_translate_report_shows_the_model_clip_and_the_source_file(model_dir, tmp_path, browser):
+    from slt import translate
+    from slt.io import readers
+    from slt.tasks.fingerspelling import corpus
+
+    letters = [path for path, _, sign, _ in corpus._index() if sign == "ase"][:2]
+    report = str(tmp_path / "translations.html")
+    status = translate.main(
+        ["--checkpoint", model_dir, "--target_lang", "en", "--html_report", report, *letters]
+    )
+    assert status == 0
+    with open(report, encoding="utf-8") as f:
+        clips = _clips(f.read())
+    assert sorted(clips) == ["0-0", "0-0-source", "0-1", "0-1-source"]
+    pose = readers.read_holistic(letters[0])
+    assert clips["0-0-source"]["frames"] == len(pose.points)
+    assert clips["0-0"]["frames"] == len(
+        translate.preprocess(letters[0], landmarks.LandmarkConfig())
+    )
+    browser.open(f"file://{report}")
+    assert browser.wait_for("document.body.dataset.ready") == "4"
+    assert "no references" in browser.evaluate("document.body.innerText")
     assert browser.errors() == []

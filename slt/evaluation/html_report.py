@@ -369,12 +369,29 @@ def _table_html(name: str, m: Mapping[str, Any], split: str) -> str:
     for key in report.SIGNATURES:
         if key in m:
             rows.append(f"<li>{key}: <code>{html.escape(str(m[key]))}</code></li>")
-    if "bleurt" not in m:
+    if "bleurt" not in m and "chrf" in m:
         rows.append("<li>BLEURT: not computed (no BLEURT checkpoint given).</li>")
     if "language_accuracy_note" in m:
         rows.append(f"<li>language accuracy {html.escape(m['language_accuracy_note'])}</li>")
     rows.append("</ul>")
     return "".join(rows)
+
+
+def _player_html(key: str, clip: Mapping[str, Any], caption: str) -> str:
+    frames = clip["frames"]
+    missing = (
+        f"<div class='note'>{clip['missing_frames']} of {frames} frames have no landmarks</div>"
+        if clip["missing_frames"]
+        else ""
+    )
+    return (
+        f"<div class='clip' data-clip='{key}' data-frame='0'>"
+        f"<div class='caption'>{html.escape(caption)}</div>"
+        "<canvas width='260' height='260'></canvas><div class='controls'>"
+        "<button type='button' class='play'>pause</button>"
+        f"<input type='range' min='0' max='{frames - 1}' value='0'>"
+        f"<span class='counter'>1 / {frames}</span></div>{missing}</div>"
+    )
 
 
 def _example_html(task_index: int, k: int, e: Mapping[str, Any]) -> str:
@@ -387,20 +404,9 @@ def _example_html(task_index: int, k: int, e: Mapping[str, Any]) -> str:
         "<div class='body'>",
     ]
     if e["clip"] is not None:
-        out.append(
-            f"<div class='clip' data-clip='{task_index}-{k}' data-frame='0'>"
-            "<canvas width='260' height='260'></canvas><div class='controls'>"
-            "<button type='button' class='play'>pause</button>"
-            f"<input type='range' min='0' max='{e['clip']['frames'] - 1}' value='0'>"
-            f"<span class='counter'>1 / {e['clip']['frames']}</span></div>"
-            + (
-                f"<div class='note'>{e['clip']['missing_frames']} of {e['clip']['frames']} "
-                "frames have no landmarks</div>"
-                if e["clip"]["missing_frames"]
-                else ""
-            )
-            + "</div>"
-        )
+        out.append(_player_html(f"{task_index}-{k}", e["clip"], "model input"))
+        if e.get("source") is not None:
+            out.append(_player_html(f"{task_index}-{k}-source", e["source"], "source file"))
     else:
         out.append("<div class='clip none'>text input: no landmarks</div>")
     out.append("<dl>")
@@ -448,9 +454,14 @@ def render_html(
                 "the split is empty).</p>"
             )
         else:
+            chosen = (
+                "in order (no references to score)"
+                if any(e["chrf"] is None for e in shown)
+                else "by sentence chrF: the worst, the best and random others"
+            )
             body.append(
                 f"<p>{len(shown)} of {m.get('num_examples', len(shown))} examples, "
-                "by sentence chrF: the worst, the best and random others. Clips are the "
+                f"{chosen}. Clips are the "
                 f"model's input frames, played at {fps.get(name, 15.0):g} frames/s. Diff: "
                 "<ins>in the prediction only</ins>, <del>in the reference only</del>.</p>"
             )
@@ -458,6 +469,8 @@ def render_html(
             body.append(_example_html(t, k, e))
             if e["clip"] is not None:
                 clips[f"{t}-{k}"] = {**e["clip"], "fps": fps.get(name, 15.0)}
+            if e.get("source") is not None:
+                clips[f"{t}-{k}-source"] = e["source"]  # with its own fps
         body.append("</section>")
     edges = {
         "pose": POSE_EDGES,
@@ -539,6 +552,58 @@ def write_html_report(
     return summary
 
 
+def write_translation_report(
+    path: str,
+    items: Sequence[Mapping[str, Any]],
+    landmark_config: landmarks.LandmarkConfig,
+    title: str,
+    config: ReportConfig = ReportConfig(),
+) -> dict[str, Any]:
+    """`report.html` of translated files (`slt.translate`): each file's translation,
+    the clip the model was given and the file's own 85 points before normalisation
+    and frame-rate reduction, at the file's frame rate.
+
+    Each item: `id` (the file), `prompt`, `prediction`, `frames` ([T, 255] model
+    frames) and, where the file was read, `source_points` [T, 85, 3],
+    `source_present` [T, 85] and `source_fps`.
+    """
+    languages = metrics.identify_languages([i["prediction"] for i in items]) if items else []
+    examples = []
+    for k, (item, language) in enumerate(zip(items, languages)):
+        source = None
+        if item.get("source_points") is not None:
+            source = encode_clip(item["source_points"], item["source_present"])
+            source["fps"] = float(item.get("source_fps") or 30.0)
+        examples.append(
+            {
+                "position": k,
+                "why": "first",
+                "id": item["id"],
+                "prompt": item["prompt"],
+                "prediction": item["prediction"],
+                "target": None,
+                "chrf": None,
+                "diff": None,
+                "language": language,
+                "clip": encode_clip(*model_points(item["frames"], landmark_config)),
+                "source": source,
+            }
+        )
+    name = "translations"
+    page = render_html(
+        title,
+        "files",
+        {name: {"num_examples": len(items)}},
+        {name: examples},
+        {name: playback_fps(config, landmark_config)},
+        None,
+        None,
+        notes=["No references: translations are not scored."],
+    )
+    storage.write_text(path, page)
+    return {"bytes": len(page.encode("utf-8")), "examples": len(examples)}
+
+
 # -- the skeleton ---------------------------------------------------------------------------
 
 # Columns of the 85-point subset (`landmarks.YOUTUBE_ASL_SUBSET`): 6 pose points, 37 face
@@ -596,7 +661,8 @@ img.plot.metrics{max-width:640px}
 .body{display:flex;gap:1em;align-items:flex-start}.clip canvas{border:1px solid #ccc;
 background:#fafafa}.clip.none{width:260px;color:#777;font-style:italic}
 .controls{display:flex;gap:.4em;align-items:center;font-size:.8em}.controls input{flex:1}
-.note{font-size:.8em;color:#a61e4d}dl{margin:0;display:grid;grid-template-columns:7em 1fr;
+.caption{font-size:.75em;color:#666}.note{font-size:.8em;color:#a61e4d}
+dl{margin:0;display:grid;grid-template-columns:7em 1fr;
 gap:.2em .6em}dt{color:#666}dd{margin:0;font-family:ui-monospace,monospace;white-space:pre-wrap}
 ins{background:#ffc9c9;text-decoration:none}del{background:#b2f2bb;text-decoration:none}
 .empty{color:#a61e4d;font-weight:bold}
