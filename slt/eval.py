@@ -53,18 +53,18 @@ def evaluate(
     bleurt_checkpoint: str | None = None,
     decode_options: Mapping[str, Any] | None = None,
     show_progress: bool = True,
+    html: bool = True,
     partitioning_config: partitioning.PartitioningConfig = partitioning.PartitioningConfig(),
     distributed_config: partitioning.DistributedConfig = partitioning.DistributedConfig(),
-    html: bool = True,
+    report_config: html_report.ReportConfig = html_report.ReportConfig(),
 ) -> dict[str, dict[str, Any]]:
     """Metrics per task (as written to metrics.json).
-    report_config: html_report.ReportConfig = html_report.ReportConfig(),
 
-    `mixture_or_task_name` defaults to the one the checkpoint was trained on; a mixture
-    means each of its tasks; `prepared_data_dir` (a `slt.prepare` output) evaluates that
     `html` also writes report.html (`report_config` picks its examples; the
     checkpoint's training curves are added when its MODEL_DIR has train/metrics.jsonl).
 
+    `mixture_or_task_name` defaults to the one the checkpoint was trained on; a mixture
+    means each of its tasks; `prepared_data_dir` (a `slt.prepare` output) evaluates that
     dataset instead, as task `prepared_<dir name>`. `decode_options` go to
     `predict_batch` as keywords.
 
@@ -117,12 +117,14 @@ def evaluate(
             bleurt_checkpoint=bleurt_checkpoint,
             step=restored.step,
             show_progress=show_progress,
+            report_config=report_config if html else None,
+            training_log=storage.join(restored.model_dir, "train", "metrics.jsonl"),
         )
     if jax.process_index() == 0:  # the one that wrote them
         print_results(results, split)
         print(f"wrote {output_dir}/metrics.json, metrics.md, metrics.png and TensorBoard events")
-            report_config=report_config if html else None,
-            training_log=storage.join(restored.model_dir, "train", "metrics.jsonl"),
+        if html:
+            print(f"report: {output_dir}/report.html (open it in a browser; it works offline)")
     return results
 
 
@@ -138,8 +140,6 @@ def decode_options_suffix(decode_options: Mapping[str, Any] | None) -> str:
 
 
 def print_results(results: Mapping[str, Mapping[str, Any]], split: str) -> None:
-        if html:
-            print(f"report: {output_dir}/report.html (open it in a browser; it works offline)")
     print(f"\nevaluation ({split} split)")
     print(
         f"{'task':40s} {'BLEU':>7s} {'chrF':>7s} {'lang':>6s} {'empty':>6s} {'exact':>6s} "
