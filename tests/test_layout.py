@@ -177,19 +177,24 @@ def _gin_files() -> set[str]:
     return out
 
 
-def test_gin_configs_ship_in_the_wheel(tmp_path):
-    """The wheel `pip install .` installs holds every gin config and GPU description, so
-    `--gin_file=runs/demo.gin` works without the checkout."""
-    # Built from a copy: setuptools' build/ directory in the checkout may hold files
-    # of an earlier build that the package data no longer names.
+def _source_copy(tmp_path) -> str:
+    """What `pip install .` builds from, copied: setuptools' build/ directory in the
+    checkout may hold files of an earlier build that the package data no longer names."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(os.path.join(REPO, name), source / name)
     shutil.copytree(SLT, source / "slt", ignore=shutil.ignore_patterns("__pycache__"))
+    return str(source)
+
+
+def test_gin_configs_ship_in_the_wheel(tmp_path):
+    """The wheel `pip install .` installs holds every gin config and GPU description, so
+    `--gin_file=runs/demo.gin` works without the checkout."""
+    source = _source_copy(tmp_path)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(tmp_path / "dist"), str(source)],
+        + ["-w", str(tmp_path / "dist"), source],
         check=True,
         capture_output=True,
         cwd=tmp_path,
@@ -239,3 +244,43 @@ def test_a_job_parses_a_shipped_config_from_another_directory_without_error_line
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-1] == "128"
     assert "Path not found" not in result.stderr and " ERROR " not in result.stderr
+
+
+@pytest.mark.slow
+def test_installed_package_runs_the_demo_from_an_empty_directory(tmp_path):
+    """`pip install .` (not editable) into a virtual environment, then the demo with its
+    shipped config from an empty directory, to its final evaluation. The environment
+    sees this one's packages (`--system-site-packages`) so nothing is downloaded; its own
+    copy of slt comes first on its path."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+        + [_source_copy(tmp_path)],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    where = subprocess.run(
+        [python, "-c", "import slt; print(slt.__file__)"],
+        cwd=empty,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert where.startswith(str(venv)), f"slt imported from {where}, not the installed copy"
+    result = subprocess.run(
+        [python, "-m", "slt.train", "--gin_file=runs/demo.gin", '--gin.MODEL_DIR="runs/demo"']
+        + ["--gin.train.train_steps=20"],
+        cwd=empty,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "final evaluation (test split)" in result.stdout
+    assert (empty / "runs" / "demo" / "eval" / "metrics.json").is_file()
+    assert "Path not found" not in result.stderr
