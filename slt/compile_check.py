@@ -294,6 +294,13 @@ def check(
         )
         flops = train["flops_per_step"]
         flops["analytic_total"] = model_flops
+        if train.get("compiled", True):
+            train["collective_need"] = _collective_need(
+                train["collectives"],
+                trainer.abstract_state.params,
+                trainer.params_sharding,
+                c["network_config"].dtype,
+            )
         if flops.get("xla_counts_loop_bodies_once") and topo.chip.peak_flops:
             # XLA's count misses all but one run of each loop body; the model's own
             # FLOPs are then the larger lower bound.
@@ -345,6 +352,25 @@ def check(
     if not report["fits"]:
         report["advice"] = advice(report, config)
     return report
+
+
+def _collective_need(
+    compiled: Mapping[str, Mapping[str, int]], params: Any, shardings: Any, dtype: str
+) -> dict[str, Any]:
+    """The train step's weight collectives against what FSDP needs (bytes of results per
+    chip per step): weights gathered twice in the compute dtype, gradients
+    reduce-scattered once in float32."""
+    import numpy as np
+
+    from slt.performance import step_time
+
+    need = step_time.sharding_need(params, shardings, np.dtype(dtype).itemsize)
+    got = {k: compiled[k]["bytes"] for k in ("all-gather", "reduce-scatter", "all-reduce")}
+    return {
+        "need": need,
+        "compiled": got,
+        "gather_ratio": got["all-gather"] / need["all-gather"] if need["all-gather"] else None,
+    }
 
 
 def advice(report: Mapping[str, Any], config: CheckConfig) -> list[str]:
@@ -525,6 +551,17 @@ def format_report(report: Mapping[str, Any]) -> str:
             "else)"
         )
     lines += _step_time_lines(report, steps)
+    need = report["train_step"].get("collective_need")
+    if need and need["gather_ratio"] is not None:
+        gib = 2**30
+        lines.append(
+            f"weights gathered: {need['compiled']['all-gather'] / gib:.3f} GiB compiled, "
+            f"{need['need']['all-gather'] / gib:.3f} GiB needed (twice each split weight "
+            f"in the compute dtype): {need['gather_ratio']:.1f}x; gradients: "
+            f"{need['compiled']['reduce-scatter'] / gib:.3f} GiB reduce-scattered, "
+            f"{need['need']['reduce-scatter'] / gib:.3f} GiB needed, "
+            f"{need['compiled']['all-reduce'] / gib:.3f} GiB all-reduced"
+        )
     lines.append(
         "collectives per train step, per chip:"
         + ("" if report["train_step"].get("compiled", True) else " none known (not compiled)")

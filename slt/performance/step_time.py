@@ -36,6 +36,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from slt.performance import compiled as compiled_lib
@@ -496,3 +497,33 @@ def summary_line(step_time: Mapping[str, Any], mfu_value: float | None) -> str:
     if mfu_value is not None:
         line += f", MFU {mfu_value:.0%}"
     return line
+
+
+def sharding_need(
+    abstract_params: Any,
+    params_sharding: Any,
+    compute_itemsize: int,
+    gradient_itemsize: int = 4,
+    gather_axes: Sequence[str] = ("fsdp",),
+) -> dict[str, float]:
+    """The weight collectives a train step needs per chip under FSDP: each weight split
+    over `gather_axes` gathered twice (forward, and again for the backward pass) in the
+    compute dtype, and its gradient reduce-scattered once (result: the chip's shard, in
+    the gradients' dtype). Bytes of the collectives' results, as `collectives` counts
+    them; tensor parallelism's activation collectives are not included."""
+    gathered = shards = 0
+    for leaf, sharding in zip(jax.tree.leaves(abstract_params), jax.tree.leaves(params_sharding)):
+        shard = math.prod(sharding.shard_shape(leaf.shape))
+        mesh_shape = dict(sharding.mesh.shape)
+        split = 1
+        for entry in sharding.spec:
+            for axis in entry if isinstance(entry, tuple) else (entry,):
+                if axis in gather_axes:
+                    split *= mesh_shape[axis]
+        if split > 1:
+            gathered += shard * split
+            shards += shard
+    return {
+        "all-gather": 2.0 * gathered * compute_itemsize,
+        "reduce-scatter": float(shards * gradient_itemsize),
+    }
