@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import sacrebleu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = [
@@ -60,23 +61,29 @@ def test_metrics_checkpoint_and_config_are_written(trained):
         metrics = json.load(f)
     ase = metrics["fingerspelling_slt_ase_en"]
     assert ase["num_examples"] > 100
-    assert 0.0 <= ase["chrf"] <= 100.0 and 0.0 <= ase["bleu"] <= 100.0
-    assert "chrF" in stdout and "fingerspelling_slt_ase_en" in stdout
     with open(model_dir / "eval" / "fingerspelling_slt_ase_en.test.predictions.jsonl") as f:
         predictions = [json.loads(line) for line in f]
     assert len(predictions) == ase["num_examples"]
+    # The written scores are those of the written predictions; 40 steps already spell
+    # some letters right (chrF above 0) but no word yet (exact match below 1).
+    hyps, refs = [p["prediction"] for p in predictions], [p["target"] for p in predictions]
+    assert ase["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+    assert ase["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+    assert 0.0 < ase["chrf"] < 100.0 and ase["exact_match"] < 1.0
+    assert f"{ase['chrf']:7.2f}" in stdout and "fingerspelling_slt_ase_en" in stdout
     assert predictions[0]["prompt"] == "<slt> <ase> <en>"
     assert {"20", "40"} <= set(os.listdir(model_dir / "checkpoints"))
     # The periodic evaluation hook ran at step 30 on the validation split.
     with open(model_dir / "eval" / "step_30" / "metrics.json") as f:
-        assert 0.0 <= json.load(f)["fingerspelling_slt_ase_en"]["chrf"] <= 100.0
+        periodic = json.load(f)["fingerspelling_slt_ase_en"]
+    assert periodic["num_examples"] == 131  # the validation split (test: 127)
     with open(model_dir / "train" / "metrics.jsonl") as f:
         assert any("eval/fingerspelling_slt_ase_en/chrf" in json.loads(line) for line in f)
     config = (model_dir / "config.gin").read_text()
     assert "emb_dim = 64" in config and "train_steps = 40" in config
 
 
-@pytest.mark.slow  # the default run resumes a gs:// run (tests/test_storage.py)
+@pytest.mark.slow  # the default run kills and resumes a run (tests/test_kill_and_resume.py)
 def test_resumes_from_the_latest_checkpoint(trained):
     model_dir, _ = trained
     stdout = _run(model_dir, 45)

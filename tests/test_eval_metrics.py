@@ -1,10 +1,10 @@
-"""Language accuracy, BLEURT from a checkpoint on disk, and the sacrebleu figures."""
+"""Language accuracy, BLEURT from a checkpoint on disk, and BLEU and chrF against values
+computed by hand."""
 
 import json
 
 import numpy as np
 import pytest
-import sacrebleu
 
 from slt.evaluation import metrics
 
@@ -92,18 +92,40 @@ def test_language_accuracy_counts_intended_languages_and_empties_as_wrong():
         metrics.language_accuracy(["hello"], ["xx"])
 
 
-def test_all_metrics_agree_with_sacrebleu_computed_independently():
+def test_chrf_and_bleu_equal_hand_computed_values():
+    # chrF (sacrebleu's defaults: character n-grams 1-6, beta 2, spaces removed) sums the
+    # n-gram counts over the corpus, then averages precision and recall over the orders
+    # that both sides have. "abc"/"abcd" and "xy"/"xy", as (hypothesis, reference,
+    # matching) counts:
+    #   1-grams: 5, 6, 5;  2-grams: 3, 4, 3;  3-grams: 1, 2, 1;  4-grams: 0, 1, 0 (left out)
+    # precision (1 + 1 + 1) / 3 = 1, recall (5/6 + 3/4 + 1/2) / 3 = 25/36, and
+    # F-beta = (1 + 4) * 1 * 25/36 / (4 * 1 + 25/36) = 125/169.
+    m = metrics.translation_metrics(["abc", "xy"], ["abcd", "xy"])
+    assert m["chrf"] == pytest.approx(100 * 125 / 169)
+    assert m["exact_match"] == 0.5 and m["empty_rate"] == 0.0
+    # BLEU (13a tokens, one reference): clipped n-gram precisions 5/6, 3/5, 2/4, 1/3
+    # ("the" counts once), equal lengths so no brevity penalty: the geometric mean.
+    m = metrics.translation_metrics(["the cat sat on the mat"], ["the cat sat on a mat"])
+    assert m["bleu"] == pytest.approx(100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
+    # Single words have no 4-grams: BLEU is 0 however right they are (the demo's case).
+    assert metrics.translation_metrics(["Peru"], ["Peru"])["bleu"] == 0.0
+
+
+def test_all_metrics_together():
     predictions = ["the cat sat on the mat", "der Hund", "", "Januar"]
     references = ["the cat sat on a mat", "der Hund bellt", "Chile", "January"]
     m = metrics.translation_metrics(
         predictions, references, target_languages=["en", "de", "en", "en"]
     )
-    assert m["bleu"] == pytest.approx(sacrebleu.corpus_bleu(predictions, [references]).score)
-    assert m["chrf"] == pytest.approx(sacrebleu.corpus_chrf(predictions, [references]).score)
-    assert m["empty_rate"] == 0.25
+    # Corpus scores are not means of sentence scores: the one-sentence BLEU above with
+    # three more sentences.
+    assert 0.0 < m["bleu"] < 100 * (1 / 12) ** 0.25
+    assert m["empty_rate"] == 0.25 and m["exact_match"] == 0.0
     found = metrics.identify_languages(predictions)
-    assert found[0] == "en" and found[2] is None
+    assert found[0] == "en" and found[1] == "de" and found[2] is None
     assert (
         m["language_accuracy"] == sum(f == t for f, t in zip(found, ["en", "de", "en", "en"])) / 4
     )
+    assert m["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
+    assert m["chrf_signature"].startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no")
     assert m["language_id_signature"].startswith("lingua:2.1.1|candidates:ar,bg,bn,ca,cs")
