@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -45,11 +46,19 @@ def _logged_steps(model_dir):
     return [json.loads(line)["step"] for line in lines if '"loss"' in line]
 
 
-def _wait(predicate, timeout_s, what, cluster, output):
+def _wait(predicate, timeout_s, what, cluster, output, sbatch):
+    """Waits for `predicate`; fails at once, with the job's output, when `sbatch --wait`
+    has ended (the job ended: it failed, or finished before the awaited state)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
+        if sbatch.poll() is not None:
+            text = output.read_text() if output.exists() else ""
+            raise AssertionError(
+                f"{what}: the job ended (sbatch exited with {sbatch.returncode})\n"
+                f"{sbatch.stdout.read()}\n{text[-3000:]}\n{cluster.logs()}"
+            )
         time.sleep(0.2)
     text = output.read_text() if output.exists() else ""
     raise AssertionError(f"{what} within {timeout_s} s\n{text[-3000:]}\n{cluster.logs()}")
@@ -78,6 +87,9 @@ def test_sbatch_two_tasks_join_checkpoint_requeue_and_resume(tmp_path):
             MODEL_DIR=str(model_dir),
             JAX_PLATFORMS="cpu",
             XLA_FLAGS="--xla_force_host_platform_device_count=1",
+            # The job runs `python` from PATH: this interpreter's, as in an activated
+            # virtual environment, even where the tests run one that is not activated.
+            PATH=os.pathsep.join([os.path.dirname(sys.executable), cluster.env.get("PATH", "")]),
         )
         sbatch = subprocess.Popen(
             [
@@ -99,7 +111,7 @@ def test_sbatch_two_tasks_join_checkpoint_requeue_and_resume(tmp_path):
         )
         try:
             # Generous limits: on a loaded 2-core machine two starting jobs take minutes.
-            _wait(lambda: _logged_steps(model_dir), 1500, "no step logged", cluster, output)
+            _wait(lambda: _logged_steps(model_dir), 1500, "no step logged", cluster, output, sbatch)
             job_id = subprocess.run(
                 ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True
             ).stdout.split()[0]
@@ -111,6 +123,7 @@ def test_sbatch_two_tasks_join_checkpoint_requeue_and_resume(tmp_path):
                 "the requeued job did not return to the queue",
                 cluster,
                 output,
+                sbatch,
             )
             cluster.scontrol("update", f"jobid={job_id}", "StartTime=now")
             submitted, _ = sbatch.communicate(timeout=1500)
