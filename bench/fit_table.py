@@ -190,7 +190,7 @@ def _fmt_row(row: dict, result: dict | None) -> str:
         reason = (result or {}).get(
             "status", "not run yet: run the script again (it compiles the rows still missing)"
         )
-        return "| " + " | ".join(cells + ["-"] * 7 + [reason]) + " |"
+        return "| " + " | ".join(cells + ["-"] * 9 + [reason]) + " |"
     mesh = "x".join(str(v) for v in result["mesh"].values())
     train = result.get("train_step", {})
     if train.get("compiled", True) is False:
@@ -201,12 +201,12 @@ def _fmt_row(row: dict, result: dict | None) -> str:
         if train.get("compiler_out_of_memory"):
             temp = train.get("temp_bytes")
             cells += [f"{train['compile_seconds']:.0f} ({train['compile_cpu_seconds']})"]
-            cells += ["-", "-", f"{result.get('host_peak_rss_bytes', 0) / GIB:.1f}"]
+            cells += ["-", "-", "-", "-", f"{result.get('host_peak_rss_bytes', 0) / GIB:.1f}"]
             needs = f"temporaries {temp / GIB:.1f} GiB" if temp else "see the log"
             cells += [f"compiler out of HBM: {needs}"]
         else:
             inputs = train["argument_bytes"] / GIB
-            cells += ["-"] * 4 + [f"not compiled: inputs alone {inputs:.1f} GiB per chip"]
+            cells += ["-"] * 6 + [f"not compiled: inputs alone {inputs:.1f} GiB per chip"]
         return "| " + " | ".join(cells) + " |"
     coll = result["collectives"]
     coll_gib = sum(c["bytes"] for c in coll.values()) / GIB
@@ -220,10 +220,24 @@ def _fmt_row(row: dict, result: dict | None) -> str:
         "n/a (loops)"
         if flops.get("xla_counts_loop_bodies_once")
         else f"{flops['xla_total'] / max(flops['analytic_total'], 1):.2f}",
+        *_step_time_cells(result),
         f"{result.get('host_peak_rss_bytes', 0) / GIB:.1f}",
         "compiled",
     ]
     return "| " + " | ".join(cells) + " |"
+
+
+def _step_time_cells(result: dict) -> list[str]:
+    """Predicted step time (with the term that bounds it) and MFU; rows compiled before
+    the check predicted step times say so (`--refresh --rows=NAME` compiles them again)."""
+    timing = result.get("step_time")
+    if not timing:
+        return ["not in this row's JSON (--refresh)", "-"]
+    mfu = result.get("predicted_mfu")
+    return [
+        f"{timing['predicted_s']:.3f} ({timing['bound_by']})",
+        "-" if mfu is None else f"{mfu:.0%}",
+    ]
 
 
 def main() -> None:
@@ -246,6 +260,11 @@ def main() -> None:
         help="how long a row waits for --min_free_gib before it is skipped",
     )
     parser.add_argument("--list", action="store_true", help="print the row names and exit")
+    parser.add_argument(
+        "--refresh",
+        action="store_true",
+        help="compile the --rows again even when results.json holds them",
+    )
     parser.add_argument(
         "--render_only",
         action="store_true",
@@ -271,8 +290,10 @@ def main() -> None:
         for row in rows
         if (not wanted or row["name"] in wanted)
         and not args.render_only
-        and results.get(row["name"], {}).get("status") != "compiled"
+        and (args.refresh or results.get(row["name"], {}).get("status") != "compiled")
     ]
+    if args.refresh and not wanted:
+        raise SystemExit("--refresh compiles the rows named by --rows; name them.")
     lock = threading.Lock()
 
     def compile_row(row: dict) -> None:
@@ -316,8 +337,8 @@ def main() -> None:
     lines = [
         "| model | topology | rules | global batch | mesh (data x fsdp x model) | "
         "peak / HBM GiB per chip | fits | compile s (CPU s) | collective GiB per chip per step | "
-        "XLA / model FLOPs | host GiB | status |",
-        "|" + "---|" * 12,
+        "XLA / model FLOPs | predicted step s (bound by) | predicted MFU | host GiB | status |",
+        "|" + "---|" * 14,
     ]
     lines += [_fmt_row(r, results.get(r["name"])) for r in rows]
     with open(os.path.join(args.out_dir, "table.md"), "w") as f:
