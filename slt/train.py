@@ -162,6 +162,11 @@ def train(
     eval_tasks = list(eval_config.tasks or [t.name for t in seqio.get_subtasks(mixture)])
     if eval_config.final or eval_config.period:
         partitioning.check_batch_size(eval_config.batch_size, trainer.batch_sharding)
+    # A split the eval tasks lack fails now, not after the training it would end.
+    if eval_config.final:
+        predict.check_splits(eval_tasks, eval_config.split)
+    if eval_config.period:
+        predict.check_splits(eval_tasks, eval_config.periodic_split)
     predict_fn = predict.make_predict_fn(
         setup.model, trainer.params_sharding, trainer.batch_sharding
     )

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -158,7 +159,15 @@ def test_rule_sets_map_t5x_axes():
         "embedding": P("model", None),
         "relpos": P("model", None),
     }
-    assert specs(partitioning.FSDP_TENSOR_PARALLEL_RULES)["kernel"] == P("fsdp", "model")
+    fsdp_tp = specs(partitioning.FSDP_TENSOR_PARALLEL_RULES)
+    assert fsdp_tp["kernel"] == P("fsdp", "model")
+    assert fsdp_tp["embedding"] == P("model", "fsdp")
+    # Activations: `batch` holds fsdp, so `embed` falls back to `model` (not replicated).
+    rules = partitioning.restrict_rules(partitioning.FSDP_TENSOR_PARALLEL_RULES, mesh)
+    activation = nn.logical_to_mesh_axes(("batch", "length", "embed"), rules)
+    assert activation == P(("data", "fsdp"), None, "model")
+    fsdp_only = partitioning.restrict_rules(partitioning.FSDP_RULES, mesh)
+    assert nn.logical_to_mesh_axes(("batch", "length", "embed"), fsdp_only)[2] is None
     # The batch goes over data and fsdp; on an old 1-axis mesh only over data.
     assert partitioning.batch_sharding(mesh, partitioning.FSDP_RULES).spec == P(("data", "fsdp"))
     old = partitioning.make_mesh((-1,), ("data",), devices=jax.devices()[:1])

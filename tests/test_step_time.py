@@ -148,3 +148,10 @@ def test_gpu_links_and_an_unknown_bandwidth():
     assert "DCN" in v4["collectives_not_timed"]
     ici_v4 = 2 * 537e9 / 6 / 2
     assert v4["collectives_s"] == pytest.approx((512 * 1024 + 3 * 65536) / ici_v4)
+
+
+def test_arrays_in_on_chip_memory_move_no_hbm_bytes():
+    # TPU layouts name a memory space: S(1) is on-chip VMEM, no HBM traffic.
+    assert step_time._hbm_bytes_of("bf16[4,8]{1,0:T(8,128)(2,1)S(1)}") == 0
+    assert step_time._hbm_bytes_of("(f32[4]{0}, bf16[4,8]{1,0:T(8,128)S(1)})") == 16
+    assert step_time._hbm_bytes_of("bf16[4,8]{1,0:T(8,128)(2,1)}") == 64

@@ -10,8 +10,9 @@ them):
   count divided over the chips.
 - memory: bytes the program's operations read and write in HBM over the HBM bandwidth.
   Each top-level operation (a fusion, a copy, a sort...) reads its operands and writes
-  its result; an operand a fusion only slices is read as the slice, and a buffer
-  updated in place (dynamic-update-slice) moves only the update.
+  its result; an operand a fusion only slices is read as the slice, a buffer updated in
+  place (dynamic-update-slice) moves only the update, and arrays the compiler placed in
+  on-chip memory (a layout with memory space `S(1)`, TPU VMEM) move none.
 - collectives: each collective's bytes over the bandwidth of the links its replica
   groups span. A group within one TPU slice runs on ICI, over 2 links per torus
   dimension it spans; a group across slices on DCN; a group of one GPU host on NVLink,
@@ -117,6 +118,21 @@ def _shape(type_text: str) -> tuple[int, ...]:
     return tuple(int(d) for d in match.group(1).split(",") if d) if match else ()
 
 
+_LAID_OUT = re.compile(r"\b([a-z]+[0-9]*[a-z0-9]*)\[([0-9,]*)\](\{[^}]*\})?")
+
+
+def _hbm_bytes_of(type_text: str) -> int:
+    """Bytes of the arrays of an HLO type that live in HBM: a layout with a memory space
+    `S(n)`, n > 0, places the array in on-chip memory (TPU VMEM), which moves no HBM
+    bytes."""
+    total = 0
+    for dtype, dims, layout in _LAID_OUT.findall(type_text):
+        if layout and re.search(r"S\([1-9]", layout):
+            continue
+        total += compiled_lib._array_bytes(f"{dtype}[{dims}]")
+    return total
+
+
 def _dtype(type_text: str) -> str:
     match = _DTYPE.search(type_text)
     return match.group(1) if match else "?"
@@ -219,7 +235,7 @@ def _fusion_operand_bytes(program: _Program, body: str, operand_types: Sequence[
         for position, operand in enumerate(inst.operands):
             if operand in users:
                 users[operand].append((inst, position))
-    read = [compiled_lib._array_bytes(t) for t in operand_types]
+    read = [_hbm_bytes_of(t) for t in operand_types]
     in_place = None
     if root is not None and root.opcode == "dynamic-update-slice" and root.operands:
         in_place = root.operands[0]
@@ -230,10 +246,10 @@ def _fusion_operand_bytes(program: _Program, body: str, operand_types: Sequence[
         if name == in_place and len(used) == 1:
             read[index] = 0
         elif used and all(u.opcode == "dynamic-slice" and at == 0 for u, at in used):
-            read[index] = sum(compiled_lib._array_bytes(u.type_text) for u, _ in used)
+            read[index] = sum(_hbm_bytes_of(u.type_text) for u, _ in used)
     written = None
     if in_place is not None and len(root.operands) > 1:
-        written = compiled_lib._array_bytes(types.get(root.operands[1], ""))
+        written = _hbm_bytes_of(types.get(root.operands[1], ""))
     return read, written
 
 
@@ -252,7 +268,7 @@ def hbm_bytes(hlo_text: str) -> float:
             if any(op == kind for kind in compiled_lib.COLLECTIVES):
                 continue  # the collective term holds them
             operand_types = [types.get(o, "") for o in inst.operands]
-            written = compiled_lib._array_bytes(inst.type_text)
+            written = _hbm_bytes_of(inst.type_text)
             if op == "fusion":
                 body = re.search(r"calls=%?([\w.\-]+)", inst.attributes)
                 read, in_place = _fusion_operand_bytes(
@@ -262,10 +278,10 @@ def hbm_bytes(hlo_text: str) -> float:
             elif op == "dynamic-slice":
                 read = [written]
             elif op == "dynamic-update-slice":
-                update = compiled_lib._array_bytes((operand_types + ["", ""])[1])
+                update = _hbm_bytes_of((operand_types + ["", ""])[1])
                 read, written = [update], update
             else:
-                read = [compiled_lib._array_bytes(t) for t in operand_types]
+                read = [_hbm_bytes_of(t) for t in operand_types]
             total += times * (sum(read) + written)
     return total
 

@@ -82,11 +82,16 @@ TENSOR_PARALLEL_RULES: LogicalRules = (
 ) + _UNSPLIT
 
 # 2-D parameter partitioning (t5x `parameter_partitioning_dims=2`): tensor parallel
-# over `model` plus `embed` over `fsdp`; what XL/XXL need.
+# over `model` plus `embed` over `fsdp`; what XL/XXL need. Activations' `embed` cannot
+# take `fsdp` (`batch` holds it), so the second `embed` rule splits it over `model`
+# instead: without it the residual stream and the saved activations are whole on every
+# chip of a `model` group (4x the activations of FSDP alone with MODEL_PARALLEL=4).
+# Weights take the first rule; flax falls back to the second only when `fsdp` is taken.
 FSDP_TENSOR_PARALLEL_RULES: LogicalRules = (
     ("batch", BATCH_AXES),
     ("vocab", "model"),
     ("embed", "fsdp"),
+    ("embed", "model"),
     ("mlp", "model"),
     ("heads", "model"),
     ("joined_kv", "model"),
