@@ -117,7 +117,8 @@ def check_splits(task_names: Sequence[str], split: str) -> None:
             raise ValueError(
                 f"task {name} has no split {split!r}; it has {sorted(task.splits)}. Pick one "
                 "of those as the split to decode (gin: evaluate.split, infer.split, or "
-                f"slt.EvalConfig.split in training) or leave {name} out of the tasks."
+                "slt.EvalConfig.split / periodic_split in training; slt.EvalConfig.final = "
+                f"False trains without the final evaluation) or leave {name} out of the tasks."
             )
 
 
