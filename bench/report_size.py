@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 
-from slt import tasks
 from slt.evaluation import html_report, trained_model
 
 
@@ -35,7 +34,7 @@ def main(argv: list[str]) -> None:
     path = os.path.join(eval_dir, f"{task}.test.predictions.jsonl")
     with open(path, encoding="utf-8") as f:  # local: a bench
         predictions = [json.loads(line) for line in f]
-    config = tasks.landmark_config(task)
+    config = restored.landmark_config
     out = {"task": task, "pages": []}
     with tempfile.TemporaryDirectory() as tmp:
         for worst, best, random in ((3, 3, 4), (30, 30, 40)):
@@ -47,6 +46,7 @@ def main(argv: list[str]) -> None:
                 {task: predictions},
                 "test",
                 task_feature_lengths=restored.task_feature_lengths,
+                landmark_config=restored.landmark_config,
                 config=report_config,
             )
             seconds = time.perf_counter() - start

@@ -119,6 +119,7 @@ def evaluate(
             show_progress=show_progress,
             report_config=report_config if html else None,
             training_log=storage.join(restored.model_dir, "train", "metrics.jsonl"),
+            landmark_config=restored.landmark_config,
         )
     if jax.process_index() == 0:  # the one that wrote them
         print_results(results, split)

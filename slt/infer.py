@@ -30,6 +30,7 @@ from slt import (
     storage,  # noqa: E402
     tasks,  # noqa: E402,F401  (registers the tasks)
 )
+from slt.data import landmarks  # noqa: E402
 from slt.evaluation import (
     evaluate,  # noqa: E402
     html_report,  # noqa: E402
@@ -126,6 +127,7 @@ def infer(
             task_names,
             split,
             restored.task_feature_lengths,
+            restored.landmark_config,
             report_config,
             title=f"predictions of {restored}, {split} split",
         )
@@ -138,6 +140,7 @@ def write_report(
     task_names: Sequence[str],
     split: str,
     task_feature_lengths: Mapping[str, int],
+    landmark_config: landmarks.LandmarkConfig,
     report_config: html_report.ReportConfig,
     title: str,
 ) -> str:
@@ -159,6 +162,7 @@ def write_report(
         predictions,
         split,
         task_feature_lengths=task_feature_lengths,
+        landmark_config=landmark_config,
         config=report_config,
         title=title,
     )

@@ -269,6 +269,7 @@ def train(
                 report_config=report_config if eval_config.html_report else None,
                 training_log=storage.join(model_dir, "train", "metrics.jsonl"),
                 learning_rate=trainer_lib.learning_rate_schedule(optimizer_config),
+                landmark_config=tasks.landmark_config(mixture_or_task_name),
             )
     finally:
         checkpointer.close()  # waits for a pending save (the last good state)

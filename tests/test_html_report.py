@@ -147,6 +147,7 @@ def test_a_hundred_examples_stay_under_two_megabytes(model_dir, tmp_path):
         {TASK: _predictions(model_dir)},
         "test",
         task_feature_lengths=LENGTHS,
+        landmark_config=tasks.landmark_config(TASK),
         config=html_report.ReportConfig(worst=30, best=30, random=40),
     )
     assert summary["examples"] == summary["clips"] == 100
@@ -406,7 +407,8 @@ def test_infer_report_from_prediction_shards(model_dir, tmp_path):
         prediction_files.write_jsonl(
             prediction_files.shard_path(out, TASK, "test", k), predictions[64 * k : 64 * (k + 1)]
         )
-    path = infer.write_report(out, [TASK], "test", LENGTHS, html_report.ReportConfig(), "t")
+    config = tasks.landmark_config(TASK)
+    path = infer.write_report(out, [TASK], "test", LENGTHS, config, html_report.ReportConfig(), "t")
     with open(path, encoding="utf-8") as f:
         page = f.read()
     with open(os.path.join(model_dir, "eval", "metrics.json"), encoding="utf-8") as f:

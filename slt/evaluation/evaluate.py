@@ -16,6 +16,7 @@ from typing import Any
 import jax
 
 from slt import storage
+from slt.data import landmarks
 from slt.evaluation import html_report, metrics, predict, prediction_files, report
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def evaluate_tasks(
     report_config: html_report.ReportConfig | None = None,
     training_log: str | None = None,
     learning_rate: Callable[[int], float] | None = None,
+    landmark_config: landmarks.LandmarkConfig | None = None,
 ) -> dict[str, dict[str, Any]]:
     """{task: metrics}. With `output_dir` also writes, on process 0:
 
@@ -79,8 +81,14 @@ def evaluate_tasks(
     (at `step`, default 0). BLEURT is computed only with `bleurt_checkpoint`. With
     `report_config` also `report.html` (`slt.evaluation.html_report`: examples with
     their clips; the training curves of `training_log`, a `train/metrics.jsonl`, with
-    the optimizer's `learning_rate` schedule).
+    the optimizer's `learning_rate` schedule). `landmark_config`, the tasks' landmark
+    preprocessing, is needed with `report_config`, to draw the clips.
     """
+    if report_config is not None and landmark_config is None:
+        raise ValueError(
+            "evaluate_tasks: report_config needs the landmark_config of the tasks (the "
+            "model's, e.g. TrainedModel.landmark_config) to draw their clips."
+        )
     predict.check_splits(task_names, split)
     bleurt_scorer = None
     if bleurt_checkpoint:
@@ -120,6 +128,7 @@ def evaluate_tasks(
                 all_predictions,
                 split,
                 task_feature_lengths=task_feature_lengths,
+                landmark_config=landmark_config,
                 config=report_config,
                 training_log=training_log,
                 learning_rate=learning_rate,

@@ -503,6 +503,7 @@ def write_html_report(
     split: str,
     *,
     task_feature_lengths: Mapping[str, int] | None,
+    landmark_config: landmarks.LandmarkConfig,
     config: ReportConfig = ReportConfig(),
     training_log: str | None = None,
     learning_rate: Callable[[int], float] | None = None,
@@ -514,17 +515,15 @@ def write_html_report(
     predictions of each task (in split order, as `evaluate_tasks` makes them).
 
     `task_feature_lengths` (the model's) lets the clips be read again from each task's
-    split; None shows text only. `training_log`, a `train/metrics.jsonl`, adds the
+    split; None shows text only. `landmark_config` is the tasks' landmark preprocessing
+    (the model's), to draw the frames. `training_log`, a `train/metrics.jsonl`, adds the
     training curves when it exists (`learning_rate`: see `training_curves_png`).
     `metrics_png`: the metrics plot when already drawn
     (`report.plot_metrics`), else it is drawn here. Returns a summary: bytes written, examples and
     clips shown.
     """
-    from slt import tasks
-
     examples, fps = {}, {}
     for name in results:
-        landmark_config = tasks.landmark_config(name)
         fps[name] = playback_fps(config, landmark_config)
         examples[name] = task_examples(
             name, split, predictions.get(name, []), task_feature_lengths, landmark_config, config
