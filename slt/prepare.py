@@ -225,6 +225,13 @@ def plan(
     finished ones (same rows and settings: skipped)."""
     from slt.data import shards
 
+    # Before anything is written: a failed run leaves no output directory behind.
+    if not storage.exists(manifest_path):
+        raise FileNotFoundError(
+            f"--manifest={manifest_path}: no such file. Give the JSONL or TSV manifest of "
+            "the clips (docs/data.md, 'The manifest'); python -m slt.manifest_makers "
+            "writes one from videos and captions."
+        )
     out = epath.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_config(output_dir, options.config)

@@ -402,3 +402,24 @@ def test_tsv_manifest(tmp_path):
     with open(os.path.join(out, "report.jsonl"), encoding="utf-8") as f:
         report = [json.loads(line) for line in f]
     assert [(r["id"], r["reason"]) for r in report] == [("clips.tsv:4", "empty_caption")]
+
+
+def test_missing_manifest_is_one_error_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match=r"--manifest=.*nope.jsonl: no such file"):
+        prepare.main(["--manifest", str(tmp_path / "nope.jsonl"), "--output_dir", str(out)])
+    assert not out.exists()  # no landmark_config.json left behind
+
+
+def test_tfds_export_without_its_package_says_what_to_install(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("sign_language_datasets") is not None:
+        pytest.skip("sign-language-datasets is installed here")
+    from slt.io import tfds_export
+
+    argv = ["--tfds_name=rwth_phoenix2014_t/poses", "--sign_language=gsg"]
+    argv += ["--spoken_language=de", f"--output_dir={tmp_path / 'out'}"]
+    with pytest.raises(ModuleNotFoundError, match="pip install sign-language-datasets"):
+        tfds_export.main(argv)
+    assert not (tmp_path / "out").exists()

@@ -116,8 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         "--output_dir", required=True, help="gets <split>.jsonl and <split>/<n>.npz"
     )
     args = gin_utils.parse_args(parser, argv)
-    import sign_language_datasets.datasets  # noqa: F401  (registers the builders)
-    import tensorflow_datasets as tfds
+    try:
+        import sign_language_datasets.datasets  # noqa: F401  (registers the builders)
+        import tensorflow_datasets as tfds
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            f"python -m slt.io.tfds_export reads the sign-language-datasets builders, and "
+            f"{error.name} is not installed: pip install sign-language-datasets (it brings "
+            "tensorflow-datasets), then download the dataset as its builder says."
+        ) from error
 
     dataset = tfds.load(args.tfds_name, split=args.split, data_dir=args.data_dir)
     manifest, rows = export_examples(
@@ -135,4 +142,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    gin_utils.run_job(main)
+    gin_utils.run_job(main, user_errors=(ModuleNotFoundError,))
