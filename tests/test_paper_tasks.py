@@ -208,6 +208,12 @@ def test_mixture_honours_p_mt_and_task_rates():
         mixing.configure(temperature=1.0, task_rates={"x": 1.0}, size_weighted=True)
         shares = mixing.group_shares(["a", "b"], mixing.SETTINGS, {"a": 100, "b": 300})
         assert shares == pytest.approx({"a": 0.25, "b": 0.75})
+        # A group where one task has no size is refused, naming it; with no sizes at
+        # all (no data yet) every task counts 1.
+        with pytest.raises(ValueError, match=r"\['b'\] cannot tell theirs.*size_weighted"):
+            mixing.group_shares(["a", "b"], mixing.SETTINGS, {"a": 100, "b": None})
+        shares = mixing.group_shares(["a", "b"], mixing.SETTINGS, {"a": None, "b": None})
+        assert shares == pytest.approx({"a": 0.5, "b": 0.5})
     finally:
         mixing.SETTINGS = saved
 

@@ -8,8 +8,9 @@ Rates. Each task of a mixture is in a group: `mt` (text-only) or `sign` (SLT,
 alignment, augmented SLT). MT examples make up `p_mt` of a mixture that has both
 groups (the paper's default 0.5). Within a group, task i gets a share proportional to
 `(rate_i * size_i) ** (1 / temperature)`: `rate_i` is `task_rates[name]` (default
-1.0) and `size_i` the task's number of training examples when every task of the
-group can tell it cheaply (`size_weighted`), else 1. Temperature 1 samples in
+1.0) and `size_i` the task's number of training examples with `size_weighted` (the
+default) when every task of the group can tell it, 1 when none can (no data yet), and an
+error naming the tasks when only some can. Temperature 1 samples in
 proportion to size; a large temperature samples the tasks uniformly.
 """
 
@@ -102,10 +103,24 @@ def group_shares(
     settings: MixtureSettings | None = None,
     sizes: Mapping[str, int | None] | None = None,
 ) -> dict[str, float]:
-    """Task -> share of its group (summing to 1), from rates, sizes and temperature."""
+    """Task -> share of its group (summing to 1), from rates, sizes and temperature.
+
+    With `size_weighted`, either every task of the group has a size in `sizes`, or none
+    has (then each counts 1); a group where only some do is a ValueError naming them."""
     settings = settings or SETTINGS
     sizes = dict(sizes or {})
-    use_sizes = settings.size_weighted and all(sizes.get(m) for m in members)
+    unsized = [m for m in members if not sizes.get(m)]
+    if settings.size_weighted and sizes and unsized and len(unsized) < len(members):
+        # Uniform rates for the whole group because of one task would quietly change
+        # every task's share.
+        raise ValueError(
+            f"size-weighted mixing rates need the training size of every task of the "
+            f"group {list(members)}; {unsized} cannot tell theirs (no prepared data where "
+            "they look, or a source without sizes). Prepare their data (docs/tasks.md, "
+            "'Pointing mixtures at data'), or set slt.mixture_settings.size_weighted = "
+            "False for rates from task_rates alone."
+        )
+    use_sizes = settings.size_weighted and not unsized
     weights = {
         m: (settings.task_rates.get(m, 1.0) * (sizes[m] if use_sizes else 1.0))
         ** (1.0 / settings.temperature)
