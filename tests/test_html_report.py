@@ -440,3 +440,30 @@ def test_translate_report_shows_the_model_clip_and_the_source_file(model_dir, tm
     assert browser.wait_for("document.body.dataset.ready") == "4"
     assert "no references" in browser.evaluate("document.body.innerText")
     assert browser.errors() == []
+
+
+def test_text_task_examples_have_no_clip_and_an_empty_list_has_none():
+    text_task = "fingerspelling_mt_en_de"
+    examples = list(predict.task_dataset(text_task, "test", LENGTHS).take(4).as_numpy_iterator())
+    predictions = [
+        {
+            "id": e["id"].decode(),
+            "prompt": e["inputs_pretokenized"].decode(),
+            "prediction": e["targets_pretokenized"].decode()[:-2],
+            "target": e["targets_pretokenized"].decode(),
+        }
+        for e in examples
+    ]
+    config = landmarks.LandmarkConfig()
+    shown = html_report.task_examples(
+        text_task, "test", predictions, LENGTHS, config, html_report.ReportConfig(1, 1, 2)
+    )
+    assert [e["clip"] for e in shown] == [None] * 4
+    assert sorted(e["id"] for e in shown) == sorted(p["id"] for p in predictions)
+    assert all(0 < e["chrf"] < 100 and "<del>" in e["diff"] for e in shown)
+    assert (
+        html_report.task_examples(
+            text_task, "test", [], LENGTHS, config, html_report.ReportConfig()
+        )
+        == []
+    )

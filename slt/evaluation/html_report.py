@@ -156,6 +156,8 @@ def encode_clip(points: np.ndarray, present: np.ndarray) -> dict[str, Any]:
     import zlib
 
     num_frames = int(points.shape[0])
+    if num_frames == 0:
+        raise ValueError("encode_clip: a clip with no frames has nothing to draw.")
     xy = points[..., :2].astype(np.float64)
     if present.any():
         low = xy[present].min(axis=0)
