@@ -155,3 +155,18 @@ def test_arrays_in_on_chip_memory_move_no_hbm_bytes():
     assert step_time._hbm_bytes_of("bf16[4,8]{1,0:T(8,128)(2,1)S(1)}") == 0
     assert step_time._hbm_bytes_of("(f32[4]{0}, bf16[4,8]{1,0:T(8,128)S(1)})") == 16
     assert step_time._hbm_bytes_of("bf16[4,8]{1,0:T(8,128)(2,1)}") == 64
+
+
+def test_matmuls_written_as_convolutions():
+    # TPU programs write a matmul as a convolution of window 1; a batched matmul with a
+    # dilated window is left to XLA's count.
+    hlo = """HloModule conv
+
+ENTRY %main (a: bf16[2,64,128], b: bf16[128,256,1]) -> bf16[2,64,256] {
+  %a = bf16[2,64,128]{2,1,0} parameter(0)
+  %b = bf16[128,256,1]{2,1,0} parameter(1)
+  %c = bf16[2,64,256]{2,1,0} convolution(%a, %b), window={size=1}, dim_labels=0bf_io0->0bf
+  ROOT %d = bf16[2,64,256]{2,1,0} convolution(%a, %b), window={size=2 stride=1 lhs_dilate=2}, dim_labels=0bf_io0->0bf
+}
+"""  # noqa: E501 (HLO lines as XLA prints them)
+    assert step_time.matmul_flops(hlo) == 2 * (2 * 64 * 256) * 128

@@ -180,19 +180,41 @@ def _program(hlo_text: str) -> _Program:
     return _Program(computations, multipliers, fusion_bodies, applied)
 
 
+def _contracted_size(inst: Instruction, types: Mapping[str, str]) -> int | None:
+    """How many products sum into each element of a `dot`'s or `convolution`'s result
+    (TPU programs write matmuls as convolutions of window 1: `dim_labels=0bf_io0->0bf`,
+    where every kernel dimension but `o` is summed over); None when not counted here."""
+    if inst.opcode == "dot" and inst.operands:
+        lhs = _shape(types.get(inst.operands[0], ""))
+        dims = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", inst.attributes)
+        return math.prod(lhs[int(d)] for d in _ints(dims.group(1))) if dims else 1
+    if inst.opcode == "convolution" and len(inst.operands) > 1:
+        window = re.search(r"window=\{size=([0-9x]+)", inst.attributes)
+        if window and any(int(w) > 1 for w in window.group(1).split("x")):
+            # A batched matmul written with strided, dilated windows: many of its window
+            # taps fall on holes. Left to XLA's count (`predict` takes the larger).
+            return None
+        kernel = _shape(types.get(inst.operands[1], ""))
+        labels = re.search(r"dim_labels=[^_,]*_([^-,]*)->", inst.attributes)
+        if labels is None or len(labels.group(1)) != len(kernel):
+            return None
+        size = math.prod(d for d, label in zip(kernel, labels.group(1)) if label != "o")
+        groups = re.search(r"feature_group_count=(\d+)", inst.attributes)
+        return size // int(groups.group(1)) if groups else size
+    return None
+
+
 def matmul_flops(hlo_text: str) -> float:
-    """FLOPs per step of the program's `dot` operations, loop bodies once per iteration."""
+    """FLOPs per step of the program's matmuls (`dot`, and `convolution` as TPU programs
+    write them), loop bodies once per iteration."""
     program = _program(hlo_text)
     total = 0.0
     for name, times in program.multipliers.items():
         types = program.types(name)
         for inst in program.computations[name]:
-            if inst.opcode != "dot" or not inst.operands:
-                continue
-            lhs = _shape(types.get(inst.operands[0], ""))
-            dims = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", inst.attributes)
-            contracted = math.prod(lhs[int(d)] for d in _ints(dims.group(1))) if dims else 1
-            total += times * 2.0 * math.prod(_shape(inst.type_text)) * contracted
+            contracted = _contracted_size(inst, types)
+            if contracted:
+                total += times * 2.0 * math.prod(_shape(inst.type_text)) * contracted
     return total
 
 
