@@ -397,11 +397,11 @@ def _player_html(key: str, clip: Mapping[str, Any], caption: str) -> str:
 
 
 def _example_html(task_index: int, k: int, e: Mapping[str, Any]) -> str:
-    score = "-" if e["chrf"] is None else f"{e['chrf']:.1f}"
+    score = "" if e["chrf"] is None else f" &middot; sentence chrF <b>{e['chrf']:.1f}</b>"
     out = [
         f"<div class='example {e['why']}'>",
         f"<div class='head'><span class='why'>{e['why']}</span> #{e['position']} "
-        f"<code>{html.escape(str(e['id']))}</code> &middot; sentence chrF <b>{score}</b>"
+        f"<code>{html.escape(str(e['id']))}</code>{score}"
         f" &middot; identified language: <b>{html.escape(e['language'] or 'none')}</b></div>",
         "<div class='body'>",
     ]
@@ -456,16 +456,21 @@ def render_html(
                 "the split is empty).</p>"
             )
         else:
+            scored = all(e["chrf"] is not None for e in shown)
             chosen = (
-                "in order (no references to score)"
-                if any(e["chrf"] is None for e in shown)
-                else "by sentence chrF: the worst, the best and random others"
+                "by sentence chrF: the worst, the best and random others"
+                if scored
+                else "in order (no references to score)"
+            )
+            legend = (
+                " Diff: <ins>in the prediction only</ins>, <del>in the reference only</del>."
+                if scored
+                else ""
             )
             body.append(
                 f"<p>{len(shown)} of {m.get('num_examples', len(shown))} examples, "
-                f"{chosen}. Clips are the "
-                f"model's input frames, played at {fps.get(name, 15.0):g} frames/s. Diff: "
-                "<ins>in the prediction only</ins>, <del>in the reference only</del>.</p>"
+                f"{chosen}. Clips are the model's input frames, played at "
+                f"{fps.get(name, 15.0):g} frames/s.{legend}</p>"
             )
         for k, e in enumerate(shown):
             body.append(_example_html(t, k, e))
@@ -578,7 +583,7 @@ def write_translation_report(
         examples.append(
             {
                 "position": k,
-                "why": "first",
+                "why": "file",
                 "id": item["id"],
                 "prompt": item["prompt"],
                 "prediction": item["prediction"],
@@ -657,7 +662,7 @@ ul.signatures{font-size:.8em;color:#555}img.plot{max-width:100%;border:1px solid
 img.plot.metrics{max-width:640px}
 .example{border:1px solid #ddd;border-radius:4px;margin:.8em 0;padding:.5em}
 .example.worst{border-left:4px solid #c92a2a}.example.best{border-left:4px solid #2b8a3e}
-.example.random,.example.first{border-left:4px solid #868e96}
+.example.random,.example.first,.example.file{border-left:4px solid #868e96}
 .head{font-size:.9em;margin-bottom:.4em}.why{font-weight:bold;text-transform:uppercase}
 .body{display:flex;gap:1em;align-items:flex-start}.clip canvas{border:1px solid #ccc;
 background:#fafafa}.clip.none{width:260px;color:#777;font-style:italic}
