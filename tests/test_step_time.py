@@ -170,3 +170,32 @@ ENTRY %main (a: bf16[2,64,128], b: bf16[128,256,1]) -> bf16[2,64,256] {
 }
 """  # noqa: E501 (HLO lines as XLA prints them)
     assert step_time.matmul_flops(hlo) == 2 * (2 * 64 * 256) * 128
+
+
+def test_fusion_traffic_counts_slices_and_in_place_updates():
+    # A multi-output fusion that updates row i of a stacked f32[8,1024] buffer in place
+    # and reads row i of stacked bf16[8,256] weights: it moves the row it writes
+    # (4 KiB), the update it reads (4 KiB), the index, the weight row it reads (512 B)
+    # and its second output (512 B), not the stacked buffers.
+    hlo = """HloModule fused
+
+%fused (p0: f32[8,1024], p1: f32[1,1024], p2: s32[], p3: bf16[8,256]) -> (f32[8,1024], bf16[1,256]) {
+  %p0 = f32[8,1024]{1,0} parameter(0)
+  %p1 = f32[1,1024]{1,0} parameter(1)
+  %p2 = s32[] parameter(2)
+  %p3 = bf16[8,256]{1,0} parameter(3)
+  %zero = s32[] constant(0)
+  %row = bf16[1,256]{1,0} dynamic-slice(%p3, %p2, %zero), dynamic_slice_sizes={1,256}
+  %updated = f32[8,1024]{1,0} dynamic-update-slice(%p0, %p1, %p2, %zero)
+  ROOT %out = (f32[8,1024]{1,0}, bf16[1,256]{1,0}) tuple(%updated, %row)
+}
+
+ENTRY %main (a: f32[8,1024], u: f32[1,1024], i: s32[], w: bf16[8,256]) -> (f32[8,1024], bf16[1,256]) {
+  %a = f32[8,1024]{1,0} parameter(0)
+  %u = f32[1,1024]{1,0} parameter(1)
+  %i = s32[] parameter(2)
+  %w = bf16[8,256]{1,0} parameter(3)
+  ROOT %f = (f32[8,1024]{1,0}, bf16[1,256]{1,0}) fusion(%a, %u, %i, %w), kind=kLoop, calls=%fused
+}
+"""  # noqa: E501 (HLO lines as XLA prints them)
+    assert step_time.hbm_bytes(hlo) == 4096 + 4096 + 4 + 512 + 512

@@ -241,12 +241,16 @@ _NO_TRAFFIC = {
 }
 
 
-def _fusion_operand_bytes(program: _Program, body: str, operand_types: Sequence[str]) -> tuple:
-    """Bytes a fusion reads of each operand and writes as its result: an operand only
-    sliced is read as its slices; an operand updated in place (the root's
-    dynamic-update-slice) costs only the update, as does the result then."""
+def _fusion_operand_bytes(
+    program: _Program, body: str, operand_types: Sequence[str], result_type: str
+) -> tuple[list[int], int]:
+    """Bytes a fusion reads of each operand and writes: an operand only sliced is read as
+    its slices; an operand updated in place (an output that is a dynamic-update-slice of
+    it, alone or in the root tuple of a multi-output fusion) is not read, and that output
+    writes only the update."""
     instructions = program.computations.get(body, [])
-    types = program.types(body) if instructions else {}
+    by_name = {i.name: i for i in instructions}
+    types = {i.name: i.type_text for i in instructions}
     params = {
         i.name: int(i.arguments) for i in instructions if i.opcode == "parameter" and i.arguments
     }
@@ -258,20 +262,36 @@ def _fusion_operand_bytes(program: _Program, body: str, operand_types: Sequence[
             if operand in users:
                 users[operand].append((inst, position))
     read = [_hbm_bytes_of(t) for t in operand_types]
-    in_place = None
-    if root is not None and root.opcode == "dynamic-update-slice" and root.operands:
-        in_place = root.operands[0]
+    if root is None:
+        return read, _hbm_bytes_of(result_type)
+    tuple_root = root.opcode == "tuple"
+    outputs = [by_name.get(o) for o in root.operands] if tuple_root else [root]
+    result_parts = compiled_lib._tuple_elements(result_type) if tuple_root else [result_type]
+    written, in_place = 0, set()
+    for k, output in enumerate(outputs):
+        part = result_parts[k] if k < len(result_parts) else ""
+        while output is not None and output.opcode == "bitcast" and output.operands:
+            output = by_name.get(output.operands[0])
+        target = output.operands[0] if output is not None and output.operands else None
+        if (
+            output is not None
+            and output.opcode == "dynamic-update-slice"
+            and target in params
+            and len(users[target]) == 1
+        ):
+            in_place.add(target)
+            if _hbm_bytes_of(part) or not part:  # not when the output stays on chip
+                written += _hbm_bytes_of(types.get(output.operands[1], ""))
+        else:
+            written += _hbm_bytes_of(part)
     for name, index in params.items():
         if index >= len(read):
             continue
         used = users[name]
-        if name == in_place and len(used) == 1:
+        if name in in_place:
             read[index] = 0
         elif used and all(u.opcode == "dynamic-slice" and at == 0 for u, at in used):
             read[index] = sum(_hbm_bytes_of(u.type_text) for u, _ in used)
-    written = None
-    if in_place is not None and len(root.operands) > 1:
-        written = _hbm_bytes_of(types.get(root.operands[1], ""))
     return read, written
 
 
@@ -293,10 +313,9 @@ def hbm_bytes(hlo_text: str) -> float:
             written = _hbm_bytes_of(inst.type_text)
             if op == "fusion":
                 body = re.search(r"calls=%?([\w.\-]+)", inst.attributes)
-                read, in_place = _fusion_operand_bytes(
-                    program, body.group(1) if body else "", operand_types
+                read, written = _fusion_operand_bytes(
+                    program, body.group(1) if body else "", operand_types, inst.type_text
                 )
-                written = written if in_place is None else in_place
             elif op == "dynamic-slice":
                 read = [written]
             elif op == "dynamic-update-slice":
