@@ -467,3 +467,26 @@ def test_text_task_examples_have_no_clip_and_an_empty_list_has_none():
         )
         == []
     )
+
+
+def test_a_broken_training_log_is_named_on_the_page(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": \n{"step": 3, "loss": 1.0}\n')
+    path = tmp_path / "report.html"
+    html_report.write_html_report(
+        str(path),
+        {},
+        {},
+        "test",
+        task_feature_lengths=None,
+        landmark_config=landmarks.LandmarkConfig(),
+        training_log=str(log),
+    )
+    page = path.read_text(encoding="utf-8")
+    assert f"Training curves left out: {log}, line 2: not JSON" in page
+    assert "No tasks were evaluated" in page
+    # A last line cut off mid-write is what a killed run leaves: it is skipped.
+    log.write_text('{"step": 1, "loss": 2.0, "accuracy": 0.1}\n{"step": 2, "lo')
+    records = html_report.read_training_log(str(log))
+    assert records == [{"step": 1, "loss": 2.0, "accuracy": 0.1}]
+    assert html_report.training_curves_png(records, lambda count: 1e-3 * count)[:4] == b"\x89PNG"

@@ -535,9 +535,17 @@ def write_html_report(
         examples[name] = task_examples(
             name, split, predictions.get(name, []), task_feature_lengths, landmark_config, config
         )
-    training_png = None
+    training_png, notes = None, list(notes)
     if training_log and storage.exists(training_log):
-        training_png = training_curves_png(read_training_log(training_log), learning_rate)
+        try:
+            records = read_training_log(training_log)
+        except ValueError as e:
+            # The evaluation's other outputs are written by now: the page says what is
+            # wrong with the log rather than failing the job at its end.
+            log.warning("report.html: training curves left out: %s", e)
+            notes.append(f"Training curves left out: {e}")
+        else:
+            training_png = training_curves_png(records, learning_rate)
     page = render_html(
         title or f"evaluation, {split} split",
         split,
