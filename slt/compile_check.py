@@ -1,5 +1,7 @@
 r"""Compile a training job's train and decode steps for a TPU pod, GPU hosts or CPU
-devices, and tell whether they fit in each chip's memory. Nothing is allocated.
+devices, and tell whether they fit in each chip's memory; for TPU and GPU chips also
+predict each step's time, the train step's MFU and which term (compute, HBM traffic,
+collectives) bounds it (docs/fit.md). Nothing is allocated.
 
   python -m slt.compile_check --topology=v5e-256 \
       --gin_file=models/byt5_xl.gin --gin_file=partitioning/fsdp.gin \
