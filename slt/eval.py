@@ -165,7 +165,7 @@ def main(argv: Sequence[str]) -> None:
     try:
         evaluate()
     except storage.StorageError as error:
-        print(f"\nERROR: {error}", file=sys.stderr, flush=True)
+        print(f"\nERROR: {gin_utils.error_message(error)}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
 
 

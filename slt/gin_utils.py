@@ -34,13 +34,77 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 OWN_LOGGERS = ("slt", "__main__")
 
 
-def quiet_tensorflow() -> None:
-    """Hides TensorFlow's C++ INFO and WARNING lines; must run before TF is imported.
+# Lines TensorFlow writes to stderr while it loads and probes for CUDA on a machine
+# without a GPU: none is an error, all look like one.
+HARMLESS_STARTUP_LINES = (
+    "All log messages before absl::InitializeLog() is called are written to STDERR",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers on your machine",
+    "failed call to cuInit",
+)
 
-    TensorFlow 2.21 still prints a few lines while it loads (CPU features, no CUDA):
-    its C++ logger starts before it reads TF_CPP_MIN_LOG_LEVEL.
+
+@contextlib.contextmanager
+def _stderr_without(harmless: Sequence[str]):
+    """Captures what anything in the process (C++ included) writes to file descriptor 2
+    inside the block, then writes it back without the lines containing `harmless`."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:  # local: a scratch file
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            kept = [line for line in text.splitlines(True) if not any(h in line for h in harmless)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
+def quiet_accelerator_probes() -> None:
+    """On a machine with neither TPU chips nor GPUs, runs JAX on the CPU alone
+    (`JAX_PLATFORMS=cpu`, unless set): with libtpu installed (the `[tpu]` and `[test]`
+    extras), JAX's TPU probe otherwise prints libtpu's "could not determine TPU worker
+    hostnames" block at every start. Must run before JAX starts its backends."""
+    if "JAX_PLATFORMS" in os.environ:
+        return
+    from jax._src import hardware_utils  # reads /sys and /dev only; starts no backend
+
+    tpu_chips, _ = hardware_utils.num_available_tpu_chips_and_device_id()
+    if tpu_chips or hardware_utils.has_visible_nvidia_gpu():
+        return
+    if hardware_utils.num_available_amd_gpus():
+        return
+    import jax
+
+    os.environ["JAX_PLATFORMS"] = "cpu"  # for the job's subprocesses
+    jax.config.update("jax_platforms", "cpu")  # jax read the variable at its import
+
+
+def quiet_tensorflow() -> None:
+    """A start without lines that look like errors and are not; must run before
+    TensorFlow and JAX start.
+
+    Hides TensorFlow's C++ INFO and WARNING lines (TF_CPP_MIN_LOG_LEVEL=2). TensorFlow
+    2.21 prints a few lines while it loads, before it reads that variable, and an
+    ERROR line for its CUDA probe on a machine without a GPU: it is imported and probed
+    here, and those lines (`HARMLESS_STARTUP_LINES`) are left out of what it wrote.
+    Then `quiet_accelerator_probes`.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_accelerator_probes()
+    if "tensorflow" in sys.modules:
+        return
+    with _stderr_without(HARMLESS_STARTUP_LINES):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the CUDA probe, now rather than mid-job
 
 
 # XLA CPU options, measured with bench/train_step.py and bench/decode.py on jaxlib 0.10.2;
@@ -95,6 +159,17 @@ class _StderrHandler(logging.StreamHandler):
         pass  # StreamHandler.__init__ assigns one; the property ignores it
 
 
+# Third-party log messages that are no warning to the user: orbax warns about every
+# checkpoint directory it opens read-only, as slt.eval, slt.infer and slt.translate do.
+HARMLESS_RECORDS = ("Given directory is read only",)
+
+
+def _drop_harmless_records(record: logging.LogRecord) -> bool:
+    return not (
+        isinstance(record.msg, str) and any(record.msg.startswith(h) for h in HARMLESS_RECORDS)
+    )
+
+
 def setup_logging(verbosity: str | None = None) -> None:
     """Sends log records to stderr as `HH:MM:SS LEVEL logger: message`.
 
@@ -114,7 +189,9 @@ def setup_logging(verbosity: str | None = None) -> None:
     for handler in list(root.handlers):
         if type(handler) in (logging.StreamHandler, _StderrHandler):
             root.removeHandler(handler)
-    root.addHandler(_StderrHandler())
+    handler = _StderrHandler()
+    handler.addFilter(_drop_harmless_records)
+    root.addHandler(handler)
     root.setLevel(third_party)
     # TensorFlow gives its logger a handler of its own when the root logger has none at
     # import; with ours on the root, that one would print each TF message twice.
@@ -439,7 +516,7 @@ def dataclass_dict(value: Any) -> dict[str, Any]:
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError)
 
 
-def _error_message(error: BaseException) -> str:
+def error_message(error: BaseException) -> str:
     """The error's message without the note gin appends to errors raised in a
     configurable ("  In call to configurable ..."), which names no cause."""
     lines = str(error).splitlines() or [type(error).__name__]
@@ -494,7 +571,7 @@ def run_job(
         caught = error
         if logging.getLogger("slt").isEnabledFor(logging.DEBUG):
             sys.stderr.write("".join(traceback.format_exception(error)))
-        print(f"\nERROR: {_error_message(error)}", file=sys.stderr, flush=True)
+        print(f"\nERROR: {error_message(error)}", file=sys.stderr, flush=True)
         status = 1
     except BaseException as error:  # noqa: BLE001 (printed, and the job exits with 1)
         caught = error

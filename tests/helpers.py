@@ -2,6 +2,7 @@
 `tests/` on the path)."""
 
 import os
+import re
 import sys
 from typing import Any
 
@@ -22,6 +23,14 @@ needs_mediapipe = pytest.mark.skipif(
     reason=f"no MediaPipe environment at {video.mediapipe_python()}; install it with "
     f"`{video.INSTALL_COMMAND}` (CI does this in .ci/run)",
 )
+
+
+def alarming_lines(output: str) -> list[str]:
+    """The lines of a job's output that look like errors or warnings to a user: absl's
+    `E0000 ...`/`W0000 ...`, `WARNING`, `ERROR`, `error`, `Traceback`."""
+    pattern = re.compile(r"^[EWF]\d{4} |WARNING|ERROR|[Ee]rror|Traceback")
+    return [line for line in output.splitlines() if pattern.search(line)]
+
 
 # Real recordings the tests read; tests/data/README.md says what they are and where they
 # come from.
