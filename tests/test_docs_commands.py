@@ -250,3 +250,49 @@ def test_data_walk_through_runs_reduced(tmp_path):
         tmp_path,
     )
     assert '"num_written": 8' in out and '"missing_file": 1' in out, out
+
+
+# ------------------------------------------------------------------ figures
+
+
+def _read(page: str) -> str:
+    with open(os.path.join(REPO, page), encoding="utf-8") as f:
+        return f.read()
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_links_to_bench_results_name_its_sections():
+    """A figure quoted in the docs links to the section of bench/RESULTS.md that holds
+    it: each such link's anchor is a heading there."""
+    anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", _read("bench/RESULTS.md"), re.M)}
+    links = [
+        (page, anchor)
+        for page in PAGES
+        for anchor in re.findall(r"RESULTS\.md#([\w\-]+)", _read(page))
+    ]
+    assert len(links) >= 5
+    assert [link for link in links if link[1] not in anchors] == []
+
+
+def test_demo_figures_match_the_current_runs_table():
+    """The demo's chrF and exact match as the README and docs quote them are those of
+    the latest measured run, the table under "Current runs" in bench/RESULTS.md."""
+    results = _read("bench/RESULTS.md")
+    current = results[results.index("## Current runs") :]
+    current = current[: current.index("\n## ")]
+    chrf = re.search(r"^\| chrF \| \*\*([\d.]+)\*\* \|$", current, re.M).group(1)
+    exact = re.search(r"^\| exact match \| ([\d.]+)% ", current, re.M).group(1)
+    exact_fraction = f"{float(exact) / 100:.3f}"
+    readme = _read("README.md")
+    assert re.search(
+        rf"^fingerspelling_slt_ase_en +0\.00 +{chrf} +{exact_fraction} +127$", readme, re.M
+    )
+    assert f"test chrF {chrf} and {exact}% exact match" in _read("docs/architecture.md")
+    evaluation = _read("docs/evaluation.md")
+    assert f"The demo gets chrF {chrf} and BLEU" in evaluation
+    assert f"against {chrf} with its own joint decoding" in evaluation
