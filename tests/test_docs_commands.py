@@ -250,6 +250,32 @@ def test_data_walk_through_runs_reduced(tmp_path):
         tmp_path,
     )
     assert '"num_written": 8' in out and '"missing_file": 1' in out, out
+    # Its recipe for training on the prepared directory, which has no test split yet:
+    # refused before training, then trained without the final evaluation.
+    gin_text = _read("docs/data.md").split("From gin, without Python:\n\n```\n")[1]
+    gin_text = gin_text.split("```")[0].replace("data/mycorpus", "data/letters")
+    (tmp_path / "letters.gin").write_text("include 'runs/demo.gin'\n" + gin_text)
+    train = [
+        sys.executable,
+        "-m",
+        "slt.train",
+        "--gin_file=letters.gin",
+        '--gin.MODEL_DIR="runs/letters"',
+        *TINY,
+    ]
+    result = subprocess.run(train, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "task mycorpus_slt has no split 'test'" in result.stderr, result.stderr
+    assert not (tmp_path / "runs" / "letters" / "checkpoints").exists()
+    result = subprocess.run(
+        [*train, "--gin.slt.EvalConfig.final=False"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "runs" / "letters" / "checkpoints" / "4").is_dir()
 
 
 # ------------------------------------------------------------------ figures
