@@ -177,8 +177,9 @@ def _check_argparse_job(module: str, argv: list[str], monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("command", JOBS, ids=[f"{c.page}:{c.line}" for c in JOBS])
-def test_documented_job_command_parses(command, monkeypatch, capsys):
+def test_documented_job_command_parses(command, monkeypatch, capsys, tmp_path):
     module, argv = command.argv[2], command.argv[3:]
+    monkeypatch.chdir(tmp_path)  # relative paths of the command land here, if any
     if module in GIN_JOBS:
         _check_gin_job(module, argv)
     else:
