@@ -15,7 +15,7 @@ import pytest
 from slt import gin_utils
 from slt.models.network import T5Config, Transformer
 
-GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin", "models")
+GIN_DIR = os.path.join(gin_utils.GIN_DIR, "models")
 
 # Text-model parameter counts as published in the ByT5 paper (Xue et al., 2022, Table 1),
 # which lists mT5 and ByT5 side by side to three significant figures. (The mT5 paper

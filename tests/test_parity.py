@@ -27,7 +27,7 @@ from slt.models.network import T5Config, Transformer
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin", "models")
+GIN_DIR = os.path.join(gin_utils.GIN_DIR, "models")
 SIZES = ["small", "base", "large", "xl", "xxl"]
 # ByT5 Small (asymmetric depth, 6 heads x 64 != d_model 1472) runs by default.
 CASES = [

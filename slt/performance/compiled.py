@@ -182,7 +182,7 @@ def require_gpu_runtime() -> None:
 
 def gpu_target_config(kind: str) -> str:
     """XLA's target description of GPU `kind` (a GpuTargetConfigProto as text)."""
-    spec = importlib.resources.files("slt") / "gpu_specs" / GPU_KINDS[kind].spec_file
+    spec = importlib.resources.files("slt.performance") / "gpu_specs" / GPU_KINDS[kind].spec_file
     return spec.read_text()
 
 
