@@ -55,8 +55,13 @@ def _dataset_fn(nan_from_step: int | None, num_batches: int = 12):
     return dataset_fn
 
 
-def _run_loop(tmp_path, train_steps, checkpoint_period, nan_from_step=None):
-    trainer = make_trainer()
+@pytest.fixture(scope="module")
+def trainer():
+    # One trainer for the module: its jitted step compiles once for all the tests.
+    return make_trainer()
+
+
+def _run_loop(trainer, tmp_path, train_steps, checkpoint_period, nan_from_step=None):
     events: list = []
     dispatched: list[int] = []
 
@@ -96,11 +101,11 @@ def _run_loop(tmp_path, train_steps, checkpoint_period, nan_from_step=None):
             error = raised
         finally:
             checkpointer.wait()
-    return trainer, checkpointer, events, dispatched, error
+    return checkpointer, events, dispatched, error
 
 
-def test_next_batch_is_read_while_the_step_runs_and_metrics_one_step_behind(tmp_path):
-    _, checkpointer, events, dispatched, error = _run_loop(tmp_path, 6, 1000)
+def test_next_batch_is_read_while_the_step_runs_and_metrics_one_step_behind(trainer, tmp_path):
+    checkpointer, events, dispatched, error = _run_loop(trainer, tmp_path, 6, 1000)
     checkpointer.close()
     assert error is None and dispatched == [1, 2, 3, 4, 5, 6]
     order = {event: i for i, event in enumerate(events)}
@@ -119,8 +124,10 @@ def test_next_batch_is_read_while_the_step_runs_and_metrics_one_step_behind(tmp_
 
 
 @pytest.mark.parametrize("nan_step", [5, 6])  # between saves, and on a save step
-def test_nan_guard_stops_within_a_step_and_never_saves_a_nonfinite_state(tmp_path, nan_step):
-    trainer, checkpointer, _, dispatched, error = _run_loop(tmp_path, 10, 3, nan_step)
+def test_nan_guard_stops_within_a_step_and_never_saves_a_nonfinite_state(
+    trainer, tmp_path, nan_step
+):
+    checkpointer, _, dispatched, error = _run_loop(trainer, tmp_path, 10, 3, nan_step)
     try:
         assert error is not None and f"at step {nan_step}:" in str(error)
         assert "last good checkpoint is step 3" in str(error)
