@@ -199,3 +199,36 @@ ENTRY %main (a: f32[8,1024], u: f32[1,1024], i: s32[], w: bf16[8,256]) -> (f32[8
 }
 """  # noqa: E501 (HLO lines as XLA prints them)
     assert step_time.hbm_bytes(hlo) == 4096 + 4096 + 4 + 512 + 512
+
+
+def test_a_loop_that_may_stop_early_counts_at_its_bound():
+    # Decoding's loop: `i < 16 & ~all(done)`. Its matmul counts 16 times, the most the
+    # loop runs.
+    hlo = """HloModule decode
+
+%cond (s: (s32[], pred[], bf16[4,64], bf16[64,64])) -> pred[] {
+  %s = (s32[], pred[], bf16[4,64]{1,0}, bf16[64,64]{1,0}) parameter(0)
+  %i = s32[] get-tuple-element(%s), index=0
+  %done = pred[] get-tuple-element(%s), index=1
+  %n = s32[] constant(16)
+  %lt = pred[] compare(%i, %n), direction=LT
+  %going = pred[] not(%done)
+  ROOT %and = pred[] and(%lt, %going)
+}
+
+%body (s: (s32[], pred[], bf16[4,64], bf16[64,64])) -> (s32[], pred[], bf16[4,64], bf16[64,64]) {
+  %s = (s32[], pred[], bf16[4,64]{1,0}, bf16[64,64]{1,0}) parameter(0)
+  %i = s32[] get-tuple-element(%s), index=0
+  %done = pred[] get-tuple-element(%s), index=1
+  %x = bf16[4,64]{1,0} get-tuple-element(%s), index=2
+  %w = bf16[64,64]{1,0} get-tuple-element(%s), index=3
+  %y = bf16[4,64]{1,0} dot(%x, %w), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  ROOT %t = (s32[], pred[], bf16[4,64]{1,0}, bf16[64,64]{1,0}) tuple(%i, %done, %y, %w)
+}
+
+ENTRY %main (init: (s32[], pred[], bf16[4,64], bf16[64,64])) -> (s32[], pred[], bf16[4,64], bf16[64,64]) {
+  %init = (s32[], pred[], bf16[4,64]{1,0}, bf16[64,64]{1,0}) parameter(0)
+  ROOT %loop = (s32[], pred[], bf16[4,64]{1,0}, bf16[64,64]{1,0}) while(%init), condition=%cond, body=%body
+}
+"""  # noqa: E501 (HLO lines as XLA prints them)
+    assert step_time.matmul_flops(hlo) == 16 * 2 * 4 * 64 * 64

@@ -436,7 +436,9 @@ def _trip_count(line: str, computations: Mapping[str, list[str]]) -> int:
     """How often the while loop of HLO instruction `line` runs its body (1 for any
     other instruction, or when it cannot be told). XLA writes a known trip count into
     the loop's backend config on some platforms; on others the loop's condition is
-    `counter < N` on a constant N, and JAX's loops (scan, fori_loop) count from 0 by 1."""
+    `counter < N` on a constant N, and JAX's loops (scan, fori_loop) count from 0 by 1. A
+    condition that ANDs one such bound with another test (decoding's early stop) counts
+    at the bound: the most the loop runs."""
     if " while(" not in line:
         return 1
     if known := _TRIP_COUNT.search(line):
@@ -447,13 +449,18 @@ def _trip_count(line: str, computations: Mapping[str, list[str]]) -> int:
     for inner in body:
         if match := re.match(r"\s*%?([\w.\-]+) = s32\[\][^ ]* constant\((\d+)\)", inner):
             constants[match.group(1)] = int(match.group(2))
+    bounds = []
     for inner in body:
-        if inner.lstrip().startswith("ROOT") and "compare(" in inner and "direction=LT" in inner:
+        if "compare(" in inner and "direction=LT" in inner:
             operands = re.search(r"compare\(([^)]*)\)", inner).group(1)
             names = [o.strip().lstrip("%") for o in operands.split(",")]
             if len(names) == 2 and names[1] in constants:
-                return constants[names[1]]
-    return 1
+                if inner.lstrip().startswith("ROOT"):
+                    return constants[names[1]]
+                bounds.append(constants[names[1]])
+    # A loop that may also stop early (decoding: `i < max_length & ~all(done)`) runs at
+    # most its counter's bound: counted at that bound.
+    return bounds[0] if len(bounds) == 1 else 1
 
 
 def has_loops(hlo_text: str) -> bool:
