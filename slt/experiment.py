@@ -183,9 +183,7 @@ def study(
         "run_wall_s": wall,
         "missing_runs": missing,
     }
-    report = study_report.write(
-        output_dir, runs, overlap, info, e1_arms, e2_arms, references
-    )
+    report = study_report.write(output_dir, runs, overlap, info, e1_arms, e2_arms, references)
     print(f"wrote {output_dir}/report.md, e1.png, e2.png and summary.json", flush=True)
     return report
 
