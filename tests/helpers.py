@@ -7,22 +7,12 @@ import sys
 from typing import Any
 
 import numpy as np
-import pytest
 from tiny_train_flags import TINY_TRAIN_FLAGS
 
-from slt.io import video
 from slt.models import model as model_lib
 from slt.models import network
 from slt.training import partitioning
 from slt.training import trainer as trainer_lib
-
-# MediaPipe runs in an environment of its own; tests that extract landmarks from video
-# skip, saying how to install it, where it is absent.
-needs_mediapipe = pytest.mark.skipif(
-    not video.backend_available(),
-    reason=f"no MediaPipe environment at {video.mediapipe_python()}; install it with "
-    f"`{video.INSTALL_COMMAND}` (CI does this in .ci/run)",
-)
 
 
 def alarming_lines(output: str) -> list[str]:

@@ -143,6 +143,18 @@ def test_train_resume_and_evaluate_with_model_dir_on_gcs(gcs):
     assert "train.train_steps = 3" in storage.read_text(storage.join(model_dir, "config.gin"))
 
 
+# The latest checkpoint step of a run and whether its input state was saved, as JSON.
+_LATEST_AND_SAVED = """
+import json, sys
+from slt import storage
+model_dir = sys.argv[1]
+steps = storage.listdir(storage.join(model_dir, "checkpoints"))
+latest = max(int(n) for n in steps if n.isdigit())
+state = storage.join(model_dir, "input_state", f"step_{latest}", "shard_0-of-1")
+print(json.dumps([latest, storage.exists(state)]))
+"""
+
+
 @pytest.mark.slow
 def test_killed_run_on_gcs_resumes_to_the_params_of_a_local_run(gcs, tmp_path):
     from slt import storage
@@ -172,9 +184,17 @@ def test_killed_run_on_gcs_resumes_to_the_params_of_a_local_run(gcs, tmp_path):
     assert process.returncode == -signal.SIGKILL, output[-3000:]
     # SIGKILL may fall between orbax committing a step and its input state being saved:
     # whether the state is there decides which the resume must do.
-    checkpoints = storage.join(model_dir, "checkpoints")
-    latest = max(int(n) for n in storage.listdir(checkpoints) if n.isdigit())
-    saved = storage.exists(storage.join(model_dir, "input_state", f"step_{latest}", "shard_0-of-1"))
+    # Looked up in another process: gcsfs caches listings, and this process must still
+    # see the checkpoint the resumed run writes.
+    found = subprocess.run(
+        [sys.executable, "-c", _LATEST_AND_SAVED, model_dir],
+        env=_env(gcs),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert found.returncode == 0, found.stderr[-3000:]
+    latest, saved = json.loads(found.stdout.strip().splitlines()[-1])
 
     output = _run(train_command(model_dir, steps, PERIODIC, *state), _env(gcs))
     assert f"resuming from checkpoint step {latest}" in output
