@@ -46,14 +46,14 @@ def _logged_steps(model_dir):
     return [json.loads(line)["step"] for line in lines if '"loss"' in line]
 
 
-def _wait(predicate, timeout_s, what, cluster, output, sbatch):
+def _wait(predicate, timeout_s, what, cluster, output, sbatch=None):
     """Waits for `predicate`; fails at once, with the job's output, when `sbatch --wait`
-    has ended (the job ended: it failed, or finished before the awaited state)."""
+    (if given) has ended (the job ended: it failed, or finished before the awaited state)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
-        if sbatch.poll() is not None:
+        if sbatch is not None and sbatch.poll() is not None:
             text = output.read_text() if output.exists() else ""
             raise AssertionError(
                 f"{what}: the job ended (sbatch exited with {sbatch.returncode})\n"
@@ -123,7 +123,6 @@ def test_sbatch_two_tasks_join_checkpoint_requeue_and_resume(tmp_path):
                 "the requeued job did not return to the queue",
                 cluster,
                 output,
-                sbatch,
             )
             cluster.scontrol("update", f"jobid={job_id}", "StartTime=now")
             submitted, _ = sbatch.communicate(timeout=1500)
