@@ -323,3 +323,56 @@ def test_demo_figures_match_the_current_runs_table():
     evaluation = _read("docs/evaluation.md")
     assert f"The demo gets chrF {chrf} and BLEU" in evaluation
     assert f"against {chrf} with its own joint decoding" in evaluation
+
+
+# ------------------------------------------------------------------ Python in the docs
+
+# `python -c` one-liners that only read: they run in the default tests. The README's
+# writes a clip for the walk-through, which runs it.
+READ_ONLY_ONE_LINERS = [
+    c for c in ALL if c.text.startswith('python -c "') and c.page != "README.md"
+]
+
+
+def test_read_only_one_liners_are_found():
+    assert len(READ_ONLY_ONE_LINERS) >= 3, [str(c) for c in READ_ONLY_ONE_LINERS]
+
+
+@pytest.mark.parametrize(
+    "command", READ_ONLY_ONE_LINERS, ids=[f"{c.page}:{c.line}" for c in READ_ONLY_ONE_LINERS]
+)
+def test_documented_one_liner_runs(command, tmp_path):
+    out = _run(command.text, tmp_path, timeout=300)
+    assert "Traceback" not in out, f"{command}\n{out}"
+
+
+def _snippet_imports() -> list[tuple[str, str]]:
+    """(page, statement) for each `import`/`from` of slt in the pages' Python blocks,
+    here-documents and `python -c` commands."""
+    out = []
+    for page in ["README.md", "CONTRIBUTING.md"] + PAGES[1:] + ["docs/results.md"]:
+        text = _read(page)
+        snippets = re.findall(r"```python\n(.*?)```", text, re.S)
+        snippets += re.findall(r'python -c "(.*?)"', text, re.S)
+        snippets += re.findall(r"python - <<'EOF'\n(.*?)\nEOF", text, re.S)
+        for snippet in snippets:
+            for line in snippet.splitlines():
+                for statement in line.split("#")[0].split(";"):
+                    statement = statement.strip()
+                    if statement.startswith(("import slt", "from slt")):
+                        out.append((page, statement))
+    return out
+
+
+def test_the_docs_python_imports_name_what_exists():
+    """Every import of slt in the docs' Python snippets runs: a module the layout moved
+    or renamed fails here."""
+    imports = _snippet_imports()
+    assert len(imports) >= 20, imports
+    failed = []
+    for page, statement in imports:
+        try:
+            exec(statement, {})
+        except ImportError as error:
+            failed.append(f"{page}: {statement}: {error}")
+    assert not failed, "\n".join(failed)
