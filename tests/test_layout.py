@@ -215,9 +215,7 @@ def test_gin_names_resolve_from_any_directory(tmp_path, monkeypatch, name):
     from slt import gin_utils
 
     monkeypatch.chdir(tmp_path)
-    assert gin_utils.find_gin_file(name) == os.path.join(SLT, "gin", "runs", "demo.gin") or (
-        gin_utils.find_gin_file(name) == os.path.join(SLT, "runs", "demo.gin")
-    )
+    assert gin_utils.find_gin_file(name) == os.path.join(SLT, "gin", "runs", "demo.gin")
     assert gin_utils.find_gin_file("runs/no_such.gin") is None
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "demo.gin").write_text("# the user's own\n")
