@@ -31,6 +31,7 @@ gin_utils.add_cpu_xla_flags()
 import gin  # noqa: E402
 import jax  # noqa: E402
 import seqio  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
 
 from slt import (
@@ -516,6 +517,21 @@ def _open_input(
     return _open_stream(dataset_fn, shard_ids, num_shards, step, start_batch, store), store
 
 
+# What restoring a saved input state raises when the state cannot be used, so that the
+# stream is replayed instead; any other error is a bug and propagates.
+UNUSABLE_INPUT_STATE_ERRORS = (
+    # tf.data and the checkpoint reader: a missing or damaged iterator file (NotFoundError,
+    # DataLossError, a bare OpError for a short index), a state of another pipeline graph.
+    tf.errors.OpError,
+    # The checkpoint reader on a data file cut short: "Read less bytes than requested".
+    IndexError,
+    # tf.train.Checkpoint.assert_consumed: the saved objects do not match the iterator.
+    AssertionError,
+    # The state's directory removed between finding it and reading it.
+    FileNotFoundError,
+)
+
+
 def _open_stream(
     dataset_fn: input_state.DatasetFn,
     shard_ids: Sequence[int],
@@ -547,8 +563,7 @@ def _open_stream(
                     flush=True,
                 )
                 return stream
-            except Exception as error:  # noqa: BLE001 (replay gives the same batches;
-                # a damaged file raises IndexError, a changed pipeline AssertionError...)
+            except UNUSABLE_INPUT_STATE_ERRORS as error:  # replay gives the same batches
                 why = f"reading {dirs[0]} failed: {str(error).splitlines()[0][:300]}"
     print(
         f"input: replaying {start_batch} batches of input shards {list(shard_ids)} of "

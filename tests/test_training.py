@@ -253,6 +253,69 @@ def test_input_state_mismatch_falls_back_to_replay(tmp_path, capsys):
     np.testing.assert_array_equal(next(resumed)["x"], expected[4])
 
 
+def _damage_data(shard_dir):  # bytes of the iterator's data flipped: DataLossError
+    for name in os.listdir(shard_dir):
+        if name.startswith("iterator.data"):
+            data = bytearray((shard_dir / name).read_bytes())
+            for i in range(200, min(len(data), 2000), 7):
+                data[i] ^= 0xFF
+            (shard_dir / name).write_bytes(bytes(data))
+
+
+def _remove_index(shard_dir):  # NotFoundError
+    os.remove(shard_dir / "iterator.index")
+
+
+def _extra_object(shard_dir):  # assert_consumed's AssertionError: not this iterator's state
+    for name in os.listdir(shard_dir):
+        if name.startswith("iterator."):
+            os.remove(shard_dir / name)
+    checkpoint = tf.train.Checkpoint(other=tf.Variable(1))
+    checkpoint.write(str(shard_dir / "iterator"))
+
+
+@pytest.mark.parametrize("damage", [_damage_data, _remove_index, _extra_object])
+def test_unusable_input_states_replay_the_same_batches(damage, tmp_path, capsys):
+    from slt import train
+
+    counting = _CountingTask()
+    expected = [b["x"] for b, _ in zip(input_state.InputStream(counting.dataset, [0], 2), range(6))]
+    stream = input_state.InputStream(counting.dataset, [0], 2)
+    for _ in range(4):
+        next(stream)
+    store = input_state.InputStateStore(str(tmp_path), SPEC)
+    store.save(4, stream)
+    shard_dir = tmp_path / "input_state" / "step_4" / "shard_0-of-2"
+    damage(shard_dir)
+    resumed = train._open_stream(counting.dataset, [0], 2, 4, 4, store)
+    out = capsys.readouterr().out
+    assert f"(no iterator state restored: reading {shard_dir} failed: " in out, out
+    assert "input: replayed 4 batches" in out
+    for batch in expected[4:]:
+        np.testing.assert_array_equal(next(resumed)["x"], batch)
+
+
+def test_other_errors_while_restoring_an_input_state_propagate(tmp_path, capsys, monkeypatch):
+    """Only errors that mean the saved state cannot be used fall back to replaying; a
+    bug in reading it is raised, not hidden behind a slower resume."""
+    from slt import storage, train
+
+    counting = _CountingTask()
+    stream = input_state.InputStream(counting.dataset, [0], 2)
+    for _ in range(4):
+        next(stream)
+    store = input_state.InputStateStore(str(tmp_path), SPEC)
+    store.save(4, stream)
+
+    def broken(source, local_dir):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(storage, "download_dir", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        train._open_stream(counting.dataset, [0], 2, 4, 4, store)
+    assert "input: replaying" not in capsys.readouterr().out
+
+
 def test_input_state_garbage_collection_and_unsaveable_pipelines(tmp_path, caplog):
     store = input_state.InputStateStore(str(tmp_path), SPEC)
     stream = input_state.InputStream(_range_dataset, [0], 1)
