@@ -494,6 +494,27 @@ def _computations(hlo_text: str) -> tuple[dict[str, list[str]], str | None]:
     return computations, entry
 
 
+def collective_echoes(hlo_text: str) -> set[str]:
+    """Computations whose collectives repeat one counted elsewhere.
+
+    XLA on TPU splits an asynchronous collective into an `async-collective-start`
+    fusion, fusions that overlap compute with it (`async_collective_fusion.N`) and an
+    `async-collective-done` fusion, and every one of their computations holds the same
+    collective instruction: one transfer, written up to four times. Only the start's
+    copy counts."""
+    echoes = set()
+    for line in hlo_text.splitlines():
+        for field, names in _CALLED.findall(line):
+            if field != "calls":
+                continue
+            done = re.match(r"\s*(ROOT\s+)?%?async-collective-done", line) is not None
+            for called in names.strip("{}").split(","):
+                called = called.strip().lstrip("%")
+                if done or called.startswith("async_collective_fusion"):
+                    echoes.add(called)
+    return echoes
+
+
 def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
     """Count and bytes per chip per step of each kind of collective in an optimized,
     SPMD-partitioned HLO module (its shapes are per device). An op inside a while loop
@@ -517,7 +538,10 @@ def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
     if entry is not None:
         visit(entry, 1)
     result = {kind: {"count": 0, "bytes": 0} for kind in COLLECTIVES}
+    echoes = collective_echoes(hlo_text)
     for name, times in multiplier.items():
+        if name in echoes:
+            continue
         for line in computations[name]:
             if "=" not in line:
                 continue

@@ -391,8 +391,11 @@ def program_collectives(hlo_text: str, num_partitions: int) -> list[Collective]:
     """Every collective of the program with its result's bytes and dtype, its first
     replica group and how often a step runs it."""
     program = _program(hlo_text)
+    echoes = compiled_lib.collective_echoes(hlo_text)
     found = []
     for name, times in program.multipliers.items():
+        if name in echoes:
+            continue
         for inst in program.computations[name]:
             op = inst.opcode.removesuffix("-start")
             if op not in compiled_lib.COLLECTIVES:
