@@ -12,9 +12,9 @@
 consecutive captions with their times (`--level=clip`, how the paper pretrains), a
 clip ending before it would exceed `--max_clip_seconds` or at a gap over
 `--max_gap_seconds`. Captions go through YouTube-ASL's filters (`slt/data/captions.py`).
-Every caption or file not turned into a row is written to the report
-(`<output>.report.jsonl`, or `--report`) with its reason, and the counts are printed:
-captions = kept + dropped, always.
+Every caption or file not turned into a row is written to the report (`--output` with
+`.report.jsonl` for its extension, or `--report`) with its reason, and the counts are
+printed: captions = kept + dropped, always.
 
 Paths in the manifest are relative to its directory (absolute where they cannot be: a
 `gs://` file outside a `gs://` manifest's directory). Inputs and outputs may be local
@@ -386,7 +386,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     how2sign.add_argument("--spoken_language", default="en")
     for command in (youtube, how2sign):
         command.add_argument("--output", required=True, help="the manifest (.jsonl) to write")
-        command.add_argument("--report", default=None, help="default: <output>.report.jsonl")
+        command.add_argument(
+            "--report", default=None, help="default: --output with .report.jsonl for its extension"
+        )
     args = parser.parse_args(argv)
     gin_utils.setup_logging(args.verbosity)
     return args
