@@ -97,6 +97,7 @@ def build_training(
         p.logical_axis_rules,
         batch_shapes,
         donate_state=p.donate_state,
+        explicit_fsdp_collectives=p.explicit_fsdp_collectives,
         decoder_input_dropout=loss_config.decoder_input_dropout,
         num_microbatches=num_microbatches,
     )

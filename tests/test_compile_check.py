@@ -202,29 +202,35 @@ ASYNC_HLO = """HloModule m
 
 %fused_computation.1 (p0: bf16[32,512]) -> (bf16[32,512], bf16[256,512]) {
   %p0 = bf16[32,512]{1,0} parameter(0)
-  %all-gather.1 = bf16[256,512]{1,0} all-gather(%p0), channel_id=1, replica_groups={{0,1,2,3,4,5,6,7}}, dimensions={0}
+  %all-gather.1 = bf16[256,512]{1,0} all-gather(%p0),\
+ replica_groups={{0,1,2,3,4,5,6,7}}, dimensions={0}
   ROOT %t = (bf16[32,512], bf16[256,512]) tuple(%p0, %all-gather.1)
 }
 
 %async_collective_fusion.2 (p1: bf16[32,512], p2: bf16[256,512]) -> (bf16[256,512], bf16[8,512]) {
   %p1 = bf16[32,512]{1,0} parameter(0)
-  %all-gather.2 = bf16[256,512]{1,0} all-gather(%p1), channel_id=1, replica_groups={{0,1,2,3,4,5,6,7}}, dimensions={0}
+  %all-gather.2 = bf16[256,512]{1,0} all-gather(%p1),\
+ replica_groups={{0,1,2,3,4,5,6,7}}, dimensions={0}
   %c = bf16[8,512]{1,0} constant({...})
   ROOT %t = (bf16[256,512], bf16[8,512]) tuple(%all-gather.2, %c)
 }
 
 %fused_computation.3 (p3: bf16[32,512], p4: bf16[256,512]) -> bf16[256,512] {
   %p3 = bf16[32,512]{1,0} parameter(0)
-  ROOT %all-gather.3 = bf16[256,512]{1,0} all-gather(%p3), channel_id=1, replica_groups={{0,1,2,3,4,5,6,7}}, dimensions={0}
+  ROOT %all-gather.3 = bf16[256,512]{1,0} all-gather(%p3),\
+ replica_groups={{0,1,2,3,4,5,6,7}}, dimensions={0}
 }
 
 ENTRY %main (a: bf16[32,512]) -> bf16[256,512] {
   %a = bf16[32,512]{1,0} parameter(0)
-  %async-collective-start.1 = (bf16[32,512], bf16[256,512]) fusion(%a), kind=kCustom, calls=%fused_computation.1
+  %async-collective-start.1 = (bf16[32,512], bf16[256,512]) fusion(%a),\
+ kind=kCustom, calls=%fused_computation.1
   %g = bf16[256,512]{1,0} get-tuple-element(%async-collective-start.1), index=1
-  %fusion.2 = (bf16[256,512], bf16[8,512]) fusion(%a, %g), kind=kCustom, calls=%async_collective_fusion.2
+  %fusion.2 = (bf16[256,512], bf16[8,512]) fusion(%a, %g),\
+ kind=kCustom, calls=%async_collective_fusion.2
   %g2 = bf16[256,512]{1,0} get-tuple-element(%fusion.2), index=0
-  ROOT %async-collective-done.1 = bf16[256,512]{1,0} fusion(%a, %g2), kind=kCustom, calls=%fused_computation.3
+  ROOT %async-collective-done.1 = bf16[256,512]{1,0} fusion(%a, %g2),\
+ kind=kCustom, calls=%fused_computation.3
 }
 """
 

@@ -43,9 +43,10 @@ model = model_lib.EncoderDecoderModel(network.Transformer(CONFIG))
 opt = trainer_lib.make_optimizer(trainer_lib.OptimizerConfig(
     name="adafactor", learning_rate=1e-2, min_dim_size_to_factor=16))
 
-def run(mesh_shape, rules, devices=None, steps=0):
+def run(mesh_shape, rules, devices=None, steps=0, explicit=True):
     mesh = partitioning.make_mesh(mesh_shape, devices=devices)
-    tr = trainer_lib.Trainer(model, opt, mesh, rules, SHAPES, donate_state=False)
+    tr = trainer_lib.Trainer(model, opt, mesh, rules, SHAPES, donate_state=False,
+                             explicit_fsdp_collectives=explicit)
     with jax.set_mesh(mesh):
         state = tr.init_state(jax.random.key(0))
         gb = partitioning.global_batch(batch, tr.batch_sharding)
@@ -66,6 +67,9 @@ layouts = {  # (data, fsdp, model)
     "8x1 data parallel": ((8, 1, 1), partitioning.DATA_PARALLEL_RULES),
     "1x8 tensor parallel": ((1, 1, 8), partitioning.TENSOR_PARALLEL_RULES),
     "2x4 fsdp x tensor parallel (2-D)": ((1, 2, 4), partitioning.FSDP_TENSOR_PARALLEL_RULES),
+    # FSDP within each data-parallel group: gradients reduce-scattered over `fsdp` and
+    # summed over `data` (slt.models.fsdp), in float32.
+    "2x4 data x fsdp": ((2, 4, 1), partitioning.FSDP_RULES),
 }
 if STEPS:
     layouts.update({
@@ -88,6 +92,16 @@ for name, (shape, rules) in layouts.items():
         assert tr.batch_sharding.spec == P(("data", "fsdp")), tr.batch_sharding.spec
     if name.startswith("1x8"):
         assert mlp == P(None, "model")
+    if "fsdp" in name:
+        # Dense kernels are gathered by slt.models.fsdp: the gradients are
+        # reduce-scattered; XLA's own partitioning all-reduces them instead.
+        with jax.set_mesh(tr.mesh):
+            gb = partitioning.global_batch(batch, tr.batch_sharding)
+            text = tr.compute_grads.lower(tr.abstract_state.params, gb, None).as_text("hlo")
+        assert "reduce-scatter(" in text, name
+        _, xla_loss, xla_grads, _ = run(shape, rules, explicit=False)
+        np.testing.assert_allclose(xla_loss, loss, rtol=1e-6, err_msg=name)
+        close(xla_grads, grads, name + " (XLA's collectives)")
 
 # 5 heads do not divide the model axis: every offending parameter is listed.
 bad = model_lib.EncoderDecoderModel(network.Transformer(

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from slt.models import fsdp
+
 Array = jax.Array
 DType = Any
 Initializer = Callable[..., Array]
@@ -97,8 +99,9 @@ class Dense(nn.Module):
             (x.shape[-1], self.features),
             jnp.float32,
         )
-        x = jnp.asarray(x, self.dtype)
-        y = jnp.dot(x, jnp.asarray(kernel, self.dtype))
+        y = fsdp.dense(x, kernel, self.kernel_axes, self.dtype)
+        if y is None:
+            y = jnp.dot(jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype))
         if self.use_bias:
             bias = self.param(
                 "bias",

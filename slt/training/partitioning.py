@@ -454,7 +454,10 @@ class PartitioningConfig:
 
     `mesh_shape` is over `mesh_axis_names` (a -1 takes the remaining devices);
     `dcn_mesh_shape` is the part of the mesh across slices (multislice TPU);
-    `logical_axis_rules` map the model's logical axes onto the mesh axes.
+    `logical_axis_rules` map the model's logical axes onto the mesh axes;
+    `explicit_fsdp_collectives` has dense layers gather FSDP-split kernels themselves and
+    reduce-scatter their gradients in float32 (`slt.models.fsdp`, off by default: on TPU
+    XLA's own collectives send less at ByT5 sizes).
     """
 
     mesh_shape: Sequence[int] = (-1, 1, 1)
@@ -462,6 +465,7 @@ class PartitioningConfig:
     dcn_mesh_shape: Sequence[int] | None = None
     logical_axis_rules: LogicalRules = DATA_PARALLEL_RULES
     donate_state: bool = True
+    explicit_fsdp_collectives: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,7 @@ created where they live and never gathered on one host.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from slt.models import fsdp
 from slt.models.model import EncoderDecoderModel
 from slt.training import partitioning
 
@@ -112,11 +114,13 @@ class Trainer:
         rules: partitioning.LogicalRules,
         batch_shapes: Mapping[str, tuple[int, ...]],
         donate_state: bool = True,
+        explicit_fsdp_collectives: bool = False,
         decoder_input_dropout: float = 0.0,
         unk_id: int = 2,
         num_microbatches: int = 1,
     ):
         self.model = model
+        self.explicit_fsdp_collectives = explicit_fsdp_collectives
         self.decoder_input_dropout = decoder_input_dropout
         self.unk_id = unk_id
         self.optimizer = optimizer
@@ -185,7 +189,12 @@ class Trainer:
         self, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array | None
     ) -> tuple[Any, dict[str, jax.Array]]:
         """Gradients and metrics of the whole batch, accumulated over microbatches."""
-        with nn.logical_axis_rules(self.rules):
+        gather = (
+            fsdp.gather_weights(self.mesh, partitioning.BATCH_AXES)
+            if self.explicit_fsdp_collectives
+            else contextlib.nullcontext()
+        )
+        with nn.logical_axis_rules(self.rules), gather:
             if self.num_microbatches == 1:
                 return self._loss_and_grads(params, batch, rng)
             return self._accumulated_grads(params, batch, rng)
