@@ -344,9 +344,9 @@ def format_plan(result: Mapping[str, Any]) -> str:
 def main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m slt.plan",
-        description=__doc__.split("\n\n", 1)[0],
-        epilog="Other arguments (--gin_file=..., --gin.NAME=VALUE) configure the job as "
-        "for slt.train and slt.compile_check.",
+        description=__doc__,
+        epilog="Other arguments (--gin_file=FILE, --gin.NAME=VALUE, --verbosity=LEVEL) "
+        "configure the job as for slt.train and slt.compile_check.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--steps", type=int, required=True, help="training steps of the run")

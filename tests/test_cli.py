@@ -234,6 +234,7 @@ ENTRY_POINTS = {
     "slt.prepare": ["python -m slt.prepare --manifest=", "--examples_per_shard", "--runner"],
     "slt.manifest_makers": ["python -m slt.manifest_makers youtube --input_dir=", "how2sign"],
     "slt.export": ["python -m slt.export --checkpoint", "--format {hf,t5x}"],
+    "slt.plan": ["python -m slt.plan", "--steps STEPS", "--plan_dir", "chip-hours"],
     "slt.io.video": ["python -m slt.io.video VIDEO.mp4 OUT.npz", "--install"],
     "slt.io.tfds_export": ["python -m slt.io.tfds_export --tfds_name=", "--text_key"],
 }
