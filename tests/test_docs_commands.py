@@ -4,7 +4,7 @@ Default run (seconds): every `python -m slt.<job>` command of a ```bash block is
 the job's own argument parser, and a gin job's files, bindings and required bindings by
 gin, without running the job; every such command is found. Slow: the README's and
 docs/data.md's walk-throughs run, reduced with bindings (a tiny model, a few steps), in a
-fresh working directory.
+fresh working directory. tests/test_docs_runs.py runs the other pages' commands.
 """
 
 import argparse
