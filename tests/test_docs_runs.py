@@ -57,6 +57,11 @@ NOT_RUN_JOBS = [  # (a predicate on the command text, why)
     ),
     (lambda t: "DataflowRunner" in t, "needs Dataflow, a Google Cloud project and a bucket"),
     (
+        lambda t: t.startswith("python -m slt.plan"),
+        "compiles ByT5 sizes for pods, tens of CPU minutes per candidate "
+        "(tests/test_plan.py plans the tiny model over two small slices)",
+    ),
+    (
         lambda t: "--topology=h100" in t and importlib.util.find_spec("jax_cuda12_plugin") is None,
         'needs jax\'s CUDA plugin (pip install -e ".[gpu-compile]"), not installed here',
     ),
