@@ -201,6 +201,41 @@ ENTRY %main (a: f32[8,1024], u: f32[1,1024], i: s32[], w: bf16[8,256]) -> (f32[8
     assert step_time.hbm_bytes(hlo) == 4096 + 4096 + 4 + 512 + 512
 
 
+def test_a_slice_taken_inside_a_nested_fusion_reads_the_slice():
+    # A scanned layer reads its slice of the stacked activations through a fusion nested
+    # in the one at the top: the traffic is one f32[1,512] row (2 KiB) plus the index and
+    # the bf16[1,512] result (1 KiB), not the f32[36,512] stack (72 KiB).
+    hlo = """HloModule nested
+
+%inner (q0: f32[36,512], q1: s32[]) -> bf16[1,512] {
+  %q0 = f32[36,512]{1,0} parameter(0)
+  %q1 = s32[] parameter(1)
+  %zero = s32[] constant(0)
+  %row = f32[1,512]{1,0} dynamic-slice(%q0, %q1, %zero), dynamic_slice_sizes={1,512}
+  ROOT %c = bf16[1,512]{1,0} convert(%row)
+}
+
+%outer (p0: f32[36,512], p1: s32[]) -> bf16[1,512] {
+  %p0 = f32[36,512]{1,0} parameter(0)
+  %p1 = s32[] parameter(1)
+  ROOT %n = bf16[1,512]{1,0} fusion(%p0, %p1), kind=kLoop, calls=%inner
+}
+
+ENTRY %main (a: f32[36,512], i: s32[]) -> bf16[1,512] {
+  %a = f32[36,512]{1,0} parameter(0)
+  %i = s32[] parameter(1)
+  ROOT %f = bf16[1,512]{1,0} fusion(%a, %i), kind=kLoop, calls=%outer
+}
+"""
+    assert step_time.hbm_bytes(hlo) == 2048 + 4 + 1024
+    # Used otherwise (here: negated whole, then sliced), the stack counts in full.
+    whole = hlo.replace(
+        "%row = f32[1,512]{1,0} dynamic-slice(%q0,",
+        "%neg = f32[36,512]{1,0} negate(%q0)\n  %row = f32[1,512]{1,0} dynamic-slice(%neg,",
+    )
+    assert step_time.hbm_bytes(whole) == 36 * 512 * 4 + 4 + 1024
+
+
 def test_a_loop_that_may_stop_early_counts_at_its_bound():
     # Decoding's loop: `i < 16 & ~all(done)`. Its matmul counts 16 times, the most the
     # loop runs.

@@ -287,12 +287,45 @@ def _fusion_operand_bytes(
     for name, index in params.items():
         if index >= len(read):
             continue
-        used = users[name]
         if name in in_place:
             read[index] = 0
-        elif used and all(u.opcode == "dynamic-slice" and at == 0 for u, at in used):
-            read[index] = sum(_hbm_bytes_of(u.type_text) for u, _ in used)
+        else:
+            sliced = _sliced_read(program, users[name])
+            if sliced is not None:
+                read[index] = min(read[index], sliced)
     return read, written
+
+
+def _sliced_read(program: _Program, users: Sequence[tuple[Instruction, int]]) -> int | None:
+    """Bytes read of a fusion parameter whose every use takes a dynamic slice of it,
+    directly or inside a nested fusion (a scanned layer reads its slice of the stacked
+    activations that way); None when some use reads it whole."""
+    if not users:
+        return None
+    total = 0
+    for user, position in users:
+        if user.opcode == "dynamic-slice" and position == 0:
+            total += _hbm_bytes_of(user.type_text)
+            continue
+        body = (
+            re.search(r"calls=%?([\w.\-]+)", user.attributes) if user.opcode == "fusion" else None
+        )
+        if body is None:
+            return None
+        instructions = program.computations.get(body.group(1), [])
+        inner = [
+            i for i in instructions if i.opcode == "parameter" and i.arguments == str(position)
+        ]
+        if not inner:
+            return None
+        inner_users = [
+            (i, at) for i in instructions for at, o in enumerate(i.operands) if o == inner[0].name
+        ]
+        nested = _sliced_read(program, inner_users)
+        if nested is None:
+            return None
+        total += nested
+    return total
 
 
 def hbm_bytes(hlo_text: str) -> float:
