@@ -386,6 +386,12 @@ def test_tpu_v5e8_fsdp_compiles_and_fits(tmp_path):
     assert report["predicted_mfu"] == pytest.approx(
         train["flops_per_step"]["analytic_total"] / (timing["predicted_s"] * 8 * 197e12)
     )
+    # With no overlap the step takes the sum of its terms: the lower MFU beside it.
+    assert report["predicted_mfu_no_overlap"] == pytest.approx(
+        train["flops_per_step"]["analytic_total"] / (timing["no_overlap_s"] * 8 * 197e12)
+    )
+    assert report["predicted_mfu_no_overlap"] <= report["predicted_mfu"]
+    assert f"({report['predicted_mfu_no_overlap']:.0%} with no overlap)" in result.stdout
     assert "predicted step times (from the compiled program" in result.stdout
     # FSDP needs each split weight gathered at most twice per step (forward, backward)
     # in the compute dtype. XLA gathers each of this model's weights once and keeps it

@@ -95,6 +95,10 @@ def test_plan_ranks_compiled_candidates_and_reuses_its_cache(tmp_path):
         assert row["chip_hours"] == pytest.approx(row["predicted_s"] * row["chips"] * 1000 / 3600)
         assert row["predicted_s"] >= row["lower_bound_s"] * (1 - 1e-9)
         assert 0 < row["predicted_mfu"] < 1
+        assert row["mfu_no_overlap"] == pytest.approx(
+            row["predicted_mfu"] * row["predicted_s"] / row["no_overlap_s"]
+        )
+        assert row["mfu_no_overlap"] <= row["predicted_mfu"]
     hours = [r["chip_hours"] for r in compiled if r["fits"]]
     assert hours == sorted(hours) and rows[0]["chip_hours"] == hours[0]
     # A candidate left out was left out because its bound could not beat the best.

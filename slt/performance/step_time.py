@@ -575,7 +575,9 @@ def mfu(model_flops_total: float, seconds: float, chips: int, peak_flops: float)
     return model_flops_total / (seconds * chips * peak_flops)
 
 
-def summary_line(step_time: Mapping[str, Any], mfu_value: float | None) -> str:
+def summary_line(
+    step_time: Mapping[str, Any], mfu_value: float | None, mfu_no_overlap: float | None = None
+) -> str:
     """`predicted step X ms (bound by B; compute C, memory M, collectives K; no overlap N)`."""
 
     def ms(s: float) -> str:
@@ -589,6 +591,8 @@ def summary_line(step_time: Mapping[str, Any], mfu_value: float | None) -> str:
     )
     if mfu_value is not None:
         line += f", MFU {mfu_value:.0%}"
+        if mfu_no_overlap is not None:
+            line += f" ({mfu_no_overlap:.0%} with no overlap)"
     return line
 
 
