@@ -16,9 +16,9 @@ candidate that does not fit is compiled again with twice the microbatches, up to
 `--max_microbatches`. The ranking is by predicted chip-hours for `--steps` steps:
 predicted step time (docs/fit.md, "Predicted step time and MFU") x chips x steps.
 
-With `--plan_dir=bench/fit_table` the fit table's compiled rows serve as the cache for
-the configurations they cover (the same names). Every figure is a prediction from a
-compiled program and public chip rates, not a measurement.
+With `--plan_dir=bench/fit_table` the fit table's compiled rows (its `results.json`)
+serve as the cache for the configurations they cover (the same names). Every figure is a
+prediction from a compiled program and public chip rates, not a measurement.
 """
 
 from __future__ import annotations
@@ -91,10 +91,18 @@ def _chip_hours(step_s: float, chips: int, steps: int) -> float:
 def _cached(path: str, expect: Mapping[str, Any]) -> dict | None:
     """A compile report for this candidate from an earlier plan or the fit table, if
     it matches (batch shapes, microbatches, parameters) and has a step-time model."""
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        report = json.load(f)
+    if os.path.exists(path):
+        with open(path) as f:
+            report = json.load(f)
+    else:
+        # The fit table keeps its rows in one results.json, keyed by the same names.
+        table = os.path.join(os.path.dirname(path), "results.json")
+        if not os.path.exists(table):
+            return None
+        with open(table) as f:
+            report = json.load(f).get(os.path.basename(path).removesuffix(".json"))
+        if not report or report.get("status") != "compiled":
+            return None
     train = report.get("train_step", {})
     same = all(report.get(k) == v for k, v in expect.items())
     if not same or ("step_time" not in train and train.get("compiled", True)):
@@ -235,18 +243,19 @@ def plan(
     while queue:
         candidate = queue.pop(0)
         bound_hours = _chip_hours(candidate.lower_bound_s, candidate.chips, steps)
-        if best is not None and bound_hours >= best:
-            rows.append(
-                _row(candidate, None, "not compiled: its lower bound is above the best", steps)
-            )
-            continue
         path = os.path.join(plan_dir, candidate.name(model_name, batch, scanned) + ".json")
         expect = {
             "batch_shapes": expect_shapes,
             "num_microbatches": candidate.microbatches,
             "num_params": num_params,
         }
+        # A cached report costs nothing, so it is shown even where the bound prunes.
         report, status = _cached(path, expect), "cached"
+        if report is None and best is not None and bound_hours >= best:
+            rows.append(
+                _row(candidate, None, "not compiled: its lower bound is above the best", steps)
+            )
+            continue
         if report is None:
             if compiles >= max_compiles:
                 rows.append(
