@@ -341,7 +341,8 @@ def main() -> None:
     lines = [
         "| model | topology | rules | global batch | mesh (data x fsdp x model) | "
         "peak / HBM GiB per chip | fits | compile s (CPU s) | collective GiB per chip per step | "
-        "XLA / model FLOPs | predicted step s (bound by) | predicted MFU (no overlap) | host GiB | status |",
+        "XLA / model FLOPs | predicted step s (bound by) | predicted MFU (no overlap) | "
+        "host GiB | status |",
         "|" + "---|" * 14,
     ]
     lines += [_fmt_row(r, results.get(r["name"])) for r in rows]
