@@ -91,16 +91,14 @@ def _chip_hours(step_s: float, chips: int, steps: int) -> float:
 def _cached(path: str, expect: Mapping[str, Any]) -> dict | None:
     """A compile report for this candidate from an earlier plan or the fit table, if
     it matches (batch shapes, microbatches, parameters) and has a step-time model."""
-    if os.path.exists(path):
-        with open(path) as f:
-            report = json.load(f)
+    if storage.exists(path):
+        report = json.loads(storage.read_text(path))
     else:
         # The fit table keeps its rows in one results.json, keyed by the same names.
-        table = os.path.join(os.path.dirname(path), "results.json")
-        if not os.path.exists(table):
+        table = storage.join(storage.parent(path), "results.json")
+        if not storage.exists(table):
             return None
-        with open(table) as f:
-            report = json.load(f).get(os.path.basename(path).removesuffix(".json"))
+        report = json.loads(storage.read_text(table)).get(storage.name(path).removesuffix(".json"))
         if not report or report.get("status") != "compiled":
             return None
     train = report.get("train_step", {})
@@ -125,21 +123,23 @@ def _compile(
         f"--gin.train.num_microbatches={candidate.microbatches}",
     ]
     log_path = path.removesuffix(".json") + ".log"
-    with open(log_path, "w") as log:
+    # local: local_output's file takes the subprocess's output (a bucket gets it after)
+    with storage.local_output(log_path) as local_log, open(local_log, "w") as log:
         try:
             result = subprocess.run(
                 command, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s
             )
         except subprocess.TimeoutExpired:
-            return None, f"not compiled: stopped after {timeout_s} s (log {log_path})"
-    if result.returncode not in (0, 1) or not os.path.exists(path):
-        with open(log_path) as f:
-            lines = [line.strip() for line in f if line.strip()]
+            result = None
+    if result is None:
+        return None, f"not compiled: stopped after {timeout_s} s (log {log_path})"
+    if result.returncode not in (0, 1) or not storage.exists(path):
+        text = storage.read_text(log_path)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("ERROR:")]
         why = (errors or lines[-1:] or ["?"])[0]
         return None, f"failed (exit {result.returncode}): {why[:300]}"
-    with open(path) as f:
-        return json.load(f), "compiled"
+    return json.loads(storage.read_text(path)), "compiled"
 
 
 def _row(candidate: Candidate, report: dict | None, status: str, steps: int) -> dict:
@@ -236,14 +236,14 @@ def plan(
             f"candidate: the batch axes of {list(topologies)} with rule sets {list(rules)} "
             "need a batch divisible by the chips (divided by 4 for fsdp_tp4)."
         )
-    os.makedirs(plan_dir, exist_ok=True)
+    storage.makedirs(plan_dir)
     expect_shapes = {k: list(v) for k, v in shapes.items()}
     rows, best, compiles = [], None, 0
     queue = sorted(candidates, key=lambda c: _chip_hours(c.lower_bound_s, c.chips, steps))
     while queue:
         candidate = queue.pop(0)
         bound_hours = _chip_hours(candidate.lower_bound_s, candidate.chips, steps)
-        path = os.path.join(plan_dir, candidate.name(model_name, batch, scanned) + ".json")
+        path = storage.join(plan_dir, candidate.name(model_name, batch, scanned) + ".json")
         expect = {
             "batch_shapes": expect_shapes,
             "num_microbatches": candidate.microbatches,
@@ -268,7 +268,7 @@ def plan(
                 )
                 continue
             print(
-                f"plan: compiling {os.path.basename(path)} (lower bound "
+                f"plan: compiling {storage.name(path)} (lower bound "
                 f"{candidate.lower_bound_s * 1e3:.0f} ms per step)",
                 flush=True,
             )
@@ -315,7 +315,7 @@ def _model_name(args: Sequence[str]) -> str:
     names = [a.split("=", 1)[1] for a in args if a.startswith("--gin_file=") and "models/" in a]
     if not names:
         return "model"
-    return os.path.basename(names[-1]).removesuffix(".gin").replace("_", "-")
+    return storage.name(names[-1]).removesuffix(".gin").replace("_", "-")
 
 
 def format_plan(result: Mapping[str, Any]) -> str:
