@@ -28,6 +28,8 @@ import sys
 import threading
 import time
 
+from slt.plan import RULE_SETS
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIB = 1024**3
 
@@ -44,11 +46,8 @@ MODELS = {
 TOPOLOGIES = ("v5e-256", "v4-128", "v5p-128")
 # One host of 8 H100s, and two such hosts (16 GPUs over the hosts' network).
 GPU_TOPOLOGIES = ("h100-8", "h100-2x8")
-RULES = {
-    "dp": ["--gin_file=partitioning/data_parallel.gin"],
-    "fsdp": ["--gin_file=partitioning/fsdp.gin"],
-    "fsdp_tp4": ["--gin_file=partitioning/fsdp_tensor_parallel.gin", "--gin.MODEL_PARALLEL=4"],
-}
+# The rule sets slt.plan tries, under the same names (a plan reads these rows).
+RULES = RULE_SETS
 # Big models: scanned layers compile once per stack instead of once per layer.
 SCAN = ["--gin.slt.T5Config.scan_layers=True"]
 

@@ -88,17 +88,14 @@ def _chip_hours(step_s: float, chips: int, steps: int) -> float:
     return step_s * chips * steps / 3600
 
 
-def _cached(path: str, expect: Mapping[str, Any]) -> dict | None:
-    """A compile report for this candidate from an earlier plan or the fit table, if
-    it matches (batch shapes, microbatches, parameters) and has a step-time model."""
+def _cached(path: str, expect: Mapping[str, Any], table: Mapping[str, Any]) -> dict | None:
+    """A compile report for this candidate from an earlier plan or the fit table's
+    `table` (its results.json, keyed by the same names), if it matches (batch shapes,
+    microbatches, parameters) and has a step-time model."""
     if storage.exists(path):
         report = json.loads(storage.read_text(path))
     else:
-        # The fit table keeps its rows in one results.json, keyed by the same names.
-        table = storage.join(storage.parent(path), "results.json")
-        if not storage.exists(table):
-            return None
-        report = json.loads(storage.read_text(table)).get(storage.name(path).removesuffix(".json"))
+        report = table.get(storage.name(path).removesuffix(".json"))
         if not report or report.get("status") != "compiled":
             return None
     train = report.get("train_step", {})
@@ -237,6 +234,8 @@ def plan(
             "need a batch divisible by the chips (divided by 4 for fsdp_tp4)."
         )
     storage.makedirs(plan_dir)
+    table_path = storage.join(plan_dir, "results.json")
+    table = json.loads(storage.read_text(table_path)) if storage.exists(table_path) else {}
     expect_shapes = {k: list(v) for k, v in shapes.items()}
     rows, best, compiles = [], None, 0
     queue = sorted(candidates, key=lambda c: _chip_hours(c.lower_bound_s, c.chips, steps))
@@ -250,7 +249,7 @@ def plan(
             "num_params": num_params,
         }
         # A cached report costs nothing, so it is shown even where the bound prunes.
-        report, status = _cached(path, expect), "cached"
+        report, status = _cached(path, expect, table), "cached"
         if report is None and best is not None and bound_hours >= best:
             rows.append(
                 _row(candidate, None, "not compiled: its lower bound is above the best", steps)
@@ -283,7 +282,7 @@ def plan(
         if not report["fits"]:
             if (
                 candidate.microbatches * 2 <= max_microbatches
-                and (batch // candidate.chips * MODEL_PARALLEL[candidate.rules])
+                and (batch // (candidate.chips // MODEL_PARALLEL[candidate.rules]))
                 % (candidate.microbatches * 2)
                 == 0
             ):
