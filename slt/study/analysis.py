@@ -1,11 +1,12 @@
 """What the study reads from a run's predictions beyond the evaluation's metrics:
-script accuracy, the references' own language accuracy, and the zero-shot words split
-by whether their MT pair was in training."""
+script accuracy, exact match up to surrounding whitespace, the references' own language
+accuracy, and the zero-shot words split by whether their MT pair was in training."""
 
 from __future__ import annotations
 
 import json
 import unicodedata
+from collections.abc import Iterable
 from typing import Any
 
 from slt import storage
@@ -32,6 +33,21 @@ def script(text: str) -> str | None:
     return max(counts, key=counts.get) if counts else None
 
 
+def _target_language(task: str) -> str:
+    """The spoken language of an E1 direction's outputs, from its name (`..._ase_de`)."""
+    return "en" if task == fm.word_name("ase") else task.rsplit("_", 1)[1]
+
+
+def _script_share(rows: list[dict]) -> float:
+    return sum(script(r["prediction"]) == script(r["target"]) for r in rows) / len(rows)
+
+
+def exact_match_share(rows: list[dict]) -> float:
+    """Share of rows whose prediction equals the target, surrounding whitespace aside
+    (a trailing space is not a different word)."""
+    return sum(r["prediction"].strip() == r["target"].strip() for r in rows) / len(rows)
+
+
 def script_accuracy(eval_dir: str, split: str = "test") -> dict[str, float]:
     """Per E1 direction, the share of predictions written in their reference's script:
     a coarse language check that holds on single words, where the language identifier
@@ -42,8 +58,20 @@ def script_accuracy(eval_dir: str, split: str = "test") -> dict[str, float]:
         if storage.isfile(path):
             rows = _read_jsonl(path)
             if rows:
-                hits = sum(script(r["prediction"]) == script(r["target"]) for r in rows)
-                out[task] = hits / len(rows)
+                out[task] = _script_share(rows)
+    return out
+
+
+def exact_match(eval_dir: str, tasks: Iterable[str], split: str = "test") -> dict[str, float]:
+    """Per task of `tasks` whose predictions file is in `eval_dir`, `exact_match_share`
+    of its predictions; tasks without the file (or rows) are left out."""
+    out = {}
+    for task in tasks:
+        path = storage.join(eval_dir, f"{task}.{split}.predictions.jsonl")
+        if storage.isfile(path):
+            rows = _read_jsonl(path)
+            if rows:
+                out[task] = exact_match_share(rows)
     return out
 
 
@@ -56,39 +84,51 @@ def reference_language_accuracy(eval_dir: str, split: str = "test") -> dict[str,
         path = storage.join(eval_dir, f"{task}.{split}.predictions.jsonl")
         if storage.isfile(path):
             rows = _read_jsonl(path)
-            language = "en" if task == fm.word_name("ase") else task.rsplit("_", 1)[1]
             targets = [r["target"] for r in rows]
-            out[task] = metrics_lib.language_accuracy(targets, [language] * len(targets))
+            out[task] = metrics_lib.language_accuracy(
+                targets, [_target_language(task)] * len(targets)
+            )
     return out
 
 
+def subset_metrics(rows: list[dict], language: str) -> dict[str, Any]:
+    """The metrics of some rows of a direction, as the evaluation computes them for all
+    of it: corpus chrF over these rows, language accuracy into `language`, script
+    accuracy, empty rate, and `exact_match_share`."""
+    predictions = [r["prediction"] for r in rows]
+    scores = metrics_lib.translation_metrics(predictions, [r["target"] for r in rows])
+    return {
+        "num_examples": len(rows),
+        "chrf": scores["chrf"],
+        "exact_match": exact_match_share(rows),
+        "language_accuracy": metrics_lib.language_accuracy(
+            predictions, [language] * len(predictions)
+        ),
+        "script_accuracy": _script_share(rows),
+        "empty_rate": scores["empty_rate"],
+    }
+
+
 def mt_overlap_breakdown(eval_dir: str, split: str = "test") -> dict[str, dict[str, Any]]:
-    """For each zero-shot direction: chrF and exact match of the held-out words whose
-    (English, target) pair is in the MT training split, and of the others."""
+    """For each zero-shot direction: `subset_metrics` of the held-out words whose
+    (English, target) pair is in the MT training split (`in_mt_train`), and of the
+    others (`not_in_mt_train`); a part without words is `{"num_examples": 0}`."""
     out = {}
     for language in em.E1_ZERO_SHOT:
         task = fm.aug_name(language)
         path = storage.join(eval_dir, f"{task}.{split}.predictions.jsonl")
         if not storage.isfile(path):
             continue
-        rows = _read_jsonl(path)
         train_pairs = {(r[1], r[2]) for r in fs_sources.cldr_pairs("en", language)["train"]}
         parts: dict[str, list] = {"in_mt_train": [], "not_in_mt_train": []}
-        for row in rows:
+        for row in _read_jsonl(path):
             word = row["id"].split("/")[1]  # ids are <sign>/<word>/<variant>
             known = (word, row["target"]) in train_pairs
             parts["in_mt_train" if known else "not_in_mt_train"].append(row)
-        out[task] = {}
-        for part, part_rows in parts.items():
-            if not part_rows:
-                out[task][part] = {"num_examples": 0}
-                continue
-            m = metrics_lib.translation_metrics(
-                [r["prediction"] for r in part_rows], [r["target"] for r in part_rows]
-            )
-            out[task][part] = {
-                "num_examples": len(part_rows),
-                "chrf": m["chrf"],
-                "exact_match": m["exact_match"],
-            }
+        out[task] = {
+            part: subset_metrics(part_rows, _target_language(task))
+            if part_rows
+            else {"num_examples": 0}
+            for part, part_rows in parts.items()
+        }
     return out

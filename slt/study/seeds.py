@@ -44,15 +44,86 @@ def task_spread(runs: Runs, arm: str, task: str, metric: str) -> dict[str, Any] 
     return spread(values) if values else None
 
 
+def run_group_mean(
+    metrics: Mapping[str, Mapping[str, Any]], tasks: Sequence[str], metric: str
+) -> float | None:
+    """The mean of `metric` over those of `tasks` one run has; None when it has none."""
+    values = [
+        float(metrics[t][metric]) for t in tasks if metrics.get(t, {}).get(metric) is not None
+    ]
+    return statistics.fmean(values) if values else None
+
+
 def group_spread(runs: Runs, arm: str, tasks: Sequence[str], metric: str) -> dict[str, Any] | None:
     """Per seed the mean of `metric` over those of `tasks` it has, then `spread` over
     the seeds; None when no seed has any."""
-    per_seed = []
-    for m in runs[arm].values():
-        values = [float(m[t][metric]) for t in tasks if m.get(t, {}).get(metric) is not None]
-        if values:
-            per_seed.append(statistics.fmean(values))
+    per_seed = [run_group_mean(m, tasks, metric) for m in runs[arm].values()]
+    per_seed = [v for v in per_seed if v is not None]
     return spread(per_seed) if per_seed else None
+
+
+def paired_seeds(runs: Runs, arm: str, baseline: str) -> list[int]:
+    """The seeds both arms have runs of: the pairs of a paired comparison."""
+    return sorted(set(runs.get(arm, {})) & set(runs.get(baseline, {})))
+
+
+def paired_difference(
+    runs: Runs, arm: str, baseline: str, seed: int, tasks: Sequence[str], metric: str
+) -> float | None:
+    """`arm` minus `baseline` in one seed: each run's mean of `metric` over the `tasks`
+    that both runs have it for (a direction only one of them was evaluated on would
+    shift the difference); None when they share none."""
+    a, b = runs[arm][seed], runs[baseline][seed]
+    shared = [
+        t
+        for t in tasks
+        if a.get(t, {}).get(metric) is not None and b.get(t, {}).get(metric) is not None
+    ]
+    if not shared:
+        return None
+    return run_group_mean(a, shared, metric) - run_group_mean(b, shared, metric)
+
+
+# The zero-shot words split by MT overlap (`slt.study.analysis.mt_overlap_breakdown`):
+# the word's (English, language) pair is in the MT training split, or it is not.
+OVERLAP_PARTS = ("in_mt_train", "not_in_mt_train")
+OVERLAP_METRICS = ("language_accuracy", "script_accuracy", "empty_rate", "chrf")
+# {arm: {seed: {task: {part: {"num_examples", metric: value}}}}}
+Overlap = Mapping[str, Mapping[int, Mapping[str, Mapping[str, Mapping[str, Any]]]]]
+
+
+def _overlap_seed(
+    by_task: Mapping[str, Mapping[str, Mapping[str, Any]]], tasks: Sequence[str], part: str
+) -> dict[str, float]:
+    """One seed's words of `part` over `tasks`: their number, and each metric averaged
+    over the tasks that have such words (as the group tables average directions)."""
+    cells = [
+        by_task[t][part] for t in tasks if by_task.get(t, {}).get(part, {}).get("num_examples")
+    ]
+    out = {"num_examples": float(sum(c["num_examples"] for c in cells))}
+    for metric in OVERLAP_METRICS:
+        values = [float(c[metric]) for c in cells if c.get(metric) is not None]
+        if values:
+            out[metric] = statistics.fmean(values)
+    return out
+
+
+def overlap_spread(
+    overlap: Overlap, arm: str, tasks: Sequence[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{part: {"num_examples" or metric: `spread` over seeds}} of the zero-shot words
+    of `tasks` (one direction, or a group averaged per seed first)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for part in OVERLAP_PARTS:
+        per_seed = [_overlap_seed(by_task, tasks, part) for by_task in overlap[arm].values()]
+        per_seed = [s for s in per_seed if s["num_examples"]]
+        keys = ("num_examples", *OVERLAP_METRICS)
+        out[part] = {
+            k: spread([s[k] for s in per_seed if k in s])
+            for k in keys
+            if any(k in s for s in per_seed)
+        }
+    return out
 
 
 def cell(s: Mapping[str, Any] | None, scale: float = 1.0) -> str:
@@ -134,9 +205,9 @@ def plot_comparison(
     import numpy as np
 
     titles = {k: (t, s) for k, t, s in METRICS}
-    fig, axes = plt.subplots(
-        len(metrics), 1, figsize=(max(7.0, 0.6 * len(tasks) + 3), 3.2 * len(metrics))
-    )
+    # Wide enough for a readable bar per arm and task (four E1 arms over 15 directions).
+    width_in = max(7.0, 0.2 * len(tasks) * max(len(arms), 2) + 3)
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(width_in, 3.2 * len(metrics)))
     axes = np.atleast_1d(axes)
     x = np.arange(len(tasks))
     width = 0.8 / max(len(arms), 1)
@@ -145,8 +216,13 @@ def plot_comparison(
         for i, arm in enumerate(arms):
             stats = [task_spread(runs, arm, t, key) for t in tasks]
             mean = np.asarray([scale * s["mean"] if s else np.nan for s in stats])
-            low = np.asarray([scale * (s["mean"] - s["min"]) if s else 0.0 for s in stats])
-            high = np.asarray([scale * (s["max"] - s["mean"]) if s else 0.0 for s in stats])
+            # Clipped at 0: the mean of equal values can round past their min or max.
+            low = np.asarray(
+                [max(0.0, scale * (s["mean"] - s["min"])) if s else 0.0 for s in stats]
+            )
+            high = np.asarray(
+                [max(0.0, scale * (s["max"] - s["mean"])) if s else 0.0 for s in stats]
+            )
             ax.bar(
                 x + (i - (len(arms) - 1) / 2) * width,
                 mean,
@@ -158,8 +234,10 @@ def plot_comparison(
         ax.set_ylabel(name)
         ax.set_ylim(0, 100)
         ax.set_xticks(x, [labels.get(t, t) for t in tasks], fontsize=8)
-        ax.legend(fontsize=7)
-    axes[0].set_title(f"{title} (bars: mean over seeds; whiskers: min-max)")
+        ax.grid(axis="y", alpha=0.3)
+        # Above the panel, in one row: inside it would cover bars near 100.
+        ax.legend(fontsize=7, ncol=max(len(arms), 1), loc="lower right", bbox_to_anchor=(1, 1))
+    fig.suptitle(f"{title} (bars: mean over seeds; whiskers: min-max)", fontsize=10)
     fig.tight_layout()
     # matplotlib writes local files only; local_output uploads a gs:// plot whole.
     with storage.local_output(path) as local:
