@@ -88,6 +88,7 @@ def build_training(
         label_smoothing=loss_config.label_smoothing,
         loss_normalizing_factor=loss_config.loss_normalizing_factor,
         encoder_ctc_weight=loss_config.encoder_ctc_weight,
+        encoder_ctc_targets=loss_config.encoder_ctc_targets,
         decoding_config=decoding_config,
     )
     trainer = trainer_lib.Trainer(
@@ -227,6 +228,8 @@ def train(
                 batch_sharding=trainer.batch_sharding,
                 step=start_step,
                 position=position,
+                ctc_targets=trainer.model.encoder_ctc_weight > 0
+                and trainer.model.encoder_ctc_targets == "signed_text",
             )
             saver = _Saver(checkpointer, metadata, stream, store)
             with (
@@ -470,9 +473,11 @@ def _open_input(
     batch_sharding: jax.sharding.NamedSharding,
     step: int,
     position: Mapping[str, int] | None,
+    ctc_targets: bool = False,
 ) -> tuple[input_state.InputStream, input_state.InputStateStore | None]:
     """This host's training stream at the checkpoint's `position` (`None`: a new run),
-    and the store of saved iterator states when `input_config.save_state`."""
+    and the store of saved iterator states when `input_config.save_state`
+    (`ctc_targets`: batches also carry `encoder_ctc_targets`)."""
     # Each host reads the input shards of its position on the mesh's data axes; the
     # batch sequence depends only on `seed` and the number of input shards.
     host_shard = partitioning.host_input_shard(batch_sharding, batch_size)
@@ -490,7 +495,7 @@ def _open_input(
             "uninterrupted run.",
             flush=True,
         )
-    converter = features.LandmarkEncDecFeatureConverter()
+    converter = features.LandmarkEncDecFeatureConverter(ctc_targets=ctc_targets)
 
     def dataset_fn(index: int, count: int):
         return seqio.get_dataset(

@@ -189,6 +189,37 @@ def test_loss_fn_adds_weighted_encoder_ctc():
     )
 
 
+def test_encoder_ctc_loss_leaves_out_examples_without_labels():
+    # An MT example under signed-text labels: no frames and no labels adds nothing.
+    logits = jnp.zeros((2, 3, 10))
+    targets = jnp.asarray([[5, 6, 0], [0, 0, 0]])
+    frame_mask = jnp.asarray([[1, 1, 1], [0, 0, 0]])
+    losses, feasible = encoder_ctc_loss(logits, frame_mask, targets)
+    np.testing.assert_array_equal(np.asarray(feasible), [1.0, 0.0])
+    assert float(losses[1]) == 0.0 and float(losses[0]) > 0
+
+
+def test_ctc_on_signed_text_reads_its_own_labels():
+    cfg = dataclasses.replace(TINY, encoder_ctc_head=True, landmark_stride=2)
+    batch = make_batch(cfg)
+    with pytest.raises(ValueError, match="encoder_ctc_targets='spelling'"):
+        EncoderDecoderModel(Transformer(cfg), encoder_ctc_targets="spelling")
+    on_targets = EncoderDecoderModel(Transformer(cfg), encoder_ctc_weight=0.5)
+    on_signed = EncoderDecoderModel(
+        Transformer(cfg), encoder_ctc_weight=0.5, encoder_ctc_targets="signed_text"
+    )
+    params = on_targets.init_params(jax.random.PRNGKey(0), batch)
+    same = {**batch, "encoder_ctc_targets": batch["decoder_target_tokens"]}
+    want, want_aux = on_targets.loss_fn(params, batch, None)
+    got, got_aux = on_signed.loss_fn(params, same, None)
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+    # Other labels (one letter per example): another CTC term, the same cross-entropy.
+    other = {**batch, "encoder_ctc_targets": jnp.full((3, 7), 5, jnp.int32).at[:, 1:].set(0)}
+    loss, aux = on_signed.loss_fn(params, other, None)
+    assert abs(float(aux["encoder_ctc"]) - float(want_aux["encoder_ctc"])) > 1e-3
+    np.testing.assert_allclose(float(aux["cross_entropy"]), float(want_aux["cross_entropy"]))
+
+
 # ----------------------------------------------------------------------------- decoding
 
 

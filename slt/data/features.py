@@ -15,6 +15,14 @@ frames cannot be told from real ones, hence the explicit mask. The stock
 `seqio.EncDecFeatureConverter` takes only int32 rank-1 inputs, so frames need this
 converter; packing is not supported (seqio cannot pack rank-2 features).
 
+Tasks registered with `signed_text=True` also yield
+  signed_text: int32 tokens of what the clip signs (its own caption, the English word
+             of a fingerspelled clip whatever the target language); empty for MT.
+and a converter built with `ctc_targets=True` turns it into
+  encoder_ctc_targets   int32 [L]
+(as long as the targets), the labels of the encoder's CTC loss
+(`slt.LossConfig.encoder_ctc_targets = "signed_text"`).
+
 Text-only examples (MT) carry empty frames, `[0, 255]`: their mask is all zeros, so
 they mix with SLT examples in one batch. What any length cut removes is counted, per
 feature, in `TRUNCATION` (examples cut, and frames or tokens cut) and logged as the
@@ -40,6 +48,7 @@ log = logging.getLogger(__name__)
 LANDMARKS = "landmarks"
 INPUTS = "inputs"
 TARGETS = "targets"
+SIGNED_TEXT = "signed_text"
 
 FeatureSpec = seqio.FeatureConverter.FeatureSpec
 
@@ -143,14 +152,20 @@ def byte_vocabulary() -> seqio.Vocabulary:
     return seqio.ByteVocabulary()
 
 
-def task_output_features(vocabulary: seqio.Vocabulary | None = None) -> dict[str, seqio.Feature]:
-    """The seqio output features every task declares."""
+def task_output_features(
+    vocabulary: seqio.Vocabulary | None = None, signed_text: bool = False
+) -> dict[str, seqio.Feature]:
+    """The seqio output features every task declares (`signed_text`: also what the
+    clip signs, the labels of a CTC loss on the source side)."""
     vocabulary = vocabulary or byte_vocabulary()
-    return {
+    output = {
         LANDMARKS: seqio.ContinuousFeature(dtype=tf.float32, rank=2),
         INPUTS: seqio.Feature(vocabulary, add_eos=True),
         TARGETS: seqio.Feature(vocabulary, add_eos=True),
     }
+    if signed_text:
+        output[SIGNED_TEXT] = seqio.Feature(vocabulary, add_eos=False)
+    return output
 
 
 class LandmarkEncDecFeatureConverter(seqio.FeatureConverter):
@@ -171,13 +186,22 @@ class LandmarkEncDecFeatureConverter(seqio.FeatureConverter):
     }
     PACKING_FEATURE_DTYPES = {}
 
-    def __init__(self, pack: bool = False, bos_id: int = 0, **kwargs):
+    def __init__(
+        self, pack: bool = False, bos_id: int = 0, ctc_targets: bool = False, **kwargs
+    ):
         if pack:
             raise ValueError(
                 "LandmarkEncDecFeatureConverter cannot pack: seqio packs only rank-1 "
                 "features and frames are [T, 255]. Use pack=False."
             )
         self._bos_id = bos_id
+        self._ctc_targets = ctc_targets
+        if ctc_targets:
+            # An instance attribute: seqio checks the output against MODEL_FEATURES.
+            self.MODEL_FEATURES = {
+                **type(self).MODEL_FEATURES,
+                "encoder_ctc_targets": FeatureSpec(dtype=tf.int32),
+            }
         super().__init__(pack=False, **kwargs)
 
     def _convert_features(
@@ -190,18 +214,30 @@ class LandmarkEncDecFeatureConverter(seqio.FeatureConverter):
             features["landmark_mask"] = tf.ones(tf.shape(frames)[:1], tf.int32)
             return features
 
+        if self._ctc_targets and SIGNED_TEXT not in ds.element_spec:
+            raise ValueError(
+                f"the CTC loss on the signed text needs a `{SIGNED_TEXT}` feature, and "
+                f"these examples have only {sorted(ds.element_spec)}: train on tasks "
+                "registered with signed_text=True (e.g. the study's experiment_* "
+                'mixtures), or set slt.LossConfig.encoder_ctc_targets = "targets".'
+            )
+        checked = dict(task_feature_lengths)
+        if self._ctc_targets:
+            checked[SIGNED_TEXT] = task_feature_lengths[TARGETS]
         ds = ds.map(add_mask, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.map(
-            lambda f: count_cuts(f, task_feature_lengths, "feature converter"),
+            lambda f: count_cuts(f, checked, "feature converter"),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        lengths = dict(task_feature_lengths)
+        lengths = dict(checked)
         lengths["landmark_mask"] = task_feature_lengths[LANDMARKS]
         ds = seqio.utils.trim_and_pad_dataset(ds, lengths)
 
         def to_model_features(features):
             targets = features[TARGETS]
+            extra = {"encoder_ctc_targets": features[SIGNED_TEXT]} if self._ctc_targets else {}
             return {
+                **extra,
                 "encoder_input_tokens": features[INPUTS],
                 "encoder_landmarks": features[LANDMARKS],
                 "encoder_landmark_mask": features["landmark_mask"],
@@ -225,4 +261,5 @@ class LandmarkEncDecFeatureConverter(seqio.FeatureConverter):
             "decoder_input_tokens": task_feature_lengths[TARGETS],
             "decoder_target_tokens": task_feature_lengths[TARGETS],
             "decoder_loss_weights": task_feature_lengths[TARGETS],
+            **({"encoder_ctc_targets": task_feature_lengths[TARGETS]} if self._ctc_targets else {}),
         }

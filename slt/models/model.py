@@ -88,15 +88,19 @@ def encoder_ctc_loss(
 ) -> tuple[Array, Array]:
     """Per-example CTC loss ``[B]`` of the target text (EOS and padding removed) under
     ``ctc_logits [B, S, V]``, blank = pad id 0; and a ``[B]`` float mask of the examples
-    that CTC can align at all (at least as many real positions as labels plus repeats).
-    Infeasible examples get loss 0 so one short clip cannot dominate the batch."""
+    that CTC can align at all (at least one label, and at least as many real positions
+    as labels plus repeats). Infeasible examples get loss 0 so one short clip cannot
+    dominate the batch, and an example with no labels (MT under signed-text labels)
+    adds nothing."""
     label_paddings = ((targets == 0) | (targets == eos_id)).astype(jnp.float32)
     logit_paddings = 1.0 - (frame_mask > 0).astype(jnp.float32)
     losses = optax.ctc_loss(ctc_logits, logit_paddings, targets, label_paddings, blank_id=0)
     labels = targets * (1 - label_paddings).astype(targets.dtype)
     repeats = jnp.sum((labels[:, 1:] == labels[:, :-1]) & (labels[:, 1:] > 0), axis=1)
     needed = jnp.sum(1.0 - label_paddings, axis=1) + repeats
-    feasible = (jnp.sum(1.0 - logit_paddings, axis=1) >= needed).astype(jnp.float32)
+    feasible = ((jnp.sum(1.0 - logit_paddings, axis=1) >= needed) & (needed > 0)).astype(
+        jnp.float32
+    )
     return jnp.where(feasible > 0, losses, 0.0), feasible
 
 
@@ -121,7 +125,13 @@ class EncoderDecoderModel:
         eos_id: int = decoding.EOS_ID,
         encoder_ctc_weight: float = 0.0,
         decoding_config: decoding.DecodingConfig = decoding.DecodingConfig(),
+        encoder_ctc_targets: str = "targets",
     ) -> None:
+        if encoder_ctc_targets not in ("targets", "signed_text"):
+            raise ValueError(
+                f"encoder_ctc_targets={encoder_ctc_targets!r}: give 'targets' (the CTC "
+                "labels are the decoder's targets) or 'signed_text' (what each clip signs)."
+            )
         if encoder_ctc_weight and not network.config.encoder_ctc_head:
             raise ValueError(
                 f"encoder_ctc_weight={encoder_ctc_weight} needs a CTC head: set "
@@ -129,6 +139,7 @@ class EncoderDecoderModel:
             )
         self.network = network
         self.encoder_ctc_weight = encoder_ctc_weight
+        self.encoder_ctc_targets = encoder_ctc_targets
         self.z_loss = z_loss
         self.label_smoothing = label_smoothing
         self.loss_normalizing_factor = loss_normalizing_factor
@@ -225,7 +236,10 @@ class EncoderDecoderModel:
             self.network.config.landmark_stride,
         )
         frame_mask = frame_mask[:, batch["encoder_input_tokens"].shape[1] :]
-        ctc_losses, feasible = encoder_ctc_loss(ctc_logits, frame_mask, targets, self.eos_id)
+        labels = (
+            batch["encoder_ctc_targets"] if self.encoder_ctc_targets == "signed_text" else targets
+        )
+        ctc_losses, feasible = encoder_ctc_loss(ctc_logits, frame_mask, labels, self.eos_id)
         denom = self.loss_normalizing_factor
         if denom is None:
             denom = jnp.maximum(aux["num_tokens"], 1.0)

@@ -291,12 +291,16 @@ class LossConfig:
     `z_loss` is T5X's auxiliary `z_loss * log(Z)^2`; `loss_normalizing_factor` divides the
     summed token loss by a constant (None: by the number of target tokens);
     `encoder_ctc_weight` adds that weight times the encoder's CTC loss (needs
-    `T5Config.encoder_ctc_head`); `decoder_input_dropout` replaces teacher-forced decoder
-    inputs by UNK at that rate (word dropout).
+    `T5Config.encoder_ctc_head`), whose labels are the targets, or with
+    `encoder_ctc_targets = "signed_text"` what each clip signs (the task feature
+    `signed_text`: a fingerspelled clip's English word whatever language the target is
+    in; MT examples have none and add nothing); `decoder_input_dropout` replaces
+    teacher-forced decoder inputs by UNK at that rate (word dropout).
     """
 
     z_loss: float = 1e-4
     label_smoothing: float = 0.0
     loss_normalizing_factor: float | None = None
     encoder_ctc_weight: float = 0.0
+    encoder_ctc_targets: str = "targets"
     decoder_input_dropout: float = 0.0

@@ -138,16 +138,32 @@ def _fit_captions(record, max_frames: int | None):
     return tf.boolean_mask(texts, keep), tf.boolean_mask(starts, keep), tf.boolean_mask(ends, keep)
 
 
-def _example(frames, inputs, targets, record_id):
-    return {
+def _example(frames, inputs, targets, record_id, signed_text=None):
+    example = {
         features.LANDMARKS: frames,
         features.INPUTS: inputs,
         features.TARGETS: targets,
         "id": record_id,
     }
+    if signed_text is not None:
+        example[features.SIGNED_TEXT] = signed_text
+    return example
 
 
-def slt_preprocessor(fixed_languages: tuple[str, str] | None, timed: bool):
+def _signed_text(record, wanted: bool):
+    """What a clip signs, for tasks registered with `signed_text=True`: its captions,
+    joined by spaces (one caption for a word clip)."""
+    if not wanted:
+        return None
+    text = record["text"]
+    if text.shape.rank == 0:
+        return text
+    return tf.strings.reduce_join(text, separator=" ")
+
+
+def slt_preprocessor(
+    fixed_languages: tuple[str, str] | None, timed: bool, signed_text: bool = False
+):
     def preprocess(
         dataset: tf.data.Dataset, sequence_length: Mapping[str, int] | None = None
     ) -> tf.data.Dataset:
@@ -156,7 +172,13 @@ def slt_preprocessor(fixed_languages: tuple[str, str] | None, timed: bool):
         def to_example(record):
             prompt = _prompt("slt", record, fixed_languages)
             if not timed:
-                return _example(record["landmarks"], prompt, record["text"], record["id"])
+                return _example(
+                    record["landmarks"],
+                    prompt,
+                    record["text"],
+                    record["id"],
+                    _signed_text(record, signed_text),
+                )
             texts, starts, ends = _fit_captions(record, max_frames)
             parts = tf.strings.join(
                 [tf.strings.as_string(starts), " ", tf.strings.as_string(ends), " ", texts]
@@ -166,6 +188,7 @@ def slt_preprocessor(fixed_languages: tuple[str, str] | None, timed: bool):
                 prompt,
                 tf.strings.reduce_join(parts, separator=SEPARATOR),
                 record["id"],
+                _signed_text(record, signed_text),
             )
 
         ds = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -205,7 +228,7 @@ def alignment_preprocessor(fixed_languages: tuple[str, str] | None):
     return preprocess
 
 
-def mt_preprocessor(directions: Sequence[str]):
+def mt_preprocessor(directions: Sequence[str], signed_text: bool = False):
     for d in directions:
         if d not in ("forward", "backward"):
             raise ValueError(f"MT directions are 'forward' and/or 'backward', got {d!r}.")
@@ -215,7 +238,13 @@ def mt_preprocessor(directions: Sequence[str]):
 
         def one(src, tgt, src_lang, tgt_lang, record_id, tag):
             inputs = tf.strings.join([languages.prompt_tensor("mt", src_lang, tgt_lang), " ", src])
-            return _example(empty, inputs, tgt, tf.strings.join([record_id, tag]))
+            return _example(
+                empty,
+                inputs,
+                tgt,
+                tf.strings.join([record_id, tag]),
+                tf.constant("") if signed_text else None,  # nothing is signed
+            )
 
         def both(record):
             examples = []
@@ -254,6 +283,7 @@ def augmented_slt_preprocessor(
     target_language: str,
     key_field: str,
     fixed_sign_language: str | None,
+    signed_text: bool = False,
 ):
     def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
         table = table_fn()
@@ -264,7 +294,11 @@ def augmented_slt_preprocessor(
             )
             prompt = languages.prompt_tensor("slt", sign, target_language)
             return _example(
-                record["landmarks"], prompt, table.lookup(record[key_field]), record["id"]
+                record["landmarks"],
+                prompt,
+                table.lookup(record[key_field]),
+                record["id"],
+                _signed_text(record, signed_text),  # the clip's own caption
             )
 
         return _drop_empty_targets(
@@ -321,7 +355,10 @@ def _register(
     splits,
     landmark_config,
     shuffle_buffer_size: int,
+    signed_text: bool = False,
 ) -> seqio.Task:
+    if signed_text and output_features is not None:
+        raise ValueError(f"task {name}: give signed_text=True or output_features, not both.")
     if landmark_config is not None:
         LANDMARK_CONFIGS[name] = landmark_config
     return seqio.TaskRegistry.add(
@@ -333,7 +370,7 @@ def _register(
             preprocessors.count_truncation,
             seqio.preprocessors.append_eos_after_trim,
         ],
-        output_features=output_features or features.task_output_features(),
+        output_features=output_features or features.task_output_features(signed_text=signed_text),
         postprocess_fn=_decode_text if metric_fns else None,
         metric_fns=list(metric_fns or []),
         shuffle_buffer_size=shuffle_buffer_size,
@@ -351,22 +388,26 @@ def add_slt_task(
     splits: Sequence[str] | None = None,
     landmark_config: Callable[[], landmarks.LandmarkConfig] | None = None,
     shuffle_buffer_size: int = 2048,
+    signed_text: bool = False,
 ) -> seqio.Task:
     """SLT: frames -> caption (`timed`: every caption of the clip with its frames).
 
     `languages_=(sign, spoken)` fixes the prompt; None reads each record's languages.
+    `signed_text` adds the `signed_text` feature (the clip's captions), the labels of a
+    CTC loss on the source side (`slt.LossConfig.encoder_ctc_targets`).
     """
     if languages_ is not None:
         languages.prompt("slt", *languages_)  # checks the codes
     return _register(
         name,
         source,
-        slt_preprocessor(languages_, timed),
+        slt_preprocessor(languages_, timed, signed_text),
         output_features,
         metric_fns,
         splits,
         landmark_config,
         shuffle_buffer_size,
+        signed_text,
     )
 
 
@@ -404,17 +445,21 @@ def add_mt_task(
     metric_fns: Sequence[Callable] = (),
     splits: Sequence[str] | None = None,
     shuffle_buffer_size: int = 4096,
+    signed_text: bool = False,
 ) -> seqio.Task:
-    """MT: each sentence pair gives `<mt> <src> <tgt> src` -> tgt and the reverse."""
+    """MT: each sentence pair gives `<mt> <src> <tgt> src` -> tgt and the reverse.
+    `signed_text` adds an empty `signed_text` feature, so the task mixes with SLT
+    tasks that have one."""
     return _register(
         name,
         source,
-        mt_preprocessor(tuple(directions)),
+        mt_preprocessor(tuple(directions), signed_text),
         output_features,
         metric_fns,
         splits,
         None,
         shuffle_buffer_size,
+        signed_text,
     )
 
 
@@ -431,8 +476,10 @@ def add_augmented_slt_task(
     splits: Sequence[str] | None = None,
     landmark_config: Callable[[], landmarks.LandmarkConfig] | None = None,
     shuffle_buffer_size: int = 2048,
+    signed_text: bool = False,
 ) -> seqio.Task:
-    """Augmented SLT: frames -> the caption in `target_language`.
+    """Augmented SLT: frames -> the caption in `target_language`; `signed_text` adds
+    the clip's own caption (what was signed) as the `signed_text` feature.
 
     `translations` has `lookup() -> tf.lookup.StaticHashTable` from `key_field` of the
     clip record (the caption id by default) to the translation, e.g. a
@@ -442,10 +489,13 @@ def add_augmented_slt_task(
     return _register(
         name,
         source,
-        augmented_slt_preprocessor(translations.lookup, target_language, key_field, sign_language),
+        augmented_slt_preprocessor(
+            translations.lookup, target_language, key_field, sign_language, signed_text
+        ),
         output_features,
         metric_fns,
         splits,
         landmark_config,
         shuffle_buffer_size,
+        signed_text,
     )
