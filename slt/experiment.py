@@ -2,11 +2,14 @@ r"""Run a study: train every arm for every seed, evaluate, and write one report.
 
   python -m slt.experiment --gin_file=experiments/study.gin --gin.OUTPUT_DIR=\"runs/study\"
 
-An arm is a gin file of `slt.train` (experiments/e1_a_slt_aug.gin, ...). Each run
-trains with `train.seed` = the seed and `train.train_steps` = `study.train_steps` in
+With `study.pretrain` (a gin file of `slt.train`), one text-pretraining run is trained
+first in OUTPUT_DIR/pretrain, and every run starts from its checkpoint. An arm is a gin
+file of `slt.train` (experiments/e1_a_slt_aug.gin, ...). Each run trains with
+`train.seed` = the seed and `train.train_steps` = `study.train_steps` in
 OUTPUT_DIR/<arm>/seed_<seed> (a run whose eval/metrics.json exists is kept, so an
-interrupted study resumes), then evaluates on the arm's eval tasks (test split). The
-runs are one after another, in this process. OUTPUT_DIR then holds:
+interrupted study resumes), then evaluates on the arm's eval tasks (test split). An arm
+of `study.equal_steps_arms` is not trained: it is its source arm evaluated at the
+steps of its experiment's first arm. OUTPUT_DIR then holds:
 
   report.md            tables of E1 (zero-shot SLT through MT) and E2 (more sign
                        languages): mean [min, max] over seeds, per direction and group
@@ -67,6 +70,45 @@ def run_arm_seed(
     return train_lib.train()
 
 
+def _pretrain(pretrain_file: str, output_dir: str, bindings: Sequence[str]) -> str:
+    """Trains the study's text-pretrained start once (its gin file names its steps);
+    returns its run directory. A finished one is kept."""
+    run_dir = storage.join(output_dir, "pretrain")
+    done = storage.join(run_dir, "done.json")
+    if storage.isfile(done):
+        print(f"pretraining: kept {run_dir}", flush=True)
+        return run_dir
+    print(f"pretraining: {pretrain_file} in {run_dir} (log: {run_dir}/train.log)", flush=True)
+    start = time.monotonic()
+    argv = [
+        f"--gin_file={pretrain_file}",
+        f'--gin.MODEL_DIR="{run_dir}"',
+        *(f"--gin_bindings={b}" for b in bindings),
+    ]
+    study_runs.run_in_processes([("pretrain", run_dir, argv)], 1)
+    storage.write_text(
+        done,
+        json.dumps({"steps": study_runs.last_step(run_dir), "wall_s": time.monotonic() - start}),
+    )
+    return run_dir
+
+
+def _derive_equal_steps_run(source_dir: str, run_dir: str, step: int) -> bool:
+    """Copies the source run's evaluation at `step` (`eval/step_<step>/`) as this
+    run's `eval/`; False while the source has none."""
+    source_eval = storage.join(source_dir, "eval", f"step_{step}")
+    if not storage.isfile(storage.join(source_eval, "metrics.json")):
+        return False
+    for name in storage.listdir(source_eval):
+        path = storage.join(source_eval, name)
+        if storage.isfile(path):
+            storage.copy_file(path, storage.join(run_dir, "eval", name))
+    storage.write_text(
+        storage.join(run_dir, "source.json"), json.dumps({"run": source_dir, "step": step})
+    )
+    return True
+
+
 @gin.configurable(denylist=[])
 def study(
     *,
@@ -79,6 +121,9 @@ def study(
     e2_arms: Sequence[str] = ("e2_ase", "e2_all_signs"),
     report_only: bool = False,
     parallel_runs: int = 1,
+    pretrain: str | None = None,
+    pretrain_bindings: Sequence[str] = (),
+    equal_steps_arms: Mapping[str, str] | None = None,
 ) -> str:
     """Trains and evaluates every arm (`{name: gin file}`) for every seed, in order,
     and writes the report; returns its text.
@@ -91,6 +136,13 @@ def study(
     match). `parallel_runs` > 1 trains that many runs at once, each in its own
     `slt.train` process (one per core on a CPU machine); 1 trains them one after
     another in this process. The numbers do not depend on it.
+
+    `pretrain` (a gin file, with `pretrain_bindings` after it) is trained once, first,
+    and every run starts from it.
+    `equal_steps_arms` `{name: source arm}` are arms measured without training: the
+    source arm is also evaluated (test split) at the steps of its experiment's first
+    arm, and that evaluation is the named arm's (the schedule must not depend on the
+    run's length, as experiments/base.gin's rsqrt does not).
     """
     if parallel_runs < 1:
         raise ValueError(f"study.parallel_runs={parallel_runs}: give 1 or more.")
@@ -103,6 +155,14 @@ def study(
             )
     if not seeds:
         raise ValueError("study.seeds is empty; give at least one seed, e.g. [0, 1].")
+    if pretrain is not None and gin_utils.find_gin_file(pretrain) is None:
+        raise FileNotFoundError(f"study.pretrain = {pretrain!r}: no such gin file.")
+    equal_steps_arms = dict(equal_steps_arms or {})
+    for name, source in equal_steps_arms.items():
+        if source not in arms:
+            raise ValueError(
+                f"study.equal_steps_arms[{name!r}] = {source!r} is not an arm of study.arms."
+            )
     steps_of = (
         dict(train_steps)
         if isinstance(train_steps, Mapping)
@@ -112,10 +172,33 @@ def study(
         raise ValueError(
             f"study.train_steps names no steps for arms {sorted(set(arms) - set(steps_of))}."
         )
+    # An equal-steps arm is evaluated at the steps of the first arm of its experiment.
+    for name, source in equal_steps_arms.items():
+        first = next(iter(e1_arms if source in e1_arms else e2_arms), source)
+        steps_of[name] = steps_of[first]
+        if not steps_of[name] < steps_of[source]:
+            raise ValueError(
+                f"study.equal_steps_arms[{name!r}]: {source} trains {steps_of[source]} "
+                f"steps, not more than the {steps_of[name]} of {first}."
+            )
     output_dir = storage.absolute(output_dir)
     storage.makedirs(storage.join(output_dir, "metrics"))
     command = " ".join(["python -m slt.experiment", *sys.argv[1:]])
     start = time.monotonic()
+    if pretrain is not None and not report_only:
+        pretrain_dir = _pretrain(pretrain, output_dir, pretrain_bindings)
+        bindings = [f'slt.CheckpointConfig.initial_path = "{pretrain_dir}"', *bindings]
+    eval_steps = {s: steps_of[n] for n, s in equal_steps_arms.items()}
+
+    def bindings_of(name: str) -> list[str]:
+        if name not in eval_steps:
+            return list(bindings)
+        return [
+            *bindings,
+            f"slt.EvalConfig.period = {eval_steps[name]}",
+            'slt.EvalConfig.periodic_split = "test"',
+        ]
+
     runs: dict[str, dict[int, dict]] = {}
     overlap: dict[str, dict[int, dict]] = {}
     wall: dict[str, float] = {}
@@ -123,6 +206,7 @@ def study(
     missing: list[str] = []
     # Seed-major: every arm's first seed is done before any arm's second.
     order = [(seed, name) for seed in seeds for name in arms]
+    all_arms = [*arms, *equal_steps_arms]
     to_train = []
     for seed, name in order:
         run_dir = storage.join(output_dir, name, f"seed_{seed}")
@@ -136,7 +220,7 @@ def study(
             (
                 f"{name}/seed_{seed}",
                 run_dir,
-                study_runs.train_argv(arms[name], run_dir, seed, steps_of[name], bindings),
+                study_runs.train_argv(arms[name], run_dir, seed, steps_of[name], bindings_of(name)),
             )
             for seed, name, run_dir in to_train
         ]
@@ -146,11 +230,18 @@ def study(
         for seed, name, run_dir in to_train:
             print(f"{name} seed {seed}: training {arms[name]} in {run_dir}", flush=True)
             run_start = time.monotonic()
-            run_arm_seed(arms[name], run_dir, seed, steps_of[name], bindings)
+            run_arm_seed(arms[name], run_dir, seed, steps_of[name], bindings_of(name))
             storage.write_text(
                 storage.join(run_dir, "wall_s.json"), json.dumps(time.monotonic() - run_start)
             )
-    for seed, name in order:
+    for seed in seeds:
+        for name, source in equal_steps_arms.items():
+            _derive_equal_steps_run(
+                storage.join(output_dir, source, f"seed_{seed}"),
+                storage.join(output_dir, name, f"seed_{seed}"),
+                steps_of[name],
+            )
+    for seed, name in [(seed, name) for seed in seeds for name in all_arms]:
         run_dir = storage.join(output_dir, name, f"seed_{seed}")
         metrics_path = storage.join(run_dir, "eval", "metrics.json")
         if not storage.isfile(metrics_path):
@@ -178,6 +269,8 @@ def study(
         "train_steps": steps_of,
         "seeds": list(seeds),
         "arms": dict(arms),
+        "equal_steps_arms": equal_steps_arms,
+        "pretrain": pretrain,
         "wall_s": time.monotonic() - start,  # of this invocation (kept runs not redone)
         "parallel_runs": parallel_runs,
         "run_wall_s": wall,

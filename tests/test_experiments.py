@@ -36,17 +36,26 @@ TINY_BINDINGS = [
 ]
 
 
-def _run_study(out, *extra: str, bindings=TINY_BINDINGS) -> subprocess.CompletedProcess:
+# Equal sign examples: B and the all-lexicon arm train twice the steps of A and E2 ASL.
+STEPS = {"e1_a": 2, "e1_b": 4, "e1_b_disjoint": 4, "e2_ase": 2, "e2_all_signs": 4}
+# The text pretraining: the same tiny model, 2 steps.
+PRETRAIN_BINDINGS = [*TINY_BINDINGS[:7], "train.train_steps = 2"]
+
+
+def _run_study(
+    out, *extra: str, bindings=TINY_BINDINGS, steps=STEPS
+) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
         "slt.experiment",
         "--gin_file=experiments/study.gin",
         f'--gin.OUTPUT_DIR="{out}"',
-        "--gin.study.train_steps=2",
+        "--gin_bindings=study.train_steps = " + json.dumps(steps),
         "--gin.study.seeds=[0]",
         # Bindings of every run (after its arm file), not of the study itself.
         "--gin_bindings=study.bindings = " + json.dumps(bindings),
+        "--gin_bindings=study.pretrain_bindings = " + json.dumps(PRETRAIN_BINDINGS),
         *extra,
     ]
     done = subprocess.run(
@@ -61,7 +70,8 @@ def _run_study(out, *extra: str, bindings=TINY_BINDINGS) -> subprocess.Completed
     return done
 
 
-ARMS = ("e1_a", "e1_b", "e2_ase", "e2_all_signs")
+ARMS = tuple(STEPS)
+EQUAL_STEPS_ARMS = {"e1_b_steps": "e1_b", "e2_all_signs_steps": "e2_all_signs"}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +79,13 @@ def one_arm_dir(tmp_path_factory):
     """The command with arm B alone: SLT, augmented SLT and MT in one mixture."""
     out = tmp_path_factory.mktemp("one_arm")
     arms = json.dumps({"e1_b": "experiments/e1_b_slt_aug_mt.gin"})
-    return out, _run_study(out, f"--gin_bindings=study.arms = {arms}").stdout
+    return out, _run_study(
+        out,
+        f"--gin_bindings=study.arms = {arms}",
+        "--gin_bindings=study.equal_steps_arms = {}",
+        "--gin_bindings=study.pretrain = None",
+        steps={"e1_b": 2},
+    ).stdout
 
 
 @pytest.fixture(scope="module")
@@ -104,23 +120,35 @@ def test_one_arm_trains_is_evaluated_and_reported(one_arm_dir):
     sk = summary["e1"]["mt_overlap"]["e1_b"]["0"][fm.aug_name("sk")]
     assert sk["in_mt_train"]["num_examples"] + sk["not_in_mt_train"]["num_examples"] == 64
     assert sk["in_mt_train"]["num_examples"] == em.mt_overlap("sk")["in_mt_train"] == 52
-    assert 0.0 <= summary["runs"]["e1_b"]["0"][fm.aug_name("sk")]["script_accuracy"] <= 1.0
+    (run,) = [r for r in summary["runs"] if r["arm"] == "e1_b" and r["seed"] == 0]
+    assert 0.0 <= run["metrics"][fm.aug_name("sk")]["script_accuracy"] <= 1.0
 
 
 # The study command as a user runs it (study.gin: two runs at a time, each its own
 # slt.train process), for 2 steps per arm.
 def test_every_arm_trains_and_is_evaluated(study_dir):
     out, stdout = study_dir
+    # One text pretraining, and every run starts from it.
+    pretrain = out / "pretrain"
+    assert json.loads((pretrain / "done.json").read_text())["steps"] == 2
     for arm in ARMS:
         run = out / arm / "seed_0"
         losses = [json.loads(line) for line in (run / "train" / "metrics.jsonl").open()]
-        assert [r["step"] for r in losses][-1] == 2
+        assert [r["step"] for r in losses][-1] == STEPS[arm]
         metrics = json.loads((out / "metrics" / f"{arm}.seed_0.json").read_text())
         assert sorted(metrics) == sorted(EVAL_TASKS)
+        assert f"initial params from {pretrain}" in (run / "train.log").read_text()
+    # The equal-steps arms are their source runs evaluated at the first arm's steps.
+    for arm, source in EQUAL_STEPS_ARMS.items():
+        derived = json.loads((out / "metrics" / f"{arm}.seed_0.json").read_text())
+        at_step_2 = out / source / "seed_0" / "eval" / "step_2" / "metrics.json"
+        assert derived == json.loads(at_step_2.read_text())
+        final = json.loads((out / "metrics" / f"{source}.seed_0.json").read_text())
+        assert derived != final
     report = (out / "report.md").read_text()
     assert "## E1: zero-shot SLT through MT data" in report
     assert "## E2: more sign languages" in report
-    assert "Z directions, chrf:" in report and "Z directions, script_accuracy:" in report
+    assert "## Verdicts" in report and "## Table 10" in report
     assert "| gss>el |" in report
     for plot in ("e1.png", "e2.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -128,12 +156,16 @@ def test_every_arm_trains_and_is_evaluated(study_dir):
     assert set(summary["info"]["run_wall_s"]) == {f"{a}/seed_0" for a in ARMS}
     assert summary["info"]["parallel_runs"] == 2
     for arm in ARMS:  # each run's own log, from its own process
-        assert "step 2/2" in (out / arm / "seed_0" / "train.log").read_text()
-    # E1 decodes with the attention decoder alone, E2 with the CTC head.
+        steps = STEPS[arm]
+        assert f"step {steps}/{steps}" in (out / arm / "seed_0" / "train.log").read_text()
+    # E1 learns CTC on the signed text and decodes with the attention decoder alone;
+    # E2 learns CTC on its targets and decodes with the CTC head.
     e1_config = (out / "e1_b" / "seed_0" / "config.gin").read_text()
     e2_config = (out / "e2_ase" / "seed_0" / "config.gin").read_text()
-    assert "encoder_ctc_head = False" in e1_config or "encoder_ctc_head" not in e1_config
-    assert "encoder_ctc_head = True" in e2_config
+    assert "encoder_ctc_targets = 'signed_text'" in e1_config
+    assert "ctc_weight = 0.0" in e1_config
+    assert "encoder_ctc_targets = 'targets'" in e2_config
+    assert "ctc_weight = 0.7" in e2_config
 
 
 def test_a_failed_run_stops_the_study_with_its_log(tmp_path):
@@ -167,7 +199,7 @@ def test_a_finished_study_is_kept_when_run_again(study_dir):
     out, _ = study_dir
     before = (out / "metrics" / "e1_a.seed_0.json").read_text()
     done = _run_study(out)
-    assert done.stdout.count(": kept ") == len(ARMS)
+    assert done.stdout.count(": kept ") == len(ARMS) + 1  # and the pretraining
     assert (out / "metrics" / "e1_a.seed_0.json").read_text() == before
 
 

@@ -24,8 +24,6 @@ def train_argv(
         f'--gin.MODEL_DIR="{run_dir}"',
         f"--gin.train.seed={seed}",
         f"--gin.train.train_steps={train_steps}",
-        f"--gin.slt.OptimizerConfig.decay_steps={train_steps}",
-        f"--gin.slt.OptimizerConfig.warmup_steps={max(1, train_steps // 10)}",
         *(f"--gin_bindings={b}" for b in bindings),
     ]
 
@@ -95,14 +93,21 @@ def run_in_processes(
     return wall
 
 
-def check_kept_run(run_dir: str, train_steps: int) -> None:
-    """A finished run is reused only if it trained for `train_steps`."""
+def last_step(run_dir: str) -> int | None:
+    """The last step a run logged (`train/metrics.jsonl`), None before any."""
     path = storage.join(run_dir, "train", "metrics.jsonl")
     last = None
     if storage.isfile(path):
         for line in storage.read_text(path).splitlines():
             if line.strip():
                 last = json.loads(line).get("step", last)
+    return last
+
+
+def check_kept_run(run_dir: str, train_steps: int) -> None:
+    """A finished run is reused only if it trained for `train_steps`."""
+    last = last_step(run_dir)
+    path = storage.join(run_dir, "train", "metrics.jsonl")
     if last != train_steps:
         raise ValueError(
             f"{run_dir} holds a finished run of {last} steps (from {path}), not "

@@ -10,6 +10,7 @@ from slt.tasks.fingerspelling import tasks as fingerspelling_tasks  # noqa: F401
 from slt.tasks.paper import mixtures as paper_mixtures  # noqa: F401  (registers)
 from slt.tasks.paper import tasks as paper_tasks  # noqa: F401  (registers)
 from slt.tasks.study import mixtures as experiment_mixtures  # noqa: F401  (registers)
+from slt.tasks.study import pretraining as experiment_pretraining  # noqa: F401  (registers)
 
 # Landmark preprocessing of every registered task that reads landmark frames, so a
 # checkpoint can record it and translation can repeat it.

@@ -42,7 +42,8 @@ AUG_TRAIN_LANGUAGES = ("cs", "de", "es", "it", "pt", "sv", "tr")
 FINETUNE = (("ase", "en"), ("gss", "el"), ("sgg", "de"))
 
 
-def _config():
+def corpus_landmark_config():
+    """The landmark config of the corpus tasks: frames standardised by corpus statistics."""
     return fingerspelling_tasks.standardized_config(CORPUS_SEED)
 
 
@@ -70,32 +71,34 @@ def register() -> None:
     buffer = fs_sources.CLIP_SHUFFLE_BUFFER
     slt, timed, align, mt, aug = [], [], [], [], []
     for sign, spoken in SIGN_TO_SPOKEN.items():
-        words = fs_sources.WordClipSource(sign, spoken, CORPUS_SEED, _config, TRAIN_VARIANTS)
+        words = fs_sources.WordClipSource(
+            sign, spoken, CORPUS_SEED, corpus_landmark_config, TRAIN_VARIANTS
+        )
         paper_tasks.add_slt_task(
             word_name(sign),
             words,
             languages_=(sign, spoken),
             metric_fns=paper_tasks.translation_metric_fns(spoken),
-            landmark_config=_config,
+            landmark_config=corpus_landmark_config,
             shuffle_buffer_size=buffer,
         )
         slt.append(word_name(sign))
         source = fs_sources.MultiWordClipSource(
-            sign, spoken, CORPUS_SEED, _config, train_variants=TRAIN_VARIANTS
+            sign, spoken, CORPUS_SEED, corpus_landmark_config, train_variants=TRAIN_VARIANTS
         )
         paper_tasks.add_slt_task(
             timed_name(sign),
             source,
             languages_=(sign, spoken),
             timed=True,
-            landmark_config=_config,
+            landmark_config=corpus_landmark_config,
             shuffle_buffer_size=buffer,
         )
         paper_tasks.add_alignment_task(
             align_name(sign),
             source,
             languages_=(sign, spoken),
-            landmark_config=_config,
+            landmark_config=corpus_landmark_config,
             shuffle_buffer_size=buffer,
         )
         timed.append(timed_name(sign))
@@ -112,7 +115,7 @@ def register() -> None:
             "ase",
             "en",
             CORPUS_SEED,
-            _config,
+            corpus_landmark_config,
             TRAIN_VARIANTS,
             only_words=functools.partial(lambda t: set(t.load()), translations),
         )
@@ -124,7 +127,7 @@ def register() -> None:
             sign_language="ase",
             key_field="text",
             metric_fns=paper_tasks.translation_metric_fns(language),
-            landmark_config=_config,
+            landmark_config=corpus_landmark_config,
             shuffle_buffer_size=buffer,
         )
         aug.append(aug_name(language))

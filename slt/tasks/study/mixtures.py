@@ -88,17 +88,69 @@ def disjoint_mt_name(language: str) -> str:
     return f"experiment_mt_disjoint_en_{language}"
 
 
-def register() -> None:
-    disjoint = []
+def word_name() -> str:
+    return "experiment_word_slt_ase_en"
+
+
+def aug_name(language: str) -> str:
+    return f"experiment_aug_slt_ase_{language}"
+
+
+def mt_name(language: str) -> str:
+    return f"experiment_mt_en_{language}"
+
+
+def _register_e1_tasks() -> None:
+    """E1's training tasks: the corpus's ASL word, augmented-SLT and MT tasks, each with
+    the `signed_text` feature (the English word a clip spells; empty for MT), which the
+    encoder's CTC loss learns in every E1 arm (experiments/base.gin)."""
+    config, buffer = fm.corpus_landmark_config, fs_sources.CLIP_SHUFFLE_BUFFER
+    paper_tasks.add_slt_task(
+        word_name(),
+        fs_sources.WordClipSource("ase", "en", fm.CORPUS_SEED, config, fm.TRAIN_VARIANTS),
+        languages_=("ase", "en"),
+        landmark_config=config,
+        shuffle_buffer_size=buffer,
+        signed_text=True,
+    )
+    for language in E1_SEEN:
+        translations = fs_sources.CldrTranslations("en", language)
+        source = fs_sources.WordClipSource(
+            "ase",
+            "en",
+            fm.CORPUS_SEED,
+            config,
+            fm.TRAIN_VARIANTS,
+            only_words=functools.partial(lambda t: set(t.load()), translations),
+        )
+        paper_tasks.add_augmented_slt_task(
+            aug_name(language),
+            source,
+            language,
+            translations,
+            sign_language="ase",
+            key_field="text",
+            landmark_config=config,
+            shuffle_buffer_size=buffer,
+            signed_text=True,
+        )
     for language in fm.MT_LANGUAGES:
+        paper_tasks.add_mt_task(
+            mt_name(language), fs_sources.CldrParallelText("en", language), signed_text=True
+        )
         paper_tasks.add_mt_task(
             disjoint_mt_name(language),
             CldrParallelTextWithoutHeldOut(language),
             metric_fns=[paper_tasks.bleu_chrf],
+            signed_text=True,
         )
-        disjoint.append(disjoint_mt_name(language))
-    sign = [fm.word_name("ase")] + [fm.aug_name(x) for x in E1_SEEN]
-    mt = [fm.mt_name(x) for x in fm.MT_LANGUAGES]
+
+
+def register() -> None:
+    _register_e1_tasks()
+    disjoint = [disjoint_mt_name(x) for x in fm.MT_LANGUAGES]
+    sign = [word_name()] + [aug_name(x) for x in E1_SEEN]
+    mt = [mt_name(x) for x in fm.MT_LANGUAGES]
     mixing.register_mixture("experiment_e1_slt_aug", {"sign": sign})
     mixing.register_mixture("experiment_e1_slt_aug_mt", {"sign": sign, "mt": mt})
     mixing.register_mixture("experiment_e1_slt_aug_mt_disjoint", {"sign": sign, "mt": disjoint})
