@@ -231,10 +231,87 @@ def test_disjoint_mt_leaves_out_every_held_out_asl_word():
 def test_study_mixtures_are_registered_with_their_tasks():
     b = seqio.get_mixture_or_task("experiment_e1_slt_aug_mt")
     names = {t.name for t in b.tasks}
-    assert {fm.aug_name(x) for x in em.E1_SEEN} <= names
-    assert not {fm.aug_name(x) for x in em.E1_ZERO_SHOT} & names
-    assert {fm.mt_name(x) for x in em.E1_SEEN + em.E1_ZERO_SHOT} <= names
+    assert em.word_name() in names
+    assert {em.aug_name(x) for x in em.E1_SEEN} <= names
+    assert not {em.aug_name(x) for x in em.E1_ZERO_SHOT} & names
+    assert {em.mt_name(x) for x in em.E1_SEEN + em.E1_ZERO_SHOT} <= names
     a = {t.name for t in seqio.get_mixture_or_task("experiment_e1_slt_aug").tasks}
-    assert a == names - {fm.mt_name(x) for x in fm.MT_LANGUAGES}
+    assert a == names - {em.mt_name(x) for x in fm.MT_LANGUAGES}
     e2 = seqio.get_mixture_or_task("experiment_e2_all_signs")
     assert len(e2.tasks) == 19
+
+
+def _batches(mixture: str, ctc_targets: bool, rows: int = 96):
+    from slt.data import features
+
+    converter = features.LandmarkEncDecFeatureConverter(ctc_targets=ctc_targets)
+    ds = seqio.get_dataset(
+        mixture,
+        {"landmarks": 160, "inputs": 64, "targets": 48},
+        dataset_split="train",
+        shuffle=True,
+        seed=3,
+        feature_converter=converter,
+    )
+    return next(ds.batch(rows).as_numpy_iterator())
+
+
+def _text(tokens) -> str:
+    return bytes(int(t) - 3 for t in tokens if t > 2).decode("utf-8", "replace")
+
+
+def test_e1_batches_carry_the_signed_word_as_ctc_labels():
+    batch = _batches("experiment_e1_slt_aug_mt", ctc_targets=True)
+    prompts = [_text(row) for row in batch["encoder_input_tokens"]]
+    kinds = {"mt": 0, "en": 0, "other": 0}
+    for i, prompt in enumerate(prompts):
+        signed = _text(batch["encoder_ctc_targets"][i])
+        target = _text(batch["decoder_target_tokens"][i])
+        if prompt.startswith("<mt>"):
+            kinds["mt"] += 1
+            assert not batch["encoder_ctc_targets"][i].any()  # nothing was signed
+            assert not batch["encoder_landmark_mask"][i].any()
+        elif prompt.startswith("<slt> <ase> <en>"):
+            kinds["en"] += 1
+            assert signed == target  # ASL -> English: the spelling is the target
+        else:
+            kinds["other"] += 1
+            # Augmented SLT: the CTC labels are the English word that was spelled,
+            # the target is its name in another language.
+            assert prompt.startswith("<slt> <ase> <") and signed.isalpha()
+            assert signed in em.fs_sources.cldr_word_translations("en", prompt[13:15])
+    assert min(kinds.values()) > 0, kinds
+
+
+def test_ctc_on_signed_text_needs_tasks_that_have_it():
+    with pytest.raises(ValueError, match="signed_text=True"):
+        _batches("experiment_e2_ase", ctc_targets=True)
+
+
+def test_span_corruption_hides_spans_behind_sentinels():
+    import numpy as np
+
+    from slt.tasks.study import pretraining
+
+    rng = np.random.default_rng(0)
+    for text in ["Deutschland", "Німеччина", "Ab", "X", "Papua New Guinea"]:
+        data = text.encode()
+        inputs, targets = pretraining.corrupt(data, rng)
+        sentinels = [b for b in inputs if b >= 0xF8]
+        assert sentinels == [0xFF - i for i in range(len(sentinels))] and sentinels
+        assert [b for b in targets if b >= 0xF8] == sentinels
+        # Filling each sentinel of the inputs with its span gives the text back.
+        spans, current = {}, None
+        for b in targets:
+            if b >= 0xF8:
+                current = b
+                spans[current] = bytearray()
+            else:
+                spans[current].append(b)
+        rebuilt = bytearray()
+        for b in inputs:
+            rebuilt += spans[b] if b >= 0xF8 else bytes([b])
+        assert bytes(rebuilt) == data
+        hidden = sum(len(v) for v in spans.values())
+        if len(data) > 3:
+            assert 0.15 <= hidden / len(data) <= 0.5
