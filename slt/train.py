@@ -81,7 +81,11 @@ def build_training(
     mesh = partitioning.make_mesh(
         p.mesh_shape, p.mesh_axis_names, devices=devices, dcn_mesh_shape=p.dcn_mesh_shape
     )
-    batch_shapes = trained_model.batch_shapes(task_feature_lengths, batch_size)
+    # Batches carry CTC labels of their own when the loss reads the signed text.
+    ctc_targets = (
+        loss_config.encoder_ctc_weight > 0 and loss_config.encoder_ctc_targets == "signed_text"
+    )
+    batch_shapes = trained_model.batch_shapes(task_feature_lengths, batch_size, ctc_targets)
     model = model_lib.EncoderDecoderModel(
         network.Transformer(network_config),
         z_loss=loss_config.z_loss,
@@ -228,10 +232,20 @@ def train(
                 batch_sharding=trainer.batch_sharding,
                 step=start_step,
                 position=position,
-                ctc_targets=trainer.model.encoder_ctc_weight > 0
-                and trainer.model.encoder_ctc_targets == "signed_text",
+                ctc_targets="encoder_ctc_targets" in trainer.batch_shapes,
             )
             saver = _Saver(checkpointer, metadata, stream, store)
+            # A run stopped at an evaluation step (SIGTERM, or a crash while evaluating
+            # after the save) resumes past it: evaluate that step now, once.
+            missed = storage.join(model_dir, "eval", f"step_{start_step}", "metrics.json")
+            if (
+                eval_config.period
+                and 0 < start_step < train_steps
+                and start_step % eval_config.period == 0
+                and not storage.isfile(missed)
+            ):
+                print(f"evaluating step {start_step}, which the stopped run did not", flush=True)
+                periodic_eval(start_step, state.params)
             with (
                 train_monitor.TrainLog(
                     model_dir,

@@ -435,6 +435,37 @@ def test_train_compiles_the_step_once_and_prints_its_memory(capsys):
     assert float(got["loss"]) == pytest.approx(float(expected["loss"]), rel=1e-6)
 
 
+def test_the_step_compiles_ahead_of_time_with_ctc_on_the_signed_text():
+    # Accelerators compile the step for `batch_shapes` before the first batch: with
+    # the CTC loss on the signed text, batches carry its labels, and so must the shapes.
+    import dataclasses
+
+    import numpy as np
+
+    from slt import train as train_job
+
+    setup = train_job.build_training(
+        task_feature_lengths={"landmarks": 8, "inputs": 4, "targets": 4},
+        batch_size=2,
+        network_config=dataclasses.replace(SMALL, encoder_ctc_head=True),
+        loss_config=trainer_lib.LossConfig(
+            encoder_ctc_weight=1.0, encoder_ctc_targets="signed_text"
+        ),
+        partitioning_config=partitioning.PartitioningConfig(donate_state=False),
+        devices=jax.devices()[:1],
+    )
+    assert setup.batch_shapes["encoder_ctc_targets"] == (2, 4)
+    trainer = setup.trainer
+    state = trainer.init_state(jax.random.key(0))
+    compiled = train_job.compile_train_step(trainer, state, jax.random.key(1))
+    batch = {
+        k: np.ones(s, np.float32 if k == "encoder_landmarks" else np.int32)
+        for k, s in setup.batch_shapes.items()
+    }
+    _, metrics = compiled(state, batch, jax.random.key(1))
+    assert np.isfinite(float(metrics["loss"])) and "encoder_ctc" in metrics
+
+
 @pytest.mark.slow
 def test_decode_steps_compile_at_the_eval_batch_size(tmp_path):
     result, report = run_compile_check(tmp_path, "decode", "--topology=cpu-8")

@@ -270,3 +270,33 @@ def test_killing_one_process_stops_the_other(tmp_path):
         or "distributed service detected fatal errors" in err
         or "heartbeat" in err.lower()
     ), err[-3000:]
+
+
+def test_a_run_stopped_at_an_evaluation_step_evaluates_it_on_resume(tmp_path):
+    # SIGTERM at an evaluation step saves and exits before evaluating it (the grace
+    # period is for saving); the resumed run must evaluate that step, as the study's
+    # equal-steps arms read it.
+    import shutil
+
+    model_dir = tmp_path / "run"
+    eval_flags = [
+        "--gin.slt.CheckpointConfig.period=2",
+        "--gin.slt.EvalConfig.period=2",
+        "--gin.slt.EvalConfig.tasks=['fingerspelling_slt_ase_en']",
+        "--gin.slt.EvalConfig.periodic_split='test'",
+        "--gin.slt.EvalConfig.final=False",
+        "--gin.train.task_feature_lengths={'landmarks': 64, 'inputs': 24, 'targets': 8}",
+    ]
+    _run(train_command(model_dir, 4, *eval_flags))
+    at_step_2 = model_dir / "eval" / "step_2" / "metrics.json"
+    before = json.loads(at_step_2.read_text())
+    # The state of a run stopped right after saving step 2: no step-4 checkpoint, no
+    # evaluation of step 2.
+    shutil.rmtree(model_dir / "eval" / "step_2")
+    shutil.rmtree(model_dir / "checkpoints" / "4")
+    output = _run(train_command(model_dir, 4, *eval_flags))
+    assert "evaluating step 2, which the stopped run did not" in output
+    assert json.loads(at_step_2.read_text()) == before
+    # Once evaluated, a later resume does not evaluate it again.
+    shutil.rmtree(model_dir / "checkpoints" / "4")
+    assert "evaluating step 2" not in _run(train_command(model_dir, 4, *eval_flags))

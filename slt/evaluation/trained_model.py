@@ -104,12 +104,12 @@ def model_from_metadata(metadata: Mapping[str, Any]) -> model_lib.EncoderDecoder
 
 
 def batch_shapes(
-    task_feature_lengths: Mapping[str, int], batch_size: int
+    task_feature_lengths: Mapping[str, int], batch_size: int, ctc_targets: bool = False
 ) -> dict[str, tuple[int, ...]]:
-    """Shapes of the model features of a batch (what `init_params` needs)."""
-    lengths = features.LandmarkEncDecFeatureConverter().get_model_feature_lengths(
-        task_feature_lengths
-    )
+    """Shapes of the model features of a batch (what `init_params` needs; with
+    `ctc_targets`, also the CTC labels a training batch carries)."""
+    converter = features.LandmarkEncDecFeatureConverter(ctc_targets=ctc_targets)
+    lengths = converter.get_model_feature_lengths(task_feature_lengths)
     shapes = {name: (batch_size, length) for name, length in lengths.items()}
     shapes["encoder_landmarks"] += (landmarks.FRAME_DIM,)
     return shapes
