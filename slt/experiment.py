@@ -11,11 +11,16 @@ interrupted study resumes), then evaluates on the arm's eval tasks (test split).
 of `study.equal_steps_arms` is not trained: it is its source arm evaluated at the
 steps of its experiment's first arm. OUTPUT_DIR then holds:
 
-  report.md            tables of E1 (zero-shot SLT through MT) and E2 (more sign
-                       languages): mean [min, max] over seeds, per direction and group
+  report.md            the ASL -> English bar, the verdicts, tables of E1 (zero-shot
+                       SLT through MT) and E2 (more sign languages): mean [min, max]
+                       over seeds, per direction and group; paired seeds; Table 10
   e1.png, e2.png       chrF and language accuracy per direction, arms side by side
-  summary.json         every number of report.md, and each run's wall time
+  summary.json         every run with its metrics, every number of report.md, and
+                       each run's wall time
   metrics/<arm>.seed_<seed>.json   the metrics JSON of every run
+  pretrain/            the text pretraining (done.json once finished)
+  <arm>/seed_<seed>/   each run; an equal-steps arm's holds its source's evaluation
+                       at those steps (source.json says which)
 
 docs/results.md reports the study and how to read it.
 """
@@ -72,10 +77,20 @@ def run_arm_seed(
 
 def _pretrain(pretrain_file: str, output_dir: str, bindings: Sequence[str]) -> str:
     """Trains the study's text-pretrained start once (its gin file names its steps);
-    returns its run directory. A finished one is kept."""
+    returns its run directory. A finished one is kept if it was trained from the same
+    gin file and bindings."""
     run_dir = storage.join(output_dir, "pretrain")
     done = storage.join(run_dir, "done.json")
+    recipe = {"pretrain": pretrain_file, "bindings": list(bindings)}
     if storage.isfile(done):
+        kept = json.loads(storage.read_text(done))
+        if {k: kept.get(k) for k in recipe} != recipe:
+            raise ValueError(
+                f"{run_dir} holds a pretraining of {kept.get('pretrain')!r} with bindings "
+                f"{kept.get('bindings')}, not study.pretrain={pretrain_file!r} with "
+                f"study.pretrain_bindings={list(bindings)}: use another OUTPUT_DIR or "
+                f"remove {run_dir} (the runs in OUTPUT_DIR started from it too)."
+            )
         print(f"pretraining: kept {run_dir}", flush=True)
         return run_dir
     print(f"pretraining: {pretrain_file} in {run_dir} (log: {run_dir}/train.log)", flush=True)
@@ -88,21 +103,40 @@ def _pretrain(pretrain_file: str, output_dir: str, bindings: Sequence[str]) -> s
     study_runs.run_in_processes([("pretrain", run_dir, argv)], 1)
     storage.write_text(
         done,
-        json.dumps({"steps": study_runs.last_step(run_dir), "wall_s": time.monotonic() - start}),
+        json.dumps(
+            {
+                **recipe,
+                "steps": study_runs.last_step(run_dir),
+                "wall_s": time.monotonic() - start,
+            }
+        ),
     )
     return run_dir
 
 
 def _derive_equal_steps_run(source_dir: str, run_dir: str, step: int) -> bool:
     """Copies the source run's evaluation at `step` (`eval/step_<step>/`) as this
-    run's `eval/`; False while the source has none."""
+    run's `eval/`, replacing whatever was there; False while the source is not
+    finished. A finished source without that evaluation is an error: its state at
+    `step` cannot be evaluated any more."""
     source_eval = storage.join(source_dir, "eval", f"step_{step}")
+    derived_eval = storage.join(run_dir, "eval")
+    if storage.isdir(derived_eval):
+        storage.rmtree(derived_eval)  # never report an earlier derivation
     if not storage.isfile(storage.join(source_eval, "metrics.json")):
+        if storage.isfile(storage.join(source_dir, "eval", "metrics.json")):
+            raise ValueError(
+                f"{source_dir} is finished but has no evaluation at step {step} "
+                f"({source_eval}/metrics.json), which {run_dir} is: it was trained without "
+                f"slt.EvalConfig.period = {step}. Remove {source_dir} and run the study "
+                "again."
+            )
         return False
-    for name in storage.listdir(source_eval):
+    names = [n for n in storage.listdir(source_eval) if n != "metrics.json"]
+    for name in [*names, "metrics.json"]:  # metrics.json last: it marks a whole copy
         path = storage.join(source_eval, name)
         if storage.isfile(path):
-            storage.copy_file(path, storage.join(run_dir, "eval", name))
+            storage.copy_file(path, storage.join(derived_eval, name))
     storage.write_text(
         storage.join(run_dir, "source.json"), json.dumps({"run": source_dir, "step": step})
     )
@@ -129,16 +163,16 @@ def study(
     and writes the report; returns its text.
 
     `bindings` (gin text) apply to every run after its arm file. `e1_arms` are the E1
-    arms in the order (without MT, with MT, ...): the second is compared with the
-    first; `e2_arms` likewise (ASL only, all lexicons). `report_only` trains nothing:
-    the report covers the finished runs and lists the missing ones. `train_steps` is
-    one number for every arm or `{arm: steps}` (the arms of one experiment should
-    match). `parallel_runs` > 1 trains that many runs at once, each in its own
-    `slt.train` process (one per core on a CPU machine); 1 trains them one after
-    another in this process. The numbers do not depend on it.
+    arms, the baseline (without MT) first: every other is compared with it; `e2_arms`
+    likewise (ASL only first). `report_only` trains nothing: the report covers the
+    finished runs and lists the missing ones. `train_steps` is one number for every arm
+    or `{arm: steps}` (study.gin gives the B arms twice A's steps: equal sign examples).
+    `parallel_runs` > 1 trains that many runs at once, each in its own `slt.train`
+    process (one per core on a CPU machine); 1 trains them one after another in this
+    process. The numbers do not depend on it.
 
     `pretrain` (a gin file, with `pretrain_bindings` after it) is trained once, first,
-    and every run starts from it.
+    in its own process, and every run starts from it.
     `equal_steps_arms` `{name: source arm}` are arms measured without training: the
     source arm is also evaluated (test split) at the steps of its experiment's first
     arm, and that evaluation is the named arm's (the schedule must not depend on the
@@ -159,10 +193,16 @@ def study(
         raise FileNotFoundError(f"study.pretrain = {pretrain!r}: no such gin file.")
     equal_steps_arms = dict(equal_steps_arms or {})
     for name, source in equal_steps_arms.items():
-        if source not in arms:
+        if source not in arms or source not in (*e1_arms, *e2_arms):
             raise ValueError(
-                f"study.equal_steps_arms[{name!r}] = {source!r} is not an arm of study.arms."
+                f"study.equal_steps_arms[{name!r}] = {source!r}: give an arm of study.arms "
+                "that is also in study.e1_arms or study.e2_arms."
             )
+    if len(set(equal_steps_arms.values())) < len(equal_steps_arms):
+        raise ValueError(
+            f"study.equal_steps_arms = {equal_steps_arms}: each source arm can give one "
+            "equal-steps arm."
+        )
     steps_of = (
         dict(train_steps)
         if isinstance(train_steps, Mapping)
@@ -184,6 +224,7 @@ def study(
     output_dir = storage.absolute(output_dir)
     storage.makedirs(storage.join(output_dir, "metrics"))
     command = " ".join(["python -m slt.experiment", *sys.argv[1:]])
+    commit = _commit()  # the code the runs are trained with, not a later one
     start = time.monotonic()
     if pretrain is not None and not report_only:
         pretrain_dir = _pretrain(pretrain, output_dir, pretrain_bindings)
@@ -263,7 +304,7 @@ def study(
             references = references or analysis.reference_language_accuracy(eval_dir)
     info = {
         "command": command,
-        "commit": _commit(),
+        "commit": commit,
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "train_steps": steps_of,

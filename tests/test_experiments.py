@@ -143,8 +143,10 @@ def test_every_arm_trains_and_is_evaluated(study_dir):
         derived = json.loads((out / "metrics" / f"{arm}.seed_0.json").read_text())
         at_step_2 = out / source / "seed_0" / "eval" / "step_2" / "metrics.json"
         assert derived == json.loads(at_step_2.read_text())
-        final = json.loads((out / "metrics" / f"{source}.seed_0.json").read_text())
-        assert derived != final
+        assert json.loads((out / arm / "seed_0" / "source.json").read_text()) == {
+            "run": str(out / source / "seed_0"),
+            "step": 2,
+        }
     report = (out / "report.md").read_text()
     assert "## E1: zero-shot SLT through MT data" in report
     assert "## E2: more sign languages" in report

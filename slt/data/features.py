@@ -218,7 +218,7 @@ class LandmarkEncDecFeatureConverter(seqio.FeatureConverter):
             raise ValueError(
                 f"the CTC loss on the signed text needs a `{SIGNED_TEXT}` feature, and "
                 f"these examples have only {sorted(ds.element_spec)}: train on tasks "
-                "registered with signed_text=True (e.g. the study's experiment_* "
+                "registered with signed_text=True (e.g. the study's experiment_e1_* "
                 'mixtures), or set slt.LossConfig.encoder_ctc_targets = "targets".'
             )
         checked = dict(task_feature_lengths)

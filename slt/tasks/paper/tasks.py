@@ -188,7 +188,8 @@ def slt_preprocessor(
                 prompt,
                 tf.strings.reduce_join(parts, separator=SEPARATOR),
                 record["id"],
-                _signed_text(record, signed_text),
+                # The captions kept with their frames, not those cut with the clip.
+                tf.strings.reduce_join(texts, separator=" ") if signed_text else None,
             )
 
         ds = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
