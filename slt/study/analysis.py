@@ -52,26 +52,24 @@ def script_accuracy(eval_dir: str, split: str = "test") -> dict[str, float]:
     """Per E1 direction, the share of predictions written in their reference's script:
     a coarse language check that holds on single words, where the language identifier
     is weak (it separates Latin from Cyrillic, Greek and Arabic only)."""
-    out = {}
-    for task in E1_TASKS:
-        path = storage.join(eval_dir, f"{task}.{split}.predictions.jsonl")
-        if storage.isfile(path):
-            rows = _read_jsonl(path)
-            if rows:
-                out[task] = _script_share(rows)
-    return out
+    return _per_task(eval_dir, E1_TASKS, split, _script_share)
 
 
 def exact_match(eval_dir: str, tasks: Iterable[str], split: str = "test") -> dict[str, float]:
     """Per task of `tasks` whose predictions file is in `eval_dir`, `exact_match_share`
     of its predictions; tasks without the file (or rows) are left out."""
+    return _per_task(eval_dir, tasks, split, exact_match_share)
+
+
+def _per_task(eval_dir: str, tasks: Iterable[str], split: str, fn) -> dict[str, float]:
+    """`fn(rows)` per task whose predictions file in `eval_dir` has rows."""
     out = {}
     for task in tasks:
         path = storage.join(eval_dir, f"{task}.{split}.predictions.jsonl")
         if storage.isfile(path):
             rows = _read_jsonl(path)
             if rows:
-                out[task] = exact_match_share(rows)
+                out[task] = fn(rows)
     return out
 
 
