@@ -47,6 +47,33 @@ def corpus_landmark_config():
     return fingerspelling_tasks.standardized_config(CORPUS_SEED)
 
 
+def add_aug_task(name: str, language: str, metric_fns=(), signed_text: bool = False) -> seqio.Task:
+    """Augmented SLT over the corpus: an ASL word clip -> its CLDR name in `language`
+    (only the words that have one); `signed_text` adds the English word as the task's
+    `signed_text` feature."""
+    translations = fs_sources.CldrTranslations("en", language)
+    source = fs_sources.WordClipSource(
+        "ase",
+        "en",
+        CORPUS_SEED,
+        corpus_landmark_config,
+        TRAIN_VARIANTS,
+        only_words=functools.partial(lambda t: set(t.load()), translations),
+    )
+    return paper_tasks.add_augmented_slt_task(
+        name,
+        source,
+        language,
+        translations,
+        sign_language="ase",
+        key_field="text",
+        metric_fns=metric_fns,
+        landmark_config=corpus_landmark_config,
+        shuffle_buffer_size=fs_sources.CLIP_SHUFFLE_BUFFER,
+        signed_text=signed_text,
+    )
+
+
 def word_name(sign: str) -> str:
     return f"fingerspelling_word_slt_{sign}_{SIGN_TO_SPOKEN[sign]}"
 
@@ -110,26 +137,7 @@ def register() -> None:
             metric_fns=[paper_tasks.bleu_chrf],
         )
         mt.append(mt_name(language))
-        translations = fs_sources.CldrTranslations("en", language)
-        source = fs_sources.WordClipSource(
-            "ase",
-            "en",
-            CORPUS_SEED,
-            corpus_landmark_config,
-            TRAIN_VARIANTS,
-            only_words=functools.partial(lambda t: set(t.load()), translations),
-        )
-        paper_tasks.add_augmented_slt_task(
-            aug_name(language),
-            source,
-            language,
-            translations,
-            sign_language="ase",
-            key_field="text",
-            metric_fns=paper_tasks.translation_metric_fns(language),
-            landmark_config=corpus_landmark_config,
-            shuffle_buffer_size=buffer,
-        )
+        add_aug_task(aug_name(language), language, paper_tasks.translation_metric_fns(language))
         aug.append(aug_name(language))
     aug_train = [aug_name(x) for x in AUG_TRAIN_LANGUAGES]
 

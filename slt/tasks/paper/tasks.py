@@ -151,14 +151,9 @@ def _example(frames, inputs, targets, record_id, signed_text=None):
 
 
 def _signed_text(record, wanted: bool):
-    """What a clip signs, for tasks registered with `signed_text=True`: its captions,
-    joined by spaces (one caption for a word clip)."""
-    if not wanted:
-        return None
-    text = record["text"]
-    if text.shape.rank == 0:
-        return text
-    return tf.strings.reduce_join(text, separator=" ")
+    """What a one-caption clip signs, for tasks registered with `signed_text=True`: its
+    caption (timed SLT joins the captions kept with their frames itself)."""
+    return record["text"] if wanted else None
 
 
 def slt_preprocessor(

@@ -114,26 +114,7 @@ def _register_e1_tasks() -> None:
         signed_text=True,
     )
     for language in E1_SEEN:
-        translations = fs_sources.CldrTranslations("en", language)
-        source = fs_sources.WordClipSource(
-            "ase",
-            "en",
-            fm.CORPUS_SEED,
-            config,
-            fm.TRAIN_VARIANTS,
-            only_words=functools.partial(lambda t: set(t.load()), translations),
-        )
-        paper_tasks.add_augmented_slt_task(
-            aug_name(language),
-            source,
-            language,
-            translations,
-            sign_language="ase",
-            key_field="text",
-            landmark_config=config,
-            shuffle_buffer_size=buffer,
-            signed_text=True,
-        )
+        fm.add_aug_task(aug_name(language), language, signed_text=True)
     for language in fm.MT_LANGUAGES:
         paper_tasks.add_mt_task(
             mt_name(language), fs_sources.CldrParallelText("en", language), signed_text=True
